@@ -1,0 +1,82 @@
+"""COCO-format reading with pycocotools, shared by the embedded shapes data and real COCO.
+
+``CocoIndex`` wraps a ``pycocotools.coco.COCO`` built from already-loaded dictionaries (the catalog reads the
+JSON files), and resolves each image in a ``PartitionedDataset`` of images by its file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+
+
+class CocoFormatError(ValueError):
+    """An annotation file or image does not follow the COCO format; the message names the item."""
+
+
+@dataclass(frozen=True)
+class CocoObject:
+    annotation_id: int
+    category: str
+    bbox: tuple[float, float, float, float]  # x, y, w, h
+    mask: np.ndarray  # (H, W) uint8
+
+
+def _coco_from_dict(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+class CocoIndex:
+    def __init__(self, instances: dict, captions: dict | None = None, source: str = "instances"):
+        for key in ("images", "annotations", "categories"):
+            if key not in instances:
+                raise CocoFormatError(f"{source}: missing the '{key}' list of a COCO instances file")
+        self.instances = _coco_from_dict(instances)
+        self.captions = _coco_from_dict(captions) if captions is not None else None
+
+    def image_ids(self) -> list[int]:
+        return sorted(self.instances.getImgIds())
+
+    def image_info(self, image_id: int) -> dict:
+        return self.instances.imgs[image_id]
+
+    def category_names(self) -> list[str]:
+        return [c["name"] for c in self.instances.loadCats(self.instances.getCatIds())]
+
+    def objects(self, image_id: int) -> list[CocoObject]:
+        anns = self.instances.loadAnns(self.instances.getAnnIds(imgIds=[image_id], iscrowd=None))
+        cats = self.instances.cats
+        return [
+            CocoObject(a["id"], cats[a["category_id"]]["name"], tuple(a["bbox"]), self.instances.annToMask(a))
+            for a in anns
+        ]
+
+    def captions_of(self, image_id: int) -> list[str]:
+        if self.captions is None:
+            return []
+        return [a["caption"] for a in self.captions.loadAnns(self.captions.getAnnIds(imgIds=[image_id]))]
+
+    def load_image(self, image_id: int, images: Mapping[str, Callable[[], Any]]) -> np.ndarray:
+        """The (H, W, 3) uint8 RGB image of `image_id` from a partitioned image dataset keyed by file stem."""
+        file_name = self.image_info(image_id)["file_name"]
+        key = str(PurePosixPath(file_name).with_suffix(""))
+        if key not in images:
+            raise CocoFormatError(f"image {image_id}: file '{file_name}' is not among the {len(images)} images")
+        loaded = images[key]
+        image = loaded() if callable(loaded) else loaded
+        array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise CocoFormatError(f"image {image_id} ('{file_name}') has shape {array.shape}, expected (H, W, 3)")
+        return array

@@ -1,0 +1,133 @@
+"""Offline processors for the Qwen-VL family.
+
+Two problems are solved here:
+
+* The embedded model needs a tokenizer and processor built without any download: a word-level tokenizer over the
+  dataset's vocabulary (``tokenizers`` library) with the Qwen2.5-VL special tokens, the Qwen2-VL image processor
+  constructed directly, and the Qwen2.5-VL chat template.
+* Without torchvision (the CPU torch wheel these machines carry), transformers cannot build the stock
+  ``Qwen2_5_VLProcessor`` (its video processor needs torchvision) and ``AutoProcessor`` may silently return only
+  the tokenizer. ``ImageTextQwenVLProcessor`` is the same processor without the video part: transformers derives
+  the sub-processor list from the ``__init__`` signature, so it builds, saves and loads both our folders and
+  Hub-style checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor
+
+# Tokens of the Qwen2.5-VL chat format, in the order the real tokenizer numbers them after its vocabulary.
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+]
+UNK_TOKEN = "<unk>"
+
+# The Qwen2.5-VL chat template (system prompt by default, images as <|vision_start|><|image_pad|><|vision_end|>).
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SYSTEM_PROMPT_WORDS = "system You are a helpful assistant . user assistant"
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words_of(texts: Iterable[str]) -> list[str]:
+    """The word-level tokens of texts, as the tokenizer splits them (words and single punctuation marks)."""
+    seen: dict[str, None] = {}
+    for text in texts:
+        for w in _WORD.findall(text):
+            seen.setdefault(w, None)
+    return list(seen)
+
+
+def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer over the words of `texts` plus the chat template's words.
+
+    Decoding joins words with spaces and glues punctuation back (``"circle , a"`` -> ``"circle, a"``), so
+    captions and questions round-trip exactly.
+    """
+    words = words_of([SYSTEM_PROMPT_WORDS, *texts])
+    vocab = {UNK_TOKEN: 0}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+    )
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    backend.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token=UNK_TOKEN,
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+class ImageTextQwenVLProcessor(Qwen2_5_VLProcessor):
+    """``Qwen2_5_VLProcessor`` for images and text only (no video processor, so no torchvision needed)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        kwargs.pop("video_processor", None)
+        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                         chat_template=chat_template, **kwargs)
+
+
+def build_image_processor(image_size: int, patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2):
+    """The Qwen2-VL image processor, built directly, pinned to square `image_size` images (no resizing)."""
+    from transformers import Qwen2VLImageProcessor
+
+    pixels = image_size * image_size
+    return Qwen2VLImageProcessor(
+        min_pixels=pixels, max_pixels=pixels, patch_size=patch_size, merge_size=merge_size,
+        temporal_patch_size=temporal_patch_size,
+    )
+
+
+def build_processor(texts: Iterable[str], image_size: int, patch_size: int = 14,
+                    merge_size: int = 2) -> ImageTextQwenVLProcessor:
+    """Assembles the embedded model's processor offline from the dataset's texts."""
+    return ImageTextQwenVLProcessor(
+        image_processor=build_image_processor(image_size, patch_size, merge_size),
+        tokenizer=build_word_tokenizer(texts),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
+
+
+def load_qwen_vl_processor(path: str | Path):
+    """Loads a Qwen-VL processor from a local folder, never downloading.
+
+    The stock ``AutoProcessor`` path is used where it works (torchvision installed); otherwise the image+text
+    processor loads the same folder.
+    """
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
+            return processor
+    except Exception:  # noqa: BLE001 - fall through to the torchvision-free path, which raises a clear error
+        pass
+    return ImageTextQwenVLProcessor.from_pretrained(path, local_files_only=True)

@@ -1,0 +1,92 @@
+"""Nodes of the toy model pipeline."""
+
+from __future__ import annotations
+
+import logging
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from eagle_pipelines.data.coco import CocoIndex  # noqa: E402
+from eagle_pipelines.models.processing import build_processor  # noqa: E402
+from eagle_pipelines.models.qwen_vl import QwenVLAdapter  # noqa: E402
+from eagle_pipelines.models.toy import (  # noqa: E402
+    build_toy_model,
+    caption_quality,
+    make_sampler,
+    train_toy_model,
+    vocabulary_texts,
+)
+from eagle_pipelines.parameters import parse  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _split_arrays(instances: dict, captions: dict, images: dict):
+    index = CocoIndex(instances, captions, source="train instances")
+    ids = index.image_ids()
+    arrays = [index.load_image(i, images) for i in ids]
+    caps = [index.captions_of(i)[0] for i in ids]
+    present = [{o.category for o in index.objects(i)} for i in ids]
+    return index, arrays, caps, present
+
+
+def train_model(train_instances: dict, train_captions: dict, train_images: dict, shapes: dict,
+                toy_model: dict) -> tuple[QwenVLAdapter, pd.DataFrame]:
+    """Builds the offline processor and the tiny Qwen2.5-VL, and trains it on the training split."""
+    shapes_p, params = parse("shapes", shapes), parse("toy_model", toy_model)
+    index, arrays, caps, present = _split_arrays(train_instances, train_captions, train_images)
+    categories = index.category_names()
+    processor = build_processor(vocabulary_texts(caps, categories, params), shapes_p.image_size,
+                                params.architecture.patch_size, params.architecture.merge_size)
+    model = build_toy_model(processor, params.architecture, seed=params.training.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("toy model: %d parameters, vocabulary of %d tokens, %d training images", n_params,
+                len(processor.tokenizer), len(arrays))
+    sampler = make_sampler(arrays, caps, present, categories, params)
+    with tqdm(total=params.training.max_steps, desc="training toy model", unit="step") as bar:
+        def progress(step: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        log = train_toy_model(model, processor, sampler, params.training, progress=progress)
+    return QwenVLAdapter(model, processor, name="toy_qwen2_5_vl"), pd.DataFrame(log)
+
+
+def evaluate_model(vlm: QwenVLAdapter, val_instances: dict, val_captions: dict, val_images: dict,
+                   toy_model_training_log: pd.DataFrame, toy_model: dict) -> dict:
+    """Greedy captions on the held-out split: exact-match rate and per-token accuracy, plus model facts."""
+    params = parse("toy_model", toy_model)
+    _, arrays, caps, _ = _split_arrays(val_instances, val_captions, val_images)
+    quality = caption_quality(vlm, arrays, caps, params.caption_prompt, batch_size=params.eval_batch_size,
+                              max_new_tokens=params.max_new_tokens)
+    log = toy_model_training_log
+    quality.update({
+        "parameters": int(sum(p.numel() for p in vlm.model.parameters())),
+        "training_steps": int(log["step"].iloc[-1]),
+        "training_seconds": round(float(log["seconds"].iloc[-1]), 1),
+        "final_loss": round(float(log["loss"].tail(20).mean()), 5),
+    })
+    logger.info("toy model held-out quality: exact match %.3f, token accuracy %.4f over %d images "
+                "(%d parameters, %d steps, %.0f s)", quality["exact_match"], quality["token_accuracy"],
+                quality["images"], quality["parameters"], quality["training_steps"], quality["training_seconds"])
+    return quality
+
+
+def plot_training_loss(toy_model_training_log: pd.DataFrame):
+    """Training loss per step (log scale) with a moving average."""
+    log = toy_model_training_log
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(log["step"], log["loss"], lw=0.6, alpha=0.4, label="loss")
+    ax.plot(log["step"], log["loss"].rolling(25, min_periods=1).mean(), lw=1.5, label="moving average (25)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (answer tokens)")
+    ax.set_title("Embedded tiny Qwen2.5-VL: training loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig
