@@ -80,6 +80,13 @@ class QwenVLAdapter:
             tok.padding_side = old_side
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def vision_token_ids(self) -> list[int]:
+        """Placeholder tokens of images and videos: never generated as part of an answer."""
+        tok = self.processor.tokenizer
+        names = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+        ids = [tok.convert_tokens_to_ids(n) for n in names]
+        return [i for i in ids if i is not None and i != tok.unk_token_id]
+
     # -- generation --------------------------------------------------------------------------------------------
     def generate(self, image: np.ndarray, prompt: str, max_new_tokens: int = 32) -> Answer:
         return self.generate_batch([image], prompt, max_new_tokens=max_new_tokens)[0]
@@ -89,9 +96,11 @@ class QwenVLAdapter:
         """Greedy answers for a batch of images sharing one prompt, with each chosen token's probability."""
         enc = self.encode(images, prompt)
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                  output_scores=True, return_dict_in_generate=True)
+                                  suppress_tokens=self.vision_token_ids(), output_logits=True,
+                                  return_dict_in_generate=True)
         new = out.sequences[:, enc["input_ids"].shape[1]:]
-        probs = torch.stack([torch.softmax(s.float(), dim=-1) for s in out.scores], dim=1)  # (B, steps, V)
+        # probabilities of the raw next-token distribution, as teacher-forced scoring computes them
+        probs = torch.stack([torch.softmax(s.float(), dim=-1) for s in out.logits], dim=1)  # (B, steps, V)
         tok = self.processor.tokenizer
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])

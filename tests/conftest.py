@@ -1,0 +1,46 @@
+"""Shared fixtures: small shapes splits and a tiny random-weight Qwen2.5-VL with its offline processor."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 230), "yellow": (230, 210, 40)}
+
+
+@pytest.fixture(scope="session")
+def shapes_params():
+    from eagle_pipelines.data.params import ShapesParams
+
+    return ShapesParams(colours=COLOURS, splits={"train": 300, "val": 20, "eval": 20},
+                        cooccurrence={"anchor": "red circle", "companion": "blue square", "rate": 0.9})
+
+
+@pytest.fixture(scope="session")
+def eval_split(shapes_params):
+    from eagle_pipelines.data.shapes import generate_split
+
+    return generate_split(shapes_params, "eval")
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(eval_split, shapes_params):
+    from eagle_pipelines.models.processing import build_processor
+    from eagle_pipelines.models.toy import ToyModelParams, vocabulary_texts
+
+    caps = [a["caption"] for a in eval_split.captions["annotations"]]
+    cats = [c["name"] for c in eval_split.instances["categories"]]
+    return build_processor(vocabulary_texts(caps, cats, ToyModelParams()), shapes_params.image_size)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_processor):
+    from eagle_pipelines.models.toy import ToyArchitecture, build_toy_model
+
+    arch = ToyArchitecture(vision_depth=2, vision_hidden=32, vision_intermediate=64, vision_heads=2, text_layers=1,
+                           text_hidden=32, text_intermediate=64, text_heads=2, text_kv_heads=1)
+    return build_toy_model(tiny_processor, arch, seed=0)

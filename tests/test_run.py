@@ -1,0 +1,88 @@
+"""Smoke runs of the pipelines through a KedroSession, on a tiny configuration in a copy of the project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from eagle_pipelines.parameters import ParameterError
+
+ROOT = Path(__file__).parents[1]
+TINY = {
+    "shapes": {"splits": {"train": 24, "val": 4, "eval": 3}},
+    "toy_model": {
+        "architecture": {"vision_depth": 1, "vision_hidden": 32, "vision_intermediate": 32, "vision_heads": 2,
+                         "text_layers": 1, "text_hidden": 32, "text_intermediate": 32, "text_heads": 2,
+                         "text_kv_heads": 1},
+        "training": {"max_steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1},
+        "eval_batch_size": 4,
+        "max_new_tokens": 4,
+    },
+    "eagle_coco": {"max_new_tokens": 4},
+}
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's configuration in a fresh folder, so runs write under tmp_path/data."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".telemetry").write_text("consent: false\n")
+    (tmp_path / "src").mkdir()  # the package itself is installed
+    bootstrap_project(tmp_path)
+    return tmp_path
+
+
+def _run(project: Path, pipeline: str, params: dict) -> None:
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_name=pipeline)
+
+
+def test_pipelines_are_registered():
+    from eagle_pipelines.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    assert {"__default__", "eagle_coco", "toy_model", "data_preparation"} <= pipelines.keys()
+    assert pipelines["__default__"].all_outputs() == pipelines["eagle_coco"].all_outputs()
+    assert "vlm" in pipelines["toy_model"].all_outputs()
+    assert "vlm" in pipelines["eagle_coco"].inputs()  # eagle_coco explains a saved model, it does not train one
+
+
+def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
+    _run(project, "toy_model", TINY)
+    data = project / "data"
+    assert len(list((data / "01_raw/shapes/train/images").glob("*.png"))) == 24
+    instances = json.loads((data / "01_raw/shapes/train/annotations/instances.json").read_text())
+    assert len(instances["images"]) == 24 and instances["info"]["cooccurrence"]["anchor"] == "red circle"
+    model_dir = data / "06_models/toy_qwen2_5_vl"
+    assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+    quality = json.loads((model_dir / "quality.json").read_text())
+    assert quality["images"] == 4 and quality["training_steps"] == 3
+    assert 0.0 <= quality["token_accuracy"] <= 1.0
+    assert (data / "08_reporting/toy_model/training_loss.png").stat().st_size > 1000
+
+    _run(project, "eagle_coco", TINY)
+    answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
+    assert [a["image_id"] for a in answers["answers"]] == [3_000_000, 3_000_001, 3_000_002]
+    assert all(len(a["token_ids"]) == len(a["token_probs"]) <= 4 for a in answers["answers"])
+    assert (data / "05_model_input/eagle_coco/eval_list.csv").read_text().startswith("image_id,file_name")
+
+
+def test_a_wrong_parameter_fails_before_any_node_runs(project):
+    bad = {**TINY, "shapes": {"splits": {"train": 24, "val": 0, "eval": 3}}}
+    with pytest.raises(ParameterError, match=r"shapes\.splits\.val"):
+        _run(project, "toy_model", bad)
+    assert not (project / "data" / "01_raw").exists()
+
+
+def test_eagle_coco_without_a_model_says_how_to_get_one(project):
+    from kedro.io.core import DatasetError
+
+    with pytest.raises(DatasetError, match=r"kedro run --pipeline=toy_model"):
+        _run(project, "eagle_coco", TINY)
