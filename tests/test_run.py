@@ -86,3 +86,19 @@ def test_eagle_coco_without_a_model_says_how_to_get_one(project):
 
     with pytest.raises(DatasetError, match=r"kedro run --pipeline=toy_model"):
         _run(project, "eagle_coco", TINY)
+
+
+def test_kedro_viz_build_succeeds(project):
+    import os
+    import subprocess
+    import sys
+
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    result = subprocess.run([str(kedro), "viz", "build"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Success" in output and "ERROR" not in output, output[-3000:]
+    pipeline = json.loads((project / "build" / "api" / "main").read_text())
+    assert {"generate_shapes_eval_node", "generate_answers_node", "vlm"} <= {n["name"] for n in pipeline["nodes"]}
+    assert {"eagle_coco", "toy_model", "data_preparation"} <= {p["id"] for p in pipeline["pipelines"]}
