@@ -81,8 +81,8 @@ def test_missing_checkpoint_names_the_path_and_the_fix(tmp_path):
     dataset = VisionLanguageModelDataset(path=str(tmp_path / "nowhere"), missing_hint="Run the toy_model pipeline.")
     with pytest.raises(DatasetError, match=r"nowhere.*Run the toy_model pipeline"):
         dataset.load()
-    hub_id = VisionLanguageModelDataset(path="Qwen/Not-In-Cache-VL")
-    with pytest.raises(DatasetError, match="nothing is downloaded"):
+    hub_id = VisionLanguageModelDataset(hub_id="Qwen/Not-In-Cache-VL")
+    with pytest.raises(DatasetError, match="not in the local Hugging Face cache.*nothing is downloaded"):
         hub_id.load()
 
 

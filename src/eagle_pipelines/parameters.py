@@ -6,6 +6,8 @@ dotted parameter that is wrong and where it is set, so a bad value never surface
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from eagle_pipelines.data.params import ShapesParams
@@ -21,15 +23,59 @@ class EagleCocoParams(BaseModel):
     batch_size: PositiveInt = 32
 
 
+class SuperpixelParams(BaseModel):
+    """SLICO (scikit-image ``slic(..., slic_zero=True)``) at the model's input resolution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_segments: PositiveInt = 64
+    compactness: float = Field(default=10.0, gt=0)
+    max_num_iter: PositiveInt = 10
+    sigma: float = Field(default=0.0, ge=0)
+
+
+class EfficientParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    search_scope: PositiveInt = 10
+    pending_samples: PositiveInt = 8
+    update_step: PositiveInt = 5
+
+
+class AttributionParams(BaseModel):
+    """The EAGLE search and what it explains."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["greedy", "efficient"] = "greedy"
+    lambda1: float = Field(default=1.0, ge=0)
+    lambda2: float = Field(default=1.0, ge=0)
+    batch_size: PositiveInt = Field(default=64, description="masked images per forward pass")
+    efficient: EfficientParams = EfficientParams()
+    levels: tuple[Literal["sentence", "word"], ...] = ("sentence", "word")
+    word_targets: Literal["objects"] | list[str | int] = Field(
+        default="objects",
+        description="'objects': the category name of each annotated object (one attribution per object); "
+                    "or words / token positions to explain in every answer that has them",
+    )
+
+    def search_params(self) -> dict:
+        return self.efficient.model_dump() if self.strategy == "efficient" else {}
+
+
 PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "shapes": ShapesParams,
     "toy_model": ToyModelParams,
     "eagle_coco": EagleCocoParams,
+    "superpixels": SuperpixelParams,
+    "attribution": AttributionParams,
 }
 PARAMETER_FILES = {
     "shapes": "conf/<env>/parameters_data_preparation.yml",
     "toy_model": "conf/<env>/parameters_toy_model.yml",
     "eagle_coco": "conf/<env>/parameters_eagle_coco.yml",
+    "superpixels": "conf/<env>/parameters_superpixels.yml",
+    "attribution": "conf/<env>/parameters_attribution.yml",
 }
 
 

@@ -18,6 +18,9 @@ import numpy as np
 from pycocotools.coco import COCO
 
 
+CONVERTIBLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr")
+
+
 class CocoFormatError(ValueError):
     """An annotation file or image does not follow the COCO format; the message names the item."""
 
@@ -75,8 +78,16 @@ class CocoIndex:
         if key not in images:
             raise CocoFormatError(f"image {image_id}: file '{file_name}' is not among the {len(images)} images")
         loaded = images[key]
-        image = loaded() if callable(loaded) else loaded
-        array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        try:
+            image = loaded() if callable(loaded) else loaded
+        except (OSError, ValueError) as exc:
+            raise CocoFormatError(f"image {image_id} ('{file_name}') cannot be read: {exc}") from None
+        if hasattr(image, "mode"):
+            if image.mode not in CONVERTIBLE_MODES:
+                raise CocoFormatError(f"image {image_id} ('{file_name}') has mode {image.mode!r}; expected an "
+                                      f"8-bit colour or grey image ({', '.join(CONVERTIBLE_MODES)})")
+            image = image.convert("RGB")
+        array = np.asarray(image)
         if array.ndim != 3 or array.shape[2] != 3:
             raise CocoFormatError(f"image {image_id} ('{file_name}') has shape {array.shape}, expected (H, W, 3)")
         return array

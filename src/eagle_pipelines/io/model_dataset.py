@@ -20,8 +20,9 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
     """Loads a model adapter (``VisionLanguageModel``) from `path`; saves one there with ``save_pretrained``.
 
     Args:
-        path: a local checkpoint folder, or a Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``) already in the local
-            Hugging Face cache.
+        path: a local checkpoint folder (where ``save`` writes).
+        hub_id: instead of `path`, a Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``) already in the local Hugging Face
+            cache (``HF_HUB_CACHE``).
         family: the adapter family (``qwen_vl``).
         dtype: ``float32``, ``bfloat16`` or ``float16``.
         device: ``cpu``, ``cuda``, ``cuda:1``...
@@ -29,11 +30,15 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         missing_hint: what to tell the user when the checkpoint is not there.
     """
 
-    def __init__(self, path: str, family: str = "qwen_vl", dtype: str = "float32", device: str = "cpu",
-                 device_map: str | None = None, missing_hint: str | None = None, metadata: dict | None = None):
+    def __init__(self, path: str | None = None, hub_id: str | None = None, family: str = "qwen_vl",
+                 dtype: str = "float32", device: str = "cpu", device_map: str | None = None,
+                 missing_hint: str | None = None, metadata: dict | None = None):
+        if (path is None) == (hub_id is None):
+            raise DatasetError("give a model either a local `path` or a `hub_id` (one of them)")
         if family not in FAMILIES:
-            raise DatasetError(f"Unknown model family {family!r} for {path}; known: {sorted(FAMILIES)}")
+            raise DatasetError(f"Unknown model family {family!r} for {path or hub_id}; known: {sorted(FAMILIES)}")
         self._path = path
+        self._hub_id = hub_id
         self._family = family
         self._dtype = dtype
         self._device = device
@@ -41,20 +46,23 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         self._missing_hint = missing_hint
         self.metadata = metadata
 
-    def _resolve(self) -> Path:
-        local = Path(self._path)
-        if local.is_dir():
-            return local
-        if "/" in self._path and not local.is_absolute():  # a Hub id: look in the local cache only
-            try:
-                from huggingface_hub import snapshot_download
+    @property
+    def _name(self) -> str:
+        return self._path or self._hub_id
 
-                return Path(snapshot_download(self._path, local_files_only=True))
-            except Exception:  # noqa: BLE001 - reported below with the fix
-                pass
-        hint = self._missing_hint or "see docs/models.md for how to obtain it"
-        raise DatasetError(f"No model checkpoint at '{self._path}' (looked for a local folder and the local "
-                           f"Hugging Face cache; nothing is downloaded). {hint}")
+    def _resolve(self) -> Path:
+        hint = self._missing_hint or "See docs/models.md for how to obtain it."
+        if self._path is not None:
+            if Path(self._path).is_dir():
+                return Path(self._path)
+            raise DatasetError(f"No model checkpoint at '{self._path}' (nothing is downloaded). {hint}")
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(self._hub_id, local_files_only=True))
+        except Exception as exc:  # noqa: BLE001 - reported with the fix
+            raise DatasetError(f"'{self._hub_id}' is not in the local Hugging Face cache ({type(exc).__name__}; "
+                               f"nothing is downloaded). {hint}") from None
 
     def load(self) -> QwenVLAdapter:
         path = self._resolve()
@@ -62,9 +70,11 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
             raise DatasetError(f"'{path}' is not a model folder (no config.json). "
                                f"{self._missing_hint or ''}".strip())
         return FAMILIES[self._family].from_pretrained(path, dtype=self._dtype, device=self._device,
-                                                      device_map=self._device_map, name=Path(self._path).name)
+                                                      device_map=self._device_map, name=Path(self._name).name)
 
     def save(self, data: QwenVLAdapter) -> None:
+        if self._path is None:
+            raise DatasetError(f"cannot save into the Hugging Face cache entry '{self._hub_id}'; give a `path`")
         data.save(self._path)
 
     def _exists(self) -> bool:
@@ -74,4 +84,5 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
             return False
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": self._path, "family": self._family, "dtype": self._dtype, "device": self._device}
+        return {"path": self._path, "hub_id": self._hub_id, "family": self._family, "dtype": self._dtype,
+                "device": self._device}

@@ -23,6 +23,12 @@ class Answer:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Answer:
+        return cls(prompt=data["prompt"], token_ids=tuple(int(t) for t in data["token_ids"]),
+                   tokens=tuple(data["tokens"]), text=data["text"],
+                   token_probs=tuple(float(p) for p in data["token_probs"]), finished=bool(data["finished"]))
+
 
 @runtime_checkable
 class VisionLanguageModel(Protocol):

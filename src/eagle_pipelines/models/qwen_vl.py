@@ -3,6 +3,7 @@ share this code."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -16,15 +17,30 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """A short id of a checkpoint folder's content: its config and the head and size of each weight file."""
+    digest = hashlib.sha1()
+    folder = Path(path)
+    for file in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+        if file.name in ("quality.json",):
+            continue
+        digest.update(file.name.encode())
+        digest.update(str(file.stat().st_size).encode())
+        with open(file, "rb") as f:
+            digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
 class QwenVLAdapter:
     """Wraps a Qwen-VL ``...ForConditionalGeneration`` model and its processor behind ``VisionLanguageModel``."""
 
     family = "qwen_vl"
 
-    def __init__(self, model, processor, name: str = "qwen_vl"):
+    def __init__(self, model, processor, name: str = "qwen_vl", fingerprint: str = ""):
         self.model = model.eval()
         self.processor = processor
         self.name = name
+        self.fingerprint = fingerprint or name
 
     # -- loading and saving ------------------------------------------------------------------------------------
     @classmethod
@@ -42,7 +58,7 @@ class QwenVLAdapter:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         if not device_map:
             model = model.to(device)
-        return cls(model, processor, name=name or Path(path).name)
+        return cls(model, processor, name=name or Path(path).name, fingerprint=checkpoint_fingerprint(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -118,3 +134,108 @@ class QwenVLAdapter:
                 text=tok.decode(ids, skip_special_tokens=True), token_probs=tuple(p), finished=finished,
             ))
         return answers
+
+    # -- scoring (EAGLE's inner loop) -------------------------------------------------------------------------
+    def model_image(self, image: np.ndarray) -> np.ndarray:
+        """`image` resized to the resolution the model sees (the processor's smart resize), so that masks,
+        superpixels and the processor work on the same pixels and the processor resizes nothing more."""
+        from PIL import Image
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        ip = self.processor.image_processor
+        h, w = image.shape[:2]
+        th, tw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=ip.size["shortest_edge"],
+                              max_pixels=ip.size["longest_edge"])
+        if (th, tw) == (h, w):
+            return np.ascontiguousarray(image)
+        return np.asarray(Image.fromarray(image).resize((tw, th), Image.Resampling.BICUBIC))
+
+    def resolution_spec(self) -> dict:
+        """What decides the model-resolution image (cache keys of superpixels)."""
+        ip = self.processor.image_processor
+        return {"min_pixels": ip.size["shortest_edge"], "max_pixels": ip.size["longest_edge"],
+                "factor": ip.patch_size * ip.merge_size}
+
+    def patch_index(self, height: int, width: int) -> np.ndarray:
+        """For each entry of ``pixel_values`` (N, C·T·p·p), the flat index of the pixel it comes from.
+
+        Derived from the image processor itself (an image whose values are pixel indices, passed through
+        without rescaling or normalisation), so it follows whatever patch layout the processor uses."""
+        index = np.arange(height * width, dtype=np.float32).reshape(height, width)
+        out = self.processor.image_processor(images=[np.repeat(index[..., None], 3, axis=2)], do_resize=False,
+                                             do_rescale=False, do_normalize=False, return_tensors="np")
+        return np.rint(out["pixel_values"]).astype(np.int64)
+
+    def scorer(self, image: np.ndarray, prompt: str, answer_ids: list[int] | tuple[int, ...],
+               target_positions: list[int] | tuple[int, ...], batch_size: int = 32,
+               compose: str = "pixel_values") -> QwenVLTokenScorer:
+        """A TokenScorer for `image` (at model resolution) teacher-forcing `prompt` + `answer_ids`."""
+        return QwenVLTokenScorer(self, image, prompt, answer_ids, target_positions, batch_size, compose)
+
+
+class QwenVLTokenScorer:
+    """Teacher-forced probabilities of the explained answer tokens for batches of masked copies of one image.
+
+    Removed pixels are zero (black). With ``compose="pixel_values"`` the masked ``pixel_values`` are composed
+    directly from the processed full and black images (exact, since the processor works per pixel and the
+    image is already at model resolution); ``compose="processor"`` re-runs the image processor per masked copy
+    (the reference path)."""
+
+    def __init__(self, adapter: QwenVLAdapter, image: np.ndarray, prompt: str, answer_ids, target_positions,
+                 batch_size: int = 32, compose: str = "pixel_values"):
+        if compose not in ("pixel_values", "processor"):
+            raise ValueError(f"compose must be 'pixel_values' or 'processor', got {compose!r}")
+        answer_ids = [int(t) for t in answer_ids]
+        self.target_positions = tuple(int(t) for t in target_positions)
+        if not self.target_positions:
+            raise ValueError("no tokens to explain: target_positions is empty")
+        if min(self.target_positions) < 0 or max(self.target_positions) >= len(answer_ids):
+            raise ValueError(f"target positions {self.target_positions} outside the answer of "
+                             f"{len(answer_ids)} tokens")
+        self.adapter, self.image, self.prompt = adapter, image, prompt
+        self.batch_size, self.compose = batch_size, compose
+        device = adapter.device
+        enc = adapter.encode([image], prompt)
+        self.height, self.width = image.shape[:2]
+        self.input_ids = torch.cat([enc["input_ids"][0], torch.tensor(answer_ids, device=device)])
+        self.mm_token_type_ids = torch.cat([enc["mm_token_type_ids"][0],
+                                            torch.zeros(len(answer_ids), dtype=torch.long, device=device)])
+        self.grid = enc["image_grid_thw"]
+        self.n_answer = len(answer_ids)
+        self.targets = torch.tensor([answer_ids[t] for t in self.target_positions], device=device)
+        self.dtype = adapter.model.dtype
+        if compose == "pixel_values":
+            self.pv_full = enc["pixel_values"]
+            self.pv_black = adapter.encode([np.zeros_like(image)], prompt)["pixel_values"]
+            self.index = torch.from_numpy(adapter.patch_index(self.height, self.width)).to(device)
+
+    def pixel_values(self, keep_masks: np.ndarray) -> torch.Tensor:
+        """(B·N, D) pixel values of the masked copies."""
+        if self.compose == "processor":
+            images = [self.image * m[..., None].astype(self.image.dtype) for m in keep_masks]
+            return self.adapter.encode(images, self.prompt)["pixel_values"]
+        flat = torch.from_numpy(np.ascontiguousarray(keep_masks.reshape(len(keep_masks), -1))).to(self.index.device)
+        keep = flat[:, self.index]  # (B, N, D)
+        pv = torch.where(keep, self.pv_full.unsqueeze(0), self.pv_black.unsqueeze(0))
+        return pv.reshape(-1, pv.shape[-1])
+
+    @torch.no_grad()
+    def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
+        keep_masks = np.asarray(keep_masks, dtype=bool)
+        if keep_masks.shape[1:] != (self.height, self.width):
+            raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
+        out = []
+        for lo in range(0, len(keep_masks), self.batch_size):
+            chunk = keep_masks[lo:lo + self.batch_size]
+            b = len(chunk)
+            logits = self.adapter.model(
+                input_ids=self.input_ids.expand(b, -1),
+                attention_mask=torch.ones(b, len(self.input_ids), dtype=torch.long, device=self.input_ids.device),
+                mm_token_type_ids=self.mm_token_type_ids.expand(b, -1),
+                pixel_values=self.pixel_values(chunk).to(self.dtype),
+                image_grid_thw=self.grid.repeat(b, 1),
+                logits_to_keep=self.n_answer + 1,
+            ).logits  # (b, A+1, V): index t predicts answer token t
+            probs = torch.softmax(logits[:, list(self.target_positions)].float(), dim=-1)
+            out.append(probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)

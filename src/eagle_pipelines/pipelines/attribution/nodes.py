@@ -7,9 +7,13 @@ import logging
 import pandas as pd
 from tqdm.auto import tqdm
 
+from eagle_pipelines.api import explain
+from eagle_pipelines.core.regions import params_hash
+from eagle_pipelines.core.targets import phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
-from eagle_pipelines.models.base import VisionLanguageModel
-from eagle_pipelines.parameters import parse
+from eagle_pipelines.io.partitions import Skipped
+from eagle_pipelines.models.base import Answer, VisionLanguageModel
+from eagle_pipelines.parameters import AttributionParams, parse
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +65,97 @@ def generate_answers(vlm: VisionLanguageModel, eval_list: pd.DataFrame, eval_ima
                 len(errors), 100 * exact)
     return {"model": vlm.name, "answers": answers, "errors": errors,
             "summary": {"images": len(answers), "skipped": len(errors), "exact_match": exact}}
+
+
+def _attribution_prefix(level: str, vlm, superpixel_prefix: str, params: AttributionParams, prompt: str) -> str:
+    """Folder of one configuration's attributions: changing any of these recomputes them (not the superpixels)."""
+    return f"{params.strategy}-" + params_hash({
+        "level": level, "model": vlm.fingerprint, "prompt": prompt, "superpixels": superpixel_prefix,
+        "lambda1": params.lambda1, "lambda2": params.lambda2, "search": params.search_params(),
+        "targets": params.word_targets if level == "word" else None,
+    })
+
+
+def _targets(level: str, params: AttributionParams, index: CocoIndex, image_id: int, answer: Answer,
+             decode) -> list[tuple[str, list[int] | None, dict]]:
+    """(key suffix, positions, meta) of each attribution of one image at `level`."""
+    if level == "sentence":
+        return [("", None, {})]
+    jobs = []
+    if params.word_targets == "objects":
+        for obj in index.objects(image_id):
+            positions = phrase_positions(decode, answer.token_ids, obj.category)
+            meta = {"annotation_id": obj.annotation_id, "category": obj.category, "bbox": list(obj.bbox)}
+            jobs.append((f"_{obj.annotation_id}", positions, meta))
+        return jobs
+    for target in params.word_targets:
+        if isinstance(target, int):
+            positions = [target] if 0 <= target < len(answer.token_ids) else []
+        else:
+            positions = phrase_positions(decode, answer.token_ids, target)
+        jobs.append((f"_{target}", positions, {"word": target}))
+    return jobs
+
+
+def explain_answers(level: str, vlm, eval_list: pd.DataFrame, eval_images: dict, eval_instances: dict,
+                    answers: dict, superpixel_maps: dict, superpixels: dict, attribution: dict) -> dict:
+    """Lazy EAGLE attributions of every listed image at `level` (``sentence``: all answer tokens; ``word``:
+    each target's tokens), keyed ``<strategy-hash>/<image id>[_<target>]``. The partitioned output computes
+    only the missing ones; an unreadable image or a target the answer does not mention is recorded as skipped
+    with its reason."""
+    from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
+
+    params = parse("attribution", attribution)
+    sp_prefix = superpixel_prefix(vlm, parse("superpixels", superpixels))
+    index = CocoIndex(eval_instances, source="eval instances")
+    by_id = {a["image_id"]: Answer.from_dict(a) for a in answers["answers"]}
+    decode = vlm.processor.tokenizer.decode
+    jobs: dict = {}
+    if level not in params.levels:
+        return jobs
+    for row in eval_list.itertuples(index=False):
+        image_id = int(row.image_id)
+        prefix = _attribution_prefix(level, vlm, sp_prefix, params, row.prompt)
+        answer = by_id.get(image_id)
+        if answer is None:
+            jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer (see answers.json errors)")
+            continue
+        for suffix, positions, meta in _targets(level, params, index, image_id, answer, decode):
+            key = f"{prefix}/{image_id}{suffix}"
+            if positions == []:
+                jobs[key] = Skipped(f"image {image_id}: the answer {answer.text!r} does not mention "
+                                    f"{meta.get('category', meta.get('word'))!r}")
+                continue
+            jobs[key] = _job(vlm, index, eval_images, superpixel_maps, f"{sp_prefix}/{image_id}", image_id,
+                             answer, positions, params, {"image_id": image_id, "level": level, **meta})
+    return jobs
+
+
+def _job(vlm, index, images, superpixel_maps, sp_key, image_id, answer, positions, params, meta):
+    def compute():
+        if sp_key not in superpixel_maps:
+            return Skipped(f"image {image_id} has no superpixels (see the superpixels' skipped markers)")
+        try:
+            image = index.load_image(image_id, images)
+        except CocoFormatError as exc:
+            return Skipped(str(exc))
+        return explain(vlm, image, answer.prompt, tokens=positions, strategy=params.strategy,
+                       lambda1=params.lambda1, lambda2=params.lambda2, batch_size=params.batch_size,
+                       answer=answer, regions=superpixel_maps[sp_key](), search_params=params.search_params(),
+                       meta=meta)
+
+    return compute
+
+
+def explain_sentences(vlm, eagle_coco_eval_list, eval_images, eval_instances, eagle_coco_answers,
+                      eagle_coco_superpixels, superpixels, attribution) -> dict:
+    """Sentence level: every answer token of each image."""
+    return explain_answers("sentence", vlm, eagle_coco_eval_list, eval_images, eval_instances, eagle_coco_answers,
+                           eagle_coco_superpixels, superpixels, attribution)
+
+
+def explain_words(vlm, eagle_coco_eval_list, eval_images, eval_instances, eagle_coco_answers,
+                  eagle_coco_superpixels, superpixels, attribution) -> dict:
+    """Word level: one attribution per target (each annotated object's words, or the configured words)."""
+    return explain_answers("word", vlm, eagle_coco_eval_list, eval_images, eval_instances, eagle_coco_answers,
+                           eagle_coco_superpixels, superpixels, attribution)

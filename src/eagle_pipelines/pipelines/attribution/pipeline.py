@@ -1,10 +1,18 @@
-"""eagle_coco's attribution steps: the evaluation list and the model's answers."""
+"""eagle_coco's attribution steps: the evaluation list, the model's answers, EAGLE at sentence and word level."""
 
 from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from eagle_pipelines.pipelines.attribution.nodes import build_eval_list, generate_answers
+from eagle_pipelines.pipelines.attribution.nodes import (
+    build_eval_list,
+    explain_sentences,
+    explain_words,
+    generate_answers,
+)
+
+EXPLAIN_INPUTS = ["vlm", "eagle_coco_eval_list", "eval_images", "eval_instances", "eagle_coco_answers",
+                  "eagle_coco_superpixels", "params:superpixels", "params:attribution"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -21,4 +29,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             outputs="eagle_coco_answers",
             name="generate_answers_node",
         ),
+        Node(func=explain_sentences, inputs=EXPLAIN_INPUTS, outputs="eagle_coco_sentence_attributions",
+             name="explain_sentences_node"),
+        Node(func=explain_words, inputs=EXPLAIN_INPUTS, outputs="eagle_coco_word_attributions",
+             name="explain_words_node"),
     ])

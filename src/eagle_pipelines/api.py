@@ -1,0 +1,84 @@
+"""The Python API (module `eagle_pipelines.api`): ``explain(model, image, prompt, tokens=..., strategy=...)`` -> Attribution.
+
+    from eagle_pipelines import explain, load_model
+    model = load_model("data/06_models/toy_qwen2_5_vl")
+    attribution = explain(model, image, "Describe the image.", tokens=["red", "circle"], n_regions=16)
+    attribution.plot(image)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.memory import PeakMemory
+from eagle_pipelines.core.regions import RegionMap, slico
+from eagle_pipelines.core.scoring import RegionScorer
+from eagle_pipelines.core.search import CountingScorer, efficient, greedy
+from eagle_pipelines.core.targets import resolve_targets
+from eagle_pipelines.models.base import Answer
+
+STRATEGIES: dict[str, Callable] = {"greedy": greedy, "efficient": efficient}
+
+
+def load_model(path: str, family: str = "qwen_vl", dtype: str = "float32", device: str = "cpu"):
+    """Loads a saved model (local folder or HF cache, never downloads) as a model adapter."""
+    from eagle_pipelines.io import VisionLanguageModelDataset
+
+    return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device).load()
+
+
+def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "greedy", n_regions: int = 64,
+            lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32, answer: Answer | None = None,
+            regions: RegionMap | None = None, search_params: dict | None = None,
+            slic_params: dict | None = None, progress: bool = False, meta: dict | None = None) -> Attribution:
+    """Explains `model`'s answer to `prompt` about `image`.
+
+    Args:
+        tokens: None (every answer token: sentence level), positions in the answer, or words/phrases
+            (word level, e.g. ``["red", "circle"]``).
+        strategy: ``greedy`` (the exact definition, n(n+1) forward passes) or ``efficient`` (the paper's
+            bidirectional variant; `search_params`: search_scope, pending_samples, update_step).
+        answer: the answer to explain; generated greedily when not given.
+        regions: a precomputed label map at model resolution; SLICO with about `n_regions` otherwise.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+    image = model.model_image(np.asarray(image))
+    if answer is None:
+        answer = model.generate(image, prompt)
+    tok = model.processor.tokenizer
+    positions = resolve_targets(tok.decode, answer.token_ids, tokens)
+    if regions is None:
+        regions = slico(image, n_segments=n_regions, **(slic_params or {}))
+    if regions.labels.shape != image.shape[:2]:
+        raise ValueError(f"label map {regions.labels.shape} does not match the model image {image.shape[:2]}")
+    scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size)
+    counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=regions.n_regions, desc=f"{strategy} search", unit="region", leave=False)
+    start = time.perf_counter()
+    with PeakMemory(model.device) as peak:
+        trace = STRATEGIES[strategy](counting, lambda1=lambda1, lambda2=lambda2, **(search_params or {}),
+                                     progress=(lambda k: bar.update(k - bar.n)) if bar else None)
+    seconds = time.perf_counter() - start
+    if bar:
+        bar.close()
+    area = np.cumsum(regions.areas()[trace.order])
+    area[-1] = 1.0
+    return Attribution(
+        order=trace.order, insertion=trace.insertion, deletion=trace.deletion, objective=trace.objective,
+        area=area, full_score=trace.insertion[-1].copy(), empty_score=trace.deletion[-1].copy(),
+        labels=regions.labels, target_positions=positions,
+        target_token_ids=[int(answer.token_ids[p]) for p in positions],
+        target_words=[tok.decode([answer.token_ids[p]]).strip() for p in positions],
+        answer=answer.text, prompt=prompt, lambda1=lambda1, lambda2=lambda2, strategy=strategy,
+        search_params=dict(search_params or {}), forward_passes=counting.forward_passes, seconds=seconds,
+        peak_memory_mb=peak.mb, meta={"regions": regions.params, "n_regions": regions.n_regions, **(meta or {})},
+    )

@@ -1,0 +1,1 @@
+"""The EAGLE method, importable without Kedro (numpy + torch only)."""

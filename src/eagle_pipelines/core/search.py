@@ -1,0 +1,157 @@
+"""Ordered subset selection over image regions: the exact greedy search and the paper's efficient variant.
+
+A search sees the model only through ``score(keep) -> probs``: `keep` is a (B, n) boolean matrix of region
+keep-indicators, `probs` the (B, T) probabilities of the explained tokens with the other regions removed (zero
+fill). Removing a set S is keeping its complement, so one call scores keep- and remove-images together.
+
+Objective of a set S (insight + necessity):  mean_t[ λ1·p_t(keep S) + λ2·(1 − p_t(remove S)) ].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+class CountingScorer:
+    """Wraps a score function and counts forward passes (one per scored row)."""
+
+    def __init__(self, score: ScoreFn, n_regions: int):
+        self.score = score
+        self.n = n_regions
+        self.forward_passes = 0
+
+    def __call__(self, keep: np.ndarray) -> np.ndarray:
+        keep = np.asarray(keep, dtype=bool)
+        if keep.ndim != 2 or keep.shape[1] != self.n:
+            raise ValueError(f"keep must be (B, {self.n}), got {keep.shape}")
+        if len(keep) == 0:
+            return np.zeros((0, 0))
+        self.forward_passes += len(keep)
+        return np.asarray(self.score(keep), dtype=np.float64)
+
+    def keep_and_remove(self, sets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """p(keep S) and p(remove S) for each row S of `sets` (B, n), in one call."""
+        probs = self(np.concatenate([sets, ~sets]))
+        return probs[: len(sets)], probs[len(sets):]
+
+
+@dataclass
+class SearchTrace:
+    """The order of all regions, and per prefix S_k = order[:k+1] the per-token p(keep S_k), p(remove S_k)."""
+
+    order: np.ndarray  # (n,) int
+    insertion: np.ndarray  # (n, T)
+    deletion: np.ndarray  # (n, T)
+    objective: np.ndarray  # (n,)
+
+
+def objective_of(p_keep: np.ndarray, p_remove: np.ndarray, lambda1: float, lambda2: float) -> np.ndarray:
+    return np.mean(lambda1 * p_keep + lambda2 * (1.0 - p_remove), axis=-1)
+
+
+def _prefix_sets(order: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) bool: row k marks the regions order[:k+1]."""
+    sets = np.zeros((len(order), n), dtype=bool)
+    for k in range(len(order)):
+        sets[k, order[: k + 1]] = True
+    return sets
+
+
+def complete_trace(scorer: CountingScorer, order: np.ndarray, known: dict[int, tuple[np.ndarray, np.ndarray]],
+                   lambda1: float, lambda2: float) -> SearchTrace:
+    """Builds the trace of `order`, scoring only the prefixes not already in `known` (k -> (keep, remove))."""
+    n = len(order)
+    missing = [k for k in range(n) if k not in known]
+    if missing:
+        sets = _prefix_sets(order, scorer.n)[missing]
+        keep, remove = scorer.keep_and_remove(sets)
+        for j, k in enumerate(missing):
+            known[k] = (keep[j], remove[j])
+    insertion = np.stack([known[k][0] for k in range(n)])
+    deletion = np.stack([known[k][1] for k in range(n)])
+    return SearchTrace(np.asarray(order, dtype=np.int64), insertion, deletion,
+                       objective_of(insertion, deletion, lambda1, lambda2))
+
+
+def greedy(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0,
+           progress: Callable[[int], None] | None = None) -> SearchTrace:
+    """The definition: at every step score every remaining region for keep and remove, add the argmax.
+
+    n(n+1) forward passes. Ties go to the lowest region index.
+    """
+    n = scorer.n
+    chosen = np.zeros(n, dtype=bool)
+    order, known = [], {}
+    for step in range(n):
+        candidates = np.flatnonzero(~chosen)
+        sets = np.repeat(chosen[None], len(candidates), axis=0)
+        sets[np.arange(len(candidates)), candidates] = True
+        keep, remove = scorer.keep_and_remove(sets)
+        best = int(np.argmax(objective_of(keep, remove, lambda1, lambda2)))
+        chosen[candidates[best]] = True
+        order.append(int(candidates[best]))
+        known[step] = (keep[best], remove[best])
+        if progress:
+            progress(step + 1)
+    return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
+
+
+def efficient(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, search_scope: int = 10,
+              pending_samples: int = 8, update_step: int = 5,
+              progress: Callable[[int], None] | None = None) -> SearchTrace:
+    """The paper's bidirectional variant.
+
+    Forward: on the first step and every `update_step` steps every remaining region is scored and the
+    candidates are re-ranked by objective; on the other steps only the `search_scope` best-ranked remaining
+    candidates are scored. Backward, in the same steps: among the `pending_samples` worst-ranked remaining
+    candidates, the region whose removal (on top of those already removed from the end) keeps the objective
+    highest, λ1·p(keep the rest) + λ2·(1 − p(keep only the removed)), goes to the end of the order.
+    Final order: forward picks + leftovers (in rank order) + backward picks reversed. The curves of the final
+    order reuse every prefix the search already scored and score the rest.
+    """
+    n = scorer.n
+    placed = np.zeros(n, dtype=bool)
+    ranked = list(range(n))  # candidates by last known objective, best first
+    head: list[int] = []
+    tail: list[int] = []  # backward picks, least important first
+    known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    step = 0
+    while not placed.all():
+        remaining = [r for r in ranked if not placed[r]]
+        pool = remaining if step % update_step == 0 else remaining[:search_scope]
+        base = np.zeros(n, dtype=bool)
+        base[head] = True
+        sets = np.repeat(base[None], len(pool), axis=0)
+        sets[np.arange(len(pool)), pool] = True
+        keep, remove = scorer.keep_and_remove(sets)
+        scores = objective_of(keep, remove, lambda1, lambda2)
+        if step % update_step == 0:
+            by_score = [pool[i] for i in np.argsort(-scores, kind="stable")]
+            ranked = by_score + [r for r in ranked if placed[r]]
+        best = int(np.argmax(scores))
+        head.append(pool[best])
+        placed[pool[best]] = True
+        known[len(head) - 1] = (keep[best], remove[best])
+        if not placed.all():
+            remaining = [r for r in ranked if not placed[r]]
+            pending = remaining[-pending_samples:]
+            removed = np.zeros(n, dtype=bool)
+            removed[tail] = True
+            sets = np.repeat(removed[None], len(pending), axis=0)
+            sets[np.arange(len(pending)), pending] = True
+            # keeping the complement of the removed set = the prefix of the final order before it
+            keep_rest, keep_removed = scorer.keep_and_remove(~sets)
+            j = int(np.argmax(objective_of(keep_rest, keep_removed, lambda1, lambda2)))
+            tail.append(pending[j])
+            placed[pending[j]] = True
+            # prefix length n - len(tail) keeps V minus the tail: its p(keep), p(remove) are known
+            known[n - len(tail) - 1] = (keep_rest[j], keep_removed[j])
+        step += 1
+        if progress:
+            progress(int(placed.sum()))
+    return complete_trace(scorer, np.array(head + tail[::-1]), known, lambda1, lambda2)

@@ -1,0 +1,107 @@
+"""Regions, targets, influence, the Attribution record and the resumable partition store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.influence import influence_scores
+from eagle_pipelines.core.regions import RegionMap, slico
+from eagle_pipelines.core.targets import phrase_positions, resolve_targets
+
+
+def test_slico_gives_a_contiguous_label_map_near_the_requested_count(eval_split):
+    image = next(iter(eval_split.images.values()))
+    regions = slico(image, n_segments=16)
+    assert regions.labels.shape == image.shape[:2] and regions.labels.dtype == np.int32
+    assert set(np.unique(regions.labels)) == set(range(regions.n_regions))
+    assert 8 <= regions.n_regions <= 32
+    assert regions.areas().sum() == pytest.approx(1.0)
+    again = slico(image, n_segments=16)
+    np.testing.assert_array_equal(regions.labels, again.labels)
+    assert regions.params["method"] == "slico" and regions.params["n_segments"] == 16
+
+
+def test_region_masks_select_the_regions_pixels():
+    labels = np.array([[0, 0, 1], [2, 2, 1]], dtype=np.int32)
+    masks = RegionMap(labels, {}).masks(np.array([[True, False, False], [False, True, True]]))
+    np.testing.assert_array_equal(masks[0], labels == 0)
+    np.testing.assert_array_equal(masks[1], labels != 0)
+
+
+def _decode(words):
+    return lambda ids: " ".join(words[i] for i in ids).replace(" ,", ",")
+
+
+def test_targets_resolve_words_phrases_and_positions():
+    words = ["a", "red", "circle", ",", "a", "red", "square", "and", "a", "blue", "triangle"]
+    decode, ids = _decode(words), list(range(len(words)))
+    assert resolve_targets(decode, ids) == list(range(11))
+    assert resolve_targets(decode, ids, ["circle"]) == [2]
+    assert phrase_positions(decode, ids, "red square") == [5, 6]
+    assert phrase_positions(decode, ids, "red", occurrence=1) == [5]
+    assert phrase_positions(decode, ids, "green") == []
+    assert resolve_targets(decode, ids, [9, "triangle"]) == [9, 10]
+    with pytest.raises(ValueError, match="'green' does not occur"):
+        resolve_targets(decode, ids, ["green"])
+    with pytest.raises(ValueError, match="outside the answer"):
+        resolve_targets(decode, ids, [11])
+
+
+def test_influence_is_the_area_under_the_insertion_curve_above_its_minimum():
+    area = np.array([0.5, 1.0])
+    insertion = np.array([[0.8, 0.2], [1.0, 0.2]])
+    empty = np.array([0.0, 0.2])
+    # token 0: x=[0,.5,1], y=[0,.8,1]: trapezoids .2 + .45 = .65, min 0; token 1: flat .2 -> .2 - .2 = 0
+    np.testing.assert_allclose(influence_scores(area, insertion, empty), [0.65, 0.0])
+
+
+def _attribution(labels):
+    n = int(labels.max()) + 1
+    rng = np.random.default_rng(0)
+    ins, dele = rng.random((n, 2)), rng.random((n, 2))
+    return Attribution(order=np.arange(n)[::-1].copy(), insertion=ins, deletion=dele,
+                       objective=np.mean(ins + 1 - dele, axis=1), area=np.linspace(1 / n, 1, n),
+                       full_score=ins[-1], empty_score=dele[-1], labels=labels, target_positions=[0, 2],
+                       target_token_ids=[5, 6], target_words=["red", "circle"], answer="a red circle",
+                       meta={"image_id": 7})
+
+
+def test_attribution_round_trips_and_its_saliency_ranks_earlier_regions_brighter(tmp_path):
+    labels = np.repeat(np.arange(4, dtype=np.int32), 3).reshape(2, 6)
+    a = _attribution(labels)
+    a.save(tmp_path / "x")
+    b = Attribution.load(tmp_path / "x")
+    for name in ("order", "insertion", "deletion", "objective", "area", "influence", "labels"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert b.meta == {"image_id": 7} and b.target_words == ["red", "circle"]
+    sal = a.saliency()
+    per_region = [sal[labels == r].mean() for r in range(4)]
+    ranks = [per_region[r] for r in a.order]
+    assert ranks == sorted(ranks, reverse=True) and ranks[0] == 1.0 and ranks[-1] == 0.0
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_partition_store_computes_only_missing_items_and_records_skips(tmp_path):
+    from eagle_pipelines.io.partitions import ResumablePartitionsDataset, Skipped
+
+    store = ResumablePartitionsDataset(str(tmp_path / "maps"), kind="array")
+    assert store.load() == {}
+    calls = []
+
+    def job(i):
+        def compute():
+            calls.append(i)
+            return Skipped("unreadable") if i == 2 else (np.full((2, 2), i), {"seconds": 0.1})
+        return compute
+
+    store.save({f"h/{i}": job(i) for i in range(4)})
+    assert calls == [0, 1, 2, 3]
+    assert store.keys() == ["h/0", "h/1", "h/3"]
+    assert store.skipped() == {"h/2": "unreadable"}
+    array, info = store.load()["h/3"]()
+    assert array[0, 0] == 3 and info == {"seconds": 0.1}
+    calls.clear()
+    store.save({f"h/{i}": job(i) for i in range(6)})
+    assert calls == [4, 5]
