@@ -109,6 +109,7 @@ def explain_answers(level: str, vlm, eval_list: pd.DataFrame, eval_images: dict,
     sp_prefix = superpixel_prefix(vlm, parse("superpixels", superpixels))
     index = CocoIndex(eval_instances, source="eval instances")
     by_id = {a["image_id"]: Answer.from_dict(a) for a in answers["answers"]}
+    errors = {e["image_id"]: e["error"] for e in answers.get("errors", [])}
     decode = vlm.processor.tokenizer.decode
     jobs: dict = {}
     if level not in params.levels:
@@ -118,7 +119,8 @@ def explain_answers(level: str, vlm, eval_list: pd.DataFrame, eval_images: dict,
         prefix = _attribution_prefix(level, vlm, sp_prefix, params, row.prompt)
         answer = by_id.get(image_id)
         if answer is None:
-            jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer (see answers.json errors)")
+            jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer: "
+                                                   f"{errors.get(image_id, 'it is not in answers.json')}")
             continue
         for suffix, positions, meta in _targets(level, params, index, image_id, answer, decode):
             key = f"{prefix}/{image_id}{suffix}"
