@@ -43,8 +43,8 @@ class ToyArchitecture(_Strict):
 
 class ToyTraining(_Strict):
     seed: int = 0
-    max_steps: PositiveInt = 2500
-    max_minutes: float = Field(default=15.0, gt=0)
+    max_steps: PositiveInt = 1600
+    max_minutes: float = Field(default=20.0, gt=0)
     batch_size: PositiveInt = 32
     learning_rate: float = Field(default=1e-3, gt=0)
     warmup_steps: int = Field(default=60, ge=0)
