@@ -52,7 +52,7 @@ def _run(project: Path, params: dict, **kwargs) -> None:
 
 def test_a_killed_run_resumes_with_only_the_missing_images(tiny_project):
     out = tiny_project / "data/07_model_output/eagle_coco/sentence"
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "400"}  # no wrapped log lines
     kedro = str(Path(sys.executable).with_name("kedro"))
     cmd = [kedro, "run", "--pipeline=eagle_coco", "--params", ",".join(_flat(PARAMS))]
     proc = subprocess.Popen(cmd, cwd=tiny_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -80,8 +80,9 @@ class CocoIndex:
         loaded = images[key]
         try:
             image = loaded() if callable(loaded) else loaded
-        except (OSError, ValueError) as exc:
-            raise CocoFormatError(f"image {image_id} ('{file_name}') cannot be read: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any loader failure (PIL, fsspec, Kedro's DatasetError) means unreadable
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise CocoFormatError(f"image {image_id} ('{file_name}') cannot be read: {reason}") from None
         if hasattr(image, "mode"):
             if image.mode not in CONVERTIBLE_MODES:
                 raise CocoFormatError(f"image {image_id} ('{file_name}') has mode {image.mode!r}; expected an "
