@@ -24,6 +24,9 @@ TINY = {
         "max_new_tokens": 4,
     },
     "eagle_coco": {"max_new_tokens": 4},
+    "superpixels": {"n_segments": 6},
+    "evaluation": {"pixel_steps": 4},
+    "reporting": {"figure_samples": 2},
 }
 
 
@@ -72,6 +75,25 @@ def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     assert [a["image_id"] for a in answers["answers"]] == [3_000_000, 3_000_001, 3_000_002]
     assert all(len(a["token_ids"]) == len(a["token_probs"]) <= 4 for a in answers["answers"])
     assert (data / "05_model_input/eagle_coco/eval_list.csv").read_text().startswith("image_id,file_name")
+    assert len(list((data / "07_model_output/eagle_coco/sentence").rglob("*.npz"))) == 3
+
+    import pandas as pd
+
+    metrics = pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv")
+    assert list(metrics.columns[:4]) == ["method", "level", "protocol", "n_samples"]
+    assert {"insertion_auc", "deletion_auc", "ahc", "point_game_mask", "seconds_per_sample"} <= set(metrics.columns)
+    sentence = metrics[metrics.level == "sentence"]
+    assert set(zip(sentence.method, sentence.protocol)) == {("eagle", "regions"), ("eagle", "pixels"),
+                                                             ("random", "regions"), ("random", "pixels")}
+    assert (sentence.n_samples == 3).all()
+    assert metrics[["insertion_auc", "deletion_auc"]].apply(lambda c: c.between(0, 1)).all().all()
+    per_sample = pd.read_csv(data / "08_reporting/eagle_coco/metrics_per_sample.csv")
+    assert len(per_sample) == 3 * 4
+    report = (data / "08_reporting/eagle_coco/report.html").read_text()
+    assert "<table" in report and "insertion_auc" in report and report.count("data:image/png;base64,") >= 3
+    history = data / "08_reporting/eagle_coco/history"
+    assert len(list((history / "metrics.csv").iterdir())) == 1
+    assert list((history / "curves.png").glob("*/curves.png"))
 
 
 def test_a_wrong_parameter_fails_before_any_node_runs(project):

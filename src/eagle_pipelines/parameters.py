@@ -63,12 +63,30 @@ class AttributionParams(BaseModel):
         return self.efficient.model_dump() if self.strategy == "efficient" else {}
 
 
+class EvaluationParams(BaseModel):
+    """One protocol for every method (see docs/evaluation.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pixel_steps: PositiveInt = Field(default=16, description="keep/remove steps of the pixel protocol")
+    random_seed: int = 0
+    batch_size: PositiveInt = 64
+
+
+class ReportingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    figure_samples: PositiveInt = Field(default=6, description="images shown in the overlay figures")
+
+
 PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "shapes": ShapesParams,
     "toy_model": ToyModelParams,
     "eagle_coco": EagleCocoParams,
     "superpixels": SuperpixelParams,
     "attribution": AttributionParams,
+    "evaluation": EvaluationParams,
+    "reporting": ReportingParams,
 }
 PARAMETER_FILES = {
     "shapes": "conf/<env>/parameters_data_preparation.yml",
@@ -76,6 +94,8 @@ PARAMETER_FILES = {
     "eagle_coco": "conf/<env>/parameters_eagle_coco.yml",
     "superpixels": "conf/<env>/parameters_superpixels.yml",
     "attribution": "conf/<env>/parameters_attribution.yml",
+    "evaluation": "conf/<env>/parameters_evaluation.yml",
+    "reporting": "conf/<env>/parameters_reporting.yml",
 }
 
 

@@ -3,22 +3,32 @@
 - ``data_preparation``: the embedded shapes benchmark (train, val, eval splits).
 - ``toy_model``: generates the train and val splits, trains the tiny Qwen2.5-VL, measures it.
 - ``eagle_coco`` (default): generates the eval split, answers it, and explains the answers (superpixels,
-  EAGLE at sentence and word level, resumable per image).
+  EAGLE at sentence and word level, resumable per image), evaluates every method under one protocol and
+  writes the metrics tables, figures and the HTML report.
 """
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from eagle_pipelines.pipelines import attribution, data_preparation, superpixels, toy_model
+from eagle_pipelines.pipelines import (
+    attribution,
+    data_preparation,
+    evaluation,
+    reporting,
+    superpixels,
+    toy_model,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     eagle_coco = (data_preparation.create_pipeline(splits=("eval",)) + superpixels.create_pipeline()
-                  + attribution.create_pipeline())
+                  + attribution.create_pipeline() + evaluation.create_pipeline() + reporting.create_pipeline())
     return {
         "data_preparation": data_preparation.create_pipeline(),
         "superpixels": superpixels.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
+        "reporting": reporting.create_pipeline(),
         "toy_model": data_preparation.create_pipeline(splits=("train", "val")) + toy_model.create_pipeline(),
         "eagle_coco": eagle_coco,
         "__default__": eagle_coco,

@@ -110,7 +110,24 @@ class _Arrays(_Kind):
             return data["map"], json.loads(str(data["info"]))
 
 
-KINDS: dict[str, _Kind] = {"label_map": _LabelMaps(), "attribution": _Attributions(), "array": _Arrays()}
+class _Records(_Kind):
+    """JSON-able dicts -> <key>.json (e.g. per-sample metric rows)."""
+
+    suffix = ".json"
+
+    def done(self, base: Path) -> bool:
+        return base.with_suffix(".json").exists()
+
+    def write(self, base: Path, value: dict) -> None:
+        text = json.dumps(value, sort_keys=True, default=float).encode()
+        _atomic(base.with_suffix(".json"), lambda f: f.write(text))
+
+    def read(self, base: Path) -> dict:
+        return json.loads(base.with_suffix(".json").read_text())
+
+
+KINDS: dict[str, _Kind] = {"label_map": _LabelMaps(), "attribution": _Attributions(), "array": _Arrays(),
+                           "record": _Records()}
 
 
 class ResumablePartitionsDataset(AbstractDataset[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]]]):
@@ -118,7 +135,7 @@ class ResumablePartitionsDataset(AbstractDataset[dict[str, Callable[[], Any]], d
 
     Args:
         path: the folder.
-        kind: ``label_map``, ``attribution`` or ``array``.
+        kind: ``label_map``, ``attribution``, ``array`` or ``record``.
         description: shown on the progress bar.
     """
 

@@ -67,7 +67,7 @@ def generate_answers(vlm: VisionLanguageModel, eval_list: pd.DataFrame, eval_ima
             "summary": {"images": len(answers), "skipped": len(errors), "exact_match": exact}}
 
 
-def _attribution_prefix(level: str, vlm, superpixel_prefix: str, params: AttributionParams, prompt: str) -> str:
+def attribution_prefix(level: str, vlm, superpixel_prefix: str, params: AttributionParams, prompt: str) -> str:
     """Folder of one configuration's attributions: changing any of these recomputes them (not the superpixels)."""
     return f"{params.strategy}-" + params_hash({
         "level": level, "model": vlm.fingerprint, "prompt": prompt, "superpixels": superpixel_prefix,
@@ -116,7 +116,7 @@ def explain_answers(level: str, vlm, eval_list: pd.DataFrame, eval_images: dict,
         return jobs
     for row in eval_list.itertuples(index=False):
         image_id = int(row.image_id)
-        prefix = _attribution_prefix(level, vlm, sp_prefix, params, row.prompt)
+        prefix = attribution_prefix(level, vlm, sp_prefix, params, row.prompt)
         answer = by_id.get(image_id)
         if answer is None:
             jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer: "

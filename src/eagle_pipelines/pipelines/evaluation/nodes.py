@@ -1,0 +1,126 @@
+"""Nodes of the evaluation pipeline: per-sample metric rows (resumable), then the tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from eagle_pipelines.core.evaluate import object_at, order_saliency, random_order, region_curves, score_methods
+from eagle_pipelines.core.metrics import Curves
+from eagle_pipelines.core.regions import RegionMap, params_hash
+from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
+from eagle_pipelines.io.partitions import Skipped
+from eagle_pipelines.models.base import Answer
+from eagle_pipelines.parameters import parse
+from eagle_pipelines.pipelines.attribution.nodes import attribution_prefix
+from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
+
+logger = logging.getLogger(__name__)
+METRICS = ["insertion_auc", "deletion_auc", "highest_confidence", "insertion_auc_sensitive",
+           "deletion_auc_sensitive", "highest_confidence_sensitive", "point_game_box", "point_game_mask"]
+COLUMNS = ["method", "level", "protocol", "n_samples", "insertion_auc", "deletion_auc", "ahc",
+           "insertion_auc_sensitive", "deletion_auc_sensitive", "ahc_sensitive", "point_game_box",
+           "point_game_mask", "seconds_per_sample", "peak_memory_mb"]
+
+
+def current_folders(vlm, eval_list: pd.DataFrame, superpixels: dict, attribution: dict) -> dict[str, str]:
+    """The attribution folder of each level for the current parameters."""
+    params = parse("attribution", attribution)
+    sp = superpixel_prefix(vlm, parse("superpixels", superpixels))
+    prompt = eval_list["prompt"].iloc[0] if len(eval_list) else ""
+    return {level: attribution_prefix(level, vlm, sp, params, prompt) for level in params.levels}
+
+
+def evaluate_samples(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eval_instances: dict,
+                     eagle_coco_answers: dict, eagle_coco_sentence_attributions: dict,
+                     eagle_coco_word_attributions: dict, superpixels: dict, attribution: dict,
+                     evaluation: dict) -> dict[str, Callable]:
+    """Lazy metric rows of every attribution of the current configuration: EAGLE (its own curves and the pixel
+    protocol) beside the seeded random floor over the same regions, keyed
+    ``<level>/<attribution folder>-<evaluation hash>/<item>``."""
+    params = parse("evaluation", evaluation)
+    folders = current_folders(vlm, eagle_coco_eval_list, superpixels, attribution)
+    index = CocoIndex(eval_instances, source="eval instances")
+    answers = {a["image_id"]: Answer.from_dict(a) for a in eagle_coco_answers["answers"]}
+    stores = {"sentence": eagle_coco_sentence_attributions, "word": eagle_coco_word_attributions}
+    jobs = {}
+    for level, folder in folders.items():
+        for key, load in stores[level].items():
+            if key.split("/", 1)[0] != folder:
+                continue
+            item = key.split("/", 1)[1]
+            jobs[f"{level}/{folder}-{params_hash(params.model_dump())}/{item}"] = _job(
+                vlm, index, eval_images, answers, load, level, params)
+    return jobs
+
+
+def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, params):
+    def compute():
+        a = load()
+        image_id = int(a.meta["image_id"])
+        try:
+            image = vlm.model_image(index.load_image(image_id, images))
+        except CocoFormatError as exc:
+            return Skipped(str(exc))
+        answer = answers[image_id]
+        scorer = vlm.scorer(image, answer.prompt, answer.token_ids, a.target_positions,
+                            batch_size=params.batch_size)
+        regions = RegionMap(a.labels, a.meta.get("regions", {}))
+        target_id = int(a.meta.get("annotation_id", 0))
+        order = random_order(regions.n_regions, params.random_seed, image_id, target_id)
+        random_curves, _ = region_curves(scorer, regions, order)
+        maps = {"eagle": (a.saliency(), Curves(a.area, a.insertion, a.deletion)),
+                "random": (order_saliency(order, a.labels), random_curves)}
+        obj = None
+        if "annotation_id" in a.meta:
+            found = [o for o in index.objects(image_id) if o.annotation_id == target_id]
+            if found:
+                obj = object_at(a.labels.shape, found[0].mask, found[0].bbox)
+        rows = score_methods(scorer, regions, maps, params.pixel_steps, obj)
+        for row in rows:
+            row.update({"image_id": image_id, "level": level, "target": a.meta.get("category", ""),
+                        "annotation_id": target_id,
+                        "seconds": a.seconds if row["method"] == "eagle" else None,
+                        "peak_memory_mb": a.peak_memory_mb if row["method"] == "eagle" else None})
+        return {"rows": rows}
+
+    return compute
+
+
+def current_rows(evaluation_store: dict, folders: dict[str, str], params) -> list[dict]:
+    """Every per-sample row of the current attribution folders and evaluation parameters."""
+    wanted = {f"{level}/{folder}-{params_hash(params.model_dump())}" for level, folder in folders.items()}
+    rows = []
+    for key, load in evaluation_store.items():
+        if key.rsplit("/", 1)[0] in wanted:
+            rows.extend(load()["rows"])
+    return rows
+
+
+def aggregate_metrics(vlm, eagle_coco_eval_list: pd.DataFrame, eagle_coco_evaluation: dict, superpixels: dict,
+                      attribution: dict, evaluation: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The paper-style table (returned twice: the latest copy and the versioned history) and the per-sample
+    rows of the current configuration. One table row per method, level and protocol: means over samples
+    (sensitive-token means over the samples that have sensitive tokens)."""
+    params = parse("evaluation", evaluation)
+    folders = current_folders(vlm, eagle_coco_eval_list, superpixels, attribution)
+    per_sample = pd.DataFrame(current_rows(eagle_coco_evaluation, folders, params))
+    if per_sample.empty:
+        raise ValueError("no evaluated sample for the current parameters: did the attribution produce any?")
+    per_sample = per_sample.sort_values(["level", "method", "protocol", "image_id", "annotation_id"])
+    table = []
+    for (method, level, protocol), group in per_sample.groupby(["method", "level", "protocol"], sort=True):
+        row = {"method": method, "level": level, "protocol": protocol, "n_samples": len(group)}
+        for col in METRICS:
+            values = group[col].dropna() if col in group else pd.Series(dtype=float)
+            row[col.replace("highest_confidence", "ahc")] = values.mean() if len(values) else np.nan
+        row["seconds_per_sample"] = group["seconds"].dropna().mean() if group["seconds"].notna().any() else np.nan
+        row["peak_memory_mb"] = group["peak_memory_mb"].dropna().max() if group["peak_memory_mb"].notna().any() \
+            else np.nan
+        table.append(row)
+    metrics = pd.DataFrame(table, columns=COLUMNS)
+    logger.info("metrics:\n%s", metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return metrics, metrics, per_sample.drop(columns=["eval_seconds", "curve"])

@@ -1,0 +1,121 @@
+"""Nodes of the reporting pipeline."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
+from eagle_pipelines.parameters import parse
+from eagle_pipelines.pipelines.evaluation.nodes import current_folders, current_rows
+from eagle_pipelines.pipelines.reporting import figures
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _samples(store: dict, folder: str, index: CocoIndex, images: dict, vlm, limit: int):
+    out = []
+    for key in sorted(k for k in store if k.split("/", 1)[0] == folder):
+        a = store[key]()
+        try:
+            image = vlm.model_image(index.load_image(int(a.meta["image_id"]), images))
+        except CocoFormatError:
+            continue
+        out.append((image, a))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def build_report(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eval_instances: dict,
+                 eagle_coco_sentence_attributions: dict, eagle_coco_word_attributions: dict,
+                 eagle_coco_evaluation: dict, eagle_coco_metrics: pd.DataFrame, eagle_coco: dict,
+                 superpixels: dict, attribution: dict, evaluation: dict, reporting: dict):
+    """The figures (overlays, curves, influence, table) and one self-contained HTML page with all of them, the
+    table, the parameters and the run it came from. The page is returned twice: latest copy and history."""
+    params = parse("reporting", reporting)
+    folders = current_folders(vlm, eagle_coco_eval_list, superpixels, attribution)
+    index = CocoIndex(eval_instances, source="eval instances")
+    seed = parse("evaluation", evaluation).random_seed
+    figs = {}
+    if "sentence" in folders:
+        sentence = _samples(eagle_coco_sentence_attributions, folders["sentence"], index, eval_images, vlm,
+                            params.figure_samples)
+        figs["sentence_overlays"] = figures.sentence_overlays(sentence, seed)
+        everything = [eagle_coco_sentence_attributions[k]() for k in eagle_coco_sentence_attributions
+                      if k.split("/", 1)[0] == folders["sentence"]]
+        figs["influence"] = figures.influence_bars(everything)
+    if "word" in folders:
+        word = _samples(eagle_coco_word_attributions, folders["word"], index, eval_images, vlm,
+                        2 * params.figure_samples)
+        figs["word_overlays"] = figures.word_overlays(word)
+    rows = current_rows(eagle_coco_evaluation, folders, parse("evaluation", evaluation))
+    figs["curves"] = figures.mean_curves(rows, "sentence" if "sentence" in folders else "word")
+    figs["table"] = figures.table_figure(eagle_coco_metrics)
+    page = _html(eagle_coco_metrics, figs, folders, {
+        "eagle_coco": eagle_coco, "superpixels": superpixels, "attribution": attribution,
+        "evaluation": evaluation, "reporting": reporting}, vlm)
+    order = ["sentence_overlays", "word_overlays", "curves", "influence", "table"]
+    return (*[figs.get(name) or figures.table_figure(eagle_coco_metrics) for name in order], page, page)
+
+
+def _html(metrics: pd.DataFrame, figs: dict, folders: dict, params: dict, vlm) -> str:
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    table = metrics.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="metrics",
+                            border=0)
+    captions = {
+        "sentence_overlays": "Sentence level: EAGLE's saliency (earlier-ranked regions brighter) beside the random "
+                             "floor.",
+        "word_overlays": "Word level: one attribution per object the answer mentions; the white box is the object.",
+        "curves": "Mean insertion (higher is better) and deletion (lower is better) curves.",
+        "influence": "Per-token influence: how much each word relies on the image rather than language priors.",
+        "table": "The metrics table as a figure.",
+    }
+    images = "\n".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{_png(fig)}"><figcaption>{captions[name]}'
+        f"</figcaption></figure>" for name, fig in figs.items() if name != "table")
+    run = {"generated": generated, "git commit": _git_commit(), "model": vlm.name,
+           "model fingerprint": vlm.fingerprint, **{f"attribution folder ({k})": v for k, v in folders.items()}}
+    run_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in run.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>EAGLE report: eagle_coco</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table.metrics {{ border-collapse: collapse; font-size: 12px; }}
+table.metrics th, table.metrics td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
+table.run th {{ text-align: left; padding-right: 1em; font-weight: 600; }}
+figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }}
+pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }}
+</style></head><body>
+<h1>EAGLE report: eagle_coco</h1>
+<h2>Run</h2><table class="run">{run_rows}</table>
+<h2>Metrics</h2>
+<p>One protocol for every method. <em>regions</em>: curves of the method's own region order; <em>pixels</em>: the
+method's map ranked into equal pixel fractions. Insertion AUC and AHC: higher is better; deletion AUC: lower is
+better; Point Game (word level): fraction of objects where the map's maximum falls in the box / mask.</p>
+{table}
+<h2>Figures</h2>
+{images}
+<h2>Parameters</h2><pre>{html.escape(yaml.safe_dump(params, sort_keys=False))}</pre>
+</body></html>
+"""
