@@ -105,7 +105,7 @@ table.metrics {{ border-collapse: collapse; font-size: 12px; }}
 table.metrics th, table.metrics td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
 table.run th {{ text-align: left; padding-right: 1em; font-weight: 600; }}
 figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }}
-pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }}
+pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }} .scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>EAGLE report: eagle_coco</h1>
 <h2>Run</h2><table class="run">{run_rows}</table>
@@ -113,7 +113,7 @@ pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }}
 <p>One protocol for every method. <em>regions</em>: curves of the method's own region order; <em>pixels</em>: the
 method's map ranked into equal pixel fractions. Insertion AUC and AHC: higher is better; deletion AUC: lower is
 better; Point Game (word level): fraction of objects where the map's maximum falls in the box / mask.</p>
-{table}
+<div class="scroll">{table}</div>
 <h2>Figures</h2>
 {images}
 <h2>Parameters</h2><pre>{html.escape(yaml.safe_dump(params, sort_keys=False))}</pre>
