@@ -155,3 +155,48 @@ def efficient(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0
         if progress:
             progress(int(placed.sum()))
     return complete_trace(scorer, np.array(head + tail[::-1]), known, lambda1, lambda2)
+
+
+def lazy(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, refresh: int = 2,
+         progress: Callable[[int], None] | None = None) -> SearchTrace:
+    """Lazy greedy: each candidate keeps its last marginal gain, objective(S ∪ {v}) − objective(S), as an upper
+    bound. At every step only the `refresh` best-bounded stale candidates are re-scored (together), until a
+    freshly scored candidate beats every stale bound; it is added to S.
+
+    Exact whenever marginal gains only shrink as S grows (submodular objectives); otherwise an approximation
+    whose cost is about 2n + 2·refresh·(n − 1) forward passes instead of n(n+1). The black- and full-image
+    scores it needs first are the endpoints of the curves, so they are not scored twice.
+    """
+    n = scorer.n
+    empty = np.zeros((1, n), dtype=bool)
+    keep_none, remove_none = scorer.keep_and_remove(empty)  # p(black image), p(full image)
+    current = float(objective_of(keep_none, remove_none, lambda1, lambda2)[0])
+    known: dict[int, tuple[np.ndarray, np.ndarray]] = {n - 1: (remove_none[0], keep_none[0])}
+    chosen = np.zeros(n, dtype=bool)
+    bound = np.full(n, np.inf)
+    order: list[int] = []
+    for step in range(n):
+        fresh: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+        while True:
+            stale = [v for v in np.lexsort((np.arange(n), -bound)) if not chosen[v] and v not in fresh]
+            best_fresh = max(fresh, key=lambda v: (fresh[v][0], -v), default=None)
+            # stop when the best fresh candidate beats every stale bound (ties: the lower id wins, as in greedy)
+            if best_fresh is not None and (not stale or (fresh[best_fresh][0], -best_fresh)
+                                           > (bound[stale[0]], -stale[0])):
+                break
+            batch = stale[: (n if step == 0 else refresh)]
+            sets = np.repeat(chosen[None], len(batch), axis=0)
+            sets[np.arange(len(batch)), batch] = True
+            keep, remove = scorer.keep_and_remove(sets)
+            gains = np.round(objective_of(keep, remove, lambda1, lambda2) - current, 12)  # ties stay ties
+            for j, v in enumerate(batch):
+                bound[v] = gains[j]
+                fresh[int(v)] = (float(gains[j]), keep[j], remove[j])
+        _, keep_best, remove_best = fresh[best_fresh]
+        chosen[best_fresh] = True
+        order.append(best_fresh)
+        known.setdefault(step, (keep_best, remove_best))
+        current = float(objective_of(keep_best, remove_best, lambda1, lambda2))
+        if progress:
+            progress(step + 1)
+    return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
