@@ -102,3 +102,26 @@ def test_the_notebook_runs_offline():
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "forward passes" in outputs and "inside the object" in outputs
     assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_scoring_halves_the_batch_on_out_of_memory_and_gives_the_same_numbers(tiny_model, tiny_processor, image,
+                                                                              monkeypatch):
+    adapter = QwenVLAdapter(tiny_model, tiny_processor)
+    answer = adapter.generate(image, PROMPT, max_new_tokens=4)
+    masks = np.random.default_rng(1).random((7, 112, 112)) > 0.3
+    positions = list(range(len(answer.token_ids)))
+    expected = adapter.scorer(image, PROMPT, answer.token_ids, positions, batch_size=7)(masks)
+    scorer = adapter.scorer(image, PROMPT, answer.token_ids, positions, batch_size=8)
+    real = scorer._forward
+
+    def limited(chunk):
+        if len(chunk) > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB")
+        return real(chunk)
+
+    monkeypatch.setattr(scorer, "_forward", limited)
+    np.testing.assert_allclose(scorer(masks), expected, atol=1e-6)
+    assert scorer.batch_size == 2
+    monkeypatch.setattr(scorer, "_forward", lambda chunk: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        scorer(masks)

@@ -17,11 +17,11 @@ from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, slico
 from eagle_pipelines.core.scoring import RegionScorer
-from eagle_pipelines.core.search import CountingScorer, efficient, greedy
+from eagle_pipelines.core.search import CountingScorer, efficient, greedy, lazy
 from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.models.base import Answer
 
-STRATEGIES: dict[str, Callable] = {"greedy": greedy, "efficient": efficient}
+STRATEGIES: dict[str, Callable] = {"greedy": greedy, "efficient": efficient, "lazy": lazy}
 
 
 def load_model(path: str, family: str = "qwen_vl", dtype: str = "float32", device: str = "cpu"):
@@ -34,16 +34,20 @@ def load_model(path: str, family: str = "qwen_vl", dtype: str = "float32", devic
 def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "greedy", n_regions: int = 64,
             lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
-            slic_params: dict | None = None, progress: bool = False, meta: dict | None = None) -> Attribution:
+            slic_params: dict | None = None, progress: bool = False, meta: dict | None = None,
+            compose: str = "pixel_values") -> Attribution:
     """Explains `model`'s answer to `prompt` about `image`.
 
     Args:
         tokens: None (every answer token: sentence level), positions in the answer, or words/phrases
             (word level, e.g. ``["red", "circle"]``).
-        strategy: ``greedy`` (the exact definition, n(n+1) forward passes) or ``efficient`` (the paper's
-            bidirectional variant; `search_params`: search_scope, pending_samples, update_step).
+        strategy: ``greedy`` (the exact definition, n(n+1) forward passes), ``efficient`` (the paper's
+            bidirectional variant; `search_params`: search_scope, pending_samples, update_step) or ``lazy``
+            (lazy greedy; `search_params`: refresh).
         answer: the answer to explain; generated greedily when not given.
         regions: a precomputed label map at model resolution; SLICO with about `n_regions` otherwise.
+        compose: ``pixel_values`` (masked inputs composed directly) or ``processor`` (the image processor re-run
+            per masked copy, as the paper's scripts do; slower, same numbers).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
@@ -56,7 +60,7 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
         regions = slico(image, n_segments=n_regions, **(slic_params or {}))
     if regions.labels.shape != image.shape[:2]:
         raise ValueError(f"label map {regions.labels.shape} does not match the model image {image.shape[:2]}")
-    scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size)
+    scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size, compose=compose)
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     bar = None
     if progress:

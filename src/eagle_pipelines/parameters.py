@@ -42,16 +42,23 @@ class EfficientParams(BaseModel):
     update_step: PositiveInt = 5
 
 
+class LazyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refresh: PositiveInt = Field(default=2, description="stale candidates re-scored together per round")
+
+
 class AttributionParams(BaseModel):
     """The EAGLE search and what it explains."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Literal["greedy", "efficient"] = "greedy"
+    strategy: Literal["greedy", "efficient", "lazy"] = "greedy"
     lambda1: float = Field(default=1.0, ge=0)
     lambda2: float = Field(default=1.0, ge=0)
     batch_size: PositiveInt = Field(default=64, description="masked images per forward pass")
     efficient: EfficientParams = EfficientParams()
+    lazy: LazyParams = LazyParams()
     levels: tuple[Literal["sentence", "word"], ...] = ("sentence", "word")
     word_targets: Literal["objects"] | list[str | int] = Field(
         default="objects",
@@ -60,7 +67,7 @@ class AttributionParams(BaseModel):
     )
 
     def search_params(self) -> dict:
-        return self.efficient.model_dump() if self.strategy == "efficient" else {}
+        return {"efficient": self.efficient.model_dump(), "lazy": self.lazy.model_dump()}.get(self.strategy, {})
 
 
 class EvaluationParams(BaseModel):

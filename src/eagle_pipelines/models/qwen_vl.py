@@ -221,21 +221,42 @@ class QwenVLTokenScorer:
 
     @torch.no_grad()
     def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
+        """(B, T) probabilities, in chunks of `batch_size`; a chunk that runs out of memory is retried at half
+        the size (the smaller size is kept for later calls) instead of failing."""
         keep_masks = np.asarray(keep_masks, dtype=bool)
         if keep_masks.shape[1:] != (self.height, self.width):
             raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
-        out = []
-        for lo in range(0, len(keep_masks), self.batch_size):
+        out, lo = [], 0
+        while lo < len(keep_masks):
             chunk = keep_masks[lo:lo + self.batch_size]
-            b = len(chunk)
-            logits = self.adapter.model(
-                input_ids=self.input_ids.expand(b, -1),
-                attention_mask=torch.ones(b, len(self.input_ids), dtype=torch.long, device=self.input_ids.device),
-                mm_token_type_ids=self.mm_token_type_ids.expand(b, -1),
-                pixel_values=self.pixel_values(chunk).to(self.dtype),
-                image_grid_thw=self.grid.repeat(b, 1),
-                logits_to_keep=self.n_answer + 1,
-            ).logits  # (b, A+1, V): index t predicts answer token t
-            probs = torch.softmax(logits[:, list(self.target_positions)].float(), dim=-1)
-            out.append(probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy())
+            try:
+                out.append(self._forward(chunk))
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                logger.warning("out of memory at %d masked images per pass; continuing with %d", len(chunk),
+                               self.batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            lo += len(chunk)
         return np.concatenate(out).astype(np.float64)
+
+    def _forward(self, chunk: np.ndarray) -> np.ndarray:
+        b = len(chunk)
+        logits = self.adapter.model(
+            input_ids=self.input_ids.expand(b, -1),
+            attention_mask=torch.ones(b, len(self.input_ids), dtype=torch.long, device=self.input_ids.device),
+            mm_token_type_ids=self.mm_token_type_ids.expand(b, -1),
+            pixel_values=self.pixel_values(chunk).to(self.dtype),
+            image_grid_thw=self.grid.repeat(b, 1),
+            logits_to_keep=self.n_answer + 1,
+        ).logits  # (b, A+1, V): index t predicts answer token t
+        probs = torch.softmax(logits[:, list(self.target_positions)].float(), dim=-1)
+        return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
