@@ -3,6 +3,7 @@ paper's efficient variant and lazy greedy.
 
     python benchmarks/search.py                      # n = 16, 32, 64 on 2 eval images
     python benchmarks/search.py --images 3 --regions 64
+    python benchmarks/search.py --hit-rate           # word-level hit rate of the last eagle_coco run
 
 - reference: the greedy definition run as the paper's scripts do: one forward pass per masked image, and the
   image processor re-run for every masked candidate;
@@ -16,6 +17,7 @@ Writes data/08_reporting/benchmarks/search.csv and prints it. Not part of the te
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,10 @@ import pandas as pd
 import yaml
 
 from eagle_pipelines.api import explain, load_model
+from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
 from eagle_pipelines.core.regions import slico
+from eagle_pipelines.data.coco import CocoIndex
 from eagle_pipelines.data.shapes import generate_split
 from eagle_pipelines.parameters import parse
 
@@ -75,12 +79,32 @@ def run(images: int, regions: list[int], strategies: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def word_hit_rate() -> dict:
+    """Fraction of the last eagle_coco run's word-level attributions whose first-ranked region lies mostly
+    (> 50% of its pixels) inside the object's mask."""
+    output = ROOT / "data/07_model_output/eagle_coco/word"
+    index = CocoIndex(json.loads((ROOT / "data/01_raw/shapes/eval/annotations/instances.json").read_text()))
+    folder = max((p for p in output.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
+    hits = total = 0
+    for file in sorted(folder.glob("*.npz")):
+        a = Attribution.load(file.with_suffix(""))
+        obj = next(o for o in index.objects(a.meta["image_id"]) if o.annotation_id == a.meta["annotation_id"])
+        top = a.labels == a.order[0]
+        hits += int((top & obj.mask.astype(bool)).sum() / top.sum() > 0.5)
+        total += 1
+    return {"folder": folder.name, "attributions": total, "hit_rate": hits / max(total, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--regions", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    parser.add_argument("--hit-rate", action="store_true", help="only the word-level hit rate of the last run")
     args = parser.parse_args()
+    if args.hit_rate:
+        print(word_hit_rate())
+        return
     table = run(args.images, args.regions, args.strategies)
     out = ROOT / "data/08_reporting/benchmarks/search.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

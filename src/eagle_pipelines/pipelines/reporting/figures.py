@@ -97,3 +97,11 @@ def table_figure(metrics: pd.DataFrame):
     table.scale(1, 1.6)
     fig.tight_layout()
     return fig
+
+
+def placeholder(text: str):
+    """A small figure that says why a figure is missing (e.g. a level that was not run)."""
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    return fig

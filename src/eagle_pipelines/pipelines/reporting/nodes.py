@@ -76,7 +76,8 @@ def build_report(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eva
         "eagle_coco": eagle_coco, "superpixels": superpixels, "attribution": attribution,
         "evaluation": evaluation, "reporting": reporting}, vlm)
     order = ["sentence_overlays", "word_overlays", "curves", "influence", "table"]
-    return (*[figs.get(name) or figures.table_figure(eagle_coco_metrics) for name in order], page, page)
+    return (*[figs.get(name) or figures.placeholder(f"no {name.replace('_', ' ')} in this run") for name in order],
+            page, page)
 
 
 def _html(metrics: pd.DataFrame, figs: dict, folders: dict, params: dict, vlm) -> str:
