@@ -74,8 +74,7 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
     seconds = time.perf_counter() - start
     if bar:
         bar.close()
-    area = np.cumsum(regions.areas()[trace.order])
-    area[-1] = 1.0
+    area = regions.cumulative_area(trace.order)
     return Attribution(
         order=trace.order, insertion=trace.insertion, deletion=trace.deletion, objective=trace.objective,
         area=area, full_score=trace.insertion[-1].copy(), empty_score=trace.deletion[-1].copy(),

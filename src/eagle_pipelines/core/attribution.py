@@ -75,11 +75,10 @@ class Attribution:
     def save(self, path: str | Path) -> None:
         """Writes ``<path>.npz`` and ``<path>.json`` atomically (temporary files, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: np.asarray(getattr(self, name)) for name in ARRAYS}
-        _atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
         text = json.dumps(self.to_dict(), indent=1, default=_json_default)
-        _atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
 
     @classmethod
     def load(cls, path: str | Path) -> Attribution:
@@ -106,7 +105,10 @@ def _json_default(value):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Writes through `write(file)` into a hidden temporary file beside `path`, then renames it into place, so
+    a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

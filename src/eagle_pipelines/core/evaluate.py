@@ -36,9 +36,7 @@ def region_curves(scorer: TokenScorer, regions: RegionMap, order: np.ndarray) ->
     """Curves of the prefix sets of `order` (2n forward passes)."""
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     trace = complete_trace(counting, np.asarray(order), {}, 1.0, 1.0)
-    area = np.cumsum(regions.areas()[trace.order])
-    area[-1] = 1.0
-    return Curves(area, trace.insertion, trace.deletion), counting.forward_passes
+    return Curves(regions.cumulative_area(trace.order), trace.insertion, trace.deletion), counting.forward_passes
 
 
 def pixel_curves(scorer: TokenScorer, saliency: np.ndarray, steps: int) -> Curves:

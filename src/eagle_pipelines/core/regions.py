@@ -25,6 +25,12 @@ class RegionMap:
         """Fraction of the image each region covers, (n,) summing to 1."""
         return np.bincount(self.labels.ravel(), minlength=self.n_regions) / self.labels.size
 
+    def cumulative_area(self, order: np.ndarray) -> np.ndarray:
+        """(n,) area fraction of each prefix of `order`; the last is exactly 1."""
+        area = np.cumsum(self.areas()[np.asarray(order)])
+        area[-1] = 1.0
+        return area
+
     def masks(self, keep: np.ndarray) -> np.ndarray:
         """Pixel keep-masks (B, H, W) bool from region keep-indicators (B, n) bool."""
         keep = np.asarray(keep, dtype=bool)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 
-from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.attribution import Attribution, atomic_write
 from eagle_pipelines.core.regions import RegionMap
 
 logger = logging.getLogger(__name__)
@@ -33,18 +31,6 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Skipped:
     reason: str
-
-
-def _atomic(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _Kind:
@@ -69,7 +55,7 @@ class _LabelMaps(_Kind):
         return base.with_suffix(".npz").exists()
 
     def write(self, base: Path, value: RegionMap) -> None:
-        _atomic(base.with_suffix(".npz"), lambda f: np.savez_compressed(
+        atomic_write(base.with_suffix(".npz"), lambda f: np.savez_compressed(
             f, labels=value.labels, params=np.array(json.dumps(value.params, sort_keys=True))))
 
     def read(self, base: Path) -> RegionMap:
@@ -102,7 +88,7 @@ class _Arrays(_Kind):
 
     def write(self, base: Path, value) -> None:
         array, info = value if isinstance(value, tuple) else (value, {})
-        _atomic(base.with_suffix(".npz"), lambda f: np.savez_compressed(
+        atomic_write(base.with_suffix(".npz"), lambda f: np.savez_compressed(
             f, map=np.asarray(array, dtype=np.float32), info=np.array(json.dumps(info, sort_keys=True))))
 
     def read(self, base: Path):
@@ -120,7 +106,7 @@ class _Records(_Kind):
 
     def write(self, base: Path, value: dict) -> None:
         text = json.dumps(value, sort_keys=True, default=float).encode()
-        _atomic(base.with_suffix(".json"), lambda f: f.write(text))
+        atomic_write(base.with_suffix(".json"), lambda f: f.write(text))
 
     def read(self, base: Path) -> dict:
         return json.loads(base.with_suffix(".json").read_text())
@@ -201,7 +187,7 @@ class ResumablePartitionsDataset(AbstractDataset[dict[str, Callable[[], Any]], d
             if isinstance(value, Skipped):
                 logger.warning("%s: %s skipped: %s", self._description, key, value.reason)
                 text = json.dumps({"key": key, "reason": value.reason}).encode()
-                _atomic(self._skipped(key), lambda f, t=text: f.write(t))
+                atomic_write(self._skipped(key), lambda f, t=text: f.write(t))
                 continue
             self._kind.write(self._base(key), value)
 
