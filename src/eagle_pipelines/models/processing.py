@@ -46,6 +46,12 @@ SYSTEM_PROMPT_WORDS = "system You are a helpful assistant . user assistant"
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
+def image_chat_prompt(processor, prompt: str) -> str:
+    """The chat-formatted text of one user turn holding an image and `prompt`, ready for the answer."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 def words_of(texts: Iterable[str]) -> list[str]:
     """The word-level tokens of texts, as the tokenizer splits them (words and single punctuation marks)."""
     seen: dict[str, None] = {}

@@ -71,8 +71,9 @@ class QwenVLAdapter:
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def chat_prompt(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        from eagle_pipelines.models.processing import image_chat_prompt
+
+        return image_chat_prompt(self.processor, prompt)
 
     def check_prompt(self, prompt: str) -> None:
         """Fails when a word-level tokenizer (the embedded model's) does not know a word of the prompt."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from eagle_pipelines.models.processing import image_chat_prompt
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def build_toy_model(processor, arch: ToyArchitecture, seed: int = 0):
 
 def encode_training_batch(processor, samples: Sequence[TrainingSample]) -> dict[str, torch.Tensor]:
     """Chat-formats prompt + answer + <|im_end|> and masks labels to the answer and <|im_end|> only."""
-    prompts = [_chat_prompt(processor, s.prompt) for s in samples]
+    prompts = [image_chat_prompt(processor, s.prompt) for s in samples]
     full = [p + s.answer + "<|im_end|>" for p, s in zip(prompts, samples)]
     tok = processor.tokenizer
     old_side = tok.padding_side
@@ -134,11 +135,6 @@ def encode_training_batch(processor, samples: Sequence[TrainingSample]) -> dict[
         labels[i, :n] = -100
     enc["labels"] = labels
     return dict(enc)
-
-
-def _chat_prompt(processor, prompt: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def _lr_factor(step: int, cfg: ToyTraining) -> float:
