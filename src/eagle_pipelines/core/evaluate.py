@@ -32,11 +32,11 @@ def order_saliency(order: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return value[labels].astype(np.float32)
 
 
-def region_curves(scorer: TokenScorer, regions: RegionMap, order: np.ndarray) -> tuple[Curves, int]:
+def region_curves(scorer: TokenScorer, regions: RegionMap, order: np.ndarray) -> Curves:
     """Curves of the prefix sets of `order` (2n forward passes)."""
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     trace = complete_trace(counting, np.asarray(order), {}, 1.0, 1.0)
-    return Curves(regions.cumulative_area(trace.order), trace.insertion, trace.deletion), counting.forward_passes
+    return Curves(regions.cumulative_area(trace.order), trace.insertion, trace.deletion)
 
 
 def pixel_curves(scorer: TokenScorer, saliency: np.ndarray, steps: int) -> Curves:
@@ -57,8 +57,8 @@ def object_at(shape: tuple[int, int], mask: np.ndarray, bbox) -> tuple[np.ndarra
     return np.asarray(resized) > 0, (x * sx, y * sy, bw * sx, bh * sy)
 
 
-def score_methods(scorer: TokenScorer, regions: RegionMap, maps: dict[str, tuple[np.ndarray, Curves | None]],
-                  steps: int, obj: tuple[np.ndarray, tuple] | None = None) -> list[dict]:
+def score_methods(scorer: TokenScorer, maps: dict[str, tuple[np.ndarray, Curves | None]], steps: int,
+                  obj: tuple[np.ndarray, tuple] | None = None) -> list[dict]:
     """Metric rows for each method: its own region curves when given, and the pixel protocol for its map."""
     rows = []
     for method, (saliency, own) in maps.items():

@@ -34,6 +34,16 @@ def current_folders(vlm, eval_list: pd.DataFrame, superpixels: dict, attribution
     return {level: attribution_prefix(level, vlm, sp, params, prompt) for level in params.levels}
 
 
+def folder_items(store: dict, folder: str) -> list[tuple[str, Callable]]:
+    """(item, loader) of the partitions of one folder of a partition store, in key order."""
+    return [(key.split("/", 1)[1], store[key]) for key in sorted(store) if key.split("/", 1)[0] == folder]
+
+
+def evaluation_prefix(level: str, folder: str, params) -> str:
+    """Folder of the per-sample rows of one level's attribution folder under these evaluation parameters."""
+    return f"{level}/{folder}-{params_hash(params.model_dump())}"
+
+
 def evaluate_samples(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eval_instances: dict,
                      eagle_coco_answers: dict, eagle_coco_sentence_attributions: dict,
                      eagle_coco_word_attributions: dict, superpixels: dict, attribution: dict,
@@ -48,12 +58,9 @@ def evaluate_samples(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict,
     stores = {"sentence": eagle_coco_sentence_attributions, "word": eagle_coco_word_attributions}
     jobs = {}
     for level, folder in folders.items():
-        for key, load in stores[level].items():
-            if key.split("/", 1)[0] != folder:
-                continue
-            item = key.split("/", 1)[1]
-            jobs[f"{level}/{folder}-{params_hash(params.model_dump())}/{item}"] = _job(
-                vlm, index, eval_images, answers, load, level, params)
+        prefix = evaluation_prefix(level, folder, params)
+        for item, load in folder_items(stores[level], folder):
+            jobs[f"{prefix}/{item}"] = _job(vlm, index, eval_images, answers, load, level, params)
     return jobs
 
 
@@ -71,7 +78,7 @@ def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, p
         regions = RegionMap(a.labels, a.meta.get("regions", {}))
         target_id = int(a.meta.get("annotation_id", 0))
         order = random_order(regions.n_regions, params.random_seed, image_id, target_id)
-        random_curves, _ = region_curves(scorer, regions, order)
+        random_curves = region_curves(scorer, regions, order)
         maps = {"eagle": (a.saliency(), Curves(a.area, a.insertion, a.deletion)),
                 "random": (order_saliency(order, a.labels), random_curves)}
         obj = None
@@ -79,7 +86,7 @@ def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, p
             found = [o for o in index.objects(image_id) if o.annotation_id == target_id]
             if found:
                 obj = object_at(a.labels.shape, found[0].mask, found[0].bbox)
-        rows = score_methods(scorer, regions, maps, params.pixel_steps, obj)
+        rows = score_methods(scorer, maps, params.pixel_steps, obj)
         for row in rows:
             row.update({"image_id": image_id, "level": level, "target": a.meta.get("category", ""),
                         "annotation_id": target_id,
@@ -92,7 +99,7 @@ def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, p
 
 def current_rows(evaluation_store: dict, folders: dict[str, str], params) -> list[dict]:
     """Every per-sample row of the current attribution folders and evaluation parameters."""
-    wanted = {f"{level}/{folder}-{params_hash(params.model_dump())}" for level, folder in folders.items()}
+    wanted = {evaluation_prefix(level, folder, params) for level, folder in folders.items()}
     rows = []
     for key, load in evaluation_store.items():
         if key.rsplit("/", 1)[0] in wanted:
@@ -115,11 +122,10 @@ def aggregate_metrics(vlm, eagle_coco_eval_list: pd.DataFrame, eagle_coco_evalua
     for (method, level, protocol), group in per_sample.groupby(["method", "level", "protocol"], sort=True):
         row = {"method": method, "level": level, "protocol": protocol, "n_samples": len(group)}
         for col in METRICS:
-            values = group[col].dropna() if col in group else pd.Series(dtype=float)
-            row[col.replace("highest_confidence", "ahc")] = values.mean() if len(values) else np.nan
-        row["seconds_per_sample"] = group["seconds"].dropna().mean() if group["seconds"].notna().any() else np.nan
-        row["peak_memory_mb"] = group["peak_memory_mb"].dropna().max() if group["peak_memory_mb"].notna().any() \
-            else np.nan
+            # point_game_* exist only at word level; means and maxima skip missing values (all missing: NaN)
+            row[col.replace("highest_confidence", "ahc")] = group[col].mean() if col in group else np.nan
+        row["seconds_per_sample"] = group["seconds"].mean()
+        row["peak_memory_mb"] = group["peak_memory_mb"].max()
         table.append(row)
     metrics = pd.DataFrame(table, columns=COLUMNS)
     logger.info("metrics:\n%s", metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

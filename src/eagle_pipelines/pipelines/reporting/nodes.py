@@ -14,7 +14,7 @@ import yaml
 
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 from eagle_pipelines.parameters import parse
-from eagle_pipelines.pipelines.evaluation.nodes import current_folders, current_rows
+from eagle_pipelines.pipelines.evaluation.nodes import current_folders, current_rows, folder_items
 from eagle_pipelines.pipelines.reporting import figures
 
 
@@ -33,10 +33,10 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _samples(store: dict, folder: str, index: CocoIndex, images: dict, vlm, limit: int):
+def _samples(attributions: list, index: CocoIndex, images: dict, vlm, limit: int):
+    """(model-resolution image, attribution) of the first `limit` attributions whose image can be read."""
     out = []
-    for key in sorted(k for k in store if k.split("/", 1)[0] == folder):
-        a = store[key]()
+    for a in attributions:
         try:
             image = vlm.model_image(index.load_image(int(a.meta["image_id"]), images))
         except CocoFormatError:
@@ -56,20 +56,18 @@ def build_report(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eva
     params = parse("reporting", reporting)
     folders = current_folders(vlm, eagle_coco_eval_list, superpixels, attribution)
     index = CocoIndex(eval_instances, source="eval instances")
-    seed = parse("evaluation", evaluation).random_seed
+    evaluation_params = parse("evaluation", evaluation)
     figs = {}
     if "sentence" in folders:
-        sentence = _samples(eagle_coco_sentence_attributions, folders["sentence"], index, eval_images, vlm,
-                            params.figure_samples)
-        figs["sentence_overlays"] = figures.sentence_overlays(sentence, seed)
-        everything = [eagle_coco_sentence_attributions[k]() for k in eagle_coco_sentence_attributions
-                      if k.split("/", 1)[0] == folders["sentence"]]
-        figs["influence"] = figures.influence_bars(everything)
+        sentences = [load() for _, load in folder_items(eagle_coco_sentence_attributions, folders["sentence"])]
+        figs["sentence_overlays"] = figures.sentence_overlays(
+            _samples(sentences, index, eval_images, vlm, params.figure_samples), evaluation_params.random_seed)
+        figs["influence"] = figures.influence_bars(sentences)
     if "word" in folders:
-        word = _samples(eagle_coco_word_attributions, folders["word"], index, eval_images, vlm,
-                        2 * params.figure_samples)
-        figs["word_overlays"] = figures.word_overlays(word)
-    rows = current_rows(eagle_coco_evaluation, folders, parse("evaluation", evaluation))
+        words = (load() for _, load in folder_items(eagle_coco_word_attributions, folders["word"]))
+        figs["word_overlays"] = figures.word_overlays(
+            _samples(words, index, eval_images, vlm, 2 * params.figure_samples))
+    rows = current_rows(eagle_coco_evaluation, folders, evaluation_params)
     figs["curves"] = figures.mean_curves(rows, "sentence" if "sentence" in folders else "word")
     figs["table"] = figures.table_figure(eagle_coco_metrics)
     page = _html(eagle_coco_metrics, figs, folders, {

@@ -26,8 +26,8 @@ from eagle_pipelines.parameters import parse  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def _split_arrays(instances: dict, captions: dict, images: dict):
-    index = CocoIndex(instances, captions, source="train instances")
+def _split_arrays(split: str, instances: dict, captions: dict, images: dict):
+    index = CocoIndex(instances, captions, source=f"{split} instances")
     ids = index.image_ids()
     arrays = [index.load_image(i, images) for i in ids]
     caps = [index.captions_of(i)[0] for i in ids]
@@ -39,7 +39,7 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
                 toy_model: dict) -> tuple[QwenVLAdapter, pd.DataFrame]:
     """Builds the offline processor and the tiny Qwen2.5-VL, and trains it on the training split."""
     shapes_p, params = parse("shapes", shapes), parse("toy_model", toy_model)
-    index, arrays, caps, present = _split_arrays(train_instances, train_captions, train_images)
+    index, arrays, caps, present = _split_arrays("train", train_instances, train_captions, train_images)
     categories = index.category_names()
     processor = build_processor(vocabulary_texts(caps, categories, params), shapes_p.image_size,
                                 params.architecture.patch_size, params.architecture.merge_size)
@@ -61,7 +61,7 @@ def evaluate_model(vlm: QwenVLAdapter, val_instances: dict, val_captions: dict, 
                    toy_model_training_log: pd.DataFrame, toy_model: dict) -> dict:
     """Greedy captions on the held-out split: exact-match rate and per-token accuracy, plus model facts."""
     params = parse("toy_model", toy_model)
-    _, arrays, caps, _ = _split_arrays(val_instances, val_captions, val_images)
+    _, arrays, caps, _ = _split_arrays("val", val_instances, val_captions, val_images)
     quality = caption_quality(vlm, arrays, caps, params.caption_prompt, batch_size=params.eval_batch_size,
                               max_new_tokens=params.max_new_tokens)
     log = toy_model_training_log
