@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from eagle_pipelines.api import explain
 from eagle_pipelines.core.regions import slico
@@ -125,3 +126,42 @@ def test_scoring_halves_the_batch_on_out_of_memory_and_gives_the_same_numbers(ti
     monkeypatch.setattr(scorer, "_forward", lambda chunk: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         scorer(masks)
+
+
+def test_batch_size_follows_the_memory_budget():
+    from eagle_pipelines.models.scoring import BatchedTokenScorer, batch_for_budget
+
+    # room = 0.8 * (1000 - 200) = 640 MB at 100 MB per image -> 6 images; capped by the maximum; never below 1
+    assert batch_for_budget(200, 100, 1000, 64) == 6
+    assert batch_for_budget(200, 100, 1000, 4) == 4
+    assert batch_for_budget(200, 100, 150, 64) == 1
+    assert batch_for_budget(200, 0, 150, 64) == 64
+
+    class Allocating(BatchedTokenScorer):
+        """Each masked image costs 40 MB of touched memory; the probability is the kept fraction."""
+
+        height = width = 8
+        device = torch.device("cpu")
+        target_positions = (0,)
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.chunks = []
+
+        def _forward(self, chunk):
+            self.chunks.append(len(chunk))
+            buffer = np.ones((len(chunk), 40 * 2**20 // 8))  # 40 MB per image, written, so resident
+            assert buffer.sum() > 0
+            return chunk.reshape(len(chunk), -1).mean(axis=1, keepdims=True)
+
+    rss = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+    masks = np.random.default_rng(0).random((20, 8, 8)) > 0.5
+    scorer = Allocating(batch_size=16, memory_budget_mb=rss + 250)  # room for about 0.8 * 250 / 40 = 5 images
+    probs = scorer(masks)
+    np.testing.assert_allclose(probs[:, 0], masks.reshape(20, -1).mean(axis=1))
+    assert 3 <= scorer.batch_size <= 6, scorer.memory_plan
+    assert scorer.memory_plan["per_image_mb"] == pytest.approx(40, rel=0.25)
+    assert scorer.chunks[:2] == [1, 2] and max(scorer.chunks[2:]) == scorer.batch_size
+    unplanned = Allocating(batch_size=16, memory_budget_mb=0)
+    unplanned(masks)
+    assert unplanned.chunks == [16, 4]

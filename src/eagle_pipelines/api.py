@@ -32,7 +32,8 @@ def load_model(path: str, family: str = "qwen_vl", dtype: str = "float32", devic
 
 
 def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "greedy", n_regions: int = 64,
-            lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32, answer: Answer | None = None,
+            lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32,
+            memory_budget_mb: float | None = None, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
             slic_params: dict | None = None, progress: bool = False, meta: dict | None = None,
             compose: str = "pixel_values") -> Attribution:
@@ -44,6 +45,8 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
         strategy: ``greedy`` (the exact definition, n(n+1) forward passes), ``efficient`` (the paper's
             bidirectional variant; `search_params`: search_scope, pending_samples, update_step) or ``lazy``
             (lazy greedy; `search_params`: refresh).
+        batch_size, memory_budget_mb: the most masked images per forward pass, lowered to fit the memory budget
+            (MB; None: what the device has; 0: no planning) and halved on out-of-memory.
         answer: the answer to explain; generated greedily when not given.
         regions: a precomputed label map at model resolution; SLICO with about `n_regions` otherwise.
         compose: ``pixel_values`` (masked inputs composed directly) or ``processor`` (the image processor re-run
@@ -60,7 +63,8 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
         regions = slico(image, n_segments=n_regions, **(slic_params or {}))
     if regions.labels.shape != image.shape[:2]:
         raise ValueError(f"label map {regions.labels.shape} does not match the model image {image.shape[:2]}")
-    scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size, compose=compose)
+    scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size, compose=compose,
+                          memory_budget_mb=memory_budget_mb)
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     bar = None
     if progress:
@@ -83,5 +87,6 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
         target_words=[tok.decode([answer.token_ids[p]]).strip() for p in positions],
         answer=answer.text, prompt=prompt, lambda1=lambda1, lambda2=lambda2, strategy=strategy,
         search_params=dict(search_params or {}), forward_passes=counting.forward_passes, seconds=seconds,
-        peak_memory_mb=peak.mb, meta={"regions": regions.params, "n_regions": regions.n_regions, **(meta or {})},
+        peak_memory_mb=peak.mb, meta={"regions": regions.params, "n_regions": regions.n_regions,
+                                     "memory_plan": getattr(scorer, "memory_plan", {}), **(meta or {})},
     )

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from eagle_pipelines.data.coco_sample import EvalDataParams
+from eagle_pipelines.data.mmvp import MmvpParams
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.models.toy import ToyModelParams
 
@@ -56,7 +58,10 @@ class AttributionParams(BaseModel):
     strategy: Literal["greedy", "efficient", "lazy"] = "greedy"
     lambda1: float = Field(default=1.0, ge=0)
     lambda2: float = Field(default=1.0, ge=0)
-    batch_size: PositiveInt = Field(default=64, description="masked images per forward pass")
+    batch_size: PositiveInt = Field(default=64, description="the most masked images per forward pass")
+    memory_budget_mb: float | None = Field(
+        default=None, ge=0,
+        description="peak memory the scoring may use (MB); null: what the device has; 0: no planning")
     efficient: EfficientParams = EfficientParams()
     lazy: LazyParams = LazyParams()
     levels: tuple[Literal["sentence", "word"], ...] = ("sentence", "word")
@@ -86,23 +91,66 @@ class ReportingParams(BaseModel):
     figure_samples: PositiveInt = Field(default=6, description="images shown in the overlay figures")
 
 
+class RepopeQuestionParams(BaseModel):
+    """The embedded question set: shapes images of a dedicated split (unbiased, like eval)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    biased: PositiveInt = Field(default=100, description="images with the anchor X and without the companion Y: "
+                                                          "'Is there a Y?' (label no, cause X)")
+    controls: int = Field(default=100, ge=0, description="other images: one unbiased question each, alternating "
+                                                         "an absent category (no) and a present one (yes)")
+    seed: int = 0
+    scan_limit: PositiveInt = Field(default=20000, description="the most images scanned for biased cases")
+
+
+class EagleRepopeParams(BaseModel):
+    """Hallucination diagnosis on yes/no questions (see docs/hallucination.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    questions: RepopeQuestionParams = RepopeQuestionParams()
+    question_template: str = "Is there a {name} in the image?"
+    prompt_suffix: str = Field(default="", description="appended to every question (e.g. ' Answer strictly "
+                                                       "with Yes or No.' for real models)")
+    max_questions: int | None = Field(default=None, gt=0, description="use only the first N questions")
+    max_new_tokens: PositiveInt = 3
+    batch_size: PositiveInt = Field(default=32, description="images per generation batch")
+    methods: list[str] = Field(
+        default=["eagle", "random"], min_length=1,
+        description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline's "
+                    "name (its pixel map ranks the regions)")
+    random_seed: int = 0
+    csr_threshold: float = Field(default=0.1, gt=0, le=1, description="CSR@threshold (area fraction)")
+    cause_min_overlap: float = Field(default=0.0, ge=0, lt=1, description="a cause hit needs more than this "
+                                                                           "fraction of the region in the cause")
+    stop_at_first: bool = Field(default=True, description="stop regenerating at the first correction")
+    figure_samples: PositiveInt = 6
+
+
 PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "shapes": ShapesParams,
+    "eval_data": EvalDataParams,
+    "mmvp": MmvpParams,
     "toy_model": ToyModelParams,
     "eagle_coco": EagleCocoParams,
     "superpixels": SuperpixelParams,
     "attribution": AttributionParams,
     "evaluation": EvaluationParams,
     "reporting": ReportingParams,
+    "eagle_repope": EagleRepopeParams,
 }
 PARAMETER_FILES = {
     "shapes": "conf/<env>/parameters_data_preparation.yml",
+    "eval_data": "conf/<env>/parameters_data_preparation.yml",
+    "mmvp": "conf/<env>/parameters_data_preparation.yml",
     "toy_model": "conf/<env>/parameters_toy_model.yml",
     "eagle_coco": "conf/<env>/parameters_eagle_coco.yml",
     "superpixels": "conf/<env>/parameters_superpixels.yml",
     "attribution": "conf/<env>/parameters_attribution.yml",
     "evaluation": "conf/<env>/parameters_evaluation.yml",
     "reporting": "conf/<env>/parameters_reporting.yml",
+    "eagle_repope": "conf/<env>/parameters_eagle_repope.yml",
 }
 
 

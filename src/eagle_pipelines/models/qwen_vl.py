@@ -4,15 +4,14 @@ share this code."""
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from eagle_pipelines.models.base import Answer
+from eagle_pipelines.models.scoring import BatchedTokenScorer
 
-logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -169,21 +168,23 @@ class QwenVLAdapter:
 
     def scorer(self, image: np.ndarray, prompt: str, answer_ids: list[int] | tuple[int, ...],
                target_positions: list[int] | tuple[int, ...], batch_size: int = 32,
-               compose: str = "pixel_values") -> QwenVLTokenScorer:
+               compose: str = "pixel_values", memory_budget_mb: float | None = None) -> QwenVLTokenScorer:
         """A TokenScorer for `image` (at model resolution) teacher-forcing `prompt` + `answer_ids`."""
-        return QwenVLTokenScorer(self, image, prompt, answer_ids, target_positions, batch_size, compose)
+        return QwenVLTokenScorer(self, image, prompt, answer_ids, target_positions, batch_size, compose,
+                                 memory_budget_mb)
 
 
-class QwenVLTokenScorer:
+class QwenVLTokenScorer(BatchedTokenScorer):
     """Teacher-forced probabilities of the explained answer tokens for batches of masked copies of one image.
 
     Removed pixels are zero (black). With ``compose="pixel_values"`` the masked ``pixel_values`` are composed
     directly from the processed full and black images (exact, since the processor works per pixel and the
     image is already at model resolution); ``compose="processor"`` re-runs the image processor per masked copy
-    (the reference path)."""
+    (the reference path). Batching and the memory budget: ``BatchedTokenScorer``."""
 
     def __init__(self, adapter: QwenVLAdapter, image: np.ndarray, prompt: str, answer_ids, target_positions,
-                 batch_size: int = 32, compose: str = "pixel_values"):
+                 batch_size: int = 32, compose: str = "pixel_values", memory_budget_mb: float | None = None):
+        super().__init__(batch_size, memory_budget_mb)
         if compose not in ("pixel_values", "processor"):
             raise ValueError(f"compose must be 'pixel_values' or 'processor', got {compose!r}")
         answer_ids = [int(t) for t in answer_ids]
@@ -193,9 +194,8 @@ class QwenVLTokenScorer:
         if min(self.target_positions) < 0 or max(self.target_positions) >= len(answer_ids):
             raise ValueError(f"target positions {self.target_positions} outside the answer of "
                              f"{len(answer_ids)} tokens")
-        self.adapter, self.image, self.prompt = adapter, image, prompt
-        self.batch_size, self.compose = batch_size, compose
-        device = adapter.device
+        self.adapter, self.image, self.prompt, self.compose = adapter, image, prompt, compose
+        self.device = device = adapter.device
         enc = adapter.encode([image], prompt)
         self.height, self.width = image.shape[:2]
         self.input_ids = torch.cat([enc["input_ids"][0], torch.tensor(answer_ids, device=device)])
@@ -220,30 +220,6 @@ class QwenVLTokenScorer:
         pv = torch.where(keep, self.pv_full.unsqueeze(0), self.pv_black.unsqueeze(0))
         return pv.reshape(-1, pv.shape[-1])
 
-    @torch.no_grad()
-    def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
-        """(B, T) probabilities, in chunks of `batch_size`; a chunk that runs out of memory is retried at half
-        the size (the smaller size is kept for later calls) instead of failing."""
-        keep_masks = np.asarray(keep_masks, dtype=bool)
-        if keep_masks.shape[1:] != (self.height, self.width):
-            raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
-        out, lo = [], 0
-        while lo < len(keep_masks):
-            chunk = keep_masks[lo:lo + self.batch_size]
-            try:
-                out.append(self._forward(chunk))
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not _out_of_memory(exc) or self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                logger.warning("out of memory at %d masked images per pass; continuing with %d", len(chunk),
-                               self.batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            lo += len(chunk)
-        return np.concatenate(out).astype(np.float64)
-
     def _forward(self, chunk: np.ndarray) -> np.ndarray:
         b = len(chunk)
         logits = self.adapter.model(
@@ -257,7 +233,3 @@ class QwenVLTokenScorer:
         probs = torch.softmax(logits[:, list(self.target_positions)].float(), dim=-1)
         return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
-
-def _out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
