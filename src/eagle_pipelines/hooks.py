@@ -1,14 +1,20 @@
-"""Project hooks."""
+"""Project hooks: checks that run before any node, so that a run fails at start with a message that names the
+wrong parameter or the missing input and how to fix it."""
 
 from __future__ import annotations
 
 import logging
 
 from kedro.framework.hooks import hook_impl
+from kedro.io.core import DatasetError
 
 from eagle_pipelines.parameters import PARAMETER_MODELS, parse
 
 logger = logging.getLogger(__name__)
+
+
+class MissingInputError(DatasetError):
+    """A dataset or checkpoint the run needs is not there; the message names each path and how to obtain it."""
 
 
 class ParameterValidationHook:
@@ -20,3 +26,65 @@ class ParameterValidationHook:
         for group in sorted(used & PARAMETER_MODELS.keys()):
             parse(group, catalog.load(f"params:{group}"))
         logger.info("parameters validated: %s", ", ".join(sorted(used & PARAMETER_MODELS.keys())) or "none")
+
+
+def _needed(name: str, dataset, pipeline, catalog) -> bool:
+    """A COCO-format source read by the evaluation-split node is needed only when eval_data names it."""
+    from eagle_pipelines.io.coco_dataset import CocoFolderDataset
+
+    if isinstance(dataset, CocoFolderDataset) and "params:eval_data" in pipeline.inputs():
+        readers = [n for n in pipeline.nodes if name in n.inputs]
+        if all("params:eval_data" in n.inputs for n in readers):
+            return parse("eval_data", catalog.load("params:eval_data")).source == "coco"
+    return True
+
+
+def missing_input(name: str, dataset) -> str | None:
+    """Why the input `name` cannot be read (the expected path and how to obtain it), or None when it is there.
+    Only inputs that say how to obtain them are checked: model checkpoints, COCO-format folders, and datasets
+    with a ``metadata: {missing_hint: ...}``."""
+    from eagle_pipelines.io.coco_dataset import CocoFolderDataset
+    from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
+
+    if isinstance(dataset, CocoFolderDataset):
+        problems = dataset.missing()
+        return f"'{name}': {dataset.missing_message(problems)}" if problems else None
+    if isinstance(dataset, VisionLanguageModelDataset):
+        if dataset.exists():
+            return None
+        described = dataset._describe()
+        hint = getattr(dataset, "_missing_hint", None) or "See docs/paper.md for how to obtain it."
+        if described.get("path"):
+            where = f"no model checkpoint (a folder with config.json) at '{described['path']}'"
+        else:
+            from huggingface_hub import constants
+
+            where = (f"'{described['hub_id']}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}; "
+                     f"set HF_HUB_CACHE to use another)")
+        return f"'{name}': {where} (nothing is downloaded). {hint}"
+    hint = (getattr(dataset, "metadata", None) or {}).get("missing_hint")
+    if hint and not dataset.exists():
+        described = dataset._describe()
+        path = described.get("filepath") or described.get("path") or name
+        return f"'{name}': nothing at '{path}'. {hint}"
+    return None
+
+
+class InputCheckHook:
+    """Stops a run whose inputs (datasets the user supplies, model checkpoints) are missing, before any node."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        problems = []
+        for name in sorted(pipeline.inputs()):
+            if name.startswith("params:") or name == "parameters":
+                continue
+            dataset = catalog.get(name)
+            if dataset is None or not _needed(name, dataset, pipeline, catalog):
+                continue
+            problem = missing_input(name, dataset)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise MissingInputError("This run needs inputs that are not there (nothing was run):\n"
+                                    + "\n".join(f"  - {p}" for p in problems))

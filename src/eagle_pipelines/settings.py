@@ -1,11 +1,15 @@
 """Kedro project settings."""
 
-from eagle_pipelines.hooks import ParameterValidationHook
+from eagle_pipelines.hooks import InputCheckHook, ParameterValidationHook
 
-# Parameters are validated before any node runs, so a wrong value fails at start with its name.
-HOOKS = (ParameterValidationHook(),)
+# Before any node runs: parameters are validated (a wrong value fails with its name), and the inputs the user
+# supplies (datasets, model checkpoints) are checked (a missing one fails with its path and how to obtain it).
+# pluggy calls the hook registered last first: parameters, then inputs.
+HOOKS = (InputCheckHook(), ParameterValidationHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An environment's parameter files name only what they change (conf/paper/ over conf/base/).
+    "merge_strategy": {"parameters": "soft"},
 }

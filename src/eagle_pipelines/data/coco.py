@@ -31,6 +31,13 @@ class CocoObject:
     category: str
     bbox: tuple[float, float, float, float]  # x, y, w, h
     mask: np.ndarray  # (H, W) uint8
+    words: tuple[str, ...] = ()  # how an answer may name it: the category's "words" when the file has them
+                                 # (see coco_sample.category_words), else just the category name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The words to look for in an answer, the category name first."""
+        return self.words or (self.category,)
 
 
 def _coco_from_dict(dataset: dict) -> COCO:
@@ -62,7 +69,8 @@ class CocoIndex:
         anns = self.instances.loadAnns(self.instances.getAnnIds(imgIds=[image_id], iscrowd=None))
         cats = self.instances.cats
         return [
-            CocoObject(a["id"], cats[a["category_id"]]["name"], tuple(a["bbox"]), self.instances.annToMask(a))
+            CocoObject(a["id"], cats[a["category_id"]]["name"], tuple(a["bbox"]), self.instances.annToMask(a),
+                       tuple(cats[a["category_id"]].get("words", ())))
             for a in anns
         ]
 
