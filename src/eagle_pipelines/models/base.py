@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,3 +41,83 @@ class VisionLanguageModel(Protocol):
     def generate_batch(self, images: list[np.ndarray], prompt: str, max_new_tokens: int = 32) -> list[Answer]: ...
 
     def save(self, path: str) -> None: ...
+
+
+# -- model internals for the gradient and activation baselines (docs/baselines.md) ---------------------------------
+@dataclass
+class TeacherForcedOutput:
+    """What one differentiable teacher-forced pass returns.
+
+    ``logits``: (B, A, V) float logits at the answer positions: ``logits[:, t]`` is the distribution the model
+    gives answer token ``t`` (it is read at sequence position ``answer_start + t - 1``).
+    ``hidden_states``: ``None`` unless asked for; else a tuple of (B, L, D) tensors over the whole sequence:
+    index 0 the input embeddings (image features already merged in), index ``l`` the output of decoder layer
+    ``l`` (1..n_layers), all *before* the final norm, so that ``head(hidden_states[-1])`` gives the model's
+    logits. They stay in the autograd graph (differentiate a target with respect to them)."""
+
+    logits: Any
+    hidden_states: tuple | None = None
+
+
+@runtime_checkable
+class TeacherForcedPass(Protocol):
+    """One image (at model resolution), one prompt and one answer, ready for differentiable passes.
+
+    Built by ``ModelInternals.teacher_forced``. Attributes (torch tensors on the model's device):
+
+    - ``height``, ``width``: the model-resolution image size; ``image`` (H, W, 3) float32 in 0..255, the intact
+      image as a tensor.
+    - ``input_ids`` (L,): prompt (with the expanded image placeholders) + answer ids; ``answer_ids`` (A,);
+      ``answer_start``: the sequence position of answer token 0.
+    - ``image_positions`` (K,): sequence positions of the image tokens, row-major over ``image_grid``;
+      ``image_grid``: (h, w) of the image tokens after any merging (h·w = K), covering the image the way the
+      tokens do (token (i, j) sees the pixels of rows i·H/h .. (i+1)·H/h, columns likewise).
+    - ``context_positions`` (C,): sequence positions of the prompt's own text tokens (the user's words, no
+      template or special tokens), in order: the context whose influence TAM's causal inference removes.
+
+    Methods:
+
+    - ``__call__(images, hidden_states=False) -> TeacherForcedOutput`` for ``images`` (B, H, W, 3) float in
+      0..255 (any dtype; kept as given up to the model's dtype): the model teacher-forced on the prompt +
+      answer for each image, differentiable with respect to ``images`` (the processor's rescale, normalisation
+      and patch layout are composed with torch ops, so that on the intact image the logits equal those of the
+      processor's own ``pixel_values`` up to float rounding).
+    - ``head(hidden) -> logits``: the final norm and the LM head for (..., D) hidden states of the last layer.
+    - For Captum's ``LLMAttribution`` (the black-box peer): ``llm_module`` (an ``nn.Module`` whose ``forward``
+      takes the processor's inputs for one image with answer ids appended to ``input_ids`` and returns an object
+      with ``.logits`` over the sequence, the Hugging Face convention; it rebuilds whatever per-token inputs the
+      family needs for the longer sequence), ``llm_inputs(image: PIL.Image) -> dict`` (the processor's inputs
+      of one model-resolution image with the prompt) and ``tokenizer``.
+
+    A family implements it with its processor's math (normalisation, patch layout) and its model's modules
+    (decoder layers for hooks, final norm, LM head); the baselines in ``core/baselines`` use nothing else.
+    """
+
+    height: int
+    width: int
+    image: Any
+    input_ids: Any
+    answer_ids: Any
+    answer_start: int
+    image_positions: Any
+    image_grid: tuple[int, int]
+    context_positions: Any
+    tokenizer: Any
+    llm_module: Any
+
+    def __call__(self, images, hidden_states: bool = False) -> TeacherForcedOutput: ...
+
+    def head(self, hidden): ...
+
+    def llm_inputs(self, image) -> dict: ...
+
+
+@runtime_checkable
+class ModelInternals(Protocol):
+    """A model family that exposes its internals to the gradient and activation baselines (LLaVA-CAM, IGOS++,
+    TAM, Captum): ``teacher_forced(image, prompt, answer_ids)`` with ``image`` (H, W, 3) uint8 at the model's
+    resolution (``model_image``) returns a ``TeacherForcedPass``."""
+
+    def model_image(self, image: np.ndarray) -> np.ndarray: ...
+
+    def teacher_forced(self, image: np.ndarray, prompt: str, answer_ids) -> TeacherForcedPass: ...

@@ -173,6 +173,11 @@ class QwenVLAdapter:
         return QwenVLTokenScorer(self, image, prompt, answer_ids, target_positions, batch_size, compose,
                                  memory_budget_mb)
 
+    # -- internals for the gradient and activation baselines (models/base.py: ModelInternals) ------------------
+    def teacher_forced(self, image: np.ndarray, prompt: str, answer_ids) -> QwenVLTeacherForced:
+        """A differentiable teacher-forced pass over `image` (at model resolution) + `prompt` + `answer_ids`."""
+        return QwenVLTeacherForced(self, image, prompt, answer_ids)
+
 
 class QwenVLTokenScorer(BatchedTokenScorer):
     """Teacher-forced probabilities of the explained answer tokens for batches of masked copies of one image.
@@ -233,3 +238,149 @@ class QwenVLTokenScorer(BatchedTokenScorer):
         probs = torch.softmax(logits[:, list(self.target_positions)].float(), dim=-1)
         return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
+
+
+def pixel_channel_index(processor, height: int, width: int) -> np.ndarray:
+    """For each entry of ``pixel_values`` (N, C·T·p·p), the colour channel (0, 1, 2) it comes from, derived from
+    the image processor like ``QwenVLAdapter.patch_index``."""
+    channel = np.broadcast_to(np.arange(3, dtype=np.float32), (height, width, 3)).copy()
+    out = processor.image_processor(images=[channel], do_resize=False, do_rescale=False, do_normalize=False,
+                                    return_tensors="np")
+    return np.rint(out["pixel_values"]).astype(np.int64)
+
+
+class QwenVLCaptumModule(torch.nn.Module):
+    """The Qwen-VL model for Captum's ``LLMAttribution``: Captum appends the answer ids to ``input_ids`` but
+    leaves the processor's ``mm_token_type_ids`` at prompt length, so they are rebuilt from ``input_ids`` here
+    (dropping them silently switches the model to 1-D positions and changes its outputs)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.image_token_id = model.config.image_token_id
+        self.video_token_id = getattr(model.config, "video_token_id", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, **kwargs):
+        kwargs.pop("mm_token_type_ids", None)
+        types = torch.zeros_like(input_ids)
+        types[input_ids == self.image_token_id] = 1
+        if self.video_token_id is not None:
+            types[input_ids == self.video_token_id] = 2
+        if "pixel_values" in kwargs:
+            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model.dtype)
+        return self.model(input_ids=input_ids, mm_token_type_ids=types, use_cache=False, **kwargs)
+
+
+class QwenVLTeacherForced:
+    """``TeacherForcedPass`` (models/base.py) of the Qwen-VL family.
+
+    ``pixel_values`` are composed from (B, H, W, 3) float images with torch ops: each entry picks its pixel and
+    channel (from ``patch_index`` / ``pixel_channel_index``, i.e. the processor's own layout, temporal copies
+    included), then the processor's rescale and normalisation. Hidden states are read with hooks on the decoder
+    layers (inputs of the first, outputs of each), before the final norm."""
+
+    def __init__(self, adapter: QwenVLAdapter, image: np.ndarray, prompt: str, answer_ids):
+        answer_ids = [int(t) for t in answer_ids]
+        if not answer_ids:
+            raise ValueError("the answer is empty: nothing to teacher-force")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        model = adapter.model
+        self.adapter, self.model, self.prompt = adapter, model, prompt
+        self.device = device = adapter.device
+        self.dtype = model.dtype
+        self.tokenizer = adapter.processor.tokenizer
+        self.height, self.width = image.shape[:2]
+        self.image = torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)
+        enc = adapter.encode([image], prompt)
+        prompt_ids = enc["input_ids"][0]
+        self.answer_start = len(prompt_ids)
+        self.answer_ids = torch.tensor(answer_ids, device=device)
+        self.input_ids = torch.cat([prompt_ids, self.answer_ids])
+        self.mm_token_type_ids = torch.cat([enc["mm_token_type_ids"][0],
+                                            torch.zeros(len(answer_ids), dtype=torch.long, device=device)])
+        self.grid_thw = enc["image_grid_thw"]
+        self.image_positions = (prompt_ids == model.config.image_token_id).nonzero().squeeze(-1)
+        ip = adapter.processor.image_processor
+        t, gh, gw = (int(v) for v in self.grid_thw[0])
+        self.image_grid = (gh // ip.merge_size, gw // ip.merge_size)
+        if t != 1 or self.image_grid[0] * self.image_grid[1] != len(self.image_positions):
+            raise ValueError(f"{len(self.image_positions)} image tokens do not tile the grid {self.grid_thw.tolist()}")
+        self.context_positions = self._context_positions(prompt_ids, prompt)
+        # the processor's pixel layout and normalisation, as tensors
+        index = torch.from_numpy(adapter.patch_index(self.height, self.width)).to(device)
+        channel = torch.from_numpy(pixel_channel_index(adapter.processor, self.height, self.width)).to(device)
+        scale = ip.rescale_factor if ip.do_rescale else 1.0
+        mean = torch.tensor(ip.image_mean if ip.do_normalize else [0.0] * 3, dtype=torch.float32, device=device)
+        std = torch.tensor(ip.image_std if ip.do_normalize else [1.0] * 3, dtype=torch.float32, device=device)
+        self._flat_index = index * 3 + channel  # into images.reshape(B, H*W*3)
+        self._scale = scale / std[channel]
+        self._shift = mean[channel] / std[channel]
+        decoder = model.get_decoder()
+        self._layers, self._norm, self._lm_head = decoder.layers, decoder.norm, model.get_output_embeddings()
+        self.llm_module = QwenVLCaptumModule(model)
+
+    def _context_positions(self, prompt_ids: torch.Tensor, prompt: str) -> torch.Tensor:
+        """Positions of the prompt's text after the image (its tokens found in the sequence); else every
+        non-special token between the image and the answer."""
+        words = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids.tolist()
+        start = int(self.image_positions[-1]) + 1 if len(self.image_positions) else 0
+        for at in range(start, len(ids) - len(words) + 1):
+            if words and ids[at:at + len(words)] == words:
+                return torch.arange(at, at + len(words), device=self.device)
+        special = set(self.tokenizer.all_special_ids) | set(self.adapter.vision_token_ids())
+        return torch.tensor([p for p in range(start, len(ids)) if ids[p] not in special], dtype=torch.long,
+                            device=self.device)
+
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """(B·N, D) pixel values of (B, H, W, 3) images in 0..255, differentiable."""
+        flat = images.reshape(len(images), -1).float()
+        pv = flat[:, self._flat_index] * self._scale - self._shift  # (B, N, D)
+        return pv.reshape(-1, pv.shape[-1])
+
+    def llm_inputs(self, image) -> dict:
+        """The processor's inputs for one model-resolution image (PIL or array) and the prompt."""
+        return self.adapter.encode([np.asarray(image)], self.prompt)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._lm_head(self._norm(hidden))
+
+    def __call__(self, images, hidden_states: bool = False):
+        from eagle_pipelines.models.base import TeacherForcedOutput
+
+        images = torch.as_tensor(images, device=self.device)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or tuple(images.shape[1:]) != (self.height, self.width, 3):
+            raise ValueError(f"images are {tuple(images.shape)}, expected (B, {self.height}, {self.width}, 3)")
+        b = len(images)
+        captured: list = []
+        handles = []
+        if hidden_states:
+            def grab_input(_module, args, kwargs):
+                captured.append(args[0] if args else kwargs["hidden_states"])
+
+            def grab_output(_module, _args, output):
+                captured.append(output[0] if isinstance(output, tuple) else output)
+
+            handles.append(self._layers[0].register_forward_pre_hook(grab_input, with_kwargs=True))
+            handles += [layer.register_forward_hook(grab_output) for layer in self._layers]
+        try:
+            logits = self.model(
+                input_ids=self.input_ids.expand(b, -1),
+                attention_mask=torch.ones(b, len(self.input_ids), dtype=torch.long, device=self.device),
+                mm_token_type_ids=self.mm_token_type_ids.expand(b, -1),
+                pixel_values=self.pixel_values(images).to(self.dtype),
+                image_grid_thw=self.grid_thw.repeat(b, 1),
+                logits_to_keep=len(self.answer_ids) + 1,
+                use_cache=False,
+            ).logits[:, :-1]
+        finally:
+            for handle in handles:
+                handle.remove()
+        return TeacherForcedOutput(logits=logits, hidden_states=tuple(captured) if hidden_states else None)
