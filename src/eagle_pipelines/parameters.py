@@ -109,6 +109,9 @@ class EagleRepopeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    source: Literal["shapes", "repope"] = Field(
+        default="shapes", description="shapes: the embedded question set; repope: the RePOPE list and COCO val2014 "
+                                      "images of the catalog entry `repope_source` (the paper environment)")
     questions: RepopeQuestionParams = RepopeQuestionParams()
     question_template: str = "Is there a {name} in the image?"
     prompt_suffix: str = Field(default="", description="appended to every question (e.g. ' Answer strictly "

@@ -19,7 +19,7 @@ from skimage import draw
 
 from eagle_pipelines.data.params import ShapesParams
 
-SPLIT_CODES = {"train": 1, "val": 2, "eval": 3}
+SPLIT_CODES = {"train": 1, "val": 2, "eval": 3, "repope": 4}  # repope: the yes/no question images (eagle_repope)
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,11 @@ def generate_image(params: ShapesParams, split: str, index: int) -> tuple[np.nda
 
 def generate_split(params: ShapesParams, split: str) -> ShapesSplit:
     """Generates a whole split as COCO dictionaries plus images keyed by file name."""
-    n = getattr(params.splits, split)
+    return generate_images(params, split, range(getattr(params.splits, split)))
+
+
+def generate_images(params: ShapesParams, split: str, indices) -> ShapesSplit:
+    """Images `indices` of `split` (the same bytes as in a whole split) as COCO dictionaries plus images."""
     names = category_names(params)
     categories = [
         {"id": i + 1, "name": name, "supercategory": name.split(" ")[1], "colour": name.split(" ")[0]}
@@ -160,7 +164,7 @@ def generate_split(params: ShapesParams, split: str) -> ShapesSplit:
     cat_id = {c["name"]: c["id"] for c in categories}
     images, coco_images, annotations, captions = {}, [], [], []
     ann_id = 1
-    for i in range(n):
+    for i in indices:
         image_id = SPLIT_CODES[split] * 1_000_000 + i
         file_name = f"{split}_{i:06d}.png"
         pixels, objects = generate_image(params, split, i)

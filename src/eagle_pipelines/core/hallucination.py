@@ -1,0 +1,268 @@
+"""Hallucination diagnosis: which smallest visual region triggers a wrong yes/no answer, and does removing it
+correct the answer? (No Kedro, no model class: the model is reached through an `answer` callable.)
+
+For a wrong answer, EAGLE orders the regions for the correct answer's token (the counter token, teacher-forced).
+The regions ranked last support the counter token least, so they are the candidates for the trigger: the answer
+is regenerated with the k lowest-ranked regions removed (zero fill), k = 1..n, until it becomes correct.
+
+- AMCR (average minimal correction ratio, per sample): the removed area fraction at the first correction; 1 when
+  no removal corrects the answer.
+- CSR@τ (correction success rate): the fraction of wrong answers with AMCR ≤ τ; samples never corrected count
+  as failures (the reference leaves them out of the denominator).
+- Cause hit (when the true cause is known, e.g. the co-occurring object X of the embedded data): the region whose
+  removal corrected the answer (the k-th lowest-ranked one) overlaps the cause object's mask.
+
+Yes/no question lists follow the POPE / RePOPE format: one JSON object per line (or a JSON array) with
+``question_id``, ``image`` (file name), ``text`` ("Is there a <object> in the image?") and ``label`` (yes/no).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+YES_NO = ("yes", "no")
+QUESTION_PATTERN = re.compile(r"^\s*is there an? (?P<object>.+?) in the image\s*\?", re.IGNORECASE)
+
+
+class QuestionFormatError(ValueError):
+    """A question list does not follow the POPE/RePOPE format; the message names the file and line."""
+
+
+def parse_yes_no(text: str) -> str | None:
+    """'yes' or 'no' from a generated answer ("Yes", "No.", "yes, there is ..."); None for anything else."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return words[0] if words and words[0] in YES_NO else None
+
+
+def counter_word(label: str) -> str:
+    """The answer word to teacher-force for a wrong answer: the correct label, capitalised ("Yes" / "No")."""
+    if label not in YES_NO:
+        raise ValueError(f"label must be 'yes' or 'no', got {label!r}")
+    return label.capitalize()
+
+
+def question_object(text: str) -> str | None:
+    """The object a POPE question asks about ("Is there a dining table in the image?" -> "dining table")."""
+    match = QUESTION_PATTERN.match(text)
+    return match.group("object").strip() if match else None
+
+
+# --- question lists (POPE / RePOPE format) ------------------------------------------------------------------------
+REQUIRED_KEYS = ("question_id", "image", "text", "label")
+
+
+def read_pope_questions(text: str, source: str = "question list") -> list[dict]:
+    """Reads a POPE/RePOPE question list: JSON lines (the published files) or one JSON array.
+
+    Each record keeps its keys; ``label`` is normalised to lower case and ``object`` is added from the question
+    text when absent. Errors name `source` and the line (or array position) and what is wrong."""
+    stripped = text.strip()
+    if not stripped:
+        raise QuestionFormatError(f"{source}: the file is empty; expected one JSON object per line with keys "
+                                  f"{list(REQUIRED_KEYS)}")
+    if stripped.startswith("["):
+        try:
+            items = [(i + 1, r) for i, r in enumerate(json.loads(stripped))]
+        except json.JSONDecodeError as exc:
+            raise QuestionFormatError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        where = "item"
+    else:
+        items = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((n, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise QuestionFormatError(f"{source}, line {n}: not valid JSON ({exc.msg})") from None
+        where = "line"
+    records, seen = [], set()
+    for n, record in items:
+        if not isinstance(record, dict):
+            raise QuestionFormatError(f"{source}, {where} {n}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in record]
+        if missing:
+            raise QuestionFormatError(f"{source}, {where} {n}: missing {missing}; a POPE/RePOPE record has "
+                                      f"{list(REQUIRED_KEYS)}")
+        label = str(record["label"]).strip().lower()
+        if label not in YES_NO:
+            raise QuestionFormatError(f"{source}, {where} {n}: label {record['label']!r} is not yes/no")
+        if record["question_id"] in seen:
+            raise QuestionFormatError(f"{source}, {where} {n}: question_id {record['question_id']!r} repeats")
+        seen.add(record["question_id"])
+        obj = record.get("object") or question_object(str(record["text"]))
+        if obj is None:
+            raise QuestionFormatError(f"{source}, {where} {n}: cannot find the object in {record['text']!r}; "
+                                      f"expected 'Is there a <object> in the image?' or an 'object' key")
+        records.append({**record, "label": label, "object": obj})
+    return records
+
+
+def read_pope_file(path: str | Path) -> list[dict]:
+    """`read_pope_questions` of a file (e.g. RePOPE's annotations/coco_repope_random.json)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"question list {path} not found; RePOPE's lists are annotations/"
+                                f"coco_repope_{{random,popular,adversarial}}.json of github.com/YanNeu/RePOPE")
+    return read_pope_questions(path.read_text(), source=str(path))
+
+
+def write_pope_questions(records: Sequence[dict]) -> str:
+    """JSON lines in the POPE format (the inverse of `read_pope_questions`)."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+
+
+def shapes_questions(images: Sequence[tuple[str, set[str]]], categories: Sequence[str], anchor: str,
+                     companion: str, controls: int, rng: np.random.Generator,
+                     template: str = "Is there a {name} in the image?") -> list[dict]:
+    """Yes/no questions on shapes images, RePOPE style, with the known cause of the co-occurrence bias.
+
+    `images` are (file name, set of category names present). Every image that shows `anchor` (X) without
+    `companion` (Y) gets the biased question "Is there a Y?" (label no, cause X). The first `controls` other
+    images get one unbiased question each, alternating: an absent category other than Y (label no) and a present
+    one (label yes); their cause is None."""
+    records, n_controls = [], 0
+    for file_name, present in images:
+        if anchor in present and companion not in present:
+            records.append({"image": file_name, "object": companion, "label": "no", "kind": "biased",
+                            "cause": anchor})
+        elif n_controls < controls:
+            if n_controls % 2 == 0:
+                pool = [c for c in categories if c not in present and c != companion]
+                kind, label = "absent", "no"
+            else:
+                pool = sorted(present)
+                kind, label = "present", "yes"
+            records.append({"image": file_name, "object": pool[int(rng.integers(len(pool)))], "label": label,
+                            "kind": kind, "cause": None})
+            n_controls += 1
+    for i, r in enumerate(records):
+        r["question_id"] = i + 1
+        r["text"] = template.format(name=r["object"])
+    return records
+
+
+# --- correction by removal ----------------------------------------------------------------------------------------
+@dataclass
+class Correction:
+    """Answers regenerated with the k lowest-ranked regions removed (k = ks[i]), and what corrected the answer."""
+
+    ks: list[int]
+    removed_area: list[float]
+    answers: list[str]
+    corrected_k: int | None  # the first k whose answer is correct; None when none is
+    amcr: float  # removed area at the first correction; 1.0 when never corrected
+    correcting_region: int | None  # the region removed last at the first correction (order[-corrected_k])
+    removed_regions: list[int] = field(default_factory=list)  # the regions removed at the first correction
+
+    @property
+    def corrected(self) -> bool:
+        return self.corrected_k is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def removal_keep(order: np.ndarray, k: int) -> np.ndarray:
+    """(n,) region keep-indicators with the k lowest-ranked regions of `order` removed."""
+    order = np.asarray(order)
+    keep = np.ones(len(order), dtype=bool)
+    if k > 0:
+        keep[order[-k:]] = False
+    return keep
+
+
+def correct_by_removal(answer: Callable[[np.ndarray], Sequence[str]], order: np.ndarray, areas: np.ndarray,
+                       label: str, batch_size: int = 16, stop_at_first: bool = True) -> Correction:
+    """Regenerates the answer with the k lowest-ranked regions of `order` removed, k = 1..n.
+
+    Args:
+        answer: region keep-indicators (B, n) bool -> B generated answer texts.
+        order: (n,) region ids, most important for the counter token first.
+        areas: (n,) area fraction of each region id.
+        label: the correct answer, 'yes' or 'no'.
+        stop_at_first: stop after the batch holding the first correction (the answers for larger k are not
+            needed for AMCR, CSR or the cause hit); False regenerates all n.
+    """
+    order = np.asarray(order)
+    areas = np.asarray(areas, dtype=float)
+    n = len(order)
+    if areas.shape != (n,):
+        raise ValueError(f"areas has shape {areas.shape}, expected ({n},) for {n} regions")
+    if label not in YES_NO:
+        raise ValueError(f"label must be 'yes' or 'no', got {label!r}")
+    removed_area = np.cumsum(areas[order[::-1]])  # k lowest-ranked removed -> removed_area[k-1]
+    removed_area[-1] = 1.0
+    ks, texts, first = [], [], None
+    for lo in range(1, n + 1, batch_size):
+        batch = list(range(lo, min(n, lo + batch_size - 1) + 1))
+        outs = list(answer(np.stack([removal_keep(order, k) for k in batch])))
+        if len(outs) != len(batch):
+            raise ValueError(f"answer returned {len(outs)} texts for {len(batch)} images")
+        ks += batch
+        texts += [str(t) for t in outs]
+        if first is None:
+            hits = [k for k, t in zip(batch, outs) if parse_yes_no(t) == label]
+            first = hits[0] if hits else None
+        if first is not None and stop_at_first:
+            break
+    return Correction(
+        ks=ks, removed_area=[float(removed_area[k - 1]) for k in ks], answers=texts, corrected_k=first,
+        amcr=float(removed_area[first - 1]) if first is not None else 1.0,
+        correcting_region=int(order[-first]) if first is not None else None,
+        removed_regions=[int(r) for r in order[-first:]] if first is not None else [],
+    )
+
+
+def amcr_mean(amcrs: Sequence[float]) -> float:
+    """Mean AMCR over wrong answers (each 1.0 when never corrected)."""
+    if len(amcrs) == 0:
+        return float("nan")
+    return float(np.mean(amcrs))
+
+
+def csr(amcrs: Sequence[float], corrected: Sequence[bool], threshold: float = 0.1) -> float:
+    """Correction success rate: the fraction of ALL wrong answers corrected with at most `threshold` of the
+    image removed (never-corrected samples count as failures)."""
+    if len(amcrs) != len(corrected):
+        raise ValueError(f"{len(amcrs)} AMCR values for {len(corrected)} corrected flags")
+    if len(amcrs) == 0:
+        return float("nan")
+    return float(np.mean([c and a <= threshold for a, c in zip(amcrs, corrected)]))
+
+
+def region_overlap(labels: np.ndarray, region: int, mask: np.ndarray) -> float:
+    """Fraction of `region`'s pixels inside `mask`."""
+    if labels.shape != mask.shape:
+        raise ValueError(f"label map {labels.shape} and mask {mask.shape} differ in shape")
+    inside = labels == region
+    total = int(inside.sum())
+    return float((inside & mask.astype(bool)).sum() / total) if total else 0.0
+
+
+def cause_hit(labels: np.ndarray, correction: Correction, cause_mask: np.ndarray | None,
+              min_overlap: float = 0.0) -> bool | None:
+    """Whether the region whose removal corrected the answer overlaps the true cause: more than `min_overlap` of
+    its pixels lie in `cause_mask`. False when never corrected; None when the cause is unknown."""
+    if cause_mask is None:
+        return None
+    if correction.correcting_region is None:
+        return False
+    return region_overlap(labels, correction.correcting_region, cause_mask) > min_overlap
+
+
+def removed_cause_fraction(labels: np.ndarray, correction: Correction, cause_mask: np.ndarray | None) -> float | None:
+    """Fraction of the cause object's pixels removed at the first correction (0 when never corrected)."""
+    if cause_mask is None:
+        return None
+    mask = cause_mask.astype(bool)
+    if not mask.any():
+        return None
+    removed = np.isin(labels, correction.removed_regions)
+    return float((removed & mask).sum() / mask.sum())

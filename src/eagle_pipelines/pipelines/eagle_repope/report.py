@@ -1,0 +1,139 @@
+"""Figures and the self-contained HTML report of an eagle_repope run (matplotlib; the nodes call these)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
+
+from eagle_pipelines.core.plotting import overlay  # noqa: E402
+
+
+def _outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    out = picture.copy()
+    out[find_boundaries(mask, mode="inner")] = colour
+    return out
+
+
+def correction_figure(samples: list[dict]):
+    """The paper's hallucination figure, one row per wrong answer: the image with the question and the wrong
+    answer; EAGLE's saliency of the counter token; the image with the k lowest-ranked regions removed, the
+    triggering region (removed last) outlined in red and the true cause (when known) in green, with the answer
+    after removal."""
+    if not samples:
+        return placeholder("no wrong answer to show in this run")
+    fig, axes = plt.subplots(len(samples), 3, figsize=(8.4, 2.9 * len(samples)), squeeze=False)
+    for row, s in zip(axes, samples):
+        image, attr, fix = s["image"], s["attribution"], s["correction"]
+        labels = attr.labels
+        before = image.copy()
+        if s.get("cause_mask") is not None:
+            before = _outline(before, s["cause_mask"], (40, 220, 40))
+        row[0].imshow(before)
+        row[0].set_title(f"Q{s['question_id']}: {s['text']}\nanswer: {s['answer']} (label {s['label']})",
+                         fontsize=7)
+        row[1].imshow(overlay(image, attr.saliency()))
+        row[1].set_title(f"EAGLE for \u201c{attr.answer}\u201d (counter token)", fontsize=7)
+        if fix["corrected_k"] is not None:
+            k = fix["corrected_k"]
+            removed = np.isin(labels, fix["removed_regions"])
+            after = image * (~removed)[..., None].astype(image.dtype)
+            after = _outline(after, labels == fix["correcting_region"], (255, 40, 40))
+            if s.get("cause_mask") is not None:
+                after = _outline(after, s["cause_mask"], (40, 220, 40))
+            answer_after = fix["answers"][fix["ks"].index(k)]
+            title = (f"{k} lowest-ranked region(s) removed ({100 * fix['amcr']:.1f}% of the image)\n"
+                     f"answer: {answer_after}")
+        else:
+            after = np.zeros_like(image)
+            title = "never corrected (AMCR = 1)"
+        row[2].imshow(after)
+        row[2].set_title(title, fontsize=7)
+        for ax in row:
+            ax.axis("off")
+    fig.suptitle("Hallucination diagnosis: the region that triggers the wrong answer (red), the true cause (green)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def amcr_figure(records: list[dict], methods: list[str], threshold: float):
+    """Cumulative share of wrong answers corrected against the removed area, one line per method."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    grid = np.linspace(0, 1, 201)
+    for method in methods:
+        per = [r["methods"][method] for r in records if method in r["methods"]]
+        if not per:
+            continue
+        amcr = np.array([p["amcr"] if p["corrected"] else np.inf for p in per])
+        ax.plot(grid, [(amcr <= g).mean() for g in grid], label=method)
+    ax.axvline(threshold, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("removed area fraction")
+    ax.set_ylabel("wrong answers corrected")
+    ax.set_title("Correction by removing the lowest-ranked regions", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def placeholder(text: str):
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    ax.axis("off")
+    return fig
+
+
+def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict) -> str:
+    """The report: run facts, the model's answers, the metrics table, the figures (base64 PNG), parameters."""
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    table = metrics.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="metrics",
+                            border=0)
+    answers = pd.DataFrame([{"": k, "value": v} for k, v in summary.items()]).to_html(
+        index=False, classes="metrics", border=0, na_rep="", float_format=lambda v: f"{v:.4f}")
+    captions = {
+        "corrections": "Wrong answers: the question and answer; EAGLE's saliency of the counter token (earlier-"
+                       "ranked regions brighter); the image with the lowest-ranked regions removed up to the first "
+                       "correction, the triggering region in red and the true cause in green.",
+        "amcr": "Share of wrong answers corrected once a given area fraction (the method's lowest-ranked regions) "
+                "is removed; the dashed line is the CSR threshold.",
+    }
+    images = "\n".join(f'<figure><img alt="{name}" src="data:image/png;base64,{png}"><figcaption>'
+                       f"{captions.get(name, name)}</figcaption></figure>" for name, png in figures.items())
+    run_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in {"generated": generated, **run}.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>EAGLE report: eagle_repope</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table.metrics {{ border-collapse: collapse; font-size: 12px; }}
+table.metrics th, table.metrics td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
+table.run th {{ text-align: left; padding-right: 1em; font-weight: 600; }}
+figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }}
+pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }} .scroll {{ overflow-x: auto; }}
+</style></head><body>
+<h1>EAGLE report: eagle_repope (hallucination diagnosis)</h1>
+<h2>Run</h2><table class="run">{run_rows}</table>
+<h2>Answers</h2>
+<p>Yes/no questions in the RePOPE style. On the embedded data, <em>biased</em> questions ask about the training
+companion Y on images that show the anchor X without Y (label no, true cause X); <em>absent</em> and
+<em>present</em> are unbiased controls.</p>
+<div class="scroll">{answers}</div>
+<h2>Metrics</h2>
+<p>Over the wrong answers. Insertion AUC and AHC of the counter token (the correct answer, teacher-forced) under
+each method's region order: higher is better. AMCR: the removed area fraction at the first correction (1 when
+never), lower is better. CSR: the share of ALL wrong answers corrected within the threshold (never corrected
+counts as a failure). Cause hit: the region whose removal corrected the answer overlaps the true cause object.</p>
+<div class="scroll">{table}</div>
+<h2>Figures</h2>
+{images}
+<h2>Parameters</h2><pre>{html.escape(yaml.safe_dump(params, sort_keys=False))}</pre>
+</body></html>
+"""

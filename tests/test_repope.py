@@ -1,0 +1,282 @@
+"""Hallucination diagnosis (eagle_repope): correction by removal, AMCR / CSR / cause hit on hand-made cases, the
+POPE/RePOPE reader, the embedded model's biased hallucinations, and a tiny KedroSession run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from eagle_pipelines.core import hallucination as hal
+
+ROOT = Path(__file__).parents[1]
+CHECKPOINT = ROOT / "data" / "06_models" / "toy_qwen2_5_vl"
+
+
+# --- correction by removal on hand-made cases ----------------------------------------------------------------------
+def _answer_no_when_removed(region: int, calls: list | None = None):
+    """A fake model: answers 'No' once `region` is removed, 'Yes' otherwise."""
+
+    def answer(keep: np.ndarray) -> list[str]:
+        if calls is not None:
+            calls.append(len(keep))
+        return ["No" if not row[region] else "Yes" for row in keep]
+
+    return answer
+
+
+def test_the_lowest_ranked_region_alone_corrects_the_answer():
+    order, areas = np.array([2, 0, 1, 3]), np.array([0.1, 0.2, 0.3, 0.4])
+    fix = hal.correct_by_removal(_answer_no_when_removed(3), order, areas, "no", batch_size=1)
+    assert fix.corrected_k == 1 and fix.correcting_region == 3 and fix.removed_regions == [3]
+    assert fix.amcr == pytest.approx(0.4)
+    assert fix.ks == [1] and fix.answers == ["No"]  # stops at the first correction
+
+
+def test_amcr_is_the_area_removed_at_the_first_correction():
+    order, areas = np.array([2, 0, 1, 3]), np.array([0.1, 0.2, 0.3, 0.4])
+    # region 0 is third from the end: k = 3 removes regions 3, 1, 0 = 0.4 + 0.2 + 0.1 of the image
+    fix = hal.correct_by_removal(_answer_no_when_removed(0), order, areas, "no", batch_size=2, stop_at_first=False)
+    assert fix.corrected_k == 3 and fix.correcting_region == 0 and sorted(fix.removed_regions) == [0, 1, 3]
+    assert fix.amcr == pytest.approx(0.7)
+    assert fix.ks == [1, 2, 3, 4] and fix.answers == ["Yes", "Yes", "No", "No"]
+    assert fix.removed_area == pytest.approx([0.4, 0.6, 0.7, 1.0])
+
+
+def test_regeneration_stops_after_the_batch_with_the_first_correction():
+    calls: list[int] = []
+    order, areas = np.arange(10), np.full(10, 0.1)
+    fix = hal.correct_by_removal(_answer_no_when_removed(8, calls), order, areas, "no", batch_size=3)
+    assert fix.corrected_k == 2 and calls == [3]  # k = 1, 2, 3 in one batch, then stop
+
+
+def test_a_never_corrected_answer_has_amcr_one():
+    fix = hal.correct_by_removal(lambda keep: ["Yes"] * len(keep), np.arange(4), np.full(4, 0.25), "no")
+    assert not fix.corrected and fix.amcr == 1.0 and fix.correcting_region is None and fix.ks == [1, 2, 3, 4]
+
+
+def test_a_false_no_is_corrected_to_yes():
+    fix = hal.correct_by_removal(lambda keep: ["no" if keep[1] else "yes." for keep in keep], np.array([0, 1]),
+                                 np.array([0.5, 0.5]), "yes")
+    assert fix.corrected_k == 1 and fix.amcr == 0.5
+
+
+def test_csr_counts_never_corrected_samples_as_failures():
+    amcrs, corrected = [0.05, 0.1, 0.4, 1.0], [True, True, True, False]
+    assert hal.csr(amcrs, corrected, 0.1) == pytest.approx(0.5)
+    assert hal.csr([0.05, 1.0], [True, False], 0.1) == pytest.approx(0.5)  # the reference would say 1.0
+    assert hal.amcr_mean(amcrs) == pytest.approx((0.05 + 0.1 + 0.4 + 1.0) / 4)
+    assert np.isnan(hal.csr([], [], 0.1))
+
+
+def test_cause_hit_needs_the_correcting_region_to_overlap_the_cause():
+    labels = np.repeat(np.arange(4), 4).reshape(4, 4)  # row r is region r
+    cause = np.zeros((4, 4), bool)
+    cause[2, :2] = True  # half of region 2
+    hit = hal.Correction([1], [0.25], ["No"], 1, 0.25, 2, [2])
+    miss = hal.Correction([1], [0.25], ["No"], 1, 0.25, 1, [1])
+    never = hal.Correction([1], [0.25], ["Yes"], None, 1.0, None, [])
+    assert hal.cause_hit(labels, hit, cause) is True
+    assert hal.cause_hit(labels, hit, cause, min_overlap=0.5) is False  # exactly half is not more than half
+    assert hal.cause_hit(labels, miss, cause) is False
+    assert hal.cause_hit(labels, never, cause) is False
+    assert hal.cause_hit(labels, hit, None) is None
+    assert hal.removed_cause_fraction(labels, hit, cause) == 1.0
+    assert hal.removed_cause_fraction(labels, miss, cause) == 0.0
+
+
+def test_yes_no_parsing():
+    assert [hal.parse_yes_no(t) for t in ["Yes", "No.", "yes, there is a dog", " NO", "a red circle", ""]] == [
+        "yes", "no", "yes", "no", None, None]
+    assert hal.counter_word("no") == "No"
+    with pytest.raises(ValueError, match="yes"):
+        hal.counter_word("maybe")
+
+
+# --- the POPE / RePOPE reader ---------------------------------------------------------------------------------------
+RECORDS = [
+    {"question_id": 1, "image": "COCO_val2014_000000310196.jpg", "text": "Is there a snowboard in the image?",
+     "label": "yes"},
+    {"question_id": 2, "image": "COCO_val2014_000000310196.jpg", "text": "Is there a dining table in the image?",
+     "label": "No"},
+]
+
+
+def test_the_reader_reads_json_lines_and_json_arrays(tmp_path):
+    lines = tmp_path / "coco_repope_random.json"
+    lines.write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n\n")
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps(RECORDS))
+    for path in (lines, array):
+        records = hal.read_pope_file(path)
+        assert [r["object"] for r in records] == ["snowboard", "dining table"]
+        assert [r["label"] for r in records] == ["yes", "no"]
+        assert records[0]["image"] == "COCO_val2014_000000310196.jpg"
+    assert hal.read_pope_questions(hal.write_pope_questions(hal.read_pope_file(lines))) == hal.read_pope_file(lines)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"question_id": 3, "image": "x.jpg", "text": "Is there a cat in the image?"}', r"line 3: missing \['label'\]"),
+    ('{"question_id": 3, "image": "x.jpg", "text": "Is there a cat in the image?", "label": "maybe"}',
+     r"line 3: label 'maybe' is not yes/no"),
+    ('{"question_id": 1, "image": "x.jpg", "text": "Is there a cat in the image?", "label": "no"}',
+     r"line 3: question_id 1 repeats"),
+    ('{"question_id": 3, "image": "x.jpg", "text": "What colour is the cat?", "label": "no"}',
+     r"line 3: cannot find the object"),
+    ('{"question_id": 3, "image": ', r"line 3: not valid JSON"),
+])
+def test_the_reader_names_the_file_and_line_of_a_bad_record(tmp_path, line, message):
+    path = tmp_path / "bad.json"
+    path.write_text("\n".join([json.dumps(r) for r in RECORDS] + [line]))
+    with pytest.raises(hal.QuestionFormatError, match=message) as err:
+        hal.read_pope_file(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_list_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="YanNeu/RePOPE"):
+        hal.read_pope_file(tmp_path / "nope.json")
+
+
+def test_shapes_questions_ask_about_the_companion_beside_the_anchor():
+    images = [("a.png", {"red circle", "green square"}), ("b.png", {"blue square", "red circle"}),
+              ("c.png", {"yellow triangle"}), ("d.png", {"green circle"}), ("e.png", {"red circle"})]
+    cats = ["red circle", "blue square", "green square", "yellow triangle", "green circle"]
+    records = hal.shapes_questions(images, cats, "red circle", "blue square", controls=2,
+                                   rng=np.random.default_rng(0))
+    biased = [r for r in records if r["kind"] == "biased"]
+    assert [r["image"] for r in biased] == ["a.png", "e.png"]
+    assert all(r["object"] == "blue square" and r["label"] == "no" and r["cause"] == "red circle" for r in biased)
+    controls = [r for r in records if r["kind"] != "biased"]
+    assert [(r["image"], r["kind"]) for r in controls] == [("b.png", "absent"), ("c.png", "present")]
+    assert controls[0]["object"] not in {"blue square", "red circle"} and controls[0]["label"] == "no"
+    assert controls[1]["object"] == "yellow triangle" and controls[1]["label"] == "yes"
+    assert [r["question_id"] for r in records] == [1, 2, 3, 4]
+    assert records[0]["text"] == "Is there a blue square in the image?"
+    assert hal.read_pope_questions(hal.write_pope_questions(records))[0]["cause"] == "red circle"
+
+
+# --- the embedded model -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from eagle_pipelines.io import VisionLanguageModelDataset
+
+    dataset = VisionLanguageModelDataset(path=str(CHECKPOINT))
+    assert dataset.exists(), f"the embedded checkpoint is missing from {CHECKPOINT}"
+    return dataset.load()
+
+
+def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_corrects_it(shipped):
+    """Biased questions ('Is there a blue square?' beside a red circle, no blue square): the model says yes on
+    at least 20%; for those, EAGLE on "No" ranks the red circle last, so the first correcting removal hits it."""
+    from eagle_pipelines.api import explain
+    from eagle_pipelines.core.regions import slico
+    from eagle_pipelines.data.shapes import generate_image
+    from eagle_pipelines.parameters import parse
+    from eagle_pipelines.pipelines.eagle_repope.nodes import counter_answer
+
+    shapes = parse("shapes", yaml.safe_load((ROOT / "conf/base/parameters_data_preparation.yml").read_text())
+                   ["shapes"])
+    images, causes = [], []
+    for i in range(400):
+        image, objects = generate_image(shapes, "repope", i)
+        names = {o.name for o in objects}
+        if "red circle" in names and "blue square" not in names:
+            images.append(image)
+            causes.append(next(o.mask for o in objects if o.name == "red circle"))
+        if len(images) == 30:
+            break
+    prompt = "Is there a blue square in the image?"
+    answers = [hal.parse_yes_no(a.text) for a in shipped.generate_batch(images, prompt, max_new_tokens=3)]
+    wrong = [i for i, a in enumerate(answers) if a == "yes"]
+    assert len(wrong) >= 0.2 * len(images), answers
+    hits = []
+    for i in wrong[:5]:
+        regions = slico(images[i], n_segments=16)
+        attr = explain(shipped, images[i], prompt, answer=counter_answer(shipped, prompt, "no"), regions=regions,
+                       batch_size=64)
+
+        def answer(keep, image=images[i], regions=regions):
+            masks = regions.masks(keep)
+            return [a.text for a in shipped.generate_batch([image * m[..., None] for m in masks], prompt, 3)]
+
+        fix = hal.correct_by_removal(answer, attr.order, regions.areas(), "no")
+        hits.append(hal.cause_hit(regions.labels, fix, causes[i]))
+    assert np.mean(hits) >= 0.8, hits
+
+
+# --- a tiny run through a KedroSession --------------------------------------------------------------------------------
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's configuration and the shipped checkpoint in a fresh folder."""
+    from kedro.framework.startup import bootstrap_project
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".telemetry").write_text("consent: false\n")
+    (tmp_path / "src").mkdir()
+    shutil.copytree(CHECKPOINT, tmp_path / "data" / "06_models" / "toy_qwen2_5_vl")
+    bootstrap_project(tmp_path)
+    return tmp_path
+
+
+TINY = {"eagle_repope": {"questions": {"biased": 4, "controls": 2}, "figure_samples": 2},
+        "superpixels": {"n_segments": 6}}
+
+
+def _run(project: Path, params: dict) -> None:
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_name="eagle_repope")
+
+
+def test_eagle_repope_runs_and_writes_its_outputs(project):
+    import pandas as pd
+
+    _run(project, TINY)
+    data = project / "data"
+    questions = hal.read_pope_file(data / "01_raw/shapes/repope/questions.jsonl")
+    assert [q["kind"] for q in questions].count("biased") == 4 and len(questions) == 6
+    assert len(list((data / "01_raw/shapes/repope/images").glob("*.png"))) == 6
+    answers = json.loads((data / "07_model_output/eagle_repope/answers.json").read_text())
+    summary = answers["summary"]
+    assert summary["questions"] == 6 and summary["biased"] == 4
+    wrong = {a["question_id"] for a in answers["answers"] if not a["correct"]}
+    attributions = list((data / "07_model_output/eagle_repope/attributions").rglob("*.json"))
+    assert {int(p.stem) for p in attributions} == wrong
+    for path in attributions:
+        meta = json.loads(path.read_text())
+        assert meta["answer"] in ("Yes", "No") and meta["target_words"] == [meta["answer"]]
+    records = list((data / "07_model_output/eagle_repope/corrections").rglob("*.json"))
+    assert len(records) == len(wrong)
+    metrics = pd.read_csv(data / "08_reporting/eagle_repope/metrics.csv")
+    assert list(metrics.method) == ["eagle", "random"]
+    assert {"insertion_auc", "ahc", "amcr", "csr", "cause_hit_rate", "hallucination_rate_biased"} <= set(
+        metrics.columns)
+    assert (metrics.n_wrong == len(wrong)).all() and (metrics.n_explained == len(wrong)).all()
+    if wrong:
+        assert metrics.amcr.between(0, 1).all() and metrics.csr.between(0, 1).all()
+        per_sample = pd.read_csv(data / "08_reporting/eagle_repope/metrics_per_sample.csv")
+        assert len(per_sample) == 2 * len(wrong)
+    report = (data / "08_reporting/eagle_repope/report.html").read_text()
+    assert "eagle_repope" in report and "amcr" in report and report.count("data:image/png;base64,") == 2
+    assert (data / "08_reporting/eagle_repope/corrections.png").stat().st_size > 1000
+
+    # resumable: a second run computes nothing new and leaves the records as they were
+    before = {p: p.stat().st_mtime_ns for p in records}
+    _run(project, TINY)
+    assert {p: p.stat().st_mtime_ns for p in records} == before
+
+
+def test_the_repope_source_says_what_is_missing(project):
+    from kedro.io.core import DatasetError
+
+    params = {**TINY, "eagle_repope": {**TINY["eagle_repope"], "source": "repope"}}
+    with pytest.raises(DatasetError, match=r"coco_repope_random\.json.*YanNeu/RePOPE"):
+        _run(project, params)
