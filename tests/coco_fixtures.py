@@ -46,18 +46,22 @@ def _annotation(ann_id, image_id, category_id, segmentation, mask, iscrowd=0) ->
             "area": float(mask.sum()), "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": iscrowd}
 
 
-def make_coco(root: Path, n_plain: int = 3) -> dict:
+def make_coco(root: Path, n_plain: int = 3, square: bool = False) -> dict:
     """Writes root/val2017/*.jpg and root/annotations/{instances,captions}_val2017.json.
 
     Image 1 (80 x 120): two people (a polygon and a compressed RLE) and a dog (an uncompressed-RLE crowd region);
     image 2 (60 x 90): a dining table (polygon); image 3: no annotation; image 4: a grey-scale JPEG with a dog;
-    then `n_plain` more images with one person each. Returns the masks by annotation id and the image pixels as
-    decoded from the JPEG files."""
+    then `n_plain` more images with one person each. `square`: 120 x 120, 90 x 90, 50 x 50, 64 x 64 and
+    64 x 64 images instead (the same objects). Returns the masks by annotation id and the image pixels as decoded
+    from the JPEG files."""
     rng = np.random.default_rng(0)
     (root / "val2017").mkdir(parents=True)
     (root / "annotations").mkdir()
     specs = [(1, 80, 120, "RGB"), (2, 60, 90, "RGB"), (3, 50, 50, "RGB"), (4, 64, 64, "L")]
     specs += [(10 + k, 48, 64, "RGB") for k in range(n_plain)]
+    if square:
+        specs = [(i, max(h, w), max(h, w), mode) for i, h, w, mode in specs]
+    size = {i: (h, w) for i, h, w, _ in specs}
     images, annotations, captions, masks, pixels = [], [], [], {}, {}
     for image_id, h, w, mode in specs:
         name = f"{image_id:012d}.jpg"
@@ -78,13 +82,13 @@ def make_coco(root: Path, n_plain: int = 3) -> dict:
         annotations.append(_annotation(ann_id, image_id, category_id, segmentation, mask, int(kind == "crowd")))
         masks[ann_id] = mask
 
-    add(11, 1, 1, rect_mask(80, 120, 10, 10, 40, 70), "polygon")
-    add(12, 1, 1, rect_mask(80, 120, 60, 20, 80, 60), "rle")
-    add(13, 1, 18, rect_mask(80, 120, 90, 50, 115, 75), "crowd")
-    add(21, 2, 67, rect_mask(60, 90, 5, 30, 85, 55), "polygon")
-    add(41, 4, 18, rect_mask(64, 64, 20, 20, 44, 50), "rle")
+    add(11, 1, 1, rect_mask(*size[1], 10, 10, 40, 70), "polygon")
+    add(12, 1, 1, rect_mask(*size[1], 60, 20, 80, 60), "rle")
+    add(13, 1, 18, rect_mask(*size[1], 90, 50, 115, 75), "crowd")
+    add(21, 2, 67, rect_mask(*size[2], 5, 30, 85, 55), "polygon")
+    add(41, 4, 18, rect_mask(*size[4], 20, 20, 44, 50), "rle")
     for k in range(n_plain):
-        add(100 + k, 10 + k, 1, rect_mask(48, 64, 4 + k, 6, 30 + k, 40), "polygon")
+        add(100 + k, 10 + k, 1, rect_mask(*size[10 + k], 4 + k, 6, 30 + k, 40), "polygon")
     info = {"description": "test fixture in COCO val2017 layout"}
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
         {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": CATEGORIES}))

@@ -1,0 +1,163 @@
+"""The `paper` environment: its configuration resolves to the paper's setting, a missing dataset or checkpoint stops
+the run before any node with the path and how to obtain it, and a tiny run on a COCO fixture goes end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from PIL import Image
+
+from eagle_pipelines.hooks import MissingInputError
+from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
+from tests.coco_fixtures import make_coco
+
+ROOT = Path(__file__).parents[1]
+PAPER_PROMPT = "Describe the image in one factual English sentence of no more than 20 words."
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's configuration in a fresh folder (runs write under tmp_path/data)."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".telemetry").write_text("consent: false\n")
+    (tmp_path / "src").mkdir()  # the package itself is installed
+    bootstrap_project(tmp_path)
+    return tmp_path
+
+
+def _context(project: Path, runtime_params: dict | None = None):
+    session = KedroSession.create(project_path=project, env="paper", runtime_params=runtime_params or {})
+    return session, session.load_context()
+
+
+def _run(project: Path, params: dict) -> None:
+    with KedroSession.create(project_path=project, env="paper", runtime_params=params) as session:
+        session.run(pipeline_name="eagle_coco")
+
+
+def test_the_paper_configuration_resolves_to_the_papers_setting(project):
+    session, context = _context(project)
+    params = context.params
+    for group in PARAMETER_MODELS.keys() & params.keys():
+        parse(group, params[group])  # every group is valid
+    assert params["superpixels"]["n_segments"] == 64
+    assert params["attribution"]["lambda1"] == params["attribution"]["lambda2"] == 1.0
+    assert params["attribution"]["strategy"] == "greedy" and params["attribution"]["word_targets"] == "objects"
+    assert params["eagle_coco"]["prompt"] == PAPER_PROMPT
+    assert params["eval_data"]["source"] == "coco" and params["eval_data"]["coco"]["images"] == 275
+    assert params["evaluation"]["pixel_steps"] == 64
+    # Soft merge: what the paper files do not name stays as in base.
+    assert params["superpixels"]["compactness"] == 10.0 and params["shapes"]["splits"]["eval"] == 60
+    assert "person" in params["eval_data"]["coco"]["words"]
+
+    catalog = context.config_loader["catalog"]
+    vlm = catalog["vlm"]
+    assert (vlm["hub_id"], vlm["path"], vlm["family"], vlm["dtype"], vlm["device"]) == (
+        "Qwen/Qwen2.5-VL-3B-Instruct", None, "qwen_vl", "bfloat16", "cuda")
+    assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct" in vlm["missing_hint"]
+    coco = context.catalog.get("coco_val2017")._describe()
+    assert coco["path"].endswith("data/01_raw/coco") and coco["images"] == "val2017"
+    assert coco["instances"] == "annotations/instances_val2017.json"
+    assert catalog["eval_instances"]["filepath"].endswith(
+        "data/02_intermediate/eagle_coco_paper/eval/annotations/instances.json")
+    assert catalog["eagle_coco_metrics"]["filepath"].endswith(
+        "data/08_reporting/eagle_coco_paper/qwen2_5_vl_3b/metrics.csv")
+    session.close()
+
+
+def test_a_model_preset_and_the_coco_folder_are_chosen_by_runtime_parameters(project, tmp_path):
+    session, context = _context(project, {"model": "llava_1_5_7b", "coco_root": str(tmp_path / "elsewhere")})
+    vlm = context.config_loader["catalog"]["vlm"]
+    assert (vlm["hub_id"], vlm["family"], vlm["dtype"], vlm["device"]) == (
+        "llava-hf/llava-1.5-7b-hf", "llava", "float16", "cuda")
+    assert context.config_loader["catalog"]["eagle_coco_answers"]["filepath"].endswith(
+        "eagle_coco_paper/llava_1_5_7b/answers.json")
+    assert context.catalog.get("coco_val2017")._describe()["path"] == str(tmp_path / "elsewhere")
+    session.close()
+    session, context = _context(project, {"model": "qwen2_5_vl_3b_local"})
+    vlm = context.config_loader["catalog"]["vlm"]
+    assert vlm["hub_id"] is None and vlm["path"].endswith("data/06_models/Qwen2.5-VL-3B-Instruct")
+    session.close()
+
+
+def test_a_wrong_source_is_named():
+    with pytest.raises(ParameterError, match=r"eval_data\.source"):
+        parse("eval_data", {"source": "imagenet"})
+
+
+def test_missing_coco_and_checkpoint_stop_the_run_before_any_node(project):
+    with pytest.raises(MissingInputError) as error:
+        _run(project, {})
+    message = str(error.value)
+    assert "nothing was run" in message
+    assert f"{project}/data/01_raw/coco/val2017/ (the images folder)" in message
+    assert f"{project}/data/01_raw/coco/annotations/instances_val2017.json" in message
+    assert "cocodataset.org" in message and "docs/paper.md" in message
+    assert "'Qwen/Qwen2.5-VL-3B-Instruct' is not in the local Hugging Face cache" in message
+    assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct" in message
+    assert not (project / "data").exists()  # no node ran
+
+
+def test_a_missing_checkpoint_alone_is_named_with_its_path(project, tmp_path):
+    make_coco(tmp_path / "coco", n_plain=0)
+    with pytest.raises(MissingInputError) as error:
+        _run(project, {"model": "toy", "coco_root": str(tmp_path / "coco")})
+    message = str(error.value)
+    assert f"no model checkpoint (a folder with config.json) at '{project}/data/06_models/toy_qwen2_5_vl'" in message
+    assert "kedro run --pipeline=toy_model" in message and "coco" not in message.split("'vlm'")[0]
+    assert not (project / "data" / "02_intermediate").exists()
+
+
+TINY = {
+    "eval_data": {"coco": {"images": 3, "seed": 0}},
+    "eagle_coco": {"max_new_tokens": 4, "prompt": "Describe the image."},  # the tiny vocabulary's prompt
+    "superpixels": {"n_segments": 6},
+    "evaluation": {"pixel_steps": 4},
+    "reporting": {"figure_samples": 2},
+}
+
+
+def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, tiny_model, tiny_processor):
+    """The COCO path of eagle_coco with the paper's configuration, on the CPU: a 7-image COCO fixture and a tiny
+    random-weight Qwen2.5-VL saved where the `toy` preset looks. The images are square: the tiny processor has
+    one fixed pixel count (min = max), for which non-square sizes have no stable model resolution."""
+    from eagle_pipelines.models.qwen_vl import QwenVLAdapter
+
+    made = make_coco(tmp_path / "coco", n_plain=3, square=True)
+    QwenVLAdapter(tiny_model, tiny_processor).save(project / "data/06_models/toy_qwen2_5_vl")
+    _run(project, {"model": "toy", "coco_root": str(tmp_path / "coco"), **TINY})
+
+    split = project / "data/02_intermediate/eagle_coco_paper/eval"
+    instances = json.loads((split / "annotations/instances.json").read_text())
+    ids = [i["id"] for i in instances["images"]]
+    assert len(ids) == 3 and set(ids) <= {1, 2, 4, 10, 11, 12}  # a sample of the annotated images
+    for image_id in ids:  # the PNG copies hold exactly the decoded JPEG pixels
+        png = np.asarray(Image.open(split / f"images/{image_id:012d}.png"))
+        assert np.array_equal(png, made["pixels"][image_id])
+    if 1 in ids:  # the two people of image 1 are one object
+        assert [a["instance_ids"] for a in instances["annotations"] if a["image_id"] == 1] == [[11, 12], [13]]
+    captions = json.loads((split / "annotations/captions.json").read_text())
+    assert {a["image_id"] for a in captions["annotations"]} == set(ids)
+
+    out = project / "data/07_model_output/eagle_coco_paper/toy/answers.json"
+    answers = json.loads(out.read_text())
+    assert [a["image_id"] for a in answers["answers"]] == sorted(ids)
+    assert all(a["prompt"] == "Describe the image." for a in answers["answers"])
+    eval_list = (project / "data/05_model_input/eagle_coco_paper/toy/eval_list.csv").read_text().splitlines()
+    assert len(eval_list) == 4 and eval_list[1].split(",")[1] == f"{sorted(ids)[0]:012d}.png"
+    assert "caption 0 of image" in eval_list[1]
+    assert len(list((project / "data/07_model_output/eagle_coco/sentence").rglob("*.npz"))) == 3
+    import pandas as pd
+
+    metrics = pd.read_csv(project / "data/08_reporting/eagle_coco_paper/toy/metrics.csv")
+    sentence = metrics[metrics.level == "sentence"]
+    assert (sentence.n_samples == 3).all() and sentence.insertion_auc.between(0, 1).all()
+    assert (project / "data/08_reporting/eagle_coco_paper/toy/report.html").stat().st_size > 1000
