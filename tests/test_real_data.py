@@ -225,3 +225,30 @@ def test_mmvp_format_errors_name_the_row(change, message):
     images = {str(k): object() for k in range(1, 5)}
     with pytest.raises(MmvpFormatError, match=message):
         mmvp_eval_list(change(_mmvp_questions()), images, MmvpParams())
+
+
+def test_word_targets_find_an_object_by_its_plural_or_synonym(coco):
+    """Word level on a COCO split: each object is explained at the first of its words the answer contains."""
+    from types import SimpleNamespace
+
+    from eagle_pipelines.parameters import AttributionParams
+    from eagle_pipelines.pipelines.attribution.nodes import _targets
+
+    _, _, folder = coco
+    _, instances, _ = coco_eval_split(folder.instances(), folder.captions(), folder.images(),
+                                      CocoSampleParams(images=50, words={"person": ["man"]}))
+    index = CocoIndex(instances)
+    vocab = ["Two", "dogs", "and", "a", "man", "near", "people", "."]
+
+    def decode(ids):
+        return " ".join(vocab[i] for i in ids)
+
+    answer = SimpleNamespace(token_ids=list(range(len(vocab))))
+    targets = {meta["category"]: (positions, meta) for _, positions, meta in
+               _targets("word", AttributionParams(), index, 1, answer, decode)}
+    # "person" looks for person, people, man...: "people" (position 6) comes before "man" in the word list
+    assert targets["person"][0] == [6] and targets["person"][1]["word"] == "people"
+    assert targets["dog"][0] == [1] and targets["dog"][1]["word"] == "dogs"
+    assert targets["person"][1]["annotation_id"] == 11
+    none = SimpleNamespace(token_ids=[0, 2, 3, 7])  # "Two and a ." mentions nothing
+    assert all(p == [] for _, p, _ in _targets("word", AttributionParams(), index, 1, none, decode))

@@ -84,8 +84,13 @@ def _targets(level: str, params: AttributionParams, index: CocoIndex, image_id: 
     jobs = []
     if params.word_targets == "objects":
         for obj in index.objects(image_id):
-            positions = phrase_positions(decode, answer.token_ids, obj.category)
+            # the first of the object's words (category name, then its plural and synonyms when the annotation
+            # file lists them: data/coco_sample.py) that the answer contains
+            found = ((w, phrase_positions(decode, answer.token_ids, w)) for w in obj.names)
+            word, positions = next(((w, p) for w, p in found if p), (obj.category, []))
             meta = {"annotation_id": obj.annotation_id, "category": obj.category, "bbox": list(obj.bbox)}
+            if word != obj.category:
+                meta["word"] = word
             jobs.append((f"_{obj.annotation_id}", positions, meta))
         return jobs
     for target in params.word_targets:
