@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
@@ -50,12 +50,20 @@ class LazyParams(BaseModel):
     refresh: PositiveInt = Field(default=2, description="stale candidates re-scored together per round")
 
 
+class PooledParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool_size: PositiveInt | None = Field(
+        default=None, description="regions searched exactly after the first step; null: the largest within budget")
+    budget: float = Field(default=0.1, gt=0, le=1, description="fraction of greedy's n(n+1) forward passes")
+
+
 class AttributionParams(BaseModel):
     """The EAGLE search and what it explains."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Literal["greedy", "efficient", "lazy"] = "greedy"
+    strategy: Literal["pooled", "greedy", "efficient", "lazy"] = "pooled"
     lambda1: float = Field(default=1.0, ge=0)
     lambda2: float = Field(default=1.0, ge=0)
     batch_size: PositiveInt = Field(default=64, description="the most masked images per forward pass")
@@ -64,6 +72,7 @@ class AttributionParams(BaseModel):
         description="peak memory the scoring may use (MB); null: what the device has; 0: no planning")
     efficient: EfficientParams = EfficientParams()
     lazy: LazyParams = LazyParams()
+    pooled: PooledParams = PooledParams()
     levels: tuple[Literal["sentence", "word"], ...] = ("sentence", "word")
     word_targets: Literal["objects"] | list[str | int] = Field(
         default="objects",
@@ -72,7 +81,8 @@ class AttributionParams(BaseModel):
     )
 
     def search_params(self) -> dict:
-        return {"efficient": self.efficient.model_dump(), "lazy": self.lazy.model_dump()}.get(self.strategy, {})
+        return {"efficient": self.efficient.model_dump(), "lazy": self.lazy.model_dump(),
+                "pooled": self.pooled.model_dump()}.get(self.strategy, {})
 
 
 class EvaluationParams(BaseModel):
@@ -83,6 +93,77 @@ class EvaluationParams(BaseModel):
     pixel_steps: PositiveInt = Field(default=16, description="keep/remove steps of the pixel protocol")
     random_seed: int = 0
     batch_size: PositiveInt = 64
+
+
+class LlavaCamParams(BaseModel):
+    """Smooth Grad-CAM on the LM hidden states at the image tokens (paper: 10 samples)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layer: int = Field(default=-2, description="hidden state index (0 embeddings, -1 last layer output; -2 the "
+                                               "input of the last layer, the deepest with gradients at image tokens)")
+    samples: PositiveInt = Field(default=4, description="noisy copies averaged (SmoothGrad)")
+    noise: float = Field(default=0.15, ge=0, description="noise standard deviation, fraction of the pixel range")
+    batch_size: PositiveInt = 8
+    seed: int = 0
+
+
+class IgosParams(BaseModel):
+    """IGOS++ (paper's MLLM settings: size 32, iterations 5, ig_steps 10)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: PositiveInt = Field(default=32, description="side of the coarse mask")
+    iterations: PositiveInt = 2
+    ig_steps: PositiveInt = Field(default=4, description="points of each integrated-gradient path")
+    l1: float = Field(default=1.0, ge=0)
+    l2: float = Field(default=0.1, ge=0)
+    tv: float = Field(default=10.0, ge=0, description="weight of the bilateral total variation")
+    gamma: float = Field(default=1.0, ge=0, description="decay of the l2 weight per iteration")
+    lr: float = Field(default=10.0, gt=0)
+    momentum: float = Field(default=5.0, gt=0)
+    noise: float = Field(default=0.05, ge=0, description="noise on the path images, fraction of the pixel range")
+    batch_size: PositiveInt = 64
+    seed: int = 0
+
+
+class TamParams(BaseModel):
+    """Token Activation Map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel_size: PositiveInt = Field(default=3, description="rank Gaussian filter window (odd)")
+    causal_inference: bool = Field(default=True, description="remove earlier tokens' interference (ECI)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd, got {value}")
+        return value
+
+
+class CaptumParams(BaseModel):
+    """Captum LLMAttribution(FeatureAblation) over EAGLE's superpixels, black baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attr_target: Literal["log_prob", "prob"] = "log_prob"
+
+
+class BaselinesParams(BaseModel):
+    """Which baselines run beside EAGLE and their settings (see docs/baselines.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    methods: list[Literal["llava_cam", "igos_pp", "tam", "captum"]] = ["llava_cam", "igos_pp", "tam", "captum"]
+    llava_cam: LlavaCamParams = LlavaCamParams()
+    igos_pp: IgosParams = IgosParams()
+    tam: TamParams = TamParams()
+    captum: CaptumParams = CaptumParams()
+
+    def settings(self, method: str) -> dict:
+        return getattr(self, method).model_dump()
 
 
 class ReportingParams(BaseModel):
@@ -140,6 +221,7 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "superpixels": SuperpixelParams,
     "attribution": AttributionParams,
     "evaluation": EvaluationParams,
+    "baselines": BaselinesParams,
     "reporting": ReportingParams,
     "eagle_repope": EagleRepopeParams,
 }
@@ -152,6 +234,7 @@ PARAMETER_FILES = {
     "superpixels": "conf/<env>/parameters_superpixels.yml",
     "attribution": "conf/<env>/parameters_attribution.yml",
     "evaluation": "conf/<env>/parameters_evaluation.yml",
+    "baselines": "conf/<env>/parameters_baselines.yml",
     "reporting": "conf/<env>/parameters_reporting.yml",
     "eagle_repope": "conf/<env>/parameters_eagle_repope.yml",
 }
