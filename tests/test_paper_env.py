@@ -161,3 +161,32 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     sentence = metrics[metrics.level == "sentence"]
     assert (sentence.n_samples == 3).all() and sentence.insertion_auc.between(0, 1).all()
     assert (project / "data/08_reporting/eagle_coco_paper/toy/report.html").stat().st_size > 1000
+
+
+def _run_base(project: Path, pipeline: str) -> None:
+    with KedroSession.create(project_path=project) as session:
+        session.run(pipeline_name=pipeline)
+
+
+def test_the_mmvp_pipeline_reads_a_local_copy_and_names_what_is_missing(project):
+    with pytest.raises(MissingInputError) as error:
+        _run_base(project, "mmvp")
+    message = str(error.value)
+    assert f"'mmvp_questions': nothing at '{project}/data/01_raw/mmvp/Questions.csv'" in message
+    assert "'mmvp_images'" in message and "MMVP Images" in message
+
+    raw = project / "data/01_raw/mmvp"
+    (raw / "MMVP Images").mkdir(parents=True)
+    (raw / "Questions.csv").write_text(
+        "Index,Question,Options,Correct Answer\n"
+        "1,\"Is the dog's tail up, or down?\",(a) Up (b) Down,(a)\n"
+        "2,\"Is the dog's tail up, or down?\",(a) Up (b) Down,(b)\n")
+    for k in (1, 2):
+        Image.fromarray(np.full((32, 48, 3), 40 * k, dtype=np.uint8)).save(raw / "MMVP Images" / f"{k}.jpg")
+    _run_base(project, "mmvp")
+    import pandas as pd
+
+    frame = pd.read_csv(project / "data/05_model_input/mmvp/eval_list.csv")
+    assert frame.image_id.tolist() == [1, 2] and frame.reference.tolist() == ["(a) Up", "(b) Down"]
+    assert frame.prompt[0].splitlines() == ["Is the dog's tail up, or down?", "(a) Up", "(b) Down",
+                                            "Answer with the option's letter from the given choices directly."]
