@@ -83,12 +83,18 @@ def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     assert list(metrics.columns[:4]) == ["method", "level", "protocol", "n_samples"]
     assert {"insertion_auc", "deletion_auc", "ahc", "point_game_mask", "seconds_per_sample"} <= set(metrics.columns)
     sentence = metrics[metrics.level == "sentence"]
+    baselines = {"llava_cam", "igos_pp", "tam", "captum"}
     assert set(zip(sentence.method, sentence.protocol)) == {("eagle", "regions"), ("eagle", "pixels"),
-                                                             ("random", "regions"), ("random", "pixels")}
+                                                             ("random", "regions"), ("random", "pixels")} | {
+        (m, "pixels") for m in baselines}
     assert (sentence.n_samples == 3).all()
+    assert (sentence[sentence.method.isin(baselines)].seconds_per_sample > 0).all()
+    for method in baselines:  # one (H, W) map per image, with its seconds and peak memory
+        maps = list((data / "07_model_output/eagle_coco/baselines" / method).glob("sentence-*/*.npz"))
+        assert len(maps) == 3, method
     assert metrics[["insertion_auc", "deletion_auc"]].apply(lambda c: c.between(0, 1)).all().all()
     per_sample = pd.read_csv(data / "08_reporting/eagle_coco/metrics_per_sample.csv")
-    assert len(per_sample) == 3 * 4
+    assert len(per_sample) == 3 * 4 + 3 * len(baselines)
     report = (data / "08_reporting/eagle_coco/report.html").read_text()
     assert "<table" in report and "insertion_auc" in report and report.count("data:image/png;base64,") >= 3
     history = data / "08_reporting/eagle_coco/history"

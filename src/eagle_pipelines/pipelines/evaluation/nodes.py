@@ -16,6 +16,7 @@ from eagle_pipelines.io.partitions import Skipped
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import parse
 from eagle_pipelines.pipelines.attribution.nodes import attribution_prefix
+from eagle_pipelines.pipelines.baselines.nodes import current_baseline_folders
 from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,36 @@ def evaluation_prefix(level: str, folder: str, params) -> str:
     return f"{level}/{folder}-{params_hash(params.model_dump())}"
 
 
+def baseline_evaluation_prefix(level: str, folder: str, params) -> str:
+    """Folder of the per-sample rows of one baseline folder (``<method>/<level>-<hash>``) under these evaluation
+    parameters: ``<level>/baselines/<method>-<hash>-<evaluation hash>``."""
+    method, rest = folder.split("/", 1)
+    return f"{level}/baselines/{method}-{rest.split('-', 1)[1]}-{params_hash(params.model_dump())}"
+
+
+def current_prefixes(vlm, eval_list: pd.DataFrame, superpixels: dict, attribution: dict, evaluation: dict,
+                     baselines: dict | None) -> set[str]:
+    """The evaluation folders of the current configuration: EAGLE's (and the random floor's) per level, and one
+    per configured baseline and level."""
+    params = parse("evaluation", evaluation)
+    prefixes = {evaluation_prefix(level, folder, params)
+                for level, folder in current_folders(vlm, eval_list, superpixels, attribution).items()}
+    if baselines is not None:
+        prefixes |= {baseline_evaluation_prefix(level, folder, params) for (_m, level), folder in
+                     current_baseline_folders(vlm, eval_list, superpixels, attribution, baselines).items()}
+    return prefixes
+
+
 def evaluate_samples(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eval_instances: dict,
                      eagle_coco_answers: dict, eagle_coco_sentence_attributions: dict,
                      eagle_coco_word_attributions: dict, superpixels: dict, attribution: dict,
-                     evaluation: dict) -> dict[str, Callable]:
+                     evaluation: dict, eagle_coco_baselines: dict | None = None,
+                     baselines: dict | None = None) -> dict[str, Callable]:
     """Lazy metric rows of every attribution of the current configuration: EAGLE (its own curves and the pixel
     protocol) beside the seeded random floor over the same regions, keyed
-    ``<level>/<attribution folder>-<evaluation hash>/<item>``."""
+    ``<level>/<attribution folder>-<evaluation hash>/<item>``; and the pixel protocol of every baseline map of
+    the current configuration, keyed ``<level>/baselines/<method>-<hash>-<evaluation hash>/<item>`` (one
+    partition per method and item, so adding a method scores only its maps)."""
     params = parse("evaluation", evaluation)
     folders = current_folders(vlm, eagle_coco_eval_list, superpixels, attribution)
     index = CocoIndex(eval_instances, source="eval instances")
@@ -61,7 +85,41 @@ def evaluate_samples(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict,
         prefix = evaluation_prefix(level, folder, params)
         for item, load in folder_items(stores[level], folder):
             jobs[f"{prefix}/{item}"] = _job(vlm, index, eval_images, answers, load, level, params)
+    if baselines is not None and eagle_coco_baselines is not None:
+        for (_method, level), folder in current_baseline_folders(vlm, eagle_coco_eval_list, superpixels,
+                                                                  attribution, baselines).items():
+            prefix = baseline_evaluation_prefix(level, folder, params)
+            for key in sorted(k for k in eagle_coco_baselines if k.rsplit("/", 1)[0] == folder):
+                item = key.rsplit("/", 1)[1]
+                jobs[f"{prefix}/{item}"] = _baseline_job(vlm, index, eval_images, answers,
+                                                         eagle_coco_baselines[key], params)
     return jobs
+
+
+def _baseline_job(vlm, index: CocoIndex, images: dict, answers: dict, load, params):
+    def compute():
+        saliency, info = load()
+        image_id = int(info["image_id"])
+        try:
+            image = vlm.model_image(index.load_image(image_id, images))
+        except CocoFormatError as exc:
+            return Skipped(str(exc))
+        answer = answers[image_id]
+        scorer = vlm.scorer(image, answer.prompt, answer.token_ids, info["positions"], batch_size=params.batch_size)
+        target_id = int(info.get("annotation_id", 0))
+        obj = None
+        if "annotation_id" in info:
+            found = [o for o in index.objects(image_id) if o.annotation_id == target_id]
+            if found:
+                obj = object_at(saliency.shape, found[0].mask, found[0].bbox)
+        rows = score_methods(scorer, {info["method"]: (saliency, None)}, params.pixel_steps, obj)
+        for row in rows:
+            row.update({"image_id": image_id, "level": info["level"], "target": info.get("category", ""),
+                        "annotation_id": target_id, "seconds": info.get("seconds"),
+                        "peak_memory_mb": info.get("peak_memory_mb")})
+        return {"rows": rows}
+
+    return compute
 
 
 def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, params):
@@ -97,9 +155,8 @@ def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, p
     return compute
 
 
-def current_rows(evaluation_store: dict, folders: dict[str, str], params) -> list[dict]:
-    """Every per-sample row of the current attribution folders and evaluation parameters."""
-    wanted = {evaluation_prefix(level, folder, params) for level, folder in folders.items()}
+def current_rows(evaluation_store: dict, wanted: set[str]) -> list[dict]:
+    """Every per-sample row under the evaluation folders `wanted` (``current_prefixes``)."""
     rows = []
     for key, load in evaluation_store.items():
         if key.rsplit("/", 1)[0] in wanted:
@@ -108,13 +165,14 @@ def current_rows(evaluation_store: dict, folders: dict[str, str], params) -> lis
 
 
 def aggregate_metrics(vlm, eagle_coco_eval_list: pd.DataFrame, eagle_coco_evaluation: dict, superpixels: dict,
-                      attribution: dict, evaluation: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                      attribution: dict, evaluation: dict, baselines: dict | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The paper-style table (returned twice: the latest copy and the versioned history) and the per-sample
     rows of the current configuration. One table row per method, level and protocol: means over samples
-    (sensitive-token means over the samples that have sensitive tokens)."""
-    params = parse("evaluation", evaluation)
-    folders = current_folders(vlm, eagle_coco_eval_list, superpixels, attribution)
-    per_sample = pd.DataFrame(current_rows(eagle_coco_evaluation, folders, params))
+    (sensitive-token means over the samples that have sensitive tokens); seconds per sample and the peak memory
+    of the explanation (EAGLE's search, a baseline's map; none for the random floor)."""
+    wanted = current_prefixes(vlm, eagle_coco_eval_list, superpixels, attribution, evaluation, baselines)
+    per_sample = pd.DataFrame(current_rows(eagle_coco_evaluation, wanted))
     if per_sample.empty:
         raise ValueError("no evaluated sample for the current parameters: did the attribution produce any?")
     per_sample = per_sample.sort_values(["level", "method", "protocol", "image_id", "annotation_id"])

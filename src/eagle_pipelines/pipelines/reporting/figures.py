@@ -15,13 +15,26 @@ from eagle_pipelines.core.evaluate import order_saliency, random_order  # noqa: 
 from eagle_pipelines.core.plotting import overlay  # noqa: E402
 
 
-def sentence_overlays(samples: list[tuple[np.ndarray, Attribution]], seed: int):
-    """Per image: the image, EAGLE's saliency over it, and the random floor's."""
-    fig, axes = plt.subplots(len(samples), 3, figsize=(7.5, 2.5 * len(samples)), squeeze=False)
-    for row, (image, a) in zip(axes, samples):
+def _baseline_title(method: str) -> str:
+    return {"llava_cam": "LLaVA-CAM", "igos_pp": "IGOS++", "tam": "TAM", "captum": "Captum FA"}.get(method, method)
+
+
+def sentence_overlays(samples: list[tuple[np.ndarray, Attribution]], seed: int,
+                      baselines: list[dict[str, np.ndarray]] | None = None):
+    """Per image: the image, EAGLE's saliency over it, the random floor's, and each baseline's map (when given:
+    one ``{method: (H, W) map}`` per sample)."""
+    baselines = baselines or [{} for _ in samples]
+    methods = sorted({m for maps in baselines for m in maps})
+    cols = 3 + len(methods)
+    fig, axes = plt.subplots(len(samples), cols, figsize=(2.5 * cols, 2.5 * len(samples)), squeeze=False)
+    for row, (image, a), maps in zip(axes, samples, baselines):
         rand = order_saliency(random_order(a.n_regions, seed, a.meta["image_id"], 0), a.labels)
-        for ax, picture, title in zip(row, (image, overlay(image, a.saliency()), overlay(image, rand)),
-                                      (f"#{a.meta['image_id']}: {a.answer}", "EAGLE", "random")):
+        pictures = [image, overlay(image, a.saliency()), overlay(image, rand)]
+        titles = [f"#{a.meta['image_id']}: {a.answer}", "EAGLE", "random"]
+        for method in methods:
+            pictures.append(overlay(image, maps[method]) if method in maps else np.full_like(image, 255))
+            titles.append(_baseline_title(method))
+        for ax, picture, title in zip(row, pictures, titles):
             ax.imshow(picture)
             ax.set_title(title, fontsize=7)
             ax.axis("off")
@@ -30,8 +43,26 @@ def sentence_overlays(samples: list[tuple[np.ndarray, Attribution]], seed: int):
     return fig
 
 
-def word_overlays(samples: list[tuple[np.ndarray, Attribution]]):
-    """Per explained object: EAGLE's saliency for its words, the object's box in white."""
+def word_overlays(samples: list[tuple[np.ndarray, Attribution]],
+                  baselines: list[dict[str, np.ndarray]] | None = None):
+    """Per explained object: EAGLE's saliency for its words, the object's box in white. With baseline maps (one
+    ``{method: map}`` per sample) one row per object: EAGLE, then each baseline."""
+    if baselines and any(baselines):
+        methods = sorted({m for maps in baselines for m in maps})
+        cols = 1 + len(methods)
+        fig, axes = plt.subplots(len(samples), cols, figsize=(2.3 * cols, 2.4 * len(samples)), squeeze=False)
+        for row, (image, a), maps in zip(axes, samples, baselines):
+            x, y, w, h = a.meta.get("bbox", (0, 0, 0, 0))
+            for ax, (name, saliency) in zip(row, [("EAGLE", a.saliency())]
+                                            + [(_baseline_title(m), maps.get(m)) for m in methods]):
+                ax.imshow(overlay(image, saliency) if saliency is not None else np.full_like(image, 255))
+                ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="white", lw=1.2))
+                ax.set_title(f"{name}: #{a.meta['image_id']} \u201c{' '.join(a.target_words)}\u201d", fontsize=6)
+                ax.axis("off")
+        fig.suptitle("Word level: the regions each object's words rely on (EAGLE beside the baselines)",
+                     fontsize=10)
+        fig.tight_layout()
+        return fig
     cols = min(4, max(1, len(samples)))
     rows = int(np.ceil(len(samples) / cols)) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)

@@ -1,0 +1,52 @@
+"""LLaVA-CAM: Grad-CAM on the language model's hidden states at the image tokens, with SmoothGrad.
+
+For each of ``samples`` noisy copies of the image (Gaussian noise of standard deviation ``noise`` × 255), the
+target is the sum of the explained tokens' logits (teacher-forced); with A the hidden states of decoder layer
+``layer`` at the image tokens (K, D) and G their gradients, the channel weights are the token-mean of G and the
+map is ReLU(A · w) over the K image tokens, divided by its maximum. The maps of the copies are averaged, laid out
+on the token grid and resized to the image (Zhang et al. 2024, "From Redundancy to Relevance": Smooth-CAM, 10
+samples, noise 0.15).
+
+The layer: ``hidden_states[layer]`` of the TeacherForcedPass (0 = embeddings, -1 = the last layer's output). The
+default is the input of the last decoder layer (-2): in a causal decoder the last layer's output at an image
+token feeds only that token's own logits, so its gradient from the answer's logits is exactly zero there and
+Grad-CAM on it would be blank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from eagle_pipelines.core.baselines.common import check_positions, grid_to_image
+
+
+def llava_cam(tf, positions: Sequence[int], *, layer: int = -2, samples: int = 10, noise: float = 0.15,
+              batch_size: int = 8, seed: int = 0) -> np.ndarray:
+    """(H, W) float32 Smooth Grad-CAM map of the tokens at answer `positions` (see the module docstring)."""
+    positions = check_positions(tf, positions)
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    generator = torch.Generator().manual_seed(int(seed))
+    pos = torch.tensor(positions, device=tf.answer_ids.device)
+    targets = tf.answer_ids[pos]
+    total = torch.zeros(len(tf.image_positions), dtype=torch.float64)
+    done = 0
+    while done < samples:
+        b = min(batch_size, samples - done)
+        eps = torch.randn((b, *tf.image.shape), generator=generator).to(tf.image.device)
+        images = tf.image[None] + float(noise) * 255.0 * eps
+        out = tf(images, hidden_states=True)
+        target = out.logits[:, pos].float().gather(-1, targets.expand(b, -1).unsqueeze(-1)).sum()
+        hidden = out.hidden_states[layer]
+        (grad,) = torch.autograd.grad(target, hidden)
+        acts = hidden.detach()[:, tf.image_positions].float()  # (b, K, D)
+        weights = grad[:, tf.image_positions].float().mean(dim=1, keepdim=True)  # (b, 1, D)
+        cams = torch.relu((acts * weights).sum(-1))  # (b, K)
+        peak = cams.amax(dim=1, keepdim=True)
+        total += torch.where(peak > 0, cams / peak.clamp_min(1e-30), cams).sum(0).double().cpu()
+        done += b
+    cam = (total / samples).reshape(tf.image_grid)
+    return grid_to_image(cam, tf.height, tf.width)

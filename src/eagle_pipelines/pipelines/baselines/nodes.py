@@ -1,0 +1,108 @@
+"""Nodes of the baselines pipeline: lazy, resumable pixel maps of every baseline for every EAGLE target."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pandas as pd
+
+from eagle_pipelines.core.baselines import BASELINES, run_baseline
+from eagle_pipelines.core.memory import PeakMemory
+from eagle_pipelines.core.regions import params_hash
+from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
+from eagle_pipelines.io.partitions import Skipped
+from eagle_pipelines.models.base import Answer, ModelInternals
+from eagle_pipelines.parameters import AttributionParams, BaselinesParams, parse
+from eagle_pipelines.pipelines.attribution.nodes import _targets
+from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
+
+
+def baseline_folder(method: str, level: str, vlm, sp_prefix: str, attribution: AttributionParams,
+                    baselines: BaselinesParams, prompt: str) -> str:
+    """Folder of one method's maps at one level: ``<method>/<level>-<hash>``; the hash covers the method's
+    settings, the model, the prompt, the targets and (Captum) the superpixels, so changing any of them computes
+    a new set beside the old one."""
+    _func, needs_labels = BASELINES[method]
+    return f"{method}/{level}-" + params_hash({
+        "method": method, "settings": baselines.settings(method), "level": level, "model": vlm.fingerprint,
+        "prompt": prompt, "superpixels": sp_prefix if needs_labels else None,
+        "targets": attribution.word_targets if level == "word" else None,
+    })
+
+
+def current_baseline_folders(vlm, eval_list: pd.DataFrame, superpixels: dict, attribution: dict,
+                             baselines: dict) -> dict[tuple[str, str], str]:
+    """``{(method, level): folder}`` of the configured methods and EAGLE's levels."""
+    attr = parse("attribution", attribution)
+    params = parse("baselines", baselines)
+    sp = superpixel_prefix(vlm, parse("superpixels", superpixels))
+    prompt = eval_list["prompt"].iloc[0] if len(eval_list) else ""
+    return {(m, level): baseline_folder(m, level, vlm, sp, attr, params, prompt)
+            for m in params.methods for level in attr.levels}
+
+
+def compute_baselines(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eval_instances: dict,
+                      eagle_coco_answers: dict, eagle_coco_superpixels: dict, superpixels: dict, attribution: dict,
+                      baselines: dict) -> dict[str, Callable]:
+    """Lazy (H, W) float32 maps of every configured baseline for every target EAGLE explains (sentence: all
+    answer tokens; word: each target's tokens), keyed ``<method>/<level>-<hash>/<image id>[_<target>]`` like
+    EAGLE's items. Each map is stored with its seconds, peak memory and the target's positions and meta."""
+    attr = parse("attribution", attribution)
+    params = parse("baselines", baselines)
+    if params.methods and not isinstance(vlm, ModelInternals):
+        raise TypeError(f"the model '{vlm.name}' ({type(vlm).__name__}) does not expose its internals "
+                        "(models/base.py: ModelInternals), which the baselines need; set baselines.methods: [] in "
+                        "conf/<env>/parameters_baselines.yml to run without them")
+    sp_prefix = superpixel_prefix(vlm, parse("superpixels", superpixels))
+    index = CocoIndex(eval_instances, source="eval instances")
+    by_id = {a["image_id"]: Answer.from_dict(a) for a in eagle_coco_answers["answers"]}
+    errors = {e["image_id"]: e["error"] for e in eagle_coco_answers.get("errors", [])}
+    decode = vlm.processor.tokenizer.decode
+    jobs: dict = {}
+    for method in params.methods:
+        for level in attr.levels:
+            for row in eagle_coco_eval_list.itertuples(index=False):
+                image_id = int(row.image_id)
+                prefix = baseline_folder(method, level, vlm, sp_prefix, attr, params, row.prompt)
+                answer = by_id.get(image_id)
+                if answer is None:
+                    jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer: "
+                                                           f"{errors.get(image_id, 'it is not in answers.json')}")
+                    continue
+                for suffix, positions, meta in _targets(level, attr, index, image_id, answer, decode):
+                    key = f"{prefix}/{image_id}{suffix}"
+                    if positions is None:
+                        positions = list(range(len(answer.token_ids)))
+                    if not positions:
+                        jobs[key] = Skipped(f"image {image_id}: the answer {answer.text!r} does not mention "
+                                            f"{meta.get('category', meta.get('word'))!r}")
+                        continue
+                    info = {"method": method, "image_id": image_id, "level": level, "positions": list(positions),
+                            **meta}
+                    jobs[key] = _job(vlm, index, eval_images, eagle_coco_superpixels, f"{sp_prefix}/{image_id}",
+                                     method, params.settings(method), answer, info)
+    return jobs
+
+
+def _job(vlm, index: CocoIndex, images: dict, superpixel_maps: dict, sp_key: str, method: str, settings: dict,
+         answer: Answer, info: dict):
+    def compute():
+        image_id = info["image_id"]
+        labels = None
+        if BASELINES[method][1]:
+            if sp_key not in superpixel_maps:
+                return Skipped(f"image {image_id} has no superpixels (see the superpixels' skipped markers)")
+            labels = superpixel_maps[sp_key]().labels
+        try:
+            image = vlm.model_image(index.load_image(image_id, images))
+        except CocoFormatError as exc:
+            return Skipped(str(exc))
+        start = time.perf_counter()
+        with PeakMemory(vlm.device) as peak:
+            tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+            result = run_baseline(method, tf, info["positions"], labels, **settings)
+        return result.map, {**info, "seconds": time.perf_counter() - start, "peak_memory_mb": peak.mb,
+                            "method_seconds": result.seconds}
+
+    return compute
