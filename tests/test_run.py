@@ -128,5 +128,5 @@ def test_kedro_viz_build_succeeds(project):
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Success" in output and "ERROR" not in output, output[-3000:]
     pipeline = json.loads((project / "build" / "api" / "main").read_text())
-    assert {"generate_shapes_eval_node", "generate_answers_node", "vlm"} <= {n["name"] for n in pipeline["nodes"]}
+    assert {"prepare_eval_split_node", "generate_answers_node", "vlm"} <= {n["name"] for n in pipeline["nodes"]}
     assert {"eagle_coco", "toy_model", "data_preparation"} <= {p["id"] for p in pipeline["pipelines"]}
