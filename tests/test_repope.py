@@ -89,6 +89,16 @@ def test_cause_hit_needs_the_correcting_region_to_overlap_the_cause():
     assert hal.removed_cause_fraction(labels, miss, cause) == 0.0
 
 
+def test_a_baseline_map_ranks_regions_by_mean_saliency():
+    from eagle_pipelines.core.regions import RegionMap
+    from eagle_pipelines.pipelines.eagle_repope.nodes import region_ranking
+
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]], dtype=np.int32)
+    saliency = np.array([[0.1, 0.1, 0.9, 0.0], [0.1, 0.1, 0.9, 0.0], [0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])
+    # means: region 0 0.1, region 1 0.45, region 2 0.5, region 3 0.2
+    assert region_ranking(saliency, RegionMap(labels, {})).tolist() == [2, 1, 3, 0]
+
+
 def test_yes_no_parsing():
     assert [hal.parse_yes_no(t) for t in ["Yes", "No.", "yes, there is a dog", " NO", "a red circle", ""]] == [
         "yes", "no", "yes", "no", None, None]
@@ -225,7 +235,8 @@ def project(tmp_path):
     return tmp_path
 
 
-TINY = {"eagle_repope": {"questions": {"biased": 4, "controls": 2}, "figure_samples": 2},
+TINY = {"eagle_repope": {"questions": {"biased": 4, "controls": 2}, "figure_samples": 2,
+                         "methods": ["eagle", "random", "tam"]},
         "superpixels": {"n_segments": 6}}
 
 
@@ -256,14 +267,14 @@ def test_eagle_repope_runs_and_writes_its_outputs(project):
     records = list((data / "07_model_output/eagle_repope/corrections").rglob("*.json"))
     assert len(records) == len(wrong)
     metrics = pd.read_csv(data / "08_reporting/eagle_repope/metrics.csv")
-    assert list(metrics.method) == ["eagle", "random"]
+    assert list(metrics.method) == ["eagle", "random", "tam"]
     assert {"insertion_auc", "ahc", "amcr", "csr", "cause_hit_rate", "hallucination_rate_biased"} <= set(
         metrics.columns)
     assert (metrics.n_wrong == len(wrong)).all() and (metrics.n_explained == len(wrong)).all()
     if wrong:
         assert metrics.amcr.between(0, 1).all() and metrics.csr.between(0, 1).all()
         per_sample = pd.read_csv(data / "08_reporting/eagle_repope/metrics_per_sample.csv")
-        assert len(per_sample) == 2 * len(wrong)
+        assert len(per_sample) == 3 * len(wrong)
     report = (data / "08_reporting/eagle_repope/report.html").read_text()
     assert "eagle_repope" in report and "amcr" in report and report.count("data:image/png;base64,") == 2
     assert (data / "08_reporting/eagle_repope/corrections.png").stat().st_size > 1000

@@ -200,10 +200,10 @@ class EagleRepopeParams(BaseModel):
     max_questions: int | None = Field(default=None, gt=0, description="use only the first N questions")
     max_new_tokens: PositiveInt = 3
     batch_size: PositiveInt = Field(default=32, description="images per generation batch")
-    methods: list[str] = Field(
-        default=["eagle", "random"], min_length=1,
-        description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline's "
-                    "name (its pixel map ranks the regions)")
+    methods: list[Literal["eagle", "random", "llava_cam", "igos_pp", "tam", "captum"]] = Field(
+        default=["eagle", "random", "llava_cam", "igos_pp", "tam", "captum"], min_length=1,
+        description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline "
+                    "(its map of the counter token ranks the regions; settings from params:baselines)")
     random_seed: int = 0
     csr_threshold: float = Field(default=0.1, gt=0, le=1, description="CSR@threshold (area fraction)")
     cause_min_overlap: float = Field(default=0.0, ge=0, lt=1, description="a cause hit needs more than this "

@@ -237,47 +237,46 @@ def explain_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repop
 
 # --- correction by removal ----------------------------------------------------------------------------------------
 def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
-                 seed: int, question_id) -> np.ndarray:
-    """The region order a method gives the counter token: EAGLE's own, a seeded random one, or a baseline's
-    pixel map ranked per region (mean saliency, highest first)."""
+                 seed: int, question_id, baselines=None) -> tuple[np.ndarray, dict]:
+    """The region order a method gives the counter token, and facts about it (a baseline's seconds and peak
+    memory): EAGLE's own order, a seeded random one, or a baseline's pixel map ranked per region (mean saliency,
+    highest first; the baselines of ``core/baselines`` with their settings from `baselines`)."""
     if method == "eagle":
-        return np.asarray(attribution.order)
+        return np.asarray(attribution.order), {"seconds": attribution.seconds}
     if method == "random":
         qid = int(question_id) if str(question_id).lstrip("-").isdigit() else int(params_hash({"q": question_id}), 16)
-        return random_order(regions.n_regions, seed, qid)
-    saliency = baseline_map(method, vlm, image, prompt, attribution)
-    per_region = np.bincount(regions.labels.ravel(), weights=saliency.ravel(), minlength=regions.n_regions)
-    per_region /= np.maximum(np.bincount(regions.labels.ravel(), minlength=regions.n_regions), 1)
-    return np.argsort(-per_region, kind="stable")
+        return random_order(regions.n_regions, seed, qid), {}
+    from eagle_pipelines.core.baselines import BASELINES, run_baseline
+
+    if method not in BASELINES:
+        raise ValueError(f"eagle_repope.methods lists {method!r}; known: eagle, random, {', '.join(BASELINES)}")
+    tf = vlm.teacher_forced(image, prompt, list(attribution.target_token_ids))
+    result = run_baseline(method, tf, list(range(len(attribution.target_token_ids))), regions.labels,
+                          **baselines.settings(method))
+    return region_ranking(np.asarray(result.map, dtype=np.float64), regions), result.info()
 
 
-def baseline_map(method: str, vlm, image: np.ndarray, prompt: str, attribution) -> np.ndarray:
-    """The hook for the baselines of the baselines issue: a (H, W) saliency map of the counter token.
-
-    Looks up ``eagle_pipelines.core.baselines`` for a callable named `method` taking (model, image, prompt,
-    answer_token_ids, target_positions) and returning the map."""
-    try:
-        from eagle_pipelines.core import baselines  # noqa: PLC0415 - optional, built by another issue
-    except ImportError:
-        raise ValueError(f"eagle_repope.methods lists {method!r}, but no baselines package "
-                         f"(eagle_pipelines.core.baselines) is installed; use eagle and random") from None
-    fn = getattr(baselines, method, None) or getattr(baselines, "BASELINES", {}).get(method)
-    if fn is None:
-        raise ValueError(f"eagle_repope.methods lists {method!r}, which eagle_pipelines.core.baselines does "
-                         f"not define")
-    return np.asarray(fn(vlm, image, prompt, list(attribution.target_token_ids),
-                         list(range(len(attribution.target_token_ids)))), dtype=np.float32)
+def region_ranking(saliency: np.ndarray, regions: RegionMap) -> np.ndarray:
+    """Regions by mean saliency, highest first (ties to the lower region id)."""
+    labels = regions.labels.ravel()
+    total = np.bincount(labels, weights=saliency.ravel(), minlength=regions.n_regions)
+    mean = total / np.maximum(np.bincount(labels, minlength=regions.n_regions), 1)
+    return np.argsort(-mean, kind="stable")
 
 
-def correction_prefix(attribution_folder: str, params) -> str:
+def correction_prefix(attribution_folder: str, params, baselines: dict | None = None) -> str:
+    """Folder of the correction records: the attribution folder plus the removal settings and, for the
+    baselines among the methods, their settings."""
+    settings = parse("baselines", baselines or {})
     return f"{attribution_folder}-" + params_hash({
         "methods": params.methods, "seed": params.random_seed, "max_new_tokens": params.max_new_tokens,
-        "overlap": params.cause_min_overlap, "stop": params.stop_at_first})
+        "overlap": params.cause_min_overlap, "stop": params.stop_at_first,
+        "baselines": {m: settings.settings(m) for m in params.methods if m not in ("eagle", "random")}})
 
 
 def correct_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_attributions: dict,
                           repope_images: dict, repope_instances: dict, superpixels: dict, attribution: dict,
-                          eagle_repope: dict) -> dict[str, Callable]:
+                          eagle_repope: dict, baselines: dict) -> dict[str, Callable]:
     """Lazy per-question records: for each method, the answers regenerated with the k lowest-ranked regions
     removed until the answer is correct, AMCR, the cause hit, and the counter token's insertion AUC and highest
     confidence under that method's order. Keyed ``<attribution folder>-<hash>/<question id>``."""
@@ -285,7 +284,8 @@ def correct_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repop
     at = parse("attribution", attribution)
     index = CocoIndex(repope_instances, source="repope instances")
     folder = repope_prefix(vlm, eagle_repope_questions, superpixels, attribution)
-    prefix = correction_prefix(folder, params)
+    prefix = correction_prefix(folder, params, baselines)
+    baseline_params = parse("baselines", baselines)
     rows = {str(r.question_id): r for r in eagle_repope_questions.itertuples(index=False)}
     jobs = {}
     for key in sorted(eagle_repope_attributions):
@@ -319,8 +319,8 @@ def correct_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repop
                       "kind": row.kind, "object": row.object, "cause": row.cause, "n_regions": regions.n_regions,
                       "methods": {}}
             for method in params.methods:
-                order = method_order(method, attr, vlm, image, row.prompt, regions, params.random_seed,
-                                     row.question_id)
+                order, facts = method_order(method, attr, vlm, image, row.prompt, regions, params.random_seed,
+                                            row.question_id, baseline_params)
                 if method == "eagle":
                     curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
                 else:
@@ -332,7 +332,7 @@ def correct_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repop
                     "cause_hit": hal.cause_hit(regions.labels, fix, cause_mask, params.cause_min_overlap),
                     "cause_removed_fraction": hal.removed_cause_fraction(regions.labels, fix, cause_mask),
                     "insertion_auc": insertion_auc(curves), "highest_confidence": highest_confidence(curves),
-                    "p_counter_full": float(curves.full_score.mean()),
+                    "p_counter_full": float(curves.full_score.mean()), **facts,
                 }
             return record
 
@@ -343,13 +343,13 @@ def correct_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repop
 # --- metrics ------------------------------------------------------------------------------------------------------
 METRIC_COLUMNS = ["method", "n_questions", "n_wrong", "n_biased", "hallucinations_biased",
                   "hallucination_rate_biased", "n_explained", "insertion_auc", "ahc", "amcr", "csr",
-                  "csr_threshold", "corrected_rate", "cause_hit_rate", "n_with_cause"]
+                  "csr_threshold", "corrected_rate", "cause_hit_rate", "n_with_cause", "seconds_per_sample"]
 
 
 def current_records(vlm, questions: pd.DataFrame, corrections: dict, superpixels: dict, attribution: dict,
-                    params) -> list[dict]:
+                    params, baselines: dict) -> list[dict]:
     folder = repope_prefix(vlm, questions, superpixels, attribution)
-    prefix = correction_prefix(folder, params)
+    prefix = correction_prefix(folder, params, baselines)
     return [corrections[k]() for k in sorted(corrections) if k.split("/", 1)[0] == prefix]
 
 
@@ -373,6 +373,8 @@ def metric_rows(records: list[dict], summary: dict, methods: list[str], threshol
             "corrected_rate": float(np.mean([p["corrected"] for p in per])) if per else None,
             "cause_hit_rate": float(np.mean([bool(p["cause_hit"]) for p in with_cause])) if with_cause else None,
             "n_with_cause": len(with_cause),
+            "seconds_per_sample": (float(np.mean([p["seconds"] for p in per])) if per and all("seconds" in p for p in per)
+                                   else None),
         })
     return rows
 
@@ -386,11 +388,11 @@ def answer_after(correction: dict) -> str:
 
 def summarise(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: dict,
               eagle_repope_corrections: dict, superpixels: dict, attribution: dict,
-              eagle_repope: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+              eagle_repope: dict, baselines: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The metrics table (one row per method) and the per-sample rows."""
     params = parse("eagle_repope", eagle_repope)
     records = current_records(vlm, eagle_repope_questions, eagle_repope_corrections, superpixels, attribution,
-                              params)
+                              params, baselines)
     table = pd.DataFrame(metric_rows(records, eagle_repope_answers["summary"], params.methods,
                                      params.csr_threshold), columns=METRIC_COLUMNS)
     per_sample = []
@@ -410,7 +412,7 @@ def summarise(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: d
 def build_report(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: dict,
                  eagle_repope_attributions: dict, eagle_repope_corrections: dict, eagle_repope_metrics: pd.DataFrame,
                  repope_images: dict, repope_instances: dict, superpixels: dict, attribution: dict,
-                 eagle_repope: dict):
+                 eagle_repope: dict, baselines: dict):
     """The corrections figure (paper style), the AMCR curve and one self-contained HTML page."""
     import base64
     import io
@@ -420,7 +422,7 @@ def build_report(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers
 
     params = parse("eagle_repope", eagle_repope)
     records = current_records(vlm, eagle_repope_questions, eagle_repope_corrections, superpixels, attribution,
-                              params)
+                              params, baselines)
     folder = repope_prefix(vlm, eagle_repope_questions, superpixels, attribution)
     index = CocoIndex(repope_instances, source="repope instances")
     questions = {str(r.question_id): r for r in eagle_repope_questions.itertuples(index=False)}
@@ -456,5 +458,6 @@ def build_report(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers
            "attribution folder": folder}
     page = report.html_page(eagle_repope_metrics, eagle_repope_answers["summary"],
                             {name: png(fig) for name, fig in figs.items()}, run,
-                            {"eagle_repope": eagle_repope, "superpixels": superpixels, "attribution": attribution})
+                            {"eagle_repope": eagle_repope, "superpixels": superpixels, "attribution": attribution,
+                             "baselines": baselines})
     return figs["corrections"], figs["amcr"], page
