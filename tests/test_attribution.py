@@ -51,12 +51,12 @@ def test_teacher_forced_probabilities_equal_those_of_generation(toy, image):
     np.testing.assert_allclose(probs[0], answer.token_probs, atol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "efficient"])
+@pytest.mark.parametrize("strategy", ["greedy", "efficient", "pooled"])
 def test_recorded_curves_equal_independently_recomputed_probabilities(toy, image, strategy):
     regions = slico(image, n_segments=8)
     a = explain(toy, image, PROMPT, strategy=strategy, regions=regions,
-                search_params={"search_scope": 2, "pending_samples": 2, "update_step": 2} if strategy == "efficient"
-                else None)
+                search_params={"efficient": {"search_scope": 2, "pending_samples": 2, "update_step": 2},
+                               "pooled": {"pool_size": 4}}.get(strategy))
     n = regions.n_regions
     assert sorted(a.order.tolist()) == list(range(n))
     assert np.all(np.diff(a.area) > 0) and a.area[-1] == 1.0

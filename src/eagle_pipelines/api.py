@@ -17,21 +17,26 @@ from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, slico
 from eagle_pipelines.core.scoring import RegionScorer
-from eagle_pipelines.core.search import CountingScorer, efficient, greedy, lazy
+from eagle_pipelines.core.search import CountingScorer, efficient, greedy, lazy, pooled
 from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.models.base import Answer
 
-STRATEGIES: dict[str, Callable] = {"greedy": greedy, "efficient": efficient, "lazy": lazy}
+STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficient": efficient, "lazy": lazy}
 
 
-def load_model(path: str, family: str = "qwen_vl", dtype: str = "float32", device: str = "cpu"):
-    """Loads a saved model (local folder or HF cache, never downloads) as a model adapter."""
+def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "cpu",
+               device_map: str | None = None):
+    """Loads a saved model (a local folder, never downloads) as a model adapter: `family` ``auto`` picks the
+    adapter from the checkpoint's config.json (``qwen_vl``, ``llava``, ``internvl``; docs/models.md); `dtype`
+    ``auto`` is bfloat16/float16 on CUDA and float32 on the CPU; `device_map` (e.g. ``auto``) spreads the
+    weights over the available devices instead of `device`."""
     from eagle_pipelines.io import VisionLanguageModelDataset
 
-    return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device).load()
+    return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device,
+                                      device_map=device_map).load()
 
 
-def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "greedy", n_regions: int = 64,
+def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "pooled", n_regions: int = 64,
             lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32,
             memory_budget_mb: float | None = None, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
@@ -42,9 +47,10 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
     Args:
         tokens: None (every answer token: sentence level), positions in the answer, or words/phrases
             (word level, e.g. ``["red", "circle"]``).
-        strategy: ``greedy`` (the exact definition, n(n+1) forward passes), ``efficient`` (the paper's
-            bidirectional variant; `search_params`: search_scope, pending_samples, update_step) or ``lazy``
-            (lazy greedy; `search_params`: refresh).
+        strategy: ``pooled`` (default: greedy inside a pool of the best-ranked regions, the rest in first-step
+            rank; `search_params`: pool_size, budget), ``greedy`` (the exact definition, n(n+1) forward passes),
+            ``efficient`` (the paper's bidirectional variant; `search_params`: search_scope, pending_samples,
+            update_step) or ``lazy`` (lazy greedy; `search_params`: refresh).
         batch_size, memory_budget_mb: the most masked images per forward pass, lowered to fit the memory budget
             (MB; None: what the device has; 0: no planning) and halved on out-of-memory.
         answer: the answer to explain; generated greedily when not given.
