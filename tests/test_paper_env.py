@@ -190,3 +190,18 @@ def test_the_mmvp_pipeline_reads_a_local_copy_and_names_what_is_missing(project)
     assert frame.image_id.tolist() == [1, 2] and frame.reference.tolist() == ["(a) Up", "(b) Down"]
     assert frame.prompt[0].splitlines() == ["Is the dog's tail up, or down?", "(a) Up", "(b) Down",
                                             "Answer with the option's letter from the given choices directly."]
+
+
+def test_a_cuda_model_on_a_machine_without_cuda_stops_before_any_node(project, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    make_coco(tmp_path / "coco", n_plain=0)
+    folder = project / "data/06_models/Qwen2.5-VL-3B-Instruct"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(MissingInputError, match=r"'vlm': the model is configured for device 'cuda', but torch sees "
+                                                r"no CUDA device"):
+        _run(project, {"model": "qwen2_5_vl_3b_local", "coco_root": str(tmp_path / "coco")})
+    assert not (project / "data" / "02_intermediate").exists()

@@ -50,9 +50,9 @@ def missing_input(name: str, dataset) -> str | None:
         problems = dataset.missing()
         return f"'{name}': {dataset.missing_message(problems)}" if problems else None
     if isinstance(dataset, VisionLanguageModelDataset):
-        if dataset.exists():
-            return None
         described = dataset._describe()
+        if dataset.exists():
+            return _device_problem(name, described.get("device"), getattr(dataset, "_device_map", None))
         hint = getattr(dataset, "_missing_hint", None) or "See docs/paper.md for how to obtain it."
         if described.get("path"):
             where = f"no model checkpoint (a folder with config.json) at '{described['path']}'"
@@ -68,6 +68,19 @@ def missing_input(name: str, dataset) -> str | None:
         path = described.get("filepath") or described.get("path") or name
         return f"'{name}': nothing at '{path}'. {hint}"
     return None
+
+
+def _device_problem(name: str, device: str | None, device_map: str | None) -> str | None:
+    """A model configured for a CUDA device on a machine where torch sees none."""
+    if device_map or not str(device or "cpu").startswith("cuda"):
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return (f"'{name}': the model is configured for device '{device}', but torch sees no CUDA device here "
+            f"(torch {torch.__version__}). Run on a machine with an NVIDIA GPU and a CUDA build of torch "
+            f"(docs/paper.md, 'Step 3: the GPU').")
 
 
 class InputCheckHook:
