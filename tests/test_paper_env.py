@@ -122,6 +122,7 @@ TINY = {
     "superpixels": {"n_segments": 6},
     "evaluation": {"pixel_steps": 4},
     "reporting": {"figure_samples": 2},
+    "baselines": {"methods": []},  # the COCO path of EAGLE only (the baselines have their own tests)
 }
 
 
