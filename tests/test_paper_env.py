@@ -206,3 +206,14 @@ def test_a_cuda_model_on_a_machine_without_cuda_stops_before_any_node(project, t
                                                 r"no CUDA device"):
         _run(project, {"model": "qwen2_5_vl_3b_local", "coco_root": str(tmp_path / "coco")})
     assert not (project / "data" / "02_intermediate").exists()
+
+
+def test_the_embedded_default_does_not_need_coco(project):
+    """In conf/base, coco_val2017 is declared but read only when eval_data.source is coco: a run without a model
+    names the model and not COCO; with the source switched to coco, COCO is named too."""
+    with pytest.raises(MissingInputError) as error:
+        _run_base(project, "eagle_coco")
+    assert "'vlm'" in str(error.value) and "coco_val2017" not in str(error.value)
+    with KedroSession.create(project_path=project, runtime_params={"eval_data": {"source": "coco"}}) as session:
+        with pytest.raises(MissingInputError, match=r"'coco_val2017'.*data/01_raw/coco/val2017/"):
+            session.run(pipeline_name="eagle_coco")

@@ -28,14 +28,25 @@ class ParameterValidationHook:
         logger.info("parameters validated: %s", ", ".join(sorted(used & PARAMETER_MODELS.keys())) or "none")
 
 
-def _needed(name: str, dataset, pipeline, catalog) -> bool:
-    """A COCO-format source read by the evaluation-split node is needed only when eval_data names it."""
-    from eagle_pipelines.io.coco_dataset import CocoFolderDataset
+def _parameter(catalog, dotted: str):
+    """The value of parameter `dotted` (``eval_data.source``), defaults of its pydantic model included."""
+    group, *keys = dotted.split(".")
+    value = catalog.load(f"params:{group}")
+    if group in PARAMETER_MODELS:
+        value = parse(group, value).model_dump()
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
-    if isinstance(dataset, CocoFolderDataset) and "params:eval_data" in pipeline.inputs():
-        readers = [n for n in pipeline.nodes if name in n.inputs]
-        if all("params:eval_data" in n.inputs for n in readers):
-            return parse("eval_data", catalog.load("params:eval_data")).source == "coco"
+
+def _needed(dataset, catalog) -> bool:
+    """An input is needed unless its catalog entry says when: ``metadata: {needed_when: {eval_data.source: coco}}``
+    (a value or a list of values per dotted parameter; all must hold)."""
+    conditions = (getattr(dataset, "metadata", None) or {}).get("needed_when") or {}
+    for dotted, expected in conditions.items():
+        allowed = expected if isinstance(expected, list) else [expected]
+        if _parameter(catalog, dotted) not in allowed:
+            return False
     return True
 
 
@@ -84,7 +95,11 @@ def _device_problem(name: str, device: str | None, device_map: str | None) -> st
 
 
 class InputCheckHook:
-    """Stops a run whose inputs (datasets the user supplies, model checkpoints) are missing, before any node."""
+    """Stops a run whose inputs (datasets the user supplies, model checkpoints) are missing, before any node.
+
+    Checked: the pipeline's free inputs that are model checkpoints, COCO-format folders or carry a
+    ``metadata: {missing_hint: ...}``; an entry with ``metadata: {needed_when: {<group.key>: <value>}}`` only when
+    its parameters say it is read (e.g. COCO only when ``eval_data.source`` is ``coco``)."""
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
@@ -93,7 +108,7 @@ class InputCheckHook:
             if name.startswith("params:") or name == "parameters":
                 continue
             dataset = catalog.get(name)
-            if dataset is None or not _needed(name, dataset, pipeline, catalog):
+            if dataset is None or not _needed(dataset, catalog):
                 continue
             problem = missing_input(name, dataset)
             if problem:
