@@ -11,9 +11,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from eagle_pipelines.models.qwen_vl import QwenVLAdapter
-
-FAMILIES = {"qwen_vl": QwenVLAdapter}
+from eagle_pipelines.models.registry import family_class, family_for_checkpoint
 
 
 class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
@@ -23,8 +21,9 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         path: a local checkpoint folder (where ``save`` writes).
         hub_id: instead of `path`, a Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``) already in the local Hugging Face
             cache (``HF_HUB_CACHE``).
-        family: the adapter family (``qwen_vl``).
-        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        family: the adapter family (``qwen_vl``, ``llava``, ``internvl``; docs/models.md), or ``auto``: the family
+            whose model types include the checkpoint's ``config.json`` ``model_type``.
+        dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bfloat16/float16 on CUDA, float32 on the CPU).
         device: ``cpu``, ``cuda``, ``cuda:1``...
         device_map: passed to ``from_pretrained`` when set (e.g. ``auto``).
         missing_hint: what to tell the user when the checkpoint is not there.
@@ -35,8 +34,11 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
                  missing_hint: str | None = None, metadata: dict | None = None):
         if (path is None) == (hub_id is None):
             raise DatasetError("give a model either a local `path` or a `hub_id` (one of them)")
-        if family not in FAMILIES:
-            raise DatasetError(f"Unknown model family {family!r} for {path or hub_id}; known: {sorted(FAMILIES)}")
+        if family != "auto":
+            try:
+                family_class(family)
+            except ValueError as exc:
+                raise DatasetError(f"{path or hub_id}: {exc}") from None
         self._path = path
         self._hub_id = hub_id
         self._family = family
@@ -64,15 +66,19 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
             raise DatasetError(f"'{self._hub_id}' is not in the local Hugging Face cache ({type(exc).__name__}; "
                                f"nothing is downloaded). {hint}") from None
 
-    def load(self) -> QwenVLAdapter:
+    def load(self):
         path = self._resolve()
         if not (path / "config.json").exists():
             raise DatasetError(f"'{path}' is not a model folder (no config.json). "
                                f"{self._missing_hint or ''}".strip())
-        return FAMILIES[self._family].from_pretrained(path, dtype=self._dtype, device=self._device,
-                                                      device_map=self._device_map, name=Path(self._name).name)
+        try:
+            adapter = family_for_checkpoint(path, self._family)
+        except ValueError as exc:
+            raise DatasetError(f"{exc} (catalog entry: family={self._family!r})") from None
+        return adapter.from_pretrained(path, dtype=self._dtype, device=self._device, device_map=self._device_map,
+                                       name=Path(self._name).name)
 
-    def save(self, data: QwenVLAdapter) -> None:
+    def save(self, data) -> None:
         if self._path is None:
             raise DatasetError(f"cannot save into the Hugging Face cache entry '{self._hub_id}'; give a `path`")
         data.save(self._path)

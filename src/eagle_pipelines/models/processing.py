@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor
+from transformers import InternVLProcessor, PreTrainedTokenizerFast, Qwen2_5_VLProcessor
 
 # Tokens of the Qwen2.5-VL chat format, in the order the real tokenizer numbers them after its vocabulary.
 SPECIAL_TOKENS = [
@@ -137,3 +137,60 @@ def load_qwen_vl_processor(path: str | Path):
     except Exception:  # noqa: BLE001 - fall through to the torchvision-free path, which raises a clear error
         pass
     return ImageTextQwenVLProcessor.from_pretrained(path, local_files_only=True)
+
+
+# -- other families (models/llava.py, models/internvl.py) and tiny test processors --------------------------------
+def word_tokenizer(words: Iterable[str], special_tokens: Iterable[str], unk_token: str = UNK_TOKEN,
+                   extra_special_tokens: dict[str, str] | None = None, **named_tokens: str) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer over `words` (split like ``build_word_tokenizer``) with `special_tokens`
+    numbered after them, for tiny offline processors of any family (tests, docs/models.md).
+
+    `named_tokens` are the tokenizer's ``bos_token``, ``eos_token``, ``pad_token``...; `extra_special_tokens`
+    the model-specific named tokens a processor reads (InternVL: ``start_image_token``, ``context_image_token``...).
+    """
+    special = list(dict.fromkeys([unk_token, *special_tokens]))
+    vocab = {unk_token: 0}
+    for w in words_of(words):
+        if w not in special:
+            vocab.setdefault(w, len(vocab))
+    for tok in special:
+        vocab.setdefault(tok, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk_token))
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+    )
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    backend.add_special_tokens(special)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=unk_token, model_max_length=1024,
+                                        clean_up_tokenization_spaces=False,
+                                        extra_special_tokens=extra_special_tokens, **named_tokens)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+class ImageTextInternVLProcessor(InternVLProcessor):
+    """``InternVLProcessor`` for images and text only (no video processor, so no torchvision needed)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
+                 **kwargs):
+        kwargs.pop("video_processor", None)
+        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                         image_seq_length=image_seq_length, chat_template=chat_template, **kwargs)
+
+
+def load_image_text_processor(path: str | Path, fallback_class):
+    """Loads a processor from a local folder, never downloading: the stock ``AutoProcessor`` where it builds a
+    processor with an image processor and a tokenizer (torchvision installed, or a family without videos);
+    otherwise `fallback_class` (an image+text subclass of the family's processor) loads the same folder."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
+            return processor
+    except Exception:  # noqa: BLE001 - fall through to the torchvision-free path, which raises a clear error
+        pass
+    if fallback_class is None:
+        raise ValueError(f"No image+text processor could be loaded from '{path}'")
+    return fallback_class.from_pretrained(path, local_files_only=True)

@@ -10,10 +10,8 @@ import numpy as np
 import torch
 
 from eagle_pipelines.models.base import Answer
+from eagle_pipelines.models.registry import family_for_checkpoint, register_family, resolve_dtype
 from eagle_pipelines.models.scoring import BatchedTokenScorer
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def checkpoint_fingerprint(path: str | Path) -> str:
@@ -30,6 +28,7 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+@register_family("qwen_vl", model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"))
 class QwenVLAdapter:
     """Wraps a Qwen-VL ``...ForConditionalGeneration`` model and its processor behind ``VisionLanguageModel``."""
 
@@ -50,8 +49,10 @@ class QwenVLAdapter:
 
         from eagle_pipelines.models.processing import load_qwen_vl_processor
 
+        family_for_checkpoint(path, cls.family)  # a Qwen-VL checkpoint, or a clear error naming the family
         processor = load_qwen_vl_processor(path)
-        kwargs = {"local_files_only": True, "dtype": DTYPES[dtype]}
+        target = ("cuda" if torch.cuda.is_available() else "cpu") if device_map else device
+        kwargs = {"local_files_only": True, "dtype": resolve_dtype(dtype, target)}
         if device_map:
             kwargs["device_map"] = device_map
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
