@@ -58,6 +58,12 @@ def _qwen_ids(tok) -> dict:
                 vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
 
 
+def _qwen_text(tok, **extra) -> dict:
+    ids = tok.convert_tokens_to_ids
+    return dict(TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=ids("<|im_start|>"),
+                eos_token_id=ids("<|im_end|>"), **extra)
+
+
 def _qwen_processor(side: int, patch: int, **image_kwargs):
     from transformers import Qwen2VLImageProcessor
 
@@ -74,8 +80,8 @@ def tiny_qwen2_vl():
     tok = processor.tokenizer
     config = Qwen2VLConfig(
         vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14),
-        text_config=dict(TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 2, 2]}),
+        text_config=_qwen_text(tok, rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                     "mrope_section": [4, 2, 2]}),
         **_qwen_ids(tok))
     torch.manual_seed(0)
     return _generation(Qwen2VLForConditionalGeneration(config), tok, "<|im_end|>"), processor
@@ -99,9 +105,9 @@ def tiny_qwen3_vl():
     config = Qwen3VLConfig(
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
                            out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0]),
-        text_config=dict(TEXT, vocab_size=len(tok), head_dim=16, pad_token_id=tok.pad_token_id,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 2, 2],
-                                          "mrope_interleaved": True}),
+        text_config=_qwen_text(tok, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                                  "mrope_section": [4, 2, 2],
+                                                                  "mrope_interleaved": True}),
         **_qwen_ids(tok))
     torch.manual_seed(0)
     return _generation(Qwen3VLForConditionalGeneration(config), tok, "<|im_end|>"), processor
@@ -294,9 +300,9 @@ def test_llava_and_internvl_see_the_image_the_processor_makes(cases):
 def test_unknown_family_and_wrong_checkpoint_class_fail_clearly(checkpoints):
     with pytest.raises(DatasetError, match=r"Unknown model family 'gpt'.*internvl.*llava.*qwen_vl"):
         VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="gpt")
-    with pytest.raises(DatasetError, match=r"holds a llava checkpoint.*not a internvl model.*use family 'llava'"):
+    with pytest.raises(DatasetError, match=r"holds a llava checkpoint.*not one of family 'internvl'.*use family 'llava'"):
         VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="internvl").load()
-    with pytest.raises(DatasetError, match=r"qwen3_vl checkpoint.*not a llava model.*use family 'qwen_vl'"):
+    with pytest.raises(DatasetError, match=r"qwen3_vl checkpoint.*not one of family 'llava'.*use family 'qwen_vl'"):
         VisionLanguageModelDataset(path=str(checkpoints["qwen3_vl"]), family="llava").load()
 
 

@@ -89,7 +89,7 @@ def family_for_checkpoint(path: str | Path, family: str = "auto") -> type:
     cls = family_class(family)
     if model_type not in cls.model_types:
         fix = f"use family '{fitting}' (or 'auto')" if fitting else "no family handles it (docs/models.md)"
-        raise ValueError(f"{what}, not a {family} model ({', '.join(cls.model_types)}): {fix}.")
+        raise ValueError(f"{what}, not one of family '{family}' ({', '.join(cls.model_types)}): {fix}.")
     return cls
 
 
