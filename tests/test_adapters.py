@@ -157,11 +157,13 @@ def tiny_internvl():
 
 BUILDERS = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl, "qwen3_vl": tiny_qwen3_vl,
             "llava": tiny_llava, "internvl": tiny_internvl}
-#: the photo each family is given (LLaVA and InternVL resize it to what they see)
+#: test cases: the checkpoint and the adapter options it is loaded with (InternVL also with dynamic tiling)
+CASES = {**{name: (name, {}) for name in BUILDERS}, "internvl_tiles": ("internvl", {"max_tiles": 4})}
+#: the photo each case is given (LLaVA and InternVL resize it to what they see)
 IMAGE_SHAPES = {"qwen2_vl": (56, 56), "qwen2_5_vl": (56, 56), "qwen3_vl": (64, 64), "llava": (40, 30),
-                "internvl": (40, 30)}
+                "internvl": (40, 30), "internvl_tiles": (40, 30)}
 EXPECTED_FAMILY = {"qwen2_vl": "qwen_vl", "qwen2_5_vl": "qwen_vl", "qwen3_vl": "qwen_vl", "llava": "llava",
-                   "internvl": "internvl"}
+                   "internvl": "internvl", "internvl_tiles": "internvl"}
 
 
 @pytest.fixture(scope="session")
@@ -180,8 +182,8 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture(scope="session")
 def adapters(checkpoints):
     """The checkpoints loaded back through the catalog dataset, family picked from config.json."""
-    return {name: VisionLanguageModelDataset(path=str(folder), family="auto").load()
-            for name, folder in checkpoints.items()}
+    return {case: VisionLanguageModelDataset(path=str(checkpoints[name]), family="auto", options=options).load()
+            for case, (name, options) in CASES.items()}
 
 
 @pytest.fixture(scope="session")
@@ -198,7 +200,7 @@ def cases(adapters):
     return out
 
 
-FAMILY_NAMES = list(BUILDERS)
+FAMILY_NAMES = list(CASES)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
@@ -206,7 +208,7 @@ def test_loaded_through_the_dataset_with_its_family(name, adapters, checkpoints)
     adapter = adapters[name]
     assert adapter.family == EXPECTED_FAMILY[name]
     # the loaded weights are the saved ones: same logits as a fresh build of the same seed
-    model, _ = BUILDERS[name]()
+    model, _ = BUILDERS[CASES[name][0]]()
     for (key, saved), fresh in zip(adapter.model.state_dict().items(), model.state_dict().values()):
         assert torch.equal(saved, fresh), key
     json.dumps(adapter.resolution_spec(), default=str)  # usable as a cache key
@@ -269,6 +271,10 @@ def test_differentiable_pass_reproduces_the_scorer(name, cases):
 
     adapter, image, answer, masks = cases[name]
     assert isinstance(adapter, ModelInternals)
+    if name == "internvl_tiles":  # the thumbnail is resampled: no exact differentiable composition
+        with pytest.raises(ValueError, match="max_tiles=1"):
+            adapter.teacher_forced(image, PROMPT, answer.token_ids)
+        return
     tf = adapter.teacher_forced(image, PROMPT, answer.token_ids)
     assert isinstance(tf, TeacherForcedPass)
     h, w = tf.image_grid
@@ -295,6 +301,22 @@ def test_llava_and_internvl_see_the_image_the_processor_makes(cases):
         assert np.array_equal(adapter.model_image(image), image)  # the model image is a fixed point
         enc = adapter.encode([image], PROMPT)
         assert enc["pixel_values"].shape == (1, 3, side, side)
+
+
+def test_internvl_tiles_are_crops_of_the_model_image_plus_a_thumbnail(cases):
+    adapter, image, _, masks = cases["internvl_tiles"]
+    assert image.shape == (64, 32, 3)  # 40x30 -> 1 column x 2 rows of 32x32 tiles
+    enc = adapter.encode([image], PROMPT)
+    assert enc["pixel_values"].shape == (3, 3, 32, 32)  # two tiles and the thumbnail
+    assert int((enc["input_ids"] == adapter.model.config.image_token_id).sum()) == 3 * 4
+    scorer = adapter.scorer(image, PROMPT, [1], [0], memory_budget_mb=0)
+    assert len(scorer.index) == 2  # tiles from pixels, the thumbnail resampled per masked copy
+    keep_top = np.zeros((1, 64, 32), dtype=bool)
+    keep_top[:, :32] = True
+    pv = scorer.pixel_values(keep_top)
+    torch.testing.assert_close(pv[0], scorer.pv_full[0])  # top tile kept
+    torch.testing.assert_close(pv[1], scorer.pv_black[1])  # bottom tile removed
+    assert not torch.equal(pv[2], scorer.pv_full[2]) and not torch.equal(pv[2], scorer.pv_black[2])
 
 
 def test_unknown_family_and_wrong_checkpoint_class_fail_clearly(checkpoints):

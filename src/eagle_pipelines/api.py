@@ -25,15 +25,16 @@ STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficien
 
 
 def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "cpu",
-               device_map: str | None = None):
+               device_map: str | None = None, **options):
     """Loads a saved model (a local folder, never downloads) as a model adapter: `family` ``auto`` picks the
     adapter from the checkpoint's config.json (``qwen_vl``, ``llava``, ``internvl``; docs/models.md); `dtype`
     ``auto`` is bfloat16/float16 on CUDA and float32 on the CPU; `device_map` (e.g. ``auto``) spreads the
-    weights over the available devices instead of `device`."""
+    weights over the available devices instead of `device`; `options` are the family's (InternVL:
+    ``max_tiles``)."""
     from eagle_pipelines.io import VisionLanguageModelDataset
 
     return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device,
-                                      device_map=device_map).load()
+                                      device_map=device_map, options=options).load()
 
 
 def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "pooled", n_regions: int = 64,

@@ -27,11 +27,12 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         device: ``cpu``, ``cuda``, ``cuda:1``...
         device_map: passed to ``from_pretrained`` when set (e.g. ``auto``).
         missing_hint: what to tell the user when the checkpoint is not there.
+        options: family-specific adapter options (InternVL: ``max_tiles``; docs/models.md).
     """
 
     def __init__(self, path: str | None = None, hub_id: str | None = None, family: str = "qwen_vl",
                  dtype: str = "float32", device: str = "cpu", device_map: str | None = None,
-                 missing_hint: str | None = None, metadata: dict | None = None):
+                 missing_hint: str | None = None, options: dict | None = None, metadata: dict | None = None):
         if (path is None) == (hub_id is None):
             raise DatasetError("give a model either a local `path` or a `hub_id` (one of them)")
         if family != "auto":
@@ -46,6 +47,7 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         self._device = device
         self._device_map = device_map
         self._missing_hint = missing_hint
+        self._options = dict(options or {})
         self.metadata = metadata
 
     @property
@@ -76,7 +78,7 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         except ValueError as exc:
             raise DatasetError(f"{exc} (catalog entry: family={self._family!r})") from None
         return adapter.from_pretrained(path, dtype=self._dtype, device=self._device, device_map=self._device_map,
-                                       name=Path(self._name).name)
+                                       name=Path(self._name).name, **self._options)
 
     def save(self, data) -> None:
         if self._path is None:
@@ -91,4 +93,4 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": self._path, "hub_id": self._hub_id, "family": self._family, "dtype": self._dtype,
-                "device": self._device}
+                "device": self._device, **({"options": self._options} if self._options else {})}

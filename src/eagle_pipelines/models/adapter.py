@@ -53,9 +53,10 @@ class TransformersAdapter:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str = "float32", device: str = "cpu",
-                        device_map: str | dict | None = None, name: str | None = None):
+                        device_map: str | dict | None = None, name: str | None = None, **options):
         """Loads model and processor from a local folder (never downloads). `dtype` ``auto``: bfloat16/float16 on
-        CUDA, float32 on the CPU; `device_map` (e.g. ``auto``) places the weights instead of `device`."""
+        CUDA, float32 on the CPU; `device_map` (e.g. ``auto``) places the weights instead of `device`; `options`
+        go to the family's constructor (InternVL: ``max_tiles``)."""
         from transformers import AutoModelForImageTextToText
 
         from eagle_pipelines.models.qwen_vl import checkpoint_fingerprint
@@ -70,7 +71,8 @@ class TransformersAdapter:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         if not device_map:
             model = model.to(device)
-        return cls(model, processor, name=name or Path(path).name, fingerprint=checkpoint_fingerprint(path))
+        return cls(model, processor, name=name or Path(path).name, fingerprint=checkpoint_fingerprint(path),
+                   **options)
 
     def save(self, path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,11 @@ class TransformersAdapter:
             **self._image_processor_kwargs())
         return np.rint(out["pixel_values"]).astype(np.int64)
 
+    def resampled_pixel_values(self, images: np.ndarray) -> torch.Tensor:
+        """(B, R, ...) pixel values of the planes after those ``patch_index`` covers, for (B, H, W, 3) masked
+        images: planes the processor resamples from the whole image (InternVL's tiling thumbnail). None here."""
+        raise NotImplementedError(f"the {self.family} processor made pixel values that patch_index does not cover")
+
     def scorer(self, image: np.ndarray, prompt: str, answer_ids, target_positions, batch_size: int = 32,
                compose: str = "pixel_values", memory_budget_mb: float | None = None) -> TeacherForcedScorer:
         """A TokenScorer for `image` (at model resolution) teacher-forcing `prompt` + `answer_ids`."""
@@ -247,7 +254,8 @@ class TeacherForcedScorer(BatchedTokenScorer):
             self.pv_full = enc["pixel_values"]
             self.pv_black = adapter.encode([np.zeros_like(image)], prompt)["pixel_values"]
             self.index = torch.from_numpy(adapter.patch_index(self.height, self.width)).to(device)
-            if self.index.shape != self.pv_full.shape:
+            # the index covers the first planes; any others are resampled from the masked image (thumbnails)
+            if self.index.shape[1:] != self.pv_full.shape[1:] or len(self.index) > len(self.pv_full):
                 raise ValueError(f"pixel index {tuple(self.index.shape)} does not match the pixel values "
                                  f"{tuple(self.pv_full.shape)}; use compose='processor'")
 
@@ -256,9 +264,13 @@ class TeacherForcedScorer(BatchedTokenScorer):
         if self.compose == "processor":
             images = [self.image * m[..., None].astype(self.image.dtype) for m in keep_masks]
             return self.adapter.encode(images, self.prompt)["pixel_values"]
+        n = len(self.index)
         flat = torch.from_numpy(np.ascontiguousarray(keep_masks.reshape(len(keep_masks), -1))).to(self.index.device)
-        keep = flat[:, self.index]  # (B, *pixel_values.shape)
-        pv = torch.where(keep, self.pv_full.unsqueeze(0), self.pv_black.unsqueeze(0))
+        keep = flat[:, self.index]  # (B, n, ...)
+        pv = torch.where(keep, self.pv_full[:n].unsqueeze(0), self.pv_black[:n].unsqueeze(0))
+        if n < len(self.pv_full):
+            images = self.image[None] * keep_masks[..., None].astype(self.image.dtype)
+            pv = torch.cat([pv, self.adapter.resampled_pixel_values(images).to(pv.device, pv.dtype)], dim=1)
         return pv.reshape(-1, *self.pv_full.shape[1:])
 
     def model_inputs(self, chunk: np.ndarray) -> dict[str, torch.Tensor]:
@@ -333,6 +345,11 @@ class TransformersTeacherForced:
         self.height, self.width = image.shape[:2]
         self.image = torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)
         enc = adapter.encode([image], prompt)
+        index = torch.from_numpy(adapter.patch_index(self.height, self.width)).to(device)
+        if len(index) != len(enc["pixel_values"]):
+            raise ValueError(f"the {adapter.family} processor resamples part of the pixel values from the whole "
+                             f"image (e.g. InternVL's tiling thumbnail), which this differentiable pass does not "
+                             f"compose; load the model with one tile (InternVL: max_tiles=1)")
         self._sequence, self._per_image = teacher_forcing_inputs(enc, answer_ids)
         self.input_ids = self._sequence["input_ids"]
         self.answer_start = enc["input_ids"].shape[1]
@@ -346,7 +363,6 @@ class TransformersTeacherForced:
             raise ValueError(f"{k} image tokens do not tile a {self.height}x{self.width} image")
         self.context_positions = self._context_positions(prompt_ids, prompt)
         ip = adapter.processor.image_processor
-        index = torch.from_numpy(adapter.patch_index(self.height, self.width)).to(device)
         channel = np.broadcast_to(np.arange(3, dtype=np.float32), (self.height, self.width, 3)).copy()
         channel = adapter.processor.image_processor(
             images=[channel], do_resize=False, do_center_crop=False, do_pad=False, do_rescale=False,
