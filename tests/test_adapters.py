@@ -319,6 +319,40 @@ def test_internvl_tiles_are_crops_of_the_model_image_plus_a_thumbnail(cases):
     assert not torch.equal(pv[2], scorer.pv_full[2]) and not torch.equal(pv[2], scorer.pv_black[2])
 
 
+def _hub_layout(folder, dst, processor_class: str, video: bool):
+    """`folder` rewritten in the layout of the Hub checkpoints: preprocessor_config.json beside a processor_config.json
+    holding only the processor's own keys, the stock processor class named everywhere, and (InternVL) a video
+    processor config, which the stock processor cannot build without torchvision."""
+    import shutil
+
+    shutil.copytree(folder, dst)
+    processor = json.loads((dst / "processor_config.json").read_text())
+    image = processor.pop("image_processor")
+    processor["processor_class"] = image["processor_class"] = processor_class
+    (dst / "preprocessor_config.json").write_text(json.dumps(image))
+    (dst / "processor_config.json").write_text(json.dumps(processor))
+    tokenizer = json.loads((dst / "tokenizer_config.json").read_text())
+    tokenizer["processor_class"] = processor_class
+    (dst / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    if video:
+        (dst / "video_preprocessor_config.json").write_text(json.dumps(
+            {"video_processor_type": "InternVLVideoProcessor", "processor_class": processor_class,
+             "size": image["size"]}))
+    return dst
+
+
+@pytest.mark.parametrize("name, processor_class", [("llava", "LlavaProcessor"), ("internvl", "InternVLProcessor")])
+def test_hub_layout_checkpoints_load_with_the_same_inputs(name, processor_class, checkpoints, cases, tmp_path):
+    adapter, image, _, _ = cases[name]
+    hub = _hub_layout(checkpoints[name], tmp_path / "hub", processor_class, video=name == "internvl")
+    loaded = VisionLanguageModelDataset(path=str(hub), family=name).load()
+    assert loaded.chat_prompt(PROMPT) == adapter.chat_prompt(PROMPT)
+    ours, theirs = adapter.encode([image], PROMPT), loaded.encode([image], PROMPT)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)
+
+
 def test_unknown_family_and_wrong_checkpoint_class_fail_clearly(checkpoints):
     with pytest.raises(DatasetError, match=r"Unknown model family 'gpt'.*internvl.*llava.*qwen_vl"):
         VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="gpt")
