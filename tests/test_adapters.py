@@ -120,7 +120,8 @@ def tiny_llava():
     tok = word_tokenizer(WORDS, ["<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>",
                          pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
     ip = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=7, vision_feature_select_strategy="default",
+    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=7,
+                               vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", image_size=28, patch_size=7, hidden_size=32,
@@ -356,7 +357,7 @@ def test_hub_layout_checkpoints_load_with_the_same_inputs(name, processor_class,
 def test_unknown_family_and_wrong_checkpoint_class_fail_clearly(checkpoints):
     with pytest.raises(DatasetError, match=r"Unknown model family 'gpt'.*internvl.*llava.*qwen_vl"):
         VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="gpt")
-    with pytest.raises(DatasetError, match=r"holds a llava checkpoint.*not one of family 'internvl'.*use family 'llava'"):
+    with pytest.raises(DatasetError, match=r"a llava checkpoint.*not one of family 'internvl'.*use family 'llava'"):
         VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="internvl").load()
     with pytest.raises(DatasetError, match=r"qwen3_vl checkpoint.*not one of family 'llava'.*use family 'qwen_vl'"):
         VisionLanguageModelDataset(path=str(checkpoints["qwen3_vl"]), family="llava").load()
