@@ -397,3 +397,27 @@ def test_the_baselines_run_on_the_family(name, cases):
     full = np.log(scorer(np.ones((1, *labels.shape), dtype=bool))[0])
     removed = np.log(scorer(np.stack([labels != r for r in ids])))
     np.testing.assert_allclose(values, (full - removed).sum(axis=1), atol=1e-4)
+
+
+def test_llava_pad_to_square_processor_maps_masks_exactly(cases):
+    """LLaVA checkpoints whose image processor pads to a square first (``do_pad``): the model image is the padded,
+    resized crop, and masked pixel values still compose exactly."""
+    from transformers import LlavaImageProcessor, LlavaProcessor
+
+    from eagle_pipelines.models.llava import LlavaAdapter
+
+    llava, _, answer, _ = cases["llava"]
+    ip = LlavaImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, do_pad=True)
+    processor = LlavaProcessor(image_processor=ip, tokenizer=llava.processor.tokenizer, patch_size=7,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_TEMPLATE)
+    adapter = LlavaAdapter(llava.model, processor)
+    photo = np.full((40, 20, 3), 255, dtype=np.uint8)
+    image = adapter.model_image(photo)
+    assert image.shape == (28, 28, 3)
+    mean = np.array([int(m * 255) for m in ip.image_mean])
+    assert np.abs(image[14, 0].astype(int) - mean).max() <= 1 and (image[14, 14] == 255).all()  # padded sides
+    masks = np.random.default_rng(1).random((3, 28, 28)) < 0.5
+    composed = adapter.scorer(image, PROMPT, answer.token_ids, [0], memory_budget_mb=0)
+    reference = adapter.scorer(image, PROMPT, answer.token_ids, [0], compose="processor", memory_budget_mb=0)
+    torch.testing.assert_close(composed.pixel_values(masks), reference.pixel_values(masks), rtol=0, atol=1e-6)
