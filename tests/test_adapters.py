@@ -427,3 +427,13 @@ def test_llava_pad_to_square_processor_maps_masks_exactly(cases):
     composed = adapter.scorer(image, PROMPT, answer.token_ids, [0], memory_budget_mb=0)
     reference = adapter.scorer(image, PROMPT, answer.token_ids, [0], compose="processor", memory_budget_mb=0)
     torch.testing.assert_close(composed.pixel_values(masks), reference.pixel_values(masks), rtol=0, atol=1e-6)
+
+
+def test_device_map_places_the_weights(checkpoints, cases):
+    """``device_map`` (accelerate) loads the same model; on this CPU-only machine everything lands on the CPU."""
+    adapter, image, answer, _ = cases["llava"]
+    placed = VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="llava", device_map="auto").load()
+    assert placed.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    again = placed.generate(image, PROMPT, max_new_tokens=4)
+    assert again.token_ids == answer.token_ids
+    np.testing.assert_allclose(again.token_probs, answer.token_probs, atol=1e-5)
