@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import pkgutil
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import torch
 
 FAMILIES: dict[str, type] = {}
 MODEL_TYPES: dict[str, str] = {}  # config.json model_type -> family
+BROKEN: dict[str, str] = {}  # module -> why it could not be imported
 _discovered = False
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,8 +48,13 @@ def discover() -> None:
     import eagle_pipelines.models as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in ("registry", "__init__"):
+        if info.name in ("registry", "__init__"):
+            continue
+        try:
             importlib.import_module(f"{package.__name__}.{info.name}")
+        except Exception as exc:  # noqa: BLE001 - one broken module must not hide the other families
+            BROKEN[info.name] = f"{type(exc).__name__}: {exc}"
+            logger.warning("model module %s could not be imported (%s)", info.name, BROKEN[info.name])
     _discovered = True
 
 
@@ -59,9 +67,10 @@ def family_class(family: str) -> type:
     """The adapter class of `family`; a clear error naming the known families otherwise."""
     discover()
     if family not in FAMILIES:
+        broken = f" Modules that failed to import: {BROKEN}." if BROKEN else ""
         raise ValueError(f"Unknown model family {family!r}; known: {sorted(FAMILIES)} or 'auto' (from the "
                          f"checkpoint's config.json). A new family is one file in src/eagle_pipelines/models/ "
-                         f"(docs/models.md).")
+                         f"(docs/models.md).{broken}")
     return FAMILIES[family]
 
 
