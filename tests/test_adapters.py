@@ -354,7 +354,10 @@ def test_hub_layout_checkpoints_load_with_the_same_inputs(name, processor_class,
         torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)
 
 
-def test_unknown_family_and_wrong_checkpoint_class_fail_clearly(checkpoints):
+def test_unknown_family_and_wrong_checkpoint_class_fail_clearly(checkpoints, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(DatasetError, match=r"a gpt2 checkpoint \(GPT2LMHeadModel\), which no model family handles"):
+        VisionLanguageModelDataset(path=str(tmp_path), family="auto").load()
     with pytest.raises(DatasetError, match=r"Unknown model family 'gpt'.*internvl.*llava.*qwen_vl"):
         VisionLanguageModelDataset(path=str(checkpoints["llava"]), family="gpt")
     with pytest.raises(DatasetError, match=r"a llava checkpoint.*not one of family 'internvl'.*use family 'llava'"):
