@@ -104,6 +104,9 @@ class LlavaCamParams(BaseModel):
                                                "input of the last layer, the deepest with gradients at image tokens)")
     samples: PositiveInt = Field(default=4, description="noisy copies averaged (SmoothGrad)")
     noise: float = Field(default=0.15, ge=0, description="noise standard deviation, fraction of the pixel range")
+    weighting: Literal["pooled", "token"] = Field(
+        default="pooled", description="pooled: Grad-CAM's channel weights (LLaVA-CAM); token: each token's own "
+                                      "gradient x activation")
     batch_size: PositiveInt = 8
     seed: int = 0
 
