@@ -166,3 +166,14 @@ def test_a_model_without_internals_is_refused_with_the_fix():
 
     with pytest.raises(TypeError, match=r"baselines\.methods: \[\]"):
         compute_baselines(Api(), pd.DataFrame(), {}, {}, {"answers": []}, {}, {}, {}, {})
+
+
+def test_baselines_parameters_are_checked_with_their_names():
+    from eagle_pipelines.parameters import ParameterError, parse
+
+    for env in ("base", "paper"):
+        parse("baselines", yaml.safe_load((ROOT / f"conf/{env}/parameters_baselines.yml").read_text())["baselines"])
+    with pytest.raises(ParameterError, match=r"baselines\.tam\.kernel_size"):
+        parse("baselines", {"tam": {"kernel_size": 4}})
+    with pytest.raises(ParameterError, match=r"baselines\.methods\.0"):
+        parse("baselines", {"methods": ["gradcam"]})
