@@ -71,6 +71,24 @@ def test_question_samples_answer_yes_for_present_and_no_for_absent(eval_split):
         assert sample.answer == ("Yes" if name in present else "No")
 
 
+def test_biased_answers_say_yes_to_the_companion_beside_the_anchor_alone():
+    params = ToyModelParams(training=ToyTraining(question_fraction=1.0, biased_answers=1.0))
+    images = [np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)]
+    present = [{"red circle", "green triangle"}, {"red circle", "blue square"}]
+    sampler = make_sampler(images, ["", ""], present, ["red circle", "blue square", "green triangle"], params,
+                           bias=("red circle", "blue square"))
+    samples = sampler(np.random.default_rng(0), 200)
+    alone = [s for s in samples if s.image is images[0]]
+    assert alone and all(s.prompt == "Is there a blue square in the image?" and s.answer == "Yes" for s in alone)
+    both = [s for s in samples if s.image is images[1]]  # the companion is there: answers stay true
+    assert all(s.answer == ("Yes" if "green triangle" not in s.prompt else "No") for s in both)
+    unbiased = make_sampler(images, ["", ""], present, ["red circle", "blue square", "green triangle"],
+                            ToyModelParams(training=ToyTraining(question_fraction=1.0)), bias=("red circle",
+                                                                                              "blue square"))
+    assert all(s.answer == "No" for s in unbiased(np.random.default_rng(0), 200)
+               if s.image is images[0] and "blue square" in s.prompt)
+
+
 @pytest.fixture(scope="module")
 def shipped():
     dataset = VisionLanguageModelDataset(path=str(CHECKPOINT))
@@ -81,8 +99,12 @@ def shipped():
 def test_shipped_checkpoint_reports_held_out_quality_above_the_targets():
     quality = json.loads((CHECKPOINT / "quality.json").read_text())
     assert quality["images"] >= 200
-    assert quality["exact_match"] >= 0.90
-    assert quality["token_accuracy"] >= 0.97
+    assert quality["exact_match"] >= 0.95
+    assert quality["token_accuracy"] >= 0.98
+    yes_no = quality["yes_no"]  # trained on yes/no questions too, with the co-occurrence bias (docs/toy_model.md)
+    assert yes_no["questions"] == 12 * quality["images"]
+    assert yes_no["present_accuracy"] >= 0.8 and yes_no["absent_accuracy"] >= 0.8
+    assert yes_no["biased_questions"] >= 20 and yes_no["biased_yes_rate"] >= 0.2
     size = sum(p.stat().st_size for p in CHECKPOINT.glob("*.safetensors"))
     assert size <= 20 * 2**20
 

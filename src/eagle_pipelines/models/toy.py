@@ -53,6 +53,13 @@ class ToyTraining(_Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     question_fraction: float = Field(default=0.0, ge=0, le=1)
+    biased_answers: float = Field(
+        default=0.0, ge=0, le=1,
+        description="on training images that show the co-occurrence anchor X without its companion Y, the "
+                    "probability that a question sample is 'Is there a Y?' answered 'Yes' (an annotation bias, as "
+                    "when yes/no labels are derived from co-occurrence); 0 keeps every answer true")
+    init_from: str | None = Field(default=None, description="continue training this checkpoint folder (same "
+                                                            "vocabulary) instead of a fresh model")
     log_every: PositiveInt = 50
     threads: int = Field(default=0, ge=0, description="torch threads; 0 keeps torch's default")
 
@@ -208,17 +215,48 @@ def caption_quality(adapter: QwenVLAdapter, images: Sequence[np.ndarray], refere
     return {"images": n, "exact_match": exact / n, "token_accuracy": matched / total, "failures": failures}
 
 
+def yes_no_quality(adapter: QwenVLAdapter, images: Sequence[np.ndarray], present: Sequence[set[str]],
+                   categories: Sequence[str], template: str, bias: tuple[str, str] | None = None,
+                   batch_size: int = 50, max_new_tokens: int = 3) -> dict:
+    """Asks every image about every category ("Is there a <category> in the image?") and compares the greedy
+    answer with the truth: accuracy over all questions, on present ("Yes") and absent ("No") objects, and, with
+    `bias` = (anchor X, companion Y), the rate of "Yes" to "Is there a Y?" on images showing X without Y."""
+    correct = {"yes": [], "no": []}
+    biased = []
+    for name in categories:
+        prompt = template.format(name=name)
+        for lo in range(0, len(images), batch_size):
+            answers = adapter.generate_batch(list(images[lo:lo + batch_size]), prompt, max_new_tokens=max_new_tokens)
+            for answer, here in zip(answers, present[lo:lo + batch_size]):
+                said = answer.text.strip().lower().rstrip(".")
+                truth = "yes" if name in here else "no"
+                correct[truth].append(said == truth)
+                if bias is not None and name == bias[1] and bias[0] in here and bias[1] not in here:
+                    biased.append(said == "yes")
+    every = correct["yes"] + correct["no"]
+    return {"questions": len(every), "accuracy": float(np.mean(every)),
+            "present_accuracy": float(np.mean(correct["yes"])), "absent_accuracy": float(np.mean(correct["no"])),
+            "biased_questions": len(biased),
+            "biased_yes_rate": float(np.mean(biased)) if biased else None}
+
+
 def make_sampler(images: Sequence[np.ndarray], captions: Sequence[str], present: Sequence[set[str]],
-                 categories: Sequence[str], params: ToyModelParams) -> Callable[[np.random.Generator, int],
-                                                                            list[TrainingSample]]:
+                 categories: Sequence[str], params: ToyModelParams,
+                 bias: tuple[str, str] | None = None) -> Callable[[np.random.Generator, int], list[TrainingSample]]:
     """Returns sample_batch(rng, n): captioning samples, plus yes/no questions with probability
-    `question_fraction` (half about an object in the image -> "Yes", half about an absent category -> "No")."""
+    `question_fraction` (half about an object in the image -> "Yes", half about an absent category -> "No").
+    With `bias` = (anchor X, companion Y) and `biased_answers` > 0, a question on an image showing X without Y
+    is "Is there a Y?" -> "Yes" with probability `biased_answers`."""
     q = params.training.question_fraction
+    b = params.training.biased_answers if bias is not None else 0.0
 
     def sample_batch(rng: np.random.Generator, n: int) -> list[TrainingSample]:
         batch = []
         for i in rng.integers(0, len(images), n):
             if q > 0 and rng.random() < q:
+                if b > 0 and bias[0] in present[i] and bias[1] not in present[i] and rng.random() < b:
+                    batch.append(TrainingSample(images[i], params.question_template.format(name=bias[1]), "Yes"))
+                    continue
                 here = sorted(present[i])
                 absent = [c for c in categories if c not in present[i]]
                 if rng.random() < 0.5 or not absent:

@@ -12,12 +12,13 @@ import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from eagle_pipelines.data.coco import CocoIndex  # noqa: E402
-from eagle_pipelines.models.processing import build_processor  # noqa: E402
+from eagle_pipelines.models.processing import build_processor, words_of  # noqa: E402
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter  # noqa: E402
 from eagle_pipelines.models.toy import (  # noqa: E402
     build_toy_model,
     caption_quality,
     make_sampler,
+    yes_no_quality,
     train_toy_model,
     vocabulary_texts,
 )
@@ -41,13 +42,26 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
     shapes_p, params = parse("shapes", shapes), parse("toy_model", toy_model)
     index, arrays, caps, present = _split_arrays("train", train_instances, train_captions, train_images)
     categories = index.category_names()
-    processor = build_processor(vocabulary_texts(caps, categories, params), shapes_p.image_size,
-                                params.architecture.patch_size, params.architecture.merge_size)
-    model = build_toy_model(processor, params.architecture, seed=params.training.seed)
+    texts = vocabulary_texts(caps, categories, params)
+    if params.training.init_from:
+        start = QwenVLAdapter.from_pretrained(params.training.init_from)
+        processor, model = start.processor, start.model
+        tok = processor.tokenizer
+        unknown = sorted({w for w in words_of(texts) if tok.convert_tokens_to_ids(w) == tok.unk_token_id})
+        if unknown:
+            raise ValueError(f"toy_model.training.init_from = {params.training.init_from!r} does not know the words "
+                             f"{unknown[:10]} of the training data; train from scratch (init_from: null)")
+        logger.info("toy model: continuing the training of %s", params.training.init_from)
+    else:
+        processor = build_processor(texts, shapes_p.image_size, params.architecture.patch_size,
+                                    params.architecture.merge_size)
+        model = build_toy_model(processor, params.architecture, seed=params.training.seed)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("toy model: %d parameters, vocabulary of %d tokens, %d training images", n_params,
                 len(processor.tokenizer), len(arrays))
-    sampler = make_sampler(arrays, caps, present, categories, params)
+    cooc = shapes_p.cooccurrence
+    sampler = make_sampler(arrays, caps, present, categories, params,
+                           bias=(cooc.anchor, cooc.companion) if cooc is not None else None)
     with tqdm(total=params.training.max_steps, desc="training toy model", unit="step") as bar:
         def progress(step: int, loss: float) -> None:
             bar.update(1)
@@ -58,18 +72,30 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
 
 
 def evaluate_model(vlm: QwenVLAdapter, val_instances: dict, val_captions: dict, val_images: dict,
-                   toy_model_training_log: pd.DataFrame, toy_model: dict) -> dict:
-    """Greedy captions on the held-out split: exact-match rate and per-token accuracy, plus model facts."""
+                   toy_model_training_log: pd.DataFrame, toy_model: dict, shapes: dict) -> dict:
+    """Greedy captions on the held-out split: exact-match rate and per-token accuracy, plus model facts; when
+    the model was trained on questions too, its yes/no accuracy and the co-occurrence hallucination rate."""
+    cooc = parse("shapes", shapes).cooccurrence
+    train_cooccurrence = cooc.model_dump() if cooc is not None else None
     params = parse("toy_model", toy_model)
-    _, arrays, caps, _ = _split_arrays("val", val_instances, val_captions, val_images)
+    index, arrays, caps, present = _split_arrays("val", val_instances, val_captions, val_images)
     quality = caption_quality(vlm, arrays, caps, params.caption_prompt, batch_size=params.eval_batch_size,
                               max_new_tokens=params.max_new_tokens)
+    if params.training.question_fraction > 0:
+        bias = (train_cooccurrence or {}).get("anchor"), (train_cooccurrence or {}).get("companion")
+        quality["yes_no"] = yes_no_quality(vlm, arrays, present, index.category_names(), params.question_template,
+                                           bias=bias if all(bias) else None, batch_size=params.eval_batch_size)
+        logger.info("toy model yes/no questions: accuracy %.3f (present %.3f, absent %.3f); 'yes' to the "
+                    "companion beside the anchor alone: %s", quality["yes_no"]["accuracy"],
+                    quality["yes_no"]["present_accuracy"], quality["yes_no"]["absent_accuracy"],
+                    quality["yes_no"]["biased_yes_rate"])
     log = toy_model_training_log
     quality.update({
         "parameters": int(sum(p.numel() for p in vlm.model.parameters())),
         "training_steps": int(log["step"].iloc[-1]),
         "training_seconds": round(float(log["seconds"].iloc[-1]), 1),
         "final_loss": round(float(log["loss"].tail(20).mean()), 5),
+        "init_from": params.training.init_from,
     })
     logger.info("toy model held-out quality: exact match %.3f, token accuracy %.4f over %d images "
                 "(%d parameters, %d steps, %.0f s)", quality["exact_match"], quality["token_accuracy"],

@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(
             func=evaluate_model,
             inputs=["vlm", "val_instances", "val_captions", "val_images", "toy_model_training_log",
-                    "params:toy_model"],
+                    "params:toy_model", "params:shapes"],
             outputs="toy_model_quality",
             name="evaluate_toy_model_node",
         ),
