@@ -14,6 +14,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             inputs=["vlm", "eagle_coco_eval_list", "eval_images", "eval_instances", "eagle_coco_answers",
                     "eagle_coco_superpixels", "params:superpixels", "params:attribution", "params:baselines"],
             outputs="eagle_coco_baselines",
-            name="compute_baselines_node",
+            name="run_baselines_node",
         ),
     ])
