@@ -99,6 +99,36 @@ def test_a_baseline_map_ranks_regions_by_mean_saliency():
     assert region_ranking(saliency, RegionMap(labels, {})).tolist() == [2, 1, 3, 0]
 
 
+def test_an_object_sharing_the_companions_colour_or_shape_is_a_confounder():
+    from types import SimpleNamespace
+
+    from eagle_pipelines.pipelines.eagle_repope.nodes import confounded
+
+    def objs(*names):
+        return [SimpleNamespace(name=n, colour=n.split()[0], shape=n.split()[1]) for n in names]
+
+    assert not confounded(objs("red circle", "green triangle", "yellow circle"), "red circle", "blue square")
+    assert confounded(objs("red circle", "blue circle"), "red circle", "blue square")
+    assert confounded(objs("red circle", "red square"), "red circle", "blue square")
+
+
+def test_the_question_list_hash_survives_the_csv_round_trip(tmp_path):
+    import pandas as pd
+
+    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, question_list_hash
+
+    rows = [{"question_id": 1, "image_id": 7, "file_name": "a.png", "text": "Is there a x in the image?",
+             "prompt": "Is there a x in the image?", "label": "no", "object": "x", "kind": "absent", "cause": "",
+             "cause_annotation_id": None},
+            {"question_id": 2, "image_id": 8, "file_name": "b.png", "text": "Is there a y in the image?",
+             "prompt": "Is there a y in the image?", "label": "no", "object": "y", "kind": "biased", "cause": "z",
+             "cause_annotation_id": 5}]
+    frame = pd.DataFrame(rows, columns=QUESTION_COLUMNS)
+    frame.to_csv(tmp_path / "q.csv", index=False)
+    assert question_list_hash(pd.read_csv(tmp_path / "q.csv")) == question_list_hash(frame)
+    assert question_list_hash(frame.iloc[:1]) != question_list_hash(frame)
+
+
 def test_yes_no_parsing():
     assert [hal.parse_yes_no(t) for t in ["Yes", "No.", "yes, there is a dog", " NO", "a red circle", ""]] == [
         "yes", "no", "yes", "no", None, None]
@@ -181,24 +211,26 @@ def shipped():
 
 
 def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_corrects_it(shipped):
-    """Biased questions ('Is there a blue square?' beside a red circle, no blue square): the model says yes on
-    at least 20%; for those, EAGLE on "No" ranks the red circle last, so the first correcting removal hits it."""
+    """Biased questions ('Is there a blue square?' beside a red circle, no blue square, no other blue object or
+    square): the model says yes on at least 20%; for those, EAGLE on "No" ranks the red circle last, so the first
+    correcting removal hits it."""
     from eagle_pipelines.api import explain
     from eagle_pipelines.core.regions import slico
     from eagle_pipelines.data.shapes import generate_image
     from eagle_pipelines.parameters import parse
-    from eagle_pipelines.pipelines.eagle_repope.nodes import counter_answer
+    from eagle_pipelines.pipelines.eagle_repope.nodes import confounded, counter_answer
 
     shapes = parse("shapes", yaml.safe_load((ROOT / "conf/base/parameters_data_preparation.yml").read_text())
                    ["shapes"])
     images, causes = [], []
-    for i in range(400):
+    for i in range(3000):  # the pipeline's biased questions: X without Y, nothing else blue or square
         image, objects = generate_image(shapes, "repope", i)
         names = {o.name for o in objects}
-        if "red circle" in names and "blue square" not in names:
+        if ("red circle" in names and "blue square" not in names
+                and not confounded(objects, "red circle", "blue square")):
             images.append(image)
             causes.append(next(o.mask for o in objects if o.name == "red circle"))
-        if len(images) == 30:
+        if len(images) == 100:
             break
     prompt = "Is there a blue square in the image?"
     answers = [hal.parse_yes_no(a.text) for a in shipped.generate_batch(images, prompt, max_new_tokens=3)]

@@ -184,6 +184,9 @@ class RepopeQuestionParams(BaseModel):
                                                           "'Is there a Y?' (label no, cause X)")
     controls: int = Field(default=100, ge=0, description="other images: one unbiased question each, alternating "
                                                          "an absent category (no) and a present one (yes)")
+    exclude_confounders: bool = Field(
+        default=True, description="biased images hold no other object sharing the companion's colour or shape, "
+                                  "so the anchor is the only known cause of a 'Yes'")
     seed: int = 0
     scan_limit: PositiveInt = Field(default=20000, description="the most images scanned for biased cases")
 

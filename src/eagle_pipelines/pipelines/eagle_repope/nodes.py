@@ -75,6 +75,8 @@ def generate_question_split(shapes: dict, eagle_repope: dict) -> tuple[dict[str,
         _, objects = generate_image(shapes_p, SPLIT, i)
         names = {o.name for o in objects}
         biased = anchor in names and companion not in names
+        if biased and q.exclude_confounders and confounded(objects, anchor, companion):
+            continue  # neither a biased case with a known cause nor a control
         if biased and n_biased < q.biased:
             picked.append((i, names))
             n_biased += 1
@@ -94,6 +96,13 @@ def generate_question_split(shapes: dict, eagle_repope: dict) -> tuple[dict[str,
                 n_biased, companion, anchor, len(records) - n_biased, len(picked))
     images = {name.rsplit(".", 1)[0]: Image.fromarray(px) for name, px in data.images.items()}
     return images, data.instances, hal.write_pope_questions(records)
+
+
+def confounded(objects, anchor: str, companion: str) -> bool:
+    """Whether an object other than the anchor shares the companion's colour or shape (a blue circle or a red
+    square beside "Is there a blue square?"): such an object may trigger a "Yes" by itself."""
+    colour, shape = companion.split(" ")
+    return any(o.name != anchor and (o.colour == colour or o.shape == shape) for o in objects)
 
 
 def build_question_list(repope_questions: str, repope_instances: dict, eagle_repope: dict) -> pd.DataFrame:
@@ -190,11 +199,19 @@ def counter_answer(vlm, prompt: str, label: str) -> Answer:
                   token_probs=tuple(float("nan") for _ in ids), finished=True)
 
 
+def question_list_hash(questions: pd.DataFrame) -> str:
+    """A hash of what each question is (id, image, prompt, label): the same whether the list comes from the node
+    that built it or from its CSV file (where empty cells turn into NaN)."""
+    rows = [[str(r.question_id), str(r.file_name), str(r.prompt), str(r.label)]
+            for r in questions.itertuples(index=False)]
+    return params_hash({"rows": rows})
+
+
 def repope_prefix(vlm, questions: pd.DataFrame, superpixels: dict, attribution: dict) -> str:
     """Folder of one configuration's attributions: model, question list, superpixels and search parameters."""
     sp, at = parse("superpixels", superpixels), parse("attribution", attribution)
     return f"{at.strategy}-" + params_hash({
-        "model": vlm.fingerprint, "questions": params_hash({"rows": questions.astype(str).values.tolist()}),
+        "model": vlm.fingerprint, "questions": question_list_hash(questions),
         "superpixels": sp.model_dump(), "lambda1": at.lambda1, "lambda2": at.lambda2,
         "search": at.search_params()})
 

@@ -46,9 +46,9 @@ def correction_figure(samples: list[dict]):
             k = fix["corrected_k"]
             removed = np.isin(labels, fix["removed_regions"])
             after = image * (~removed)[..., None].astype(image.dtype)
-            after = _outline(after, labels == fix["correcting_region"], (255, 40, 40))
             if s.get("cause_mask") is not None:
                 after = _outline(after, s["cause_mask"], (40, 220, 40))
+            after = _outline(after, labels == fix["correcting_region"], (255, 60, 60))
             answer_after = fix["answers"][fix["ks"].index(k)]
             title = (f"{k} lowest-ranked region(s) removed ({100 * fix['amcr']:.1f}% of the image)\n"
                      f"answer: {answer_after}")
