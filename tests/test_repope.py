@@ -323,3 +323,47 @@ def test_the_repope_source_says_what_is_missing(project):
     params = {**TINY, "eagle_repope": {**TINY["eagle_repope"], "source": "repope"}}
     with pytest.raises(DatasetError, match=r"coco_repope_random\.json.*YanNeu/RePOPE"):
         _run(project, params)
+
+
+def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
+    """The paper environment's path on a fixture: a RePOPE-format list about three COCO-named images."""
+    import pandas as pd
+    from PIL import Image
+
+    from eagle_pipelines.data.shapes import generate_images
+    from eagle_pipelines.parameters import parse
+
+    shapes = parse("shapes", yaml.safe_load((ROOT / "conf/base/parameters_data_preparation.yml").read_text())
+                   ["shapes"])
+    split = generate_images(shapes, "eval", [0, 1, 2])
+    coco = project / "fixture" / "coco"
+    (coco / "val2014").mkdir(parents=True)
+    (coco / "annotations").mkdir()
+    instances = split.instances
+    records = []
+    for n, (info, (name, pixels)) in enumerate(zip(instances["images"], sorted(split.images.items()))):
+        info["file_name"] = f"COCO_val2014_{info['id']:012d}.jpg"
+        Image.fromarray(pixels).save(coco / "val2014" / info["file_name"], quality=95)
+        present = {a["category_id"] for a in instances["annotations"] if a["image_id"] == info["id"]}
+        cat = next(c for c in instances["categories"] if c["id"] in present)
+        records.append({"question_id": n + 1, "image": info["file_name"],
+                        "text": f"Is there a {cat['name']} in the image?", "label": "yes"})
+    (coco / "annotations" / "instances_val2014.json").write_text(json.dumps(instances))
+    questions = project / "fixture" / "coco_repope_random.json"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"repope_source": {
+        "type": "eagle_pipelines.pipelines.eagle_repope.datasets.RepopeSourceDataset",
+        "filepath": str(questions), "path": str(coco)}}))
+
+    _run(project, {"eagle_repope": {"source": "repope", "methods": ["eagle", "random"]},
+                   "superpixels": {"n_segments": 6}})
+    data = project / "data"
+    assert sorted(p.name for p in (data / "01_raw/shapes/repope/images").glob("*.png")) == [
+        f"COCO_val2014_{i['id']:012d}.png" for i in instances["images"]]
+    listed = pd.read_csv(data / "05_model_input/eagle_repope/questions.csv")
+    assert listed.question_id.tolist() == [1, 2, 3] and set(listed.kind) == {"repope"}
+    assert listed.image_id.tolist() == [i["id"] for i in instances["images"]]
+    answers = json.loads((data / "07_model_output/eagle_repope/answers.json").read_text())
+    assert answers["summary"]["questions"] == 3 and answers["summary"]["repope"] == 3
+    metrics = pd.read_csv(data / "08_reporting/eagle_repope/metrics.csv")
+    assert (metrics.n_with_cause == 0).all() and metrics.cause_hit_rate.isna().all()  # no known cause on RePOPE
