@@ -367,3 +367,22 @@ def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
     assert answers["summary"]["questions"] == 3 and answers["summary"]["repope"] == 3
     metrics = pd.read_csv(data / "08_reporting/eagle_repope/metrics.csv")
     assert (metrics.n_with_cause == 0).all() and metrics.cause_hit_rate.isna().all()  # no known cause on RePOPE
+
+
+def test_a_missing_repope_source_is_named_before_any_node(tmp_path):
+    from eagle_pipelines.hooks import missing_input
+    from eagle_pipelines.pipelines.eagle_repope.datasets import RepopeSourceDataset
+
+    entry = yaml.safe_load((ROOT / "conf/base/catalog_eagle_repope.yml").read_text())["repope_source"]
+    assert entry["metadata"]["needed_when"] == {"eagle_repope.source": "repope"}
+    dataset = RepopeSourceDataset(filepath=str(tmp_path / "coco_repope_random.json"), path=str(tmp_path / "coco"),
+                                  missing_hint="Copy RePOPE's list.")
+    message = missing_input("repope_source", dataset)
+    assert f"{tmp_path}/coco_repope_random.json (the question list)" in message
+    assert f"{tmp_path}/coco/val2014/ (the images folder)" in message
+    assert "instances_val2014.json" in message and "Copy RePOPE's list." in message
+    (tmp_path / "coco_repope_random.json").write_text('{"question_id": 1, "image": "a.jpg", "text": "Is there a '
+                                                      'dog in the image?", "label": "yes"}\n')
+    (tmp_path / "coco" / "val2014").mkdir(parents=True)
+    message = missing_input("repope_source", dataset)
+    assert "question list" not in message and "val2014/*.jpg (the folder has no image)" in message

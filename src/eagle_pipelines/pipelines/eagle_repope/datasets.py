@@ -1,54 +1,29 @@
-"""The RePOPE source for the catalog: a POPE/RePOPE question list and the COCO folder of the images it asks about,
-read lazily, so that the embedded default runs without them and a missing part names its path and how to obtain
-it (when ``eagle_repope.source`` is ``repope``)."""
+"""The RePOPE source for the catalog: a POPE/RePOPE question list beside the COCO folder of the images it asks
+about (a ``CocoFolderDataset`` without captions), read lazily, so that the embedded default runs without them and
+the run checks (``eagle_pipelines.hooks.InputCheckHook``) name a missing part and how to obtain it before any node
+when ``eagle_repope.source`` is ``repope``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from kedro.io.core import AbstractDataset, DatasetError
+from kedro.io.core import DatasetError
 
 from eagle_pipelines.core.hallucination import read_pope_questions
+from eagle_pipelines.io.coco_dataset import CocoFolder, CocoFolderDataset
 
 
-class RepopeSource:
-    """What ``RepopeSourceDataset.load`` returns: each part is read (and validated) on first use."""
-
-    def __init__(self, dataset: RepopeSourceDataset):
-        self._dataset = dataset
-        self._cache: dict[str, Any] = {}
-
-    @property
-    def name(self) -> str:
-        return self._dataset._coco_path
-
-    def _read(self, key: str, make):
-        if key not in self._cache:
-            problems = self._dataset.missing()
-            if problems:
-                raise DatasetError(self._dataset.missing_message(problems))
-            self._cache[key] = make()
-        return self._cache[key]
+class RepopeSource(CocoFolder):
+    """What ``RepopeSourceDataset.load`` returns: the COCO folder's parts plus the question records, each read
+    (and validated) on first use."""
 
     def records(self) -> list[dict]:
         path = self._dataset._questions
         return self._read("questions", lambda: read_pope_questions(Path(path).read_text(), source=path))
 
-    def instances(self) -> dict:
-        return self._read("instances", lambda: json.loads(Path(self._dataset.part("instances")).read_text()))
 
-    def images(self) -> dict:
-        """File stem -> loader of the ``PIL`` image (lazy)."""
-        from kedro_datasets.partitions import PartitionedDataset
-
-        return self._read("images", lambda: PartitionedDataset(
-            path=self._dataset.part("images"), dataset={"type": "pillow.ImageDataset"},
-            filename_suffix=self._dataset._image_suffix).load())
-
-
-class RepopeSourceDataset(AbstractDataset[None, RepopeSource]):
+class RepopeSourceDataset(CocoFolderDataset):
     """Read-only: a POPE/RePOPE question list (JSON lines or a JSON array) and a COCO-format folder.
 
     Args:
@@ -63,28 +38,14 @@ class RepopeSourceDataset(AbstractDataset[None, RepopeSource]):
     def __init__(self, filepath: str, path: str, images: str = "val2014",
                  instances: str = "annotations/instances_val2014.json", image_suffix: str = ".jpg",
                  missing_hint: str | None = None, metadata: dict | None = None):
+        super().__init__(path, images=images, instances=instances, captions=None, image_suffix=image_suffix,
+                         missing_hint=missing_hint, metadata=metadata)
         self._questions = str(filepath)
-        self._coco_path = str(path).rstrip("/")
-        self._images, self._instances, self._image_suffix = images, instances, image_suffix
-        self._missing_hint = missing_hint
-        self.metadata = metadata
-
-    def part(self, which: str) -> str:
-        return str(Path(self._coco_path) / {"images": self._images, "instances": self._instances}[which])
 
     def missing(self) -> list[str]:
         """The expected paths that are not there (empty when complete)."""
-        problems = []
-        if not Path(self._questions).is_file():
-            problems.append(f"{self._questions} (the question list)")
-        images = Path(self.part("images"))
-        if not images.is_dir():
-            problems.append(f"{images}/ (the images folder)")
-        elif not any(images.glob(f"*{self._image_suffix}")):
-            problems.append(f"{images}/*{self._image_suffix} (the folder has no image)")
-        if not Path(self.part("instances")).is_file():
-            problems.append(f"{self.part('instances')} (the instances annotation file)")
-        return problems
+        questions = [] if self._fs.isfile(self._questions) else [f"{self._questions} (the question list)"]
+        return questions + super().missing()
 
     def missing_message(self, problems: list[str]) -> str:
         hint = f" {self._missing_hint}" if self._missing_hint else ""
@@ -96,8 +57,5 @@ class RepopeSourceDataset(AbstractDataset[None, RepopeSource]):
     def save(self, data: Any) -> None:
         raise DatasetError("the RePOPE source is read-only (a question list and COCO images you supply)")
 
-    def _exists(self) -> bool:
-        return not self.missing()
-
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._questions, "path": self._coco_path}
+        return {"filepath": self._questions, **super()._describe()}
