@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +46,19 @@ def tiny_model(tiny_processor):
     arch = ToyArchitecture(vision_depth=2, vision_hidden=32, vision_intermediate=64, vision_heads=2, text_layers=1,
                            text_hidden=32, text_intermediate=64, text_heads=2, text_kv_heads=1)
     return build_toy_model(tiny_processor, arch, seed=0)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's configuration in a fresh folder, so that Kedro runs write under tmp_path/data (the
+    package itself is installed)."""
+    from kedro.framework.startup import bootstrap_project
+
+    root = Path(__file__).parents[1]
+    shutil.copytree(root / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".telemetry").write_text("consent: false\n")
+    (tmp_path / "src").mkdir()
+    bootstrap_project(tmp_path)
+    return tmp_path

@@ -4,13 +4,11 @@ the run before any node with the path and how to obtain it, and a tiny run on a 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from PIL import Image
 
 from eagle_pipelines.hooks import MissingInputError
@@ -19,18 +17,6 @@ from tests.coco_fixtures import make_coco
 
 ROOT = Path(__file__).parents[1]
 PAPER_PROMPT = "Describe the image in one factual English sentence of no more than 20 words."
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A copy of the project's configuration in a fresh folder (runs write under tmp_path/data)."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / ".telemetry").write_text("consent: false\n")
-    (tmp_path / "src").mkdir()  # the package itself is installed
-    bootstrap_project(tmp_path)
-    return tmp_path
 
 
 def _context(project: Path, runtime_params: dict | None = None):

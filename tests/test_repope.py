@@ -253,18 +253,10 @@ def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_co
 
 # --- a tiny run through a KedroSession --------------------------------------------------------------------------------
 @pytest.fixture
-def project(tmp_path):
-    """A copy of the project's configuration and the shipped checkpoint in a fresh folder."""
-    from kedro.framework.startup import bootstrap_project
-
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / ".telemetry").write_text("consent: false\n")
-    (tmp_path / "src").mkdir()
-    shutil.copytree(CHECKPOINT, tmp_path / "data" / "06_models" / "toy_qwen2_5_vl")
-    bootstrap_project(tmp_path)
-    return tmp_path
+def project(project):
+    """The project copy (conftest) with the shipped checkpoint."""
+    shutil.copytree(CHECKPOINT, project / "data" / "06_models" / "toy_qwen2_5_vl")
+    return project
 
 
 TINY = {"eagle_repope": {"questions": {"biased": 4, "controls": 2}, "figure_samples": 2,

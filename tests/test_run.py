@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from eagle_pipelines.parameters import ParameterError
 
@@ -28,18 +26,6 @@ TINY = {
     "evaluation": {"pixel_steps": 4},
     "reporting": {"figure_samples": 2},
 }
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A copy of the project's configuration in a fresh folder, so runs write under tmp_path/data."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / ".telemetry").write_text("consent: false\n")
-    (tmp_path / "src").mkdir()  # the package itself is installed
-    bootstrap_project(tmp_path)
-    return tmp_path
 
 
 def _run(project: Path, pipeline: str, params: dict) -> None:
