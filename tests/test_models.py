@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,63 @@ def test_generate_reports_greedy_tokens_and_their_probabilities(tiny_model, tiny
         assert int(allowed.argmax()) == token
         assert abs(float(probs[token]) - first.token_probs[step]) < 1e-5
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "06_models" / "toy_qwen2_5_vl"
+
+
+def test_the_built_and_shipped_processors_keep_square_images_and_resize_others_once(tiny_processor, shapes_params):
+    from eagle_pipelines.models.processing import build_image_processor
+
+    built = build_image_processor(shapes_params.image_size)
+    shipped = load_qwen_vl_processor(SHIPPED).image_processor
+    side = shapes_params.image_size
+    for ip in (built, tiny_processor.image_processor, shipped):
+        assert (ip.size["shortest_edge"], ip.size["longest_edge"]) == (56 * 56, side * side)
+    adapter = QwenVLAdapter(torch.nn.Linear(1, 1), load_qwen_vl_processor(SHIPPED))
+    square = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    assert np.array_equal(adapter.model_image(square), square)  # the shipped model's images are unchanged
+    assert tuple(adapter.encode([square], "Describe the image.")["image_grid_thw"][0].tolist()) == (1, 8, 8)
+    # every size reaches one the processor keeps: the processor never resizes a model_image output again
+    for hw in [(480, 640), (640, 480), (300, 301), (64, 64), (10, 10), (28, 2000), (1000, 30), (111, 113)]:
+        th, tw = adapter.model_size(*hw)
+        assert th % 28 == tw % 28 == 0 and 56 * 56 <= th * tw <= side * side
+        assert adapter._smart_resize(th, tw) == (th, tw)
+    assert adapter.model_size(480, 640) == (84, 112)
+
+
+def test_pixel_bounds_without_a_kept_size_fail_clearly(tiny_processor):
+    import copy
+
+    processor = copy.deepcopy(tiny_processor)
+    processor.image_processor.size["shortest_edge"] = processor.image_processor.size["longest_edge"]
+    adapter = QwenVLAdapter(torch.nn.Linear(1, 1), processor)
+    with pytest.raises(ValueError, match=r"no size it keeps for a 480x640 image.*84x112 -> 112x140.*min_pixels"):
+        adapter.model_image(np.zeros((480, 640, 3), np.uint8))
+
+
+def test_a_480x640_photo_through_the_shipped_model():
+    adapter = QwenVLAdapter.from_pretrained(SHIPPED)
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    photo[100:300, 150:400] = (220, 40, 40)
+    image = adapter.model_image(photo)
+    assert image.shape == (84, 112, 3) and image.dtype == np.uint8
+    enc = adapter.encode([image], "Describe the image.")
+    assert tuple(enc["image_grid_thw"][0].tolist()) == (1, 6, 8)  # not resized again by the processor
+    assert tuple(enc["pixel_values"].shape) == (48, 3 * 2 * 14 * 14)
+    answer = adapter.generate(image, "Describe the image.", max_new_tokens=8)
+    assert answer.token_ids and len(answer.token_probs) == len(answer.token_ids)
+    targets = list(range(len(answer.token_ids)))
+    composed = adapter.scorer(image, "Describe the image.", answer.token_ids, targets, compose="pixel_values")
+    reference = adapter.scorer(image, "Describe the image.", answer.token_ids, targets, compose="processor")
+    masks = rng.random((4, 84, 112)) < 0.5
+    masks[0] = True
+    torch.testing.assert_close(composed.pixel_values(masks), reference.pixel_values(masks), rtol=0, atol=1e-6)
+    probs = composed(masks)
+    np.testing.assert_allclose(probs, reference(masks), atol=1e-6)
+    np.testing.assert_allclose(probs[0], answer.token_probs, atol=1e-5)  # the intact image: what generate reported
+    assert adapter.teacher_forced(image, "Describe the image.", answer.token_ids).image_grid == (3, 4)
+    # an image not at model resolution is named, not a tensor-size mismatch deep in the model
+    with pytest.raises(ValueError, match=r"480x640 image is not at the model's resolution.*84x112.*model_image"):
+        adapter.scorer(photo, "Describe the image.", answer.token_ids, targets)

@@ -1,13 +1,15 @@
 """What the transformers-based model families share: loading (local files only), generation with raw-softmax token
 probabilities, the image the model sees, and teacher-forced scoring of masked copies of one image.
 
-A family subclasses ``TransformersAdapter`` in its own module (``llava.py``, ``internvl.py``) and sets what differs:
-the processor class to fall back on without torchvision, the vision placeholder tokens, extra processor arguments.
-See docs/models.md.
+A family subclasses ``TransformersAdapter`` in its own module (``llava.py``, ``internvl.py``, ``qwen_vl.py``) and sets
+what differs: the processor class to fall back on without torchvision, the vision placeholder tokens, extra
+processor arguments, and where its processor is not per pixel at model resolution the image it sees (Qwen-VL's
+smart resize, InternVL's tiles). See docs/models.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,20 @@ from eagle_pipelines.models.scoring import BatchedTokenScorer
 _SEQUENCE_FILL = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
 
 
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """A short id of a checkpoint folder's content: its config and the head and size of each weight file."""
+    digest = hashlib.sha1()
+    folder = Path(path)
+    for file in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+        if file.name in ("quality.json",):
+            continue
+        digest.update(file.name.encode())
+        digest.update(str(file.stat().st_size).encode())
+        with open(file, "rb") as f:
+            digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
 class TransformersAdapter:
     """A ``...ForConditionalGeneration`` model and its processor behind ``VisionLanguageModel`` and the scorer
     interface EAGLE uses (``model_image``, ``scorer``).
@@ -30,6 +46,11 @@ class TransformersAdapter:
             torchvision) used when ``AutoProcessor`` cannot build the stock one.
         vision_tokens: placeholder tokens of images/videos; never generated as part of an answer.
         images_kwargs: extra arguments of every processor call (e.g. InternVL's tiling switch).
+        unknown_words_hint: appended to the error about prompt words the tokenizer does not know.
+
+    Families whose processor is not per pixel at model resolution override ``model_image``, ``resolution_spec``
+    and ``patch_index`` (Qwen-VL's smart resize); ``scorer`` and ``teacher_forced`` build ``TeacherForcedScorer``
+    and ``TransformersTeacherForced``, whose hooks (``_image_grid``, ``_captum_module``) a family may override.
     """
 
     family = "transformers"
@@ -37,6 +58,7 @@ class TransformersAdapter:
     processor_class = None
     vision_tokens: tuple[str, ...] = ()
     images_kwargs: dict = {}
+    unknown_words_hint: str = ""
 
     def __init__(self, model, processor, name: str | None = None, fingerprint: str = ""):
         self.model = model.eval()
@@ -59,7 +81,6 @@ class TransformersAdapter:
         go to the family's constructor (InternVL: ``max_tiles``)."""
         from transformers import AutoModelForImageTextToText
 
-        from eagle_pipelines.models.qwen_vl import checkpoint_fingerprint
         from eagle_pipelines.models.registry import family_for_checkpoint, resolve_dtype
 
         family_for_checkpoint(path, cls.family)  # the checkpoint is of this family, or a clear error
@@ -97,7 +118,8 @@ class TransformersAdapter:
         unknown = [w for w in prompt.split()
                    if tok.unk_token_id in tok(w, add_special_tokens=False)["input_ids"]]
         if unknown:
-            raise ValueError(f"The model '{self.name}' does not know the words {unknown} of the prompt {prompt!r}.")
+            raise ValueError(f"The model '{self.name}' does not know the words {unknown} of the prompt "
+                             f"{prompt!r}{'; ' + self.unknown_words_hint if self.unknown_words_hint else ''}.")
 
     def encode(self, images: list[np.ndarray], prompt: str) -> dict[str, torch.Tensor]:
         """Processor inputs for `images`, each with the chat-formatted `prompt` (left-padded)."""
@@ -315,8 +337,12 @@ class TransformersCaptumModule(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def sequence_inputs(self, input_ids: torch.Tensor, kwargs: dict) -> dict:
+        """`kwargs` with the per-token inputs matching `input_ids` (prompt + answer)."""
+        return _extend_sequence_inputs(input_ids, kwargs)
+
     def forward(self, input_ids: torch.Tensor, **kwargs):
-        kwargs = _extend_sequence_inputs(input_ids, kwargs)
+        kwargs = self.sequence_inputs(input_ids, kwargs)
         if "pixel_values" in kwargs:
             kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model.dtype)
         return self.model(input_ids=input_ids, use_cache=False, **kwargs)
@@ -356,11 +382,7 @@ class TransformersTeacherForced:
         self.answer_ids = torch.tensor(answer_ids, device=device)
         prompt_ids = self.input_ids[:self.answer_start]
         self.image_positions = (prompt_ids == model.config.image_token_id).nonzero().squeeze(-1)
-        k = len(self.image_positions)
-        h = max(1, int(round(np.sqrt(k * self.height / self.width))))
-        self.image_grid = (h, k // h)
-        if k == 0 or h * (k // h) != k:
-            raise ValueError(f"{k} image tokens do not tile a {self.height}x{self.width} image")
+        self.image_grid = self._image_grid(enc)
         self.context_positions = self._context_positions(prompt_ids, prompt)
         ip = adapter.processor.image_processor
         channel = np.broadcast_to(np.arange(3, dtype=np.float32), (self.height, self.width, 3)).copy()
@@ -377,7 +399,20 @@ class TransformersTeacherForced:
         self._pv_shape = tuple(index.shape[1:])
         decoder = model.get_decoder()
         self._layers, self._norm, self._lm_head = decoder.layers, decoder.norm, model.get_output_embeddings()
-        self.llm_module = TransformersCaptumModule(model)
+        self.llm_module = self._captum_module(model)
+
+    def _image_grid(self, enc: dict) -> tuple[int, int]:
+        """(h, w) of the image tokens: h·w tokens with h/w = H/W (a family whose processor reports the grid, such
+        as Qwen-VL's ``image_grid_thw``, reads it from `enc` instead)."""
+        k = len(self.image_positions)
+        h = max(1, int(round(np.sqrt(k * self.height / self.width))))
+        if k == 0 or h * (k // h) != k:
+            raise ValueError(f"{k} image tokens do not tile a {self.height}x{self.width} image")
+        return h, k // h
+
+    def _captum_module(self, model) -> torch.nn.Module:
+        """The model for Captum's ``LLMAttribution`` (``llm_module``)."""
+        return TransformersCaptumModule(model)
 
     def _context_positions(self, prompt_ids: torch.Tensor, prompt: str) -> torch.Tensor:
         """Positions of the prompt's text after the image (its tokens found in the sequence); else every

@@ -62,34 +62,14 @@ def words_of(texts: Iterable[str]) -> list[str]:
 
 
 def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
-    """A word-level fast tokenizer over the words of `texts` plus the chat template's words.
+    """A word-level fast tokenizer over the words of `texts` plus the chat template's words, with the Qwen2.5-VL
+    special tokens numbered after them (``word_tokenizer``).
 
     Decoding joins words with spaces and glues punctuation back (``"circle , a"`` -> ``"circle, a"``), so
     captions and questions round-trip exactly.
     """
-    words = words_of([SYSTEM_PROMPT_WORDS, *texts])
-    vocab = {UNK_TOKEN: 0}
-    for w in words:
-        vocab.setdefault(w, len(vocab))
-    for tok in SPECIAL_TOKENS:
-        vocab[tok] = len(vocab)
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
-    backend.normalizer = normalizers.NFKC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
-    )
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    backend.add_special_tokens(SPECIAL_TOKENS)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token=UNK_TOKEN,
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        model_max_length=512,
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return word_tokenizer([SYSTEM_PROMPT_WORDS, *texts], SPECIAL_TOKENS, pad_token="<|endoftext|>",
+                          eos_token="<|im_end|>", model_max_length=512)
 
 
 class ImageTextQwenVLProcessor(Qwen2_5_VLProcessor):
@@ -102,12 +82,17 @@ class ImageTextQwenVLProcessor(Qwen2_5_VLProcessor):
 
 
 def build_image_processor(image_size: int, patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2):
-    """The Qwen2-VL image processor, built directly, pinned to square `image_size` images (no resizing)."""
+    """The Qwen2-VL image processor, built directly: square `image_size` images (a multiple of patch × merge) pass
+    unchanged; other sizes are smart-resized to at most `image_size`² and at least 4 merged patches ((2 · patch ·
+    merge)², 56² for the embedded model) pixels. Pixel bounds that differ keep the smart resize idempotent for
+    non-square images (with min_pixels == max_pixels a 480×640 photo would be resized to 84×112, and that again
+    to 112×140)."""
     from transformers import Qwen2VLImageProcessor
 
-    pixels = image_size * image_size
+    max_pixels = image_size * image_size
+    min_pixels = min((2 * patch_size * merge_size) ** 2, max_pixels)
     return Qwen2VLImageProcessor(
-        min_pixels=pixels, max_pixels=pixels, patch_size=patch_size, merge_size=merge_size,
+        min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size,
         temporal_patch_size=temporal_patch_size,
     )
 
@@ -123,25 +108,15 @@ def build_processor(texts: Iterable[str], image_size: int, patch_size: int = 14,
 
 
 def load_qwen_vl_processor(path: str | Path):
-    """Loads a Qwen-VL processor from a local folder, never downloading.
-
-    The stock ``AutoProcessor`` path is used where it works (torchvision installed); otherwise the image+text
-    processor loads the same folder.
-    """
-    from transformers import AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
-            return processor
-    except Exception:  # noqa: BLE001 - fall through to the torchvision-free path, which raises a clear error
-        pass
-    return ImageTextQwenVLProcessor.from_pretrained(path, local_files_only=True)
+    """Loads a Qwen-VL processor from a local folder, never downloading (``load_image_text_processor``: the stock
+    ``AutoProcessor`` where it works, torchvision installed; otherwise ``ImageTextQwenVLProcessor``)."""
+    return load_image_text_processor(path, ImageTextQwenVLProcessor)
 
 
 # -- other families (models/llava.py, models/internvl.py) and tiny test processors --------------------------------
 def word_tokenizer(words: Iterable[str], special_tokens: Iterable[str], unk_token: str = UNK_TOKEN,
-                   extra_special_tokens: dict[str, str] | None = None, **named_tokens: str) -> PreTrainedTokenizerFast:
+                   extra_special_tokens: dict[str, str] | None = None, model_max_length: int = 1024,
+                   **named_tokens: str) -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer over `words` (split like ``build_word_tokenizer``) with `special_tokens`
     numbered after them, for tiny offline processors of any family (tests, docs/models.md).
 
@@ -162,9 +137,11 @@ def word_tokenizer(words: Iterable[str], special_tokens: Iterable[str], unk_toke
     )
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     backend.add_special_tokens(special)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=unk_token, model_max_length=1024,
-                                        clean_up_tokenization_spaces=False,
-                                        extra_special_tokens=extra_special_tokens, **named_tokens)
+    if extra_special_tokens is not None:
+        named_tokens["extra_special_tokens"] = extra_special_tokens
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=unk_token,
+                                        model_max_length=model_max_length, clean_up_tokenization_spaces=False,
+                                        **named_tokens)
     tokenizer.padding_side = "left"
     return tokenizer
 

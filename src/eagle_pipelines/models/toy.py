@@ -89,7 +89,7 @@ def build_toy_model(processor, arch: ToyArchitecture, seed: int = 0):
     # M-RoPE splits head_dim/2 rotary frequencies into temporal, height and width sections.
     half = head_dim // 2
     section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
-    image_size = processor.image_processor.size["shortest_edge"]
+    image_size = processor.image_processor.size["longest_edge"]  # max_pixels: the square training images
     side = int(round(math.sqrt(image_size)))
     config = Qwen2_5_VLConfig(
         vision_config=dict(
