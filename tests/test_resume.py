@@ -15,7 +15,6 @@ import pytest
 from kedro.framework.session import KedroSession
 
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
-from tests.test_run import project  # noqa: F401 - the fixture
 
 PARAMS = {
     "shapes": {"splits": {"train": 4, "val": 4, "eval": 6}},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import html
 
 import matplotlib
 
@@ -11,10 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from eagle_pipelines.core.plotting import overlay  # noqa: E402
+from eagle_pipelines.pipelines.reporting import html_page as pages  # noqa: E402
+from eagle_pipelines.pipelines.reporting.figures import placeholder  # noqa: E402
 
 
 def _outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
@@ -84,20 +83,9 @@ def amcr_figure(records: list[dict], methods: list[str], threshold: float):
     return fig
 
 
-def placeholder(text: str):
-    fig, ax = plt.subplots(figsize=(4, 1))
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
-    ax.axis("off")
-    return fig
-
-
 def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict) -> str:
     """The report: run facts, the model's answers, the metrics table, the figures (base64 PNG), parameters."""
-    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    table = metrics.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="metrics",
-                            border=0)
-    answers = pd.DataFrame([{"": k, "value": v} for k, v in summary.items()]).to_html(
-        index=False, classes="metrics", border=0, na_rep="", float_format=lambda v: f"{v:.4f}")
+    answers = pd.DataFrame([{"": k, "value": v} for k, v in summary.items()])
     captions = {
         "corrections": "Wrong answers: the question and answer; EAGLE's saliency of the counter token (earlier-"
                        "ranked regions brighter); the image with the lowest-ranked regions removed up to the first "
@@ -105,35 +93,18 @@ def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run
         "amcr": "Share of wrong answers corrected once a given area fraction (the method's lowest-ranked regions) "
                 "is removed; the dashed line is the CSR threshold.",
     }
-    images = "\n".join(f'<figure><img alt="{name}" src="data:image/png;base64,{png}"><figcaption>'
-                       f"{captions.get(name, name)}</figcaption></figure>" for name, png in figures.items())
-    run_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                       for k, v in {"generated": generated, **run}.items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>EAGLE report: eagle_repope</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table.metrics {{ border-collapse: collapse; font-size: 12px; }}
-table.metrics th, table.metrics td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
-table.run th {{ text-align: left; padding-right: 1em; font-weight: 600; }}
-figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }}
-pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }} .scroll {{ overflow-x: auto; }}
-</style></head><body>
-<h1>EAGLE report: eagle_repope (hallucination diagnosis)</h1>
-<h2>Run</h2><table class="run">{run_rows}</table>
-<h2>Answers</h2>
+    body = f"""<h2>Answers</h2>
 <p>Yes/no questions in the RePOPE style. On the embedded data, <em>biased</em> questions ask about the training
 companion Y on images that show the anchor X without Y (label no, true cause X); <em>absent</em> and
 <em>present</em> are unbiased controls.</p>
-<div class="scroll">{answers}</div>
+{pages.table(answers)}
 <h2>Metrics</h2>
 <p>Over the wrong answers. Insertion AUC and AHC of the counter token (the correct answer, teacher-forced) under
 each method's region order: higher is better. AMCR: the removed area fraction at the first correction (1 when
 never), lower is better. CSR: the share of ALL wrong answers corrected within the threshold (never corrected
 counts as a failure). Cause hit: the region whose removal corrected the answer overlaps the true cause object.</p>
-<div class="scroll">{table}</div>
+{pages.table(metrics)}
 <h2>Figures</h2>
-{images}
-<h2>Parameters</h2><pre>{html.escape(yaml.safe_dump(params, sort_keys=False))}</pre>
-</body></html>
-"""
+{pages.figures(figures, captions)}"""
+    return pages.document("EAGLE report: eagle_repope (hallucination diagnosis)",
+                          {"generated": pages.now(), **run}, body, params)

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import html
 import io
 import subprocess
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 from eagle_pipelines.parameters import parse
 from eagle_pipelines.core.baselines.common import normalise
 from eagle_pipelines.pipelines.baselines.nodes import current_baseline_folders
 from eagle_pipelines.pipelines.evaluation.nodes import current_folders, current_prefixes, current_rows, folder_items
-from eagle_pipelines.pipelines.reporting import figures
+from eagle_pipelines.pipelines.reporting import figures, html_page
 
 
 def _png(fig) -> str:
@@ -104,9 +101,6 @@ def build_report(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict, eva
 
 
 def _html(metrics: pd.DataFrame, figs: dict, folders: dict, params: dict, vlm) -> str:
-    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    table = metrics.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="metrics",
-                            border=0)
     captions = {
         "sentence_overlays": "Sentence level: EAGLE's saliency (earlier-ranked regions brighter) beside the random "
                              "floor and the baselines (each map min-max normalised).",
@@ -116,33 +110,16 @@ def _html(metrics: pd.DataFrame, figs: dict, folders: dict, params: dict, vlm) -
         "influence": "Per-token influence: how much each word relies on the image rather than language priors.",
         "table": "The metrics table as a figure.",
     }
-    images = "\n".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{_png(fig)}"><figcaption>{captions[name]}'
-        f"</figcaption></figure>" for name, fig in figs.items() if name != "table")
-    run = {"generated": generated, "git commit": _git_commit(), "model": vlm.name,
+    pngs = {name: _png(fig) for name, fig in figs.items() if name != "table"}
+    run = {"generated": html_page.now(), "git commit": _git_commit(), "model": vlm.name,
            "model fingerprint": vlm.fingerprint, **{f"attribution folder ({k})": v for k, v in folders.items()}}
-    run_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in run.items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>EAGLE report: eagle_coco</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table.metrics {{ border-collapse: collapse; font-size: 12px; }}
-table.metrics th, table.metrics td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
-table.run th {{ text-align: left; padding-right: 1em; font-weight: 600; }}
-figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 13px; color: #555; }}
-pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }} .scroll {{ overflow-x: auto; }}
-</style></head><body>
-<h1>EAGLE report: eagle_coco</h1>
-<h2>Run</h2><table class="run">{run_rows}</table>
-<h2>Metrics</h2>
+    body = f"""<h2>Metrics</h2>
 <p>One protocol for every method. <em>regions</em>: curves of the method's own region order; <em>pixels</em>: the
 method's map ranked into equal pixel fractions. Insertion AUC and AHC: higher is better; deletion AUC: lower is
 better; Point Game (word level): fraction of objects where the map's maximum falls in the box / mask. The
 baselines (LLaVA-CAM, IGOS++, TAM, Captum FeatureAblation; docs/baselines.md) are scored under the pixel protocol;
 seconds and peak memory are per explained sample.</p>
-<div class="scroll">{table}</div>
+{html_page.table(metrics)}
 <h2>Figures</h2>
-{images}
-<h2>Parameters</h2><pre>{html.escape(yaml.safe_dump(params, sort_keys=False))}</pre>
-</body></html>
-"""
+{html_page.figures(pngs, captions)}"""
+    return html_page.document("EAGLE report: eagle_coco", run, body, params)
