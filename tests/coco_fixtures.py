@@ -46,21 +46,18 @@ def _annotation(ann_id, image_id, category_id, segmentation, mask, iscrowd=0) ->
             "area": float(mask.sum()), "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": iscrowd}
 
 
-def make_coco(root: Path, n_plain: int = 3, square: bool = False) -> dict:
+def make_coco(root: Path, n_plain: int = 3) -> dict:
     """Writes root/val2017/*.jpg and root/annotations/{instances,captions}_val2017.json.
 
     Image 1 (80 x 120): two people (a polygon and a compressed RLE) and a dog (an uncompressed-RLE crowd region);
     image 2 (60 x 90): a dining table (polygon); image 3: no annotation; image 4: a grey-scale JPEG with a dog;
-    then `n_plain` more images with one person each. `square`: 120 x 120, 90 x 90, 50 x 50, 64 x 64 and
-    64 x 64 images instead (the same objects). Returns the masks by annotation id and the image pixels as decoded
-    from the JPEG files."""
+    then `n_plain` more images (48 x 64) with one person each. Returns the masks by annotation id and the image
+    pixels as decoded from the JPEG files."""
     rng = np.random.default_rng(0)
     (root / "val2017").mkdir(parents=True)
     (root / "annotations").mkdir()
     specs = [(1, 80, 120, "RGB"), (2, 60, 90, "RGB"), (3, 50, 50, "RGB"), (4, 64, 64, "L")]
     specs += [(10 + k, 48, 64, "RGB") for k in range(n_plain)]
-    if square:
-        specs = [(i, max(h, w), max(h, w), mode) for i, h, w, mode in specs]
     size = {i: (h, w) for i, h, w, _ in specs}
     images, annotations, captions, masks, pixels = [], [], [], {}, {}
     for image_id, h, w, mode in specs:

@@ -114,11 +114,10 @@ TINY = {
 
 def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, tiny_model, tiny_processor):
     """The COCO path of eagle_coco with the paper's configuration, on the CPU: a 7-image COCO fixture and a tiny
-    random-weight Qwen2.5-VL saved where the `toy` preset looks. The images are square: the tiny processor has
-    one fixed pixel count (min = max), for which non-square sizes have no stable model resolution."""
+    random-weight Qwen2.5-VL saved where the `toy` preset looks; the photos are not square, as COCO's are not."""
     from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
-    made = make_coco(tmp_path / "coco", n_plain=3, square=True)
+    made = make_coco(tmp_path / "coco", n_plain=3)
     QwenVLAdapter(tiny_model, tiny_processor).save(project / "data/06_models/toy_qwen2_5_vl")
     _run(project, {"model": "toy", "coco_root": str(tmp_path / "coco"), **TINY})
 
