@@ -118,7 +118,7 @@ class IgosParams(BaseModel):
 
     size: PositiveInt = Field(default=32, description="side of the coarse mask")
     iterations: PositiveInt = 2
-    ig_steps: PositiveInt = Field(default=4, description="points of each integrated-gradient path")
+    ig_steps: PositiveInt = Field(default=2, description="points of each integrated-gradient path")
     l1: float = Field(default=1.0, ge=0)
     l2: float = Field(default=0.1, ge=0)
     tv: float = Field(default=10.0, ge=0, description="weight of the bilateral total variation")
