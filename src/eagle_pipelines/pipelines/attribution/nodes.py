@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -111,17 +112,30 @@ def explain_answers(level: str, vlm, eval_list: pd.DataFrame, eval_images: dict,
     from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
 
     params = parse("attribution", attribution)
+    if level not in params.levels:
+        return {}
     sp_prefix = superpixel_prefix(vlm, parse("superpixels", superpixels))
     index = CocoIndex(eval_instances, source="eval instances")
+    return target_jobs(
+        level, params, eval_list, answers, index, vlm.processor.tokenizer.decode,
+        folder=lambda prompt: attribution_prefix(level, vlm, sp_prefix, params, prompt),
+        make_job=lambda image_id, answer, positions, meta: _job(
+            vlm, index, eval_images, superpixel_maps, f"{sp_prefix}/{image_id}", image_id, answer, positions,
+            params, {"image_id": image_id, "level": level, **meta}))
+
+
+def target_jobs(level: str, params: AttributionParams, eval_list: pd.DataFrame, answers: dict, index: CocoIndex,
+                decode, folder: Callable[[str], str], make_job: Callable) -> dict:
+    """``{<folder(prompt)>/<image id>[_<target>]: make_job(image_id, answer, positions, meta)}`` over every
+    listed image's targets at `level` (positions None: all answer tokens). An image without an answer, or a
+    target its answer does not mention, gets a Skipped with the reason instead. EAGLE and the baselines share
+    this, so they explain exactly the same targets."""
     by_id = {a["image_id"]: Answer.from_dict(a) for a in answers["answers"]}
     errors = {e["image_id"]: e["error"] for e in answers.get("errors", [])}
-    decode = vlm.processor.tokenizer.decode
     jobs: dict = {}
-    if level not in params.levels:
-        return jobs
     for row in eval_list.itertuples(index=False):
         image_id = int(row.image_id)
-        prefix = attribution_prefix(level, vlm, sp_prefix, params, row.prompt)
+        prefix = folder(row.prompt)
         answer = by_id.get(image_id)
         if answer is None:
             jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer: "
@@ -133,8 +147,7 @@ def explain_answers(level: str, vlm, eval_list: pd.DataFrame, eval_images: dict,
                 jobs[key] = Skipped(f"image {image_id}: the answer {answer.text!r} does not mention "
                                     f"{meta.get('category', meta.get('word'))!r}")
                 continue
-            jobs[key] = _job(vlm, index, eval_images, superpixel_maps, f"{sp_prefix}/{image_id}", image_id,
-                             answer, positions, params, {"image_id": image_id, "level": level, **meta})
+            jobs[key] = make_job(image_id, answer, positions, meta)
     return jobs
 
 

@@ -14,7 +14,7 @@ from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 from eagle_pipelines.io.partitions import Skipped
 from eagle_pipelines.models.base import Answer, ModelInternals
 from eagle_pipelines.parameters import AttributionParams, BaselinesParams, parse
-from eagle_pipelines.pipelines.attribution.nodes import _targets
+from eagle_pipelines.pipelines.attribution.nodes import target_jobs
 from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
 
 
@@ -56,32 +56,23 @@ def compute_baselines(vlm, eagle_coco_eval_list: pd.DataFrame, eval_images: dict
                         "conf/<env>/parameters_baselines.yml to run without them")
     sp_prefix = superpixel_prefix(vlm, parse("superpixels", superpixels))
     index = CocoIndex(eval_instances, source="eval instances")
-    by_id = {a["image_id"]: Answer.from_dict(a) for a in eagle_coco_answers["answers"]}
-    errors = {e["image_id"]: e["error"] for e in eagle_coco_answers.get("errors", [])}
-    decode = vlm.processor.tokenizer.decode
+
+    def job(method: str, level: str):
+        def make(image_id: int, answer: Answer, positions: list[int] | None, meta: dict):
+            positions = list(range(len(answer.token_ids))) if positions is None else list(positions)
+            info = {"method": method, "image_id": image_id, "level": level, "positions": positions, **meta}
+            return _job(vlm, index, eval_images, eagle_coco_superpixels, f"{sp_prefix}/{image_id}", method,
+                        params.settings(method), answer, info)
+        return make
+
     jobs: dict = {}
     for method in params.methods:
         for level in attr.levels:
-            for row in eagle_coco_eval_list.itertuples(index=False):
-                image_id = int(row.image_id)
-                prefix = baseline_folder(method, level, vlm, sp_prefix, attr, params, row.prompt)
-                answer = by_id.get(image_id)
-                if answer is None:
-                    jobs[f"{prefix}/{image_id}"] = Skipped(f"image {image_id} has no answer: "
-                                                           f"{errors.get(image_id, 'it is not in answers.json')}")
-                    continue
-                for suffix, positions, meta in _targets(level, attr, index, image_id, answer, decode):
-                    key = f"{prefix}/{image_id}{suffix}"
-                    if positions is None:
-                        positions = list(range(len(answer.token_ids)))
-                    if not positions:
-                        jobs[key] = Skipped(f"image {image_id}: the answer {answer.text!r} does not mention "
-                                            f"{meta.get('category', meta.get('word'))!r}")
-                        continue
-                    info = {"method": method, "image_id": image_id, "level": level, "positions": list(positions),
-                            **meta}
-                    jobs[key] = _job(vlm, index, eval_images, eagle_coco_superpixels, f"{sp_prefix}/{image_id}",
-                                     method, params.settings(method), answer, info)
+            jobs.update(target_jobs(
+                level, attr, eagle_coco_eval_list, eagle_coco_answers, index, vlm.processor.tokenizer.decode,
+                folder=lambda prompt, m=method, lv=level: baseline_folder(m, lv, vlm, sp_prefix, attr, params,
+                                                                          prompt),
+                make_job=job(method, level)))
     return jobs
 
 
