@@ -78,7 +78,10 @@ def amcr_figure(records: list[dict], methods: list[str], threshold: float):
     ax.set_xlabel("removed area fraction")
     ax.set_ylabel("wrong answers corrected")
     ax.set_title("Correction by removing the lowest-ranked regions", fontsize=9)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no wrong answers: nothing to correct", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 
