@@ -81,3 +81,28 @@ def test_pixel_protocol_keeps_the_top_fraction_of_pixels():
     masks4, area4 = pixel_order_masks(sal, steps=4)
     assert masks4[0].tolist() == [[False, True], [False, False]]  # tie broken by raster order
     assert masks4[2].tolist() == [[False, True], [True, True]]
+
+
+def test_the_reports_headline_table_compares_methods_under_the_pixel_protocol():
+    import pandas as pd
+
+    from eagle_pipelines.pipelines.reporting.nodes import headline
+
+    metrics = pd.DataFrame([
+        {"method": "eagle", "level": "word", "protocol": "pixels", "n_samples": 3, "insertion_auc": 0.9,
+         "deletion_auc": 0.2, "ahc": 1.0, "point_game_mask": 1.0},
+        {"method": "eagle", "level": "word", "protocol": "regions", "n_samples": 3, "insertion_auc": 0.95,
+         "deletion_auc": 0.1, "ahc": 1.0, "point_game_mask": 1.0},
+        {"method": "tam", "level": "word", "protocol": "pixels", "n_samples": 3, "insertion_auc": 0.6,
+         "deletion_auc": 0.5, "ahc": 1.0, "point_game_mask": 0.0},
+        {"method": "random", "level": "sentence", "protocol": "pixels", "n_samples": 2, "insertion_auc": 0.7,
+         "deletion_auc": 0.7, "ahc": 0.9, "point_game_mask": None},
+        {"method": "eagle", "level": "sentence", "protocol": "pixels", "n_samples": 2, "insertion_auc": 0.8,
+         "deletion_auc": 0.4, "ahc": 0.9, "point_game_mask": None},
+    ])
+    table = headline(metrics)
+    assert list(zip(table.level, table.method)) == [("sentence", "eagle"), ("sentence", "random"),
+                                                    ("word", "eagle"), ("word", "tam")]
+    assert table.loc[2, "insertion_auc"] == 0.9  # the pixel row, not the region row
+    assert list(table.columns) == ["level", "method", "n_samples", "insertion_auc", "deletion_auc",
+                                   "point_game_mask"]

@@ -16,6 +16,7 @@ table.metrics th, table.metrics td { padding: 3px 8px; border-bottom: 1px solid 
 table.run th { text-align: left; padding-right: 1em; font-weight: 600; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; } figcaption { font-size: 13px; color: #555; }
 pre { background: #f6f6f6; padding: 1em; font-size: 12px; } .scroll { overflow-x: auto; }
+details { margin: 1em 0; font-size: 13px; } summary { cursor: pointer; color: #555; }
 """
 
 
