@@ -76,11 +76,26 @@ def test_attribution_round_trips_and_its_saliency_ranks_earlier_regions_brighter
     for name in ("order", "insertion", "deletion", "objective", "area", "influence", "labels"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert b.meta == {"image_id": 7} and b.target_words == ["red", "circle"]
-    sal = a.saliency()
-    per_region = [sal[labels == r].mean() for r in range(4)]
-    ranks = [per_region[r] for r in a.order]
-    assert ranks == sorted(ranks, reverse=True) and ranks[0] == 1.0 and ranks[-1] == 0.0
+    for style in ("remaining", "reference"):
+        sal = a.saliency(style)
+        per_region = [sal[labels == r].mean() for r in range(4)]
+        ranks = [per_region[r] for r in a.order]
+        assert ranks == sorted(ranks, reverse=True) and ranks[0] == 1.0
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_saliency_styles_computed_by_hand():
+    # start = λ1·mean(empty) + λ2·(1 − mean(full)) = 0.1 + 0.1 = 0.2; objective 1.0, 1.01, 1.2: gains 0.8, 0.01, 0.19
+    labels = np.array([[2, 0, 1]], dtype=np.int32)
+    a = Attribution(order=np.array([2, 0, 1]), insertion=np.zeros((3, 1)), deletion=np.zeros((3, 1)),
+                    objective=np.array([1.0, 1.01, 1.2]), area=np.array([1 / 3, 2 / 3, 1.0]),
+                    full_score=np.array([0.9]), empty_score=np.array([0.1]), labels=labels)
+    # remaining: 1 − gain already realised before the region / total gain
+    np.testing.assert_allclose(a.saliency(), [[1.0, 0.2, 0.19]], atol=1e-6)
+    # the paper's: −(0.8, 0.81, 1.0) min-max normalised; the second region looks almost as bright as the first
+    np.testing.assert_allclose(a.saliency("reference"), [[1.0, 0.95, 0.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="remaining"):
+        a.saliency("rank")
 
 
 def test_partition_store_computes_only_missing_items_and_records_skips(tmp_path):

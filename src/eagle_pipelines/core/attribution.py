@@ -52,20 +52,34 @@ class Attribution:
     def n_regions(self) -> int:
         return len(self.order)
 
-    def saliency(self) -> np.ndarray:
-        """(H, W) float32 map in [0, 1]: regions ranked earlier are brighter.
+    def saliency(self, style: str = "remaining") -> np.ndarray:
+        """(H, W) float32 map in [0, 1], constant on each region, non-increasing along the order (earlier regions
+        are brighter), so both styles rank pixels, and hence score, the same way.
 
-        As in the reference: marginal gains Δ_k = objective[k] − objective[k−1] (with the empty set's objective
-        before the first step), region k scores −Σ_{j≤k}|Δ_j|, then min-max normalisation."""
+        With Δ_k = objective[k] − objective[k−1] (the empty set's objective before the first step):
+
+        - ``remaining`` (default): region k gets 1 − Σ_{j<k}|Δ_j| / Σ_j|Δ_j|, the share of the search's total
+          gain still ahead when it was added. The first region is 1; a region added after the decisive ones is
+          dark, and the second half of an object whose halves only count together stays bright.
+        - ``reference``: the paper's code, −Σ_{j≤k}|Δ_j| min-max normalised. The first region's own gain drops
+          out of the normalisation, so after one decisive region the next one is painted nearly as bright as it,
+          whatever it holds.
+        """
         start = self.lambda1 * self.empty_score.mean() + self.lambda2 * (1.0 - self.full_score.mean())
-        gains = np.diff(np.concatenate([[start], self.objective]))
-        score = -np.cumsum(np.abs(gains))
-        span = score.max() - score.min()
-        if span <= 0:  # no gain anywhere: fall back to rank order
-            score = -np.arange(len(self.order), dtype=float)
-            span = score.max() - score.min() or 1.0
+        gains = np.abs(np.diff(np.concatenate([[start], self.objective])))
+        if style == "remaining":
+            total = gains.sum()
+            score = 1.0 - np.concatenate([[0.0], np.cumsum(gains)[:-1]]) / total if total > 0 else None
+        elif style == "reference":
+            score = -np.cumsum(gains)
+            span = score.max() - score.min()
+            score = (score - score.min()) / span if span > 0 else None
+        else:
+            raise ValueError(f"saliency style must be 'remaining' or 'reference', not {style!r}")
+        if score is None:  # no gain anywhere: fall back to rank order
+            score = 1.0 - np.arange(len(self.order)) / max(len(self.order) - 1, 1)
         per_region = np.empty(len(self.order))
-        per_region[self.order] = (score - score.min()) / span
+        per_region[self.order] = score
         return per_region[self.labels].astype(np.float32)
 
     def to_dict(self) -> dict:
