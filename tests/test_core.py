@@ -85,15 +85,17 @@ def test_attribution_round_trips_and_its_saliency_ranks_earlier_regions_brighter
 
 
 def test_saliency_styles_computed_by_hand():
-    # start = λ1·mean(empty) + λ2·(1 − mean(full)) = 0.1 + 0.1 = 0.2; objective 1.0, 1.01, 1.2: gains 0.8, 0.01, 0.19
-    labels = np.array([[2, 0, 1]], dtype=np.int32)
-    a = Attribution(order=np.array([2, 0, 1]), insertion=np.zeros((3, 1)), deletion=np.zeros((3, 1)),
-                    objective=np.array([1.0, 1.01, 1.2]), area=np.array([1 / 3, 2 / 3, 1.0]),
+    # start = λ1·mean(empty) + λ2·(1 − mean(full)) = 0.1 + 0.1 = 0.2; objective 1.0, 1.01, 1.2, 0.7:
+    # gains 0.8, 0.01, 0.19, −0.5 (the last region lowers the objective)
+    labels = np.array([[2, 0, 1, 3]], dtype=np.int32)
+    a = Attribution(order=np.array([2, 0, 1, 3]), insertion=np.zeros((4, 1)), deletion=np.zeros((4, 1)),
+                    objective=np.array([1.0, 1.01, 1.2, 0.7]), area=np.array([0.25, 0.5, 0.75, 1.0]),
                     full_score=np.array([0.9]), empty_score=np.array([0.1]), labels=labels)
-    # remaining: 1 − gain already realised before the region / total gain
-    np.testing.assert_allclose(a.saliency(), [[1.0, 0.2, 0.19]], atol=1e-6)
-    # the paper's: −(0.8, 0.81, 1.0) min-max normalised; the second region looks almost as bright as the first
-    np.testing.assert_allclose(a.saliency("reference"), [[1.0, 0.95, 0.0]], atol=1e-6)
+    # remaining: 1 − positive gain already realised before the region / total positive gain (1.0)
+    np.testing.assert_allclose(a.saliency(), [[1.0, 0.2, 0.19, 0.0]], atol=1e-6)
+    # the paper's: −(0.8, 0.81, 1.0, 1.5) min-max normalised over 0.7; the second region looks almost as bright
+    # as the first
+    np.testing.assert_allclose(a.saliency("reference"), [[1.0, 0.69 / 0.7, 0.5 / 0.7, 0.0]], atol=1e-6)
     with pytest.raises(ValueError, match="remaining"):
         a.saliency("rank")
 

@@ -53,25 +53,27 @@ class Attribution:
         return len(self.order)
 
     def saliency(self, style: str = "remaining") -> np.ndarray:
-        """(H, W) float32 map in [0, 1], constant on each region, non-increasing along the order (earlier regions
-        are brighter), so both styles rank pixels, and hence score, the same way.
+        """(H, W) float32 map in [0, 1] for display, constant on each region and non-increasing along the order
+        (earlier regions are brighter). Scoring uses the order itself, not this map.
 
         With Δ_k = objective[k] − objective[k−1] (the empty set's objective before the first step):
 
-        - ``remaining`` (default): region k gets 1 − Σ_{j<k}|Δ_j| / Σ_j|Δ_j|, the share of the search's total
-          gain still ahead when it was added. The first region is 1; a region added after the decisive ones is
-          dark, and the second half of an object whose halves only count together stays bright.
+        - ``remaining`` (default): region k gets 1 − Σ_{j<k} max(Δ_j, 0) / Σ_j max(Δ_j, 0), the share of the
+          search's gain still ahead when it was added. The first region is 1; a region added after the decisive
+          ones is dark, a region that lowers the objective (a hallucination's trigger, for the counter token)
+          adds nothing, and the second half of an object whose halves only count together stays bright.
         - ``reference``: the paper's code, −Σ_{j≤k}|Δ_j| min-max normalised. The first region's own gain drops
           out of the normalisation, so after one decisive region the next one is painted nearly as bright as it,
           whatever it holds.
         """
         start = self.lambda1 * self.empty_score.mean() + self.lambda2 * (1.0 - self.full_score.mean())
-        gains = np.abs(np.diff(np.concatenate([[start], self.objective])))
+        gains = np.diff(np.concatenate([[start], self.objective]))
         if style == "remaining":
+            gains = np.maximum(gains, 0.0)
             total = gains.sum()
             score = 1.0 - np.concatenate([[0.0], np.cumsum(gains)[:-1]]) / total if total > 0 else None
         elif style == "reference":
-            score = -np.cumsum(gains)
+            score = -np.cumsum(np.abs(gains))
             span = score.max() - score.min()
             score = (score - score.min()) / span if span > 0 else None
         else:

@@ -137,7 +137,8 @@ def _job(vlm, index: CocoIndex, images: dict, answers: dict, load, level: str, p
         target_id = int(a.meta.get("annotation_id", 0))
         order = random_order(regions.n_regions, params.random_seed, image_id, target_id)
         random_curves = region_curves(scorer, regions, order)
-        maps = {"eagle": (a.saliency(), Curves(a.area, a.insertion, a.deletion)),
+        # EAGLE's pixel map is its order (first region brightest): the pixel protocol scores the order itself
+        maps = {"eagle": (order_saliency(a.order, a.labels), Curves(a.area, a.insertion, a.deletion)),
                 "random": (order_saliency(order, a.labels), random_curves)}
         obj = None
         if "annotation_id" in a.meta:
