@@ -60,7 +60,7 @@ def correction_figure(samples: list[dict]):
             ax.axis("off")
     fig.suptitle("Hallucination diagnosis: the region that triggers the wrong answer (red), the true cause (green)",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # keep 0.4 inch for the title
     return fig
 
 
@@ -86,9 +86,20 @@ def amcr_figure(records: list[dict], methods: list[str], threshold: float):
     return fig
 
 
+HEADLINE = ["method", "n_explained", "insertion_auc", "ahc", "amcr", "csr", "corrected_rate", "cause_hit_rate",
+            "n_with_cause", "seconds_per_sample"]
+
+
+def _count_or_rate(value) -> str:
+    """Counts (ints) as they are, rates (floats) with three decimals: the summary mixes both."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict) -> str:
     """The report: run facts, the model's answers, the metrics table, the figures (base64 PNG), parameters."""
-    answers = pd.DataFrame([{"": k, "value": v} for k, v in summary.items()])
+    empty = [kind for kind in ("biased", "absent", "present", "repope") if summary.get(kind) == 0]
+    answers = pd.DataFrame([{"": k.replace("_", " "), "value": _count_or_rate(v)} for k, v in summary.items()
+                            if v is not None and k.split("_")[0] not in empty])
     captions = {
         "corrections": "Wrong answers: the question and answer; EAGLE's saliency of the counter token (earlier-"
                        "ranked regions brighter); the image with the lowest-ranked regions removed up to the first "
@@ -106,7 +117,8 @@ companion Y on images that show the anchor X without Y (label no, true cause X);
 each method's region order: higher is better. AMCR: the removed area fraction at the first correction (1 when
 never), lower is better. CSR: the share of ALL wrong answers corrected within the threshold (never corrected
 counts as a failure). Cause hit: the region whose removal corrected the answer overlaps the true cause object.</p>
-{pages.table(metrics)}
+{pages.table(metrics[[c for c in HEADLINE if c in metrics.columns]])}
+<details><summary>All columns</summary>{pages.table(metrics)}</details>
 <h2>Figures</h2>
 {pages.figures(figures, captions)}"""
     return pages.document("EAGLE report: eagle_repope (hallucination diagnosis)",
