@@ -153,7 +153,8 @@ def test_pooled_with_every_region_in_the_pool_is_exactly_greedy(seed):
 
 def test_pooled_searches_the_pool_in_context_and_ranks_the_rest_once():
     # insight only (λ2 = 0). p = 0.3·[0] + 0.2·[1] + 0.45·[0 and 2]: alone, region 2 is worth nothing, so the
-    # first step ranks 0, 1, then 2..5 (all worth 0: ties go to the lower id); beside region 0 it is worth most, so greedy (and the pool) picks 0, 2, 1
+    # first step ranks 0, 1, then 2..5 (all worth 0: ties go to the lower id); beside region 0 it is worth most,
+    # so greedy (and the pool) picks 0, 2, 1
     def score(keep):
         return (0.3 * keep[:, 0] + 0.2 * keep[:, 1] + 0.45 * (keep[:, 0] & keep[:, 2]))[:, None]
 

@@ -1,4 +1,5 @@
-"""The Python API (module `eagle_pipelines.api`): ``explain(model, image, prompt, tokens=..., strategy=...)`` -> Attribution.
+"""The Python API (module `eagle_pipelines.api`): ``explain(model, image, prompt, tokens=..., strategy=...)``
+returns an Attribution.
 
     from eagle_pipelines import explain, load_model
     model = load_model("data/06_models/toy_qwen2_5_vl")

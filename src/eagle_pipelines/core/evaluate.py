@@ -70,7 +70,8 @@ def score_methods(scorer: TokenScorer, maps: dict[str, tuple[np.ndarray, Curves 
             x, ins = curves.insertion_curve()
             row = {"method": method, "protocol": protocol, **faithfulness(curves),
                    "eval_seconds": time.perf_counter() - start,
-                   "curve": {"x": x.tolist(), "insertion": ins.tolist(), "deletion": curves.deletion_curve()[1].tolist()}}
+                   "curve": {"x": x.tolist(), "insertion": ins.tolist(),
+                             "deletion": curves.deletion_curve()[1].tolist()}}
             if obj is not None:
                 mask, box = obj
                 row["point_game_box"] = float(point_game(saliency, box=box))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
-
 
 CONVERTIBLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr")
 

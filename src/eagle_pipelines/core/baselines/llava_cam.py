@@ -7,8 +7,8 @@ image tokens (K, D) and G their gradients. ``weighting="pooled"`` is Grad-CAM (S
 ``weighting="token"`` weights each token by its own gradient, ReLU(Σ_d A·G) (gradient × activation), which
 localises where one global channel weighting cannot (LLM hidden states are not spatial feature maps). Each copy's
 map is divided by its maximum (a copy whose map is blank, every token's score at most 0, contributes its signed
-scores min-max normalised instead, so that the map still ranks the tokens); the copies are averaged, laid out on the token grid and resized to the image
-(LLaVA-CAM: 10 samples, noise 0.15).
+scores min-max normalised instead, so that the map still ranks the tokens); the copies are averaged, laid out on
+the token grid and resized to the image (LLaVA-CAM: 10 samples, noise 0.15).
 
 The layer: ``hidden_states[layer]`` of the TeacherForcedPass (0 = embeddings, -1 = the last layer's output). The
 default is the input of the last decoder layer (-2): in a causal decoder the last layer's output at an image

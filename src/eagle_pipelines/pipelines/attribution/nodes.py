@@ -161,8 +161,8 @@ def _job(vlm, index, images, superpixel_maps, sp_key, image_id, answer, position
             return Skipped(str(exc))
         return explain(vlm, image, answer.prompt, tokens=positions, strategy=params.strategy,
                        lambda1=params.lambda1, lambda2=params.lambda2, batch_size=params.batch_size,
-                       memory_budget_mb=params.memory_budget_mb, answer=answer, regions=superpixel_maps[sp_key](), search_params=params.search_params(),
-                       meta=meta)
+                       memory_budget_mb=params.memory_budget_mb, answer=answer, regions=superpixel_maps[sp_key](),
+                       search_params=params.search_params(), meta=meta)
 
     return compute
 

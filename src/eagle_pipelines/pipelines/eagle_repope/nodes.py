@@ -390,8 +390,8 @@ def metric_rows(records: list[dict], summary: dict, methods: list[str], threshol
             "corrected_rate": float(np.mean([p["corrected"] for p in per])) if per else None,
             "cause_hit_rate": float(np.mean([bool(p["cause_hit"]) for p in with_cause])) if with_cause else None,
             "n_with_cause": len(with_cause),
-            "seconds_per_sample": (float(np.mean([p["seconds"] for p in per])) if per and all("seconds" in p for p in per)
-                                   else None),
+            "seconds_per_sample": (float(np.mean([p["seconds"] for p in per]))
+                                   if per and all("seconds" in p for p in per) else None),
         })
     return rows
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from eagle_pipelines.core.baselines.common import normalise
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 from eagle_pipelines.parameters import parse
-from eagle_pipelines.core.baselines.common import normalise
 from eagle_pipelines.pipelines.baselines.nodes import current_baseline_folders
 from eagle_pipelines.pipelines.evaluation.nodes import current_folders, current_prefixes, current_rows, folder_items
 from eagle_pipelines.pipelines.reporting import figures, html_page

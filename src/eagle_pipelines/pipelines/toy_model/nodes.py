@@ -18,9 +18,9 @@ from eagle_pipelines.models.toy import (  # noqa: E402
     build_toy_model,
     caption_quality,
     make_sampler,
-    yes_no_quality,
     train_toy_model,
     vocabulary_texts,
+    yes_no_quality,
 )
 from eagle_pipelines.parameters import parse  # noqa: E402
 
