@@ -165,3 +165,15 @@ def test_batch_size_follows_the_memory_budget():
     unplanned = Allocating(batch_size=16, memory_budget_mb=0)
     unplanned(masks)
     assert unplanned.chunks == [16, 4]
+
+
+def test_explain_takes_an_image_file_and_names_a_bad_region_count(toy, image, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "shapes.png")
+    from_array = explain(toy, image, PROMPT, n_regions=8, strategy="greedy")
+    from_file = explain(toy, tmp_path / "shapes.png", PROMPT, n_regions=8, strategy="greedy")
+    np.testing.assert_array_equal(from_file.order, from_array.order)
+    np.testing.assert_allclose(from_file.insertion, from_array.insertion)
+    with pytest.raises(ValueError, match="n_regions must be at least 2"):
+        explain(toy, image, PROMPT, n_regions=0)

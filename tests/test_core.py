@@ -122,3 +122,46 @@ def test_partition_store_computes_only_missing_items_and_records_skips(tmp_path)
     calls.clear()
     store.save({f"h/{i}": job(i) for i in range(6)})
     assert calls == [4, 5]
+
+
+def test_images_are_taken_as_arrays_pil_images_or_paths_and_bad_ones_are_named(tmp_path):
+    from PIL import Image
+
+    from eagle_pipelines.core.images import as_rgb
+
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[1, 2] = (200, 10, 30)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    for given in (rgb, Image.fromarray(rgb), tmp_path / "x.png", str(tmp_path / "x.png"), rgb / 255.0,
+                  np.dstack([rgb, np.full((4, 6), 255, np.uint8)]), rgb.astype(np.int64)):
+        out = as_rgb(given)
+        assert out.dtype == np.uint8 and out.shape == (4, 6, 3)
+        np.testing.assert_array_equal(out, rgb)
+    grey = as_rgb(rgb[..., 0])
+    assert grey.shape == (4, 6, 3) and (grey[1, 2] == 200).all()
+    with pytest.raises(FileNotFoundError, match="nothere.png"):
+        as_rgb(tmp_path / "nothere.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ValueError, match="bad.png' cannot be read"):
+        as_rgb(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match=r"\[0, 1\]; this one spans \[0, 200\]"):
+        as_rgb(rgb.astype(float))
+    with pytest.raises(ValueError, match="5 channels"):
+        as_rgb(np.zeros((4, 6, 5)))
+    with pytest.raises(ValueError, match="got list"):
+        as_rgb([1, 2, 3])
+
+
+def test_plot_shows_an_image_of_another_size_at_the_attributions_resolution(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from PIL import Image
+
+    labels = np.repeat(np.arange(4, dtype=np.int32), 3).reshape(2, 6)
+    a = _attribution(labels)
+    photo = np.zeros((8, 24, 3), np.uint8)  # 4x the model resolution, as a file
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    fig = a.plot(tmp_path / "photo.png")
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert shown.shape[:2] == (2, 6)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.images import as_rgb
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, slico
 from eagle_pipelines.core.scoring import RegionScorer
@@ -38,7 +37,7 @@ def load_model(path: str, family: str = "auto", dtype: str = "float32", device: 
                                       device_map=device_map, options=options).load()
 
 
-def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = "pooled", n_regions: int = 64,
+def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_regions: int = 64,
             lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32,
             memory_budget_mb: float | None = None, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
@@ -47,6 +46,8 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
     """Explains `model`'s answer to `prompt` about `image`.
 
     Args:
+        image: an (H, W, 3) uint8 RGB array, a grey array, floats in [0, 1], a PIL image or an image file path
+            (``core/images.py: as_rgb``); the attribution is made at the model's resolution.
         tokens: None (every answer token: sentence level), positions in the answer, or words/phrases
             (word level, e.g. ``["red", "circle"]``).
         strategy: ``pooled`` (default: greedy inside a pool of the best-ranked regions, the rest in first-step
@@ -62,7 +63,9 @@ def explain(model, image: np.ndarray, prompt: str, tokens=None, strategy: str = 
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
-    image = model.model_image(np.asarray(image))
+    if regions is None and n_regions < 2:
+        raise ValueError(f"n_regions must be at least 2 (got {n_regions}): EAGLE orders the image's regions")
+    image = model.model_image(as_rgb(image))
     if answer is None:
         answer = model.generate(image, prompt)
     tok = model.processor.tokenizer

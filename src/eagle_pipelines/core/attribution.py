@@ -104,8 +104,9 @@ class Attribution:
         meta = json.loads(path.with_suffix(".json").read_text())
         return cls(**arrays, **meta)
 
-    def plot(self, image: np.ndarray | None = None, token_labels: list[str] | None = None):
-        """A figure: saliency over the image, insertion/deletion curves, per-token influence."""
+    def plot(self, image=None, token_labels: list[str] | None = None):
+        """A figure: saliency over the image (any form `explain` takes, shown at the model's resolution),
+        insertion/deletion curves, per-token influence."""
         from eagle_pipelines.core.plotting import plot_attribution
 
         return plot_attribution(self, image, token_labels)

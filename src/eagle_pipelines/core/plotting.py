@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from eagle_pipelines.core.images import as_rgb
+
 
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
     """The saliency map through a colour map, blended `alpha` over the image (as in the paper). uint8 RGB."""
@@ -14,13 +16,19 @@ def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, cmap: s
     return (np.clip(blended, 0, 1) * 255).astype(np.uint8)
 
 
-def plot_attribution(attribution, image: np.ndarray | None = None, token_labels: list[str] | None = None):
+def plot_attribution(attribution, image=None, token_labels: list[str] | None = None):
     import matplotlib.pyplot as plt
 
     a = attribution
     labels = token_labels or a.target_words or [str(p) for p in a.target_positions]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     sal = a.saliency()
+    if image is not None:  # the attribution is at the model's resolution; show the image at that size
+        from PIL import Image
+
+        image = as_rgb(image)
+        if image.shape[:2] != sal.shape:
+            image = np.asarray(Image.fromarray(image).resize(sal.shape[::-1], Image.Resampling.BICUBIC))
     axes[0].imshow(overlay(image, sal) if image is not None else sal, cmap=None if image is not None else "jet")
     axes[0].set_title(f"saliency ({a.strategy}, {a.n_regions} regions)")
     axes[0].axis("off")
