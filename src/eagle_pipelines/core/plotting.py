@@ -32,6 +32,8 @@ def plot_attribution(attribution, image=None, token_labels: list[str] | None = N
     axes[0].imshow(overlay(image, sal) if image is not None else sal, cmap=None if image is not None else "jet")
     axes[0].set_title(f"saliency ({a.strategy}, {a.n_regions} regions)")
     axes[0].axis("off")
+    scale = fig.colorbar(plt.cm.ScalarMappable(cmap="jet"), ax=axes[0], fraction=0.046, pad=0.02)
+    scale.set_label("share of the search's gain still ahead", fontsize=8)
     x = np.concatenate([[0.0], a.area])
     ins = np.concatenate([[a.deletion[-1].mean()], a.insertion.mean(axis=1)])
     dele = np.concatenate([[a.insertion[-1].mean()], a.deletion.mean(axis=1)])
