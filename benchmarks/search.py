@@ -12,7 +12,8 @@ paper's efficient variant, lazy greedy and candidate-pool greedy.
 - lazy: lazy greedy (stale marginal gains as bounds, 2 candidates refreshed per round);
 - pooled: candidate-pool greedy (the default; pool size from a budget of 10% of greedy's passes).
 
-Writes data/08_reporting/benchmarks/search.csv and prints it. Not part of the test suite.
+Writes data/08_reporting/benchmarks/search.csv (and search.png: passes against insertion AUC per region count)
+and prints it. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def run(images: int, regions: list[int], strategies: list[str], model_path: str)
                 "deletion_auc": float(np.mean([deletion_auc(c) for c in curves])),
                 "same_order_as_greedy": float(np.mean([np.mean(a.order == g) for a, g in
                                                        zip(attributions, greedy_orders)])),
-                "speedup_vs_reference": reference_seconds / seconds if reference_seconds else np.nan,
+                "speedup_vs_reference": float(reference_seconds / seconds) if reference_seconds else np.nan,
             })
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
     return pd.DataFrame(rows)
@@ -97,6 +98,41 @@ def word_hit_rate() -> dict:
     return {"folder": folder.name, "attributions": total, "hit_rate": hits / max(total, 1)}
 
 
+def plot(table: pd.DataFrame, path: Path) -> None:
+    """Cost against quality, one panel per region count: forward passes per image (log scale) against insertion
+    AUC, one point per strategy, seconds per image in the legend."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(table["n_regions"].unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
+    for ax, n in zip(axes[0], sizes):
+        rows = table[table["n_regions"] == n]
+        for k, row in enumerate(rows.itertuples(index=False)):
+            ax.scatter(row.forward_passes_per_image, row.insertion_auc, color=f"C{k}", s=40,
+                       marker="os^Dv"[k % 5], alpha=0.8, label=f"{row.strategy}: {row.seconds_per_image:.2f} s/image")
+        low, high = rows["insertion_auc"].min(), rows["insertion_auc"].max()
+        middle = (low + high) / 2
+        ax.set_ylim(min(low, middle - 0.01) - 0.005, min(1.0, max(high, middle + 0.01)) + 0.005)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"n = {n:g} regions", fontsize=9)
+        ax.set_xlabel("forward passes per image")
+        ax.set_ylabel("insertion AUC (higher is better)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Search strategies: cost against faithfulness (reference and greedy coincide: same order)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=4)
@@ -112,7 +148,9 @@ def main() -> None:
     out = ROOT / "data/08_reporting/benchmarks/search.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
+    plot(table, out.with_suffix(".png"))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
