@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eagle_pipelines.explain_cli import main
 from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.explain_cli import main
 
 MODEL = str(Path(__file__).parents[1] / "data/06_models/toy_qwen2_5_vl")
 

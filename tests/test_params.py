@@ -48,3 +48,14 @@ def test_shipped_parameter_files_are_valid():
     for file, group in [("parameters_data_preparation.yml", "shapes"), ("parameters_toy_model.yml", "toy_model"),
                         ("parameters_eagle_coco.yml", "eagle_coco")]:
         parse(group, yaml.safe_load((conf / file).read_text())[group])
+
+
+def test_an_evaluation_list_with_several_prompts_is_refused_not_half_read():
+    import pandas as pd
+
+    from eagle_pipelines.pipelines.attribution.nodes import the_prompt
+
+    assert the_prompt(pd.DataFrame({"prompt": ["Describe the image."] * 3})) == "Describe the image."
+    assert the_prompt(pd.DataFrame({"prompt": []})) == ""
+    with pytest.raises(ValueError, match="2 different prompts .*'Describe the image.', 'Is it red\\?'"):
+        the_prompt(pd.DataFrame({"prompt": ["Describe the image.", "Is it red?", "Describe the image."]}))

@@ -68,6 +68,17 @@ def generate_answers(vlm: VisionLanguageModel, eval_list: pd.DataFrame, eval_ima
             "summary": {"images": len(answers), "skipped": len(errors), "exact_match": exact}}
 
 
+def the_prompt(eval_list: pd.DataFrame) -> str:
+    """The one prompt of an eagle_coco evaluation list. The evaluation, the baselines and the report find each
+    level's results by the prompt's folder, so a list with several prompts is refused rather than half read."""
+    prompts = list(dict.fromkeys(eval_list["prompt"])) if len(eval_list) else [""]
+    if len(prompts) > 1:
+        raise ValueError(f"the evaluation list holds {len(prompts)} different prompts (e.g. {prompts[0]!r}, "
+                         f"{prompts[1]!r}); eagle_coco explains one prompt per run (eagle_coco.prompt). Explain "
+                         f"per-image prompts with the Python API (docs/paper.md#mmvp)")
+    return prompts[0]
+
+
 def attribution_prefix(level: str, vlm, superpixel_prefix: str, params: AttributionParams, prompt: str) -> str:
     """Folder of one configuration's attributions: changing any of these recomputes them (not the superpixels)."""
     return f"{params.strategy}-" + params_hash({

@@ -14,7 +14,7 @@ from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 from eagle_pipelines.io.partitions import Skipped
 from eagle_pipelines.models.base import Answer, ModelInternals
 from eagle_pipelines.parameters import AttributionParams, BaselinesParams, parse
-from eagle_pipelines.pipelines.attribution.nodes import target_jobs
+from eagle_pipelines.pipelines.attribution.nodes import target_jobs, the_prompt
 from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
 
 
@@ -37,7 +37,7 @@ def current_baseline_folders(vlm, eval_list: pd.DataFrame, superpixels: dict, at
     attr = parse("attribution", attribution)
     params = parse("baselines", baselines)
     sp = superpixel_prefix(vlm, parse("superpixels", superpixels))
-    prompt = eval_list["prompt"].iloc[0] if len(eval_list) else ""
+    prompt = the_prompt(eval_list)
     return {(m, level): baseline_folder(m, level, vlm, sp, attr, params, prompt)
             for m in params.methods for level in attr.levels}
 

@@ -15,7 +15,7 @@ from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 from eagle_pipelines.io.partitions import Skipped
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import parse
-from eagle_pipelines.pipelines.attribution.nodes import attribution_prefix
+from eagle_pipelines.pipelines.attribution.nodes import attribution_prefix, the_prompt
 from eagle_pipelines.pipelines.baselines.nodes import current_baseline_folders
 from eagle_pipelines.pipelines.superpixels.nodes import superpixel_prefix
 
@@ -31,8 +31,7 @@ def current_folders(vlm, eval_list: pd.DataFrame, superpixels: dict, attribution
     """The attribution folder of each level for the current parameters."""
     params = parse("attribution", attribution)
     sp = superpixel_prefix(vlm, parse("superpixels", superpixels))
-    prompt = eval_list["prompt"].iloc[0] if len(eval_list) else ""
-    return {level: attribution_prefix(level, vlm, sp, params, prompt) for level in params.levels}
+    return {level: attribution_prefix(level, vlm, sp, params, the_prompt(eval_list)) for level in params.levels}
 
 
 def folder_items(store: dict, folder: str) -> list[tuple[str, Callable]]:
