@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eagle_pipelines.core.attribution import Attribution
@@ -53,3 +54,41 @@ def test_eagle_explain_names_what_is_wrong(photo, tmp_path, capsys, args, messag
     assert main([*args, *model, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("*.npz"))
+
+
+def test_eagle_explain_runs_over_a_folder_skips_what_is_done_and_reports_a_bad_image(eval_split, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in (1, 2):
+        Image.fromarray(eval_split.images[f"eval_00000{k}.png"]).save(folder / f"shapes{k}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "notes.txt").write_text("not an image, not read")
+    out = tmp_path / "out"
+    argv = [str(folder), "--model", MODEL, "--regions", "8", "--out", str(out), "--no-plot"]
+    assert main(argv) == 1  # one of three images failed
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "cannot be read as an image" in captured.err
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(Path(p).name for p in summary["image"]) == ["shapes1.png", "shapes2.png"]
+    assert summary["insertion_auc"].between(0, 1).all() and (summary["forward_passes"] > 0).all()
+    done = {p.name: p.stat().st_mtime_ns for p in out.glob("shapes*")}
+    assert len(done) == 4  # npz + json each
+
+    (folder / "broken.png").unlink()
+    assert main(argv) == 0
+    assert "already explained" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shapes*")} == done
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary)
+
+
+def test_eagle_explain_refuses_two_images_that_would_share_an_output(photo, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "again"
+    other.mkdir()
+    shutil.copy(photo, other / "shapes.png")
+    assert main([str(photo), str(other / "shapes.png"), "--model", MODEL, "--out", str(tmp_path / "out")]) == 2
+    assert "same output name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
