@@ -47,6 +47,7 @@ def test_eagle_explain_prints_the_explanation_and_writes_a_loadable_attribution(
     (["{photo}", "--tokens", "banana"], "'banana' does not occur in the answer"),
     (["{photo}", "--model", "no/such/model"], "no/such/model"),
     (["{photo}", "--regions", "1"], "n_regions must be at least 2"),
+    (["{photo}", "--family", "nonsense"], "Unknown model family 'nonsense'"),
 ])
 def test_eagle_explain_names_what_is_wrong(photo, tmp_path, capsys, args, message):
     args = [a.replace("{photo}", str(photo)) for a in args]

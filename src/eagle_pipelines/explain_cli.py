@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32, help="length limit of the generated answer")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (bf16/fp16 on CUDA)")
+    p.add_argument("--device-map", default=None, help="e.g. auto: spread the weights over the GPUs (accelerate)")
+    p.add_argument("--family", default="auto", help="model family (default: from the checkpoint's config.json; "
+                                                    "qwen_vl, llava, internvl; docs/models.md)")
     p.add_argument("--out", type=Path, default=Path("eagle_explanations"), help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--overwrite", action="store_true", help="recompute images already explained in --out")
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if clash:
             raise ValueError(f"these images would write the same output name: {', '.join(clash)}; explain them "
                              f"with different --out folders")
-        model = load_model(args.model, dtype=args.dtype, device=args.device)
+        model = load_model(args.model, family=args.family, dtype=args.dtype, device=args.device,
+                           device_map=args.device_map)
     except (FileNotFoundError, ValueError, DatasetError) as exc:
         print(f"eagle-explain: {exc}", file=sys.stderr)
         return 2
