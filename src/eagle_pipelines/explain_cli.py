@@ -17,16 +17,19 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-# the shipped embedded model of this checkout (an editable install, as `make` sets up)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# the shipped embedded model of this checkout (an editable install, as `make` sets up)
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[2] / "data/06_models/toy_qwen2_5_vl")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from eagle_pipelines.api import STRATEGIES
+
     p = argparse.ArgumentParser(prog="eagle-explain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files or folders of images (any format PIL reads)")
@@ -34,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a local model folder (default: the embedded model, data/06_models/toy_qwen2_5_vl)")
     p.add_argument("--prompt", default="Describe the image.")
     p.add_argument("--tokens", nargs="+", help="words or phrases of the answer to explain (default: all tokens)")
-    p.add_argument("--strategy", default="pooled", choices=["pooled", "greedy", "efficient", "lazy"])
+    p.add_argument("--strategy", default="pooled", choices=list(STRATEGIES))
     p.add_argument("--regions", type=int, default=64, help="about how many SLICO regions (default 64)")
     p.add_argument("--lambda1", type=float, default=1.0, help="weight of insight (keeping a region)")
     p.add_argument("--lambda2", type=float, default=1.0, help="weight of necessity (removing it)")
@@ -112,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         files = image_files(args.images)
-        stems = [f.stem for f in files]
-        clash = sorted({str(f) for f in files if stems.count(f.stem) > 1})
+        stems = Counter(f.stem for f in files)
+        clash = sorted(str(f) for f in files if stems[f.stem] > 1)
         if clash:
             raise ValueError(f"these images would write the same output name: {', '.join(clash)}; explain them "
                              f"with different --out folders")
@@ -122,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, DatasetError) as exc:
         print(f"eagle-explain: {exc}", file=sys.stderr)
         return 2
+    if not args.no_plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     args.out.mkdir(parents=True, exist_ok=True)
     single = len(files) == 1
     rows, failed = [], 0
@@ -132,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{file}: already explained in {stem}.json (--overwrite recomputes it)")
             continue
         try:
-            image = as_rgb(file)
-            answer = model.generate(model.model_image(image), args.prompt, max_new_tokens=args.max_new_tokens)
+            image = model.model_image(as_rgb(file))  # once: explain() and plot() then keep it as it is
+            answer = model.generate(image, args.prompt, max_new_tokens=args.max_new_tokens)
             a = explain(model, image, args.prompt, tokens=args.tokens, strategy=args.strategy,
                         n_regions=args.regions, lambda1=args.lambda1, lambda2=args.lambda2,
                         batch_size=args.batch_size, answer=answer, progress=single, meta={"image": str(file)})
@@ -145,10 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         a.save(stem)
         written = [stem.with_suffix(".npz"), stem.with_suffix(".json")]
         if not args.no_plot:
-            import matplotlib
-            import matplotlib.pyplot as plt
-
-            matplotlib.use("Agg")
             fig = a.plot(image)
             fig.savefig(stem.with_suffix(".png"), dpi=120)
             plt.close(fig)

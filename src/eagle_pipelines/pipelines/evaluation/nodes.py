@@ -31,7 +31,8 @@ def current_folders(vlm, eval_list: pd.DataFrame, superpixels: dict, attribution
     """The attribution folder of each level for the current parameters."""
     params = parse("attribution", attribution)
     sp = superpixel_prefix(vlm, parse("superpixels", superpixels))
-    return {level: attribution_prefix(level, vlm, sp, params, the_prompt(eval_list)) for level in params.levels}
+    prompt = the_prompt(eval_list)
+    return {level: attribution_prefix(level, vlm, sp, params, prompt) for level in params.levels}
 
 
 def folder_items(store: dict, folder: str) -> list[tuple[str, Callable]]:
