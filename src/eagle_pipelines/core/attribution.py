@@ -15,6 +15,11 @@ import numpy as np
 
 from eagle_pipelines.core.influence import influence_scores
 
+
+class CorruptAttributionError(ValueError):
+    """A saved Attribution whose files are truncated, damaged or incomplete; the message names the file."""
+
+
 ARRAYS = ("order", "insertion", "deletion", "objective", "area", "full_score", "empty_score", "influence",
           "labels")
 
@@ -98,11 +103,39 @@ class Attribution:
 
     @classmethod
     def load(cls, path: str | Path) -> Attribution:
+        """Reads ``<path>.npz`` and ``<path>.json``. A missing file is a FileNotFoundError; a truncated, corrupt
+        or incomplete pair is a ``CorruptAttributionError`` (a ValueError) naming the file and what is wrong."""
         path = Path(path)
-        with np.load(path.with_suffix(".npz")) as data:
-            arrays = {name: data[name] for name in ARRAYS}
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return cls(**arrays, **meta)
+        npz, meta_file = path.with_suffix(".npz"), path.with_suffix(".json")
+        for file in (npz, meta_file):
+            if not file.is_file():
+                raise FileNotFoundError(f"attribution file '{file}' does not exist")
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                missing = [name for name in ARRAYS if name not in data.files]
+                if missing:
+                    raise CorruptAttributionError(f"'{npz}' lacks the arrays {missing}")
+                arrays = {name: data[name] for name in ARRAYS}
+        except CorruptAttributionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zip, zlib, pickle and format errors all mean a damaged file
+            raise CorruptAttributionError(f"'{npz}' cannot be read ({type(exc).__name__}: {exc})") from None
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptAttributionError(f"'{meta_file}' is not valid JSON ({exc})") from None
+        known = {f.name for f in fields(cls)} - set(ARRAYS)
+        if not isinstance(meta, dict) or set(meta) - known:
+            extra = sorted(set(meta) - known) if isinstance(meta, dict) else type(meta).__name__
+            raise CorruptAttributionError(f"'{meta_file}' is not an Attribution record (unexpected: {extra})")
+        wrong = _inconsistent(arrays, meta)
+        if wrong:
+            raise CorruptAttributionError(f"'{npz}' and '{meta_file.name}' do not make an Attribution: {wrong}")
+        try:
+            return cls(**arrays, **meta)
+        except Exception as exc:  # noqa: BLE001 - arrays that do not fit together
+            raise CorruptAttributionError(f"'{path}' does not make an Attribution ({type(exc).__name__}: "
+                                          f"{exc})") from None
 
     def plot(self, image=None, token_labels: list[str] | None = None):
         """A figure: saliency over the image (any form `explain` takes, shown at the model's resolution),
@@ -110,6 +143,26 @@ class Attribution:
         from eagle_pipelines.core.plotting import plot_attribution
 
         return plot_attribution(self, image, token_labels)
+
+
+def _inconsistent(arrays: dict, meta: dict) -> str:
+    """What does not fit together in a loaded Attribution's arrays and record ('' when all does)."""
+    order = arrays["order"]
+    if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer):
+        return f"order is {order.dtype} of shape {order.shape}, not (n,) integers"
+    n = len(order)
+    if not np.array_equal(np.sort(order), np.arange(n)):
+        return f"order is not a permutation of the {n} regions"
+    t = len(meta.get("target_positions", []))
+    shapes = {"insertion": (n, t), "deletion": (n, t), "objective": (n,), "area": (n,), "full_score": (t,),
+              "empty_score": (t,), "influence": (t,)}
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape:
+            return f"{name} is {arrays[name].shape}, expected {shape} (n={n} regions, T={t} tokens)"
+    labels = arrays["labels"]
+    if labels.ndim != 2 or labels.size == 0 or labels.min() < 0 or labels.max() >= n:
+        return f"labels of shape {labels.shape} are not a map of the {n} regions"
+    return ""
 
 
 def _json_default(value):
@@ -122,12 +175,28 @@ def _json_default(value):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def _umask() -> int:
+    """The process's umask: read from /proc where it can be (no change to process state), else set and reset."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Writes through `write(file)` into a hidden temporary file beside `path`, then renames it into place, so
-    a reader never sees a half-written file."""
+    a reader never sees a half-written file. The file gets the mode an ordinary ``open(path, "w")`` would give
+    (0666 less the umask, usually 0644), not the temporary file's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

@@ -1,4 +1,6 @@
-"""Peak memory of a block of work: CUDA allocator peak on a GPU, the process's peak resident set on a CPU.
+"""Peak memory of a block of work: CUDA allocator peak on a GPU, the process's peak resident set on a CPU
+(``PeakMemory``), and the peak of the bytes held by the tensors a block creates, on any device (``TensorPeak``:
+what the batch planner uses on a CPU, where the resident set does not grow with memory the allocator reuses).
 
 On Linux the CPU peak (VmHWM) is reset by writing 5 to /proc/self/clear_refs, so each block measures its own
 peak; where that is not possible the process-wide peak (ru_maxrss) is reported."""
@@ -16,6 +18,17 @@ def _read_hwm_mb() -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def resident_mb() -> float | None:
+    """The process's resident set now (MB; VmRSS), None where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -48,3 +61,78 @@ class PeakMemory:
             scale = 1 if sys.platform == "darwin" else 1024
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024
         self.mb = float(hwm)
+
+
+class TensorPeak:
+    """``with TensorPeak() as peak: ...`` then ``peak.mb``: the peak of the bytes held by tensors created inside
+    the block (on any device), counted per storage as ATen ops create them and released when their last tensor
+    dies (``TorchDispatchMode``).
+
+    The process's resident set cannot measure what one more masked image costs on a CPU: the allocator hands
+    freed heap memory back out without the resident set growing, so two probes of 1 and 2 images often differ by
+    0 MB. Counting the tensors themselves gives the activations' real size, whatever the allocator does (it
+    misses only kernels' private scratch buffers, which the planner's safety margin absorbs)."""
+
+    def __init__(self):
+        self.mb = 0.0
+        self._live: dict[int, list[int]] = {}  # storage data_ptr -> [bytes, tensors alive]
+        self._bytes = 0
+        self._peak = 0
+        self._mode = None
+
+    def _release(self, key: int) -> None:
+        entry = self._live.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            self._bytes -= entry[0]
+            del self._live[key]
+
+    @staticmethod
+    def _storage(tensor: torch.Tensor) -> tuple[int, int]:
+        try:
+            storage = tensor.untyped_storage()
+            return storage.data_ptr(), storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without storage (meta, sparse, ...)
+            return 0, 0
+
+    def _track(self, tensor: torch.Tensor, outside: set[int]) -> None:
+        import weakref
+
+        key, nbytes = self._storage(tensor)
+        if key == 0 or nbytes == 0 or (key in outside and key not in self._live):
+            return  # a view of memory allocated before the block (weights, inputs)
+        if key in self._live:
+            self._live[key][1] += 1
+        else:
+            self._live[key] = [nbytes, 1]
+            self._bytes += nbytes
+            self._peak = max(self._peak, self._bytes)
+        weakref.finalize(tensor, self._release, key)
+
+    def __enter__(self) -> TensorPeak:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        owner = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                given = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+                ids = {id(t) for t in given}
+                storages = {owner._storage(t)[0] for t in given}
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor) and id(t) not in ids:  # in-place ops return their input
+                        owner._track(t, storages)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+        self._mode = None
+        self.mb = self._peak / 2**20

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eagle_pipelines.core.memory import PeakMemory
+from eagle_pipelines.core.memory import PeakMemory, TensorPeak, resident_mb
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,13 @@ def device_memory_mb(device: torch.device) -> float:
     except OSError:
         pass
     if available is None:
-        return float("inf")  # unknown: rely on the out-of-memory back-off
+        try:
+            import psutil
+
+            available = psutil.virtual_memory().available / 2**20
+            rss = psutil.Process().memory_info().rss / 2**20
+        except Exception:  # noqa: BLE001 - psutil missing or unsupported here
+            return float("inf")  # unknown: rely on the out-of-memory back-off
     return available + (rss or 0.0)
 
 
@@ -84,22 +90,52 @@ class BatchedTokenScorer:
     def _forward(self, chunk: np.ndarray) -> np.ndarray:  # pragma: no cover - implemented by the families
         raise NotImplementedError
 
+    def _probe(self, example: np.ndarray, b: int) -> tuple[float, float]:
+        """(peak memory of the device, peak bytes of the tensors created) of one pass over `b` copies of
+        `example`, in MB. Tensors are counted on a CPU only: there the resident set misses what the allocator
+        reuses (``TensorPeak``); a CUDA allocator peak already counts them."""
+        chunk = np.repeat(example[None], b, axis=0)
+        with PeakMemory(self.device) as peak:
+            if self.device.type == "cuda":
+                self._forward(chunk)
+                return peak.mb, 0.0
+            try:
+                with TensorPeak() as tensors:
+                    self._forward(chunk)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if is_out_of_memory(exc):
+                    raise
+                logger.warning("counting tensor memory failed (%s); planning from the resident set only", exc)
+                self._forward(chunk)
+                return peak.mb, 0.0
+        return peak.mb, tensors.mb
+
     def plan_batch(self, example: np.ndarray) -> int:
-        """Measures the memory of 1 and 2 masked images and sets the batch size to fit the budget."""
+        """Measures the memory of 1 and 2 masked images and sets the batch size to fit the budget.
+
+        On a GPU: the CUDA allocator's peaks. On a CPU: the larger of the resident-set growth and the growth of
+        the bytes the passes' tensors hold (``TensorPeak``), over a base of the resident set (weights, inputs,
+        everything the process holds) plus the fixed part of one pass, so a large model on a small machine gets
+        a batch that fits, not the maximum."""
         budget = self.memory_budget_mb if self.memory_budget_mb is not None else device_memory_mb(self.device)
-        peaks = []
-        for b in (1, 2):
-            with PeakMemory(self.device) as peak:
-                self._forward(np.repeat(example[None], b, axis=0))
-            peaks.append(peak.mb)
-        per_image = max(peaks[1] - peaks[0], 0.0)
-        base = peaks[0] - per_image
+        rss = resident_mb() if self.device.type != "cuda" else None
+        (peak1, tensors1), (peak2, tensors2) = self._probe(example, 1), self._probe(example, 2)
+        per_image = max(peak2 - peak1, tensors2 - tensors1, 0.0)
+        base = peak1 - per_image
+        if rss is not None:
+            base = max(base, rss + tensors1 - per_image)
         chosen = batch_for_budget(base, per_image, budget, self.batch_size)
         self.memory_plan = {"budget_mb": budget, "base_mb": base, "per_image_mb": per_image,
                             "batch_size": chosen, "max_batch_size": self.batch_size}
+        if self.device.type != "cuda":
+            self.memory_plan.update(per_image_resident_mb=max(peak2 - peak1, 0.0),
+                                    per_image_tensors_mb=max(tensors2 - tensors1, 0.0))
         if chosen < self.batch_size:
             logger.info("memory budget %.0f MB: %d masked images per pass (%.1f MB each over %.0f MB)", budget,
                         chosen, per_image, base)
+        if budget - base <= 0:
+            logger.warning("memory budget %.0f MB is below what the model and one pass already hold (%.0f MB): "
+                           "one masked image per pass", budget, base)
         self.batch_size = chosen
         self.planned = True
         return chosen
