@@ -8,24 +8,56 @@ import logging
 from kedro.framework.hooks import hook_impl
 from kedro.io.core import DatasetError
 
-from eagle_pipelines.parameters import PARAMETER_MODELS, parse
+from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 
 logger = logging.getLogger(__name__)
+#: --params keys that select catalog entries (conf/paper/catalog.yml), not parameter groups
+RUNTIME_ONLY = {"model", "coco_root"}
 
 
 class MissingInputError(DatasetError):
     """A dataset or checkpoint the run needs is not there; the message names each path and how to obtain it."""
 
 
+def _group(name: str) -> str | None:
+    """The parameter group of a node input (``params:attribution`` -> ``attribution``), if it has a model."""
+    if not name.startswith("params:"):
+        return None
+    group = name.split(":", 1)[1]
+    return group if group in PARAMETER_MODELS else None
+
+
 class ParameterValidationHook:
-    """Validates every parameter group the pipeline reads before any node runs."""
+    """Validates every parameter group the pipeline reads before any node runs, refuses parameter groups nobody
+    knows (a typo such as ``--params atribution.strategy=greedy`` would otherwise change nothing), and hands
+    every node its parameter groups as validated pydantic models."""
+
+    def __init__(self):
+        self._parsed: dict = {}
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        used = {name.split(":", 1)[1].split(".")[0] for name in pipeline.inputs() if name.startswith("params:")}
-        for group in sorted(used & PARAMETER_MODELS.keys()):
-            parse(group, catalog.load(f"params:{group}"))
-        logger.info("parameters validated: %s", ", ".join(sorted(used & PARAMETER_MODELS.keys())) or "none")
+        import difflib
+
+        known = set(catalog.load("parameters") or {}) | set(PARAMETER_MODELS)
+        unknown = sorted(set(run_params.get("runtime_params") or {}) - known - RUNTIME_ONLY)
+        if unknown:
+            hints = [f"'{u}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(u, known, 1))
+                                 else "") for u in unknown]
+            raise ParameterError(f"Unknown parameter group {', '.join(hints)} in --params; the groups are: "
+                                 f"{', '.join(sorted(known))}")
+        used = sorted({g for name in pipeline.inputs() if (g := _group(name))})
+        self._parsed = {f"params:{group}": parse(group, catalog.load(f"params:{group}")) for group in used}
+        logger.info("parameters validated: %s", ", ".join(used) or "none")
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async, run_id):
+        typed = {}
+        for name in node.inputs:
+            group = _group(name)
+            if group:
+                typed[name] = self._parsed.get(name) or parse(group, inputs[name])
+        return typed or None
 
 
 def _parameter(catalog, dotted: str):

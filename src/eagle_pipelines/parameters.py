@@ -16,13 +16,18 @@ from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.models.toy import ToyModelParams
 
 
-class EagleCocoParams(BaseModel):
+class ExperimentParams(BaseModel):
+    """What an experiment explains on which images (``params:eagle_coco``, ``params:eagle_mmvp``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str = "Describe the image."
     max_images: int | None = Field(default=None, gt=0, description="explain only the first N images")
     max_new_tokens: PositiveInt = 32
     batch_size: PositiveInt = 32
+
+
+EagleCocoParams = ExperimentParams
 
 
 class SuperpixelParams(BaseModel):
@@ -223,7 +228,7 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "eval_data": EvalDataParams,
     "mmvp": MmvpParams,
     "toy_model": ToyModelParams,
-    "eagle_coco": EagleCocoParams,
+    "eagle_coco": ExperimentParams,
     "superpixels": SuperpixelParams,
     "attribution": AttributionParams,
     "evaluation": EvaluationParams,

@@ -49,6 +49,7 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         self._missing_hint = missing_hint
         self._options = dict(options or {})
         self.metadata = metadata
+        self._loaded = None
 
     @property
     def _name(self) -> str:
@@ -69,6 +70,24 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
                                f"nothing is downloaded). {hint}") from None
 
     def load(self):
+        """The model adapter, loaded once per dataset (so once per run) and shared by every node that reads it."""
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    def _release(self) -> None:
+        self._loaded = None
+
+    def stamp(self) -> str:
+        """Provenance: the checkpoint's content fingerprint (config and weight files), without loading it."""
+        from eagle_pipelines.models.adapter import checkpoint_fingerprint
+
+        try:
+            return checkpoint_fingerprint(self._resolve())
+        except DatasetError:
+            return f"absent:{self._name}"
+
+    def _load(self):
         path = self._resolve()
         if not (path / "config.json").exists():
             raise DatasetError(f"'{path}' is not a model folder (no config.json). "

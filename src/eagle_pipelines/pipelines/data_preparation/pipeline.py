@@ -7,9 +7,9 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from eagle_pipelines.pipelines.data_preparation.nodes import generate_shapes_split, prepare_eval_split, prepare_mmvp
+from eagle_pipelines.pipelines.data_preparation.nodes import generate_shapes_split, prepare_mmvp
 
-SPLITS = ("train", "val", "eval")
+SPLITS = ("train", "val")  # the eval split is each experiment's own (pipelines/eagle_coco)
 
 
 def split_node(split: str) -> Node:
@@ -25,18 +25,6 @@ def split_node(split: str) -> Node:
 
 def create_pipeline(splits: tuple[str, ...] = SPLITS, **kwargs) -> Pipeline:
     return Pipeline([split_node(s) for s in splits])
-
-
-def create_eval_pipeline(**kwargs) -> Pipeline:
-    """eagle_coco's evaluation split: the shapes eval split by default, a seeded COCO sample with
-    ``eval_data.source: coco`` (the paper environment)."""
-    return Pipeline([Node(
-        func=prepare_eval_split,
-        inputs=["params:eval_data", "params:shapes", "coco_val2017"],
-        outputs=["eval_images", "eval_instances", "eval_captions"],
-        name="prepare_eval_split_node",
-        tags=["eval"],
-    )])
 
 
 def create_mmvp_pipeline(**kwargs) -> Pipeline:

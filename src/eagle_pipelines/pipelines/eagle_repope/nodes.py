@@ -435,7 +435,7 @@ def build_report(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers
     import io
 
     from eagle_pipelines.pipelines.eagle_repope import report
-    from eagle_pipelines.pipelines.reporting.nodes import _git_commit
+    from eagle_pipelines.reporting.html_page import git_commit as _git_commit
 
     params = parse("eagle_repope", eagle_repope)
     records = current_records(vlm, eagle_repope_questions, eagle_repope_corrections, superpixels, attribution,

@@ -11,8 +11,8 @@ import pandas as pd  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from eagle_pipelines.core.plotting import overlay  # noqa: E402
-from eagle_pipelines.pipelines.reporting import html_page as pages  # noqa: E402
-from eagle_pipelines.pipelines.reporting.figures import placeholder  # noqa: E402
+from eagle_pipelines.reporting import html_page as pages  # noqa: E402
+from eagle_pipelines.reporting.figures import placeholder  # noqa: E402
 
 
 def _outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:

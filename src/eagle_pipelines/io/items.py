@@ -1,0 +1,446 @@
+"""Per-item results (label maps, attributions, baseline maps, metric rows) addressed by the content of their inputs.
+
+Two catalog datasets work together:
+
+- an **item store** (``ItemStoreDataset``, loaded as an ``ItemStore``) is the cache a producer node writes into,
+  one item at a time, atomically. Every item is filed under its key *and* the fingerprint of everything that made
+  it (the image's bytes, the answer, the label map, the model, the parameters): ``<key>.<fingerprint>.npz``. An
+  item whose input changed has another fingerprint, so it is computed anew and never read in place of the old
+  one; the old one stays beside it (switching a parameter back costs nothing).
+- a **manifest** (``ManifestDataset``, a JSON file, loaded as a ``Manifest``) is what the producer returns: which
+  keys, with which fingerprints, make up the current run, which items were skipped and why, and the store they
+  live in. Consumers take the manifest as input and read exactly its items: they never rebuild a folder name,
+  and an item not in the manifest (another configuration's, another image's) cannot reach them.
+
+A finished item is one that loads: an item file that is truncated or corrupt is named in the log, removed and
+computed again. A skip (an unreadable image, a target the answer does not name) is stored under the same
+fingerprint, so it is retried as soon as its input changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kedro.io.core import AbstractDataset, DatasetError
+from kedro_datasets._typing import ImagePreview, TablePreview
+
+from eagle_pipelines.core.attribution import Attribution, atomic_write
+from eagle_pipelines.core.regions import RegionMap
+
+logger = logging.getLogger(__name__)
+FINGERPRINT_CHARS = 16
+
+
+# --- fingerprints -------------------------------------------------------------------------------------------------
+def _canonical(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"__array__": str(value.dtype), "shape": list(value.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if hasattr(value, "model_dump"):  # pydantic parameter models
+        return _canonical(value.model_dump(mode="json"))
+    return value
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable hash of JSON-able values and numpy arrays (arrays by dtype, shape and bytes)."""
+    text = json.dumps(_canonical(list(parts)), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:FINGERPRINT_CHARS]
+
+
+# --- what a producer hands the store ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Skipped:
+    """An item that cannot be made for a data reason (named): recorded, not retried until its input changes."""
+
+    reason: str
+
+
+@dataclass
+class Job:
+    """One item to make: its key, the fingerprint of its inputs, facts consumers need (``info``, JSON-able) and
+    the function that makes it (returns the value or a ``Skipped``)."""
+
+    key: str
+    fp: str
+    compute: Callable[[], Any]
+    info: dict = field(default_factory=dict)
+
+
+# --- value kinds --------------------------------------------------------------------------------------------------
+class _Kind:
+    suffixes: tuple[str, ...] = ()
+
+    def write(self, base: Path, value) -> None:
+        raise NotImplementedError
+
+    def read(self, base: Path):
+        raise NotImplementedError
+
+
+class _LabelMaps(_Kind):
+    suffixes = (".npz",)
+
+    def write(self, base: Path, value: RegionMap) -> None:
+        atomic_write(base.with_name(base.name + ".npz"), lambda f: np.savez_compressed(
+            f, labels=value.labels, params=np.array(json.dumps(value.params, sort_keys=True))))
+
+    def read(self, base: Path) -> RegionMap:
+        with np.load(base.with_name(base.name + ".npz"), allow_pickle=False) as data:
+            return RegionMap(data["labels"], json.loads(str(data["params"])))
+
+
+class _Attributions(_Kind):
+    suffixes = (".npz", ".json")
+
+    def write(self, base: Path, value: Attribution) -> None:
+        value.save(base.with_name(base.name + ".x"))  # Attribution.save replaces the suffix ".x"
+
+    def read(self, base: Path) -> Attribution:
+        return Attribution.load(base.with_name(base.name + ".x"))
+
+
+class _Arrays(_Kind):
+    suffixes = (".npz",)
+
+    def write(self, base: Path, value) -> None:
+        array, info = value if isinstance(value, tuple) else (value, {})
+        atomic_write(base.with_name(base.name + ".npz"), lambda f: np.savez_compressed(
+            f, map=np.asarray(array, dtype=np.float32), info=np.array(json.dumps(info, sort_keys=True))))
+
+    def read(self, base: Path):
+        with np.load(base.with_name(base.name + ".npz"), allow_pickle=False) as data:
+            return data["map"], json.loads(str(data["info"]))
+
+
+class _Records(_Kind):
+    suffixes = (".json",)
+
+    def write(self, base: Path, value: dict) -> None:
+        text = json.dumps(value, sort_keys=True, default=float).encode()
+        atomic_write(base.with_name(base.name + ".json"), lambda f: f.write(text))
+
+    def read(self, base: Path) -> dict:
+        return json.loads(base.with_name(base.name + ".json").read_text())
+
+
+KINDS: dict[str, _Kind] = {"label_map": _LabelMaps(), "attribution": _Attributions(), "array": _Arrays(),
+                           "record": _Records()}
+
+
+# --- the store ----------------------------------------------------------------------------------------------------
+class ItemStore:
+    """Items of one kind under `path`, each at ``<key>.<fingerprint>`` plus the kind's suffixes."""
+
+    def __init__(self, path: str | Path, kind: str):
+        if kind not in KINDS:
+            raise DatasetError(f"unknown item kind {kind!r} for {path}; known: {sorted(KINDS)}")
+        self.path = Path(path)
+        self.kind = kind
+        self._kind = KINDS[kind]
+
+    def _base(self, key: str, fp: str) -> Path:
+        key = str(key)
+        parts = Path(key).parts
+        if not key or key.startswith("/") or ".." in parts or "\\" in key:
+            raise DatasetError(f"item key {key!r} must be a relative path inside {self.path}")
+        return self.path / f"{key}.{fp}"
+
+    def _files(self, key: str, fp: str) -> list[Path]:
+        base = self._base(key, fp)
+        return [base.with_name(base.name + s) for s in self._kind.suffixes]
+
+    def _skip_file(self, key: str, fp: str) -> Path:
+        base = self._base(key, fp)
+        return base.with_name(base.name + ".skipped.json")
+
+    def read(self, key: str, fp: str):
+        """The item, or FileNotFoundError when it is not there (a corrupt file raises, naming it)."""
+        files = self._files(key, fp)
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"item '{key}' ({fp}) is not in the store: '{missing[0]}' does not exist")
+        try:
+            return self._kind.read(self._base(key, fp))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any read failure means a damaged file, named below
+            raise CorruptItemError(f"item '{key}' in '{self.path}' cannot be read ({type(exc).__name__}: "
+                                   f"{str(exc).strip()[:200]})") from None
+
+    def get(self, key: str, fp: str):
+        """The finished item (one that loads), or None. A damaged item is logged by name, removed and None
+        returned, so that it is computed again."""
+        if not all(f.is_file() for f in self._files(key, fp)):
+            return None
+        try:
+            return self.read(key, fp)
+        except CorruptItemError as exc:
+            logger.warning("%s; removing it to compute it again", exc)
+            for file in self._files(key, fp):
+                file.unlink(missing_ok=True)
+            return None
+
+    def put(self, key: str, fp: str, value) -> None:
+        self._kind.write(self._base(key, fp), value)
+        self._skip_file(key, fp).unlink(missing_ok=True)
+
+    def skipped(self, key: str, fp: str) -> str | None:
+        file = self._skip_file(key, fp)
+        if not file.is_file():
+            return None
+        try:
+            return json.loads(file.read_text())["reason"]
+        except (ValueError, KeyError, OSError):
+            file.unlink(missing_ok=True)
+            return None
+
+    def skip(self, key: str, fp: str, reason: str) -> None:
+        text = json.dumps({"key": key, "fingerprint": fp, "reason": reason}).encode()
+        atomic_write(self._skip_file(key, fp), lambda f: f.write(text))
+
+
+class CorruptItemError(DatasetError):
+    """A stored item whose file is truncated or damaged; the message names the item and the store."""
+
+
+class ItemStoreDataset(AbstractDataset[None, ItemStore]):
+    """The cache a producer node writes its items into (loaded as an ``ItemStore``; not saved as a whole).
+
+    Args:
+        path: the folder.
+        kind: ``label_map``, ``attribution``, ``array`` or ``record``.
+    """
+
+    def __init__(self, path: str, kind: str, metadata: dict | None = None):
+        if kind not in KINDS:
+            raise DatasetError(f"unknown item kind {kind!r} for {path}; known: {sorted(KINDS)}")
+        self._path = path
+        self._kind = kind
+        self.metadata = metadata
+
+    def load(self) -> ItemStore:
+        return ItemStore(self._path, self._kind)
+
+    def save(self, data) -> None:
+        raise DatasetError(f"the item store '{self._path}' is written item by item by its producer node")
+
+    def _exists(self) -> bool:
+        return True
+
+    def stamp(self) -> dict:
+        """Provenance: a store is a cache, identified by where it is (its items carry their own fingerprints)."""
+        return {"path": self._path, "kind": self._kind}
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path, "kind": self._kind}
+
+
+# --- running the jobs of a node -----------------------------------------------------------------------------------
+DATA_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+
+def run_jobs(store: ItemStore, jobs: Iterable[Job], description: str, params: dict | None = None) -> dict:
+    """Makes every job's item that the store does not hold yet (one at a time, each written as soon as it is
+    ready), and returns the manifest of all of them.
+
+    A job that returns ``Skipped`` or raises a data error (``ValueError``, ``OSError``) is recorded as skipped
+    with its reason (stored under its fingerprint, so it is retried when its input changes); any other error is
+    recorded as failed (not stored: retried on the next run) and the rest still finish."""
+    from tqdm.auto import tqdm
+
+    jobs = list(jobs)
+    keys = [j.key for j in jobs]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{description}: the same item key is made twice ({dup[:3]}); keys must be unique")
+    manifest = {"store": str(store.path), "kind": store.kind, "params": params or {}, "items": {}, "skipped": {},
+                "failed": {}}
+    todo = []
+    for job in jobs:
+        reason = store.skipped(job.key, job.fp)
+        if reason is not None:
+            manifest["skipped"][job.key] = {"fp": job.fp, "reason": reason, **job.info}
+        elif all(f.is_file() for f in store._files(job.key, job.fp)) and store.get(job.key, job.fp) is not None:
+            manifest["items"][job.key] = {"fp": job.fp, **job.info}
+        else:
+            todo.append(job)
+    if len(todo) < len(jobs):
+        logger.info("%s: %d of %d items already made for these inputs, making %d", description,
+                    len(jobs) - len(todo), len(jobs), len(todo))
+    start = time.perf_counter()
+    for job in tqdm(todo, desc=description, unit="item", disable=not todo):
+        try:
+            value = job.compute()
+        except DATA_ERRORS as exc:
+            value = Skipped(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one item's failure must not lose the others
+            logger.error("%s: item %s failed: %s: %s", description, job.key, type(exc).__name__, exc)
+            manifest["failed"][job.key] = {"fp": job.fp, "reason": f"{type(exc).__name__}: {exc}", **job.info}
+            continue
+        if isinstance(value, Skipped):
+            logger.warning("%s: %s skipped: %s", description, job.key, value.reason)
+            store.skip(job.key, job.fp, value.reason)
+            manifest["skipped"][job.key] = {"fp": job.fp, "reason": value.reason, **job.info}
+            continue
+        store.put(job.key, job.fp, value)
+        manifest["items"][job.key] = {"fp": job.fp, **job.info}
+    manifest["seconds"] = round(time.perf_counter() - start, 3)
+    if manifest["failed"]:
+        logger.error("%s: %d items failed (listed in the report; they are retried on the next run): %s",
+                     description, len(manifest["failed"]), ", ".join(sorted(manifest["failed"])[:10]))
+    return manifest
+
+
+# --- the manifest -------------------------------------------------------------------------------------------------
+class Manifest:
+    """What a producer made in its last run: ``items`` (key -> fingerprint and facts), ``skipped`` and ``failed``
+    (key -> reason and facts), the ``params`` it used, and read access to exactly those items."""
+
+    def __init__(self, data: dict, source: str = "manifest"):
+        for name in ("store", "kind", "items"):
+            if name not in data:
+                raise DatasetError(f"{source}: not a manifest (no '{name}')")
+        self.data = data
+        self.source = source
+        self.store = ItemStore(data["store"], data["kind"])
+
+    @property
+    def items(self) -> dict[str, dict]:
+        return self.data["items"]
+
+    @property
+    def skipped(self) -> dict[str, dict]:
+        return self.data.get("skipped", {})
+
+    @property
+    def failed(self) -> dict[str, dict]:
+        return self.data.get("failed", {})
+
+    @property
+    def params(self) -> dict:
+        return self.data.get("params", {})
+
+    def keys(self) -> list[str]:
+        return list(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.items)
+
+    def info(self, key: str) -> dict:
+        return self.items[key]
+
+    def load(self, key: str):
+        """The item `key` as its producer wrote it; a missing or damaged file is an error naming the item and
+        how to make it again (it is never replaced by another item)."""
+        if key not in self.items:
+            raise KeyError(f"{self.source}: no item '{key}'")
+        try:
+            return self.store.read(key, self.items[key]["fp"])
+        except (FileNotFoundError, CorruptItemError) as exc:
+            raise DatasetError(f"{self.source}: {exc}. Run the producer again (kedro run --pipeline=<name> "
+                               f"--only-missing-outputs makes what is missing)") from None
+
+    def not_made(self) -> dict[str, str]:
+        """key -> reason of every item that was skipped or failed."""
+        return {k: v["reason"] for k, v in {**self.skipped, **self.failed}.items()}
+
+
+class ManifestDataset(AbstractDataset[dict, Manifest]):
+    """A producer's manifest (JSON). ``exists`` only when every listed item is in its store, so a deleted or
+    damaged store reruns its producer under ``--only-missing-outputs``.
+
+    Args:
+        filepath: the manifest file.
+    """
+
+    def __init__(self, filepath: str, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Manifest:
+        if not self._filepath.is_file():
+            raise DatasetError(f"manifest '{self._filepath}' does not exist: its producer has not run")
+        try:
+            data = json.loads(self._filepath.read_text())
+        except ValueError as exc:
+            raise DatasetError(f"manifest '{self._filepath}' is damaged ({exc}); run its producer again") from None
+        return Manifest(data, source=str(self._filepath))
+
+    def save(self, data: dict | Manifest) -> None:
+        data = data.data if isinstance(data, Manifest) else data
+        text = json.dumps(data, indent=1, sort_keys=True, default=_json_default).encode()
+        atomic_write(self._filepath, lambda f: f.write(text))
+
+    def _exists(self) -> bool:
+        if not self._filepath.is_file():
+            return False
+        try:
+            manifest = self.load()
+        except DatasetError:
+            return False
+        return all(all(f.is_file() for f in manifest.store._files(k, v["fp"])) for k, v in manifest.items.items())
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def preview(self) -> TablePreview:
+        """kedro-viz: the items (first 20) and the skipped ones (first 5) as a table."""
+        manifest = self.load()
+        rows = [{"item": k, "status": "made", **{c: v.get(c) for c in ("level", "image_id", "target")}}
+                for k, v in list(manifest.items.items())[:20]]
+        rows += [{"item": k, "status": f"skipped: {v['reason']}"} for k, v in list(manifest.skipped.items())[:5]]
+        columns = ["item", "status", "level", "image_id", "target"]
+        return TablePreview({"index": list(range(len(rows))), "columns": columns,
+                             "data": [[r.get(c) for c in columns] for r in rows]})
+
+
+class AttributionManifestDataset(ManifestDataset):
+    """A manifest of attributions; kedro-viz previews the first one's saliency map as an image."""
+
+    def preview(self) -> ImagePreview:
+        import base64
+        import io
+
+        from matplotlib import colormaps
+        from PIL import Image
+
+        manifest = self.load()
+        if not manifest.items:
+            return ImagePreview("")
+        saliency = manifest.load(next(iter(manifest.items))).saliency()
+        rgb = (colormaps["viridis"](saliency)[..., :3] * 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).resize((rgb.shape[1] * 3, rgb.shape[0] * 3), Image.NEAREST).save(buf, format="PNG")
+        return ImagePreview(base64.b64encode(buf.getvalue()).decode("ascii"))
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

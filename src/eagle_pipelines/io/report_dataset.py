@@ -1,0 +1,156 @@
+"""Figures and published reports.
+
+- ``FiguresDataset``: a folder of PNGs, saved from ``{name: matplotlib Figure}``, loaded as ``{name: PNG bytes}``;
+  kedro-viz previews the first figure.
+- ``PublishedReportDataset``: one run's report, published whole or not at all. ``save`` writes every file of the
+  run (tables, figures, the HTML page, ``run.json``) into ``history/<time>/`` and then points the ``latest`` link
+  at it in one atomic rename; ``metrics.csv``, ``metrics_per_sample.csv`` and ``report.html`` beside ``latest``
+  are fixed links through it. A run killed while publishing leaves the previous report whole (and at most an
+  unreferenced ``history/.incomplete-*`` folder, removed by the next publish). A run whose tables, figures and
+  parameters are those of the latest report adds no history entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.io.core import AbstractDataset, DatasetError
+from kedro_datasets._typing import ImagePreview, TablePreview
+
+from eagle_pipelines.core.attribution import atomic_write
+
+LINKED = ("metrics.csv", "metrics_per_sample.csv", "report.html", "run.json")
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class FiguresDataset(AbstractDataset[dict, dict]):
+    """``{name: Figure or PNG bytes}`` as ``<path>/<name>.png`` (each written atomically)."""
+
+    def __init__(self, path: str, dpi: int = 110, metadata: dict | None = None):
+        self._path = Path(path)
+        self._dpi = dpi
+        self.metadata = metadata
+
+    def save(self, data: dict) -> None:
+        for name, fig in data.items():
+            png = fig if isinstance(fig, bytes) else figure_png(fig, self._dpi)
+            atomic_write(self._path / f"{name}.png", lambda f, b=png: f.write(b))
+
+    def load(self) -> dict[str, bytes]:
+        if not self._path.is_dir():
+            raise DatasetError(f"no figures at '{self._path}': their node has not run")
+        return {p.stem: p.read_bytes() for p in sorted(self._path.glob("*.png"))}
+
+    def _exists(self) -> bool:
+        return self._path.is_dir() and any(self._path.glob("*.png"))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+    def preview(self) -> ImagePreview:
+        """kedro-viz: the first figure (curves when there is one)."""
+        figures = self.load()
+        name = "curves" if "curves" in figures else next(iter(figures), None)
+        return ImagePreview(base64.b64encode(figures[name]).decode("ascii") if name else "")
+
+
+def _content_hash(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name, blob in sorted(files.items()):
+        if name == "report.html" or name == "run.json":
+            continue  # both carry the publication time
+        digest.update(name.encode() + b"\0" + hashlib.sha256(blob).digest())
+    return digest.hexdigest()
+
+
+class PublishedReportDataset(AbstractDataset[dict, dict]):
+    """A report folder with ``history/<time>/`` per run and ``latest`` pointing at the newest (see the module
+    docstring). ``save({"metrics.csv": DataFrame, "report.html": str, "figures/x.png": bytes, "run.json": dict,
+    ...})``; ``load()`` returns the latest run's ``run.json``.
+
+    Args:
+        path: the report folder (``data/08_reporting/eagle_coco``).
+    """
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    @staticmethod
+    def _bytes(name: str, value) -> bytes:
+        if isinstance(value, pd.DataFrame):
+            return value.to_csv(index=False, float_format="%.6g").encode()
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return value.encode()
+        return json.dumps(value, indent=1, sort_keys=True, default=str).encode()
+
+    def save(self, data: dict) -> None:
+        files = {name: self._bytes(name, value) for name, value in data.items()}
+        content = _content_hash(files)
+        latest = self.latest()
+        if latest is not None and latest.get("content_sha256") == content:
+            return  # nothing changed since the latest report: no new history entry
+        run = json.loads(files.get("run.json", b"{}"))
+        run["content_sha256"] = content
+        files["run.json"] = json.dumps(run, indent=1, sort_keys=True, default=str).encode()
+        history = self._path / "history"
+        history.mkdir(parents=True, exist_ok=True)
+        for stale in history.glob(".incomplete-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
+        staging = history / f".incomplete-{stamp}"
+        for name, blob in files.items():
+            atomic_write(staging / name, lambda f, b=blob: f.write(b))
+        os.replace(staging, history / stamp)
+        link = self._path / ".latest.tmp"
+        link.unlink(missing_ok=True)
+        os.symlink(Path("history") / stamp, link)
+        os.replace(link, self._path / "latest")  # the publication: one atomic rename
+        for name in LINKED:
+            top = self._path / name
+            if name in files and not top.is_symlink():
+                if top.exists():
+                    top.unlink()
+                os.symlink(Path("latest") / name, top)
+
+    def latest(self) -> dict | None:
+        try:
+            return json.loads((self._path / "latest" / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def load(self) -> dict:
+        run = self.latest()
+        if run is None:
+            raise DatasetError(f"no published report at '{self._path}/latest'")
+        return run
+
+    def _exists(self) -> bool:
+        return self.latest() is not None
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+    def preview(self) -> TablePreview:
+        """kedro-viz: the latest report's metrics table."""
+        frame = pd.read_csv(self._path / "latest" / "metrics.csv")
+        return TablePreview(json.loads(frame.round(4).to_json(orient="split")))

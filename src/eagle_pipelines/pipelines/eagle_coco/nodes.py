@@ -1,0 +1,26 @@
+"""eagle_coco's loader: the evaluation split from its configured source."""
+
+from __future__ import annotations
+
+import logging
+
+from PIL import Image
+
+from eagle_pipelines.data.coco_sample import EvalDataParams, coco_eval_split
+from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.data.shapes import generate_split
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_eval_split(eval_data: EvalDataParams, shapes: ShapesParams, coco_val2017) -> tuple[dict, dict, dict]:
+    """The evaluation split, from the source `eval_data.source` names: ``shapes`` generates the embedded eval
+    split; ``coco`` draws the seeded sample of the COCO-format dataset `coco_val2017` (a lazy ``CocoFolder``,
+    read only here). Both return images keyed by file stem, instances and captions."""
+    if eval_data.source == "shapes":
+        data = generate_split(shapes, "eval")
+        logger.info("shapes eval split: %d images, %d objects", len(data.images), len(data.instances["annotations"]))
+        images = {name.rsplit(".", 1)[0]: Image.fromarray(pixels) for name, pixels in data.images.items()}
+        return images, data.instances, data.captions
+    return coco_eval_split(coco_val2017.instances(), coco_val2017.captions(), coco_val2017.images(), eval_data.coco,
+                           source=coco_val2017.name)

@@ -1,0 +1,381 @@
+"""Nodes of the experiment template (answers -> superpixels -> targets -> EAGLE -> baselines -> evaluation ->
+tables -> figures and report). Thin: the work is in ``core/`` and ``models/``; what flows between nodes is what
+the catalog holds (manifests name exactly the items a producer made, with the fingerprints of their inputs).
+
+Parameters arrive validated, as the pydantic models of ``eagle_pipelines.parameters`` (``hooks.TypedParameters``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from eagle_pipelines.api import explain
+from eagle_pipelines.core.baselines import BASELINES, run_baseline
+from eagle_pipelines.core.evaluate import object_at, order_saliency, random_order, region_curves, score_methods
+from eagle_pipelines.core.memory import PeakMemory
+from eagle_pipelines.core.metrics import Curves
+from eagle_pipelines.core.regions import RegionMap, slico
+from eagle_pipelines.core.targets import phrase_positions
+from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
+from eagle_pipelines.io.split_dataset import CocoSplit
+from eagle_pipelines.models.base import Answer, ModelInternals
+from eagle_pipelines.parameters import (
+    AttributionParams,
+    BaselinesParams,
+    EvaluationParams,
+    ExperimentParams,
+    ReportingParams,
+    SuperpixelParams,
+)
+
+logger = logging.getLogger(__name__)
+EVAL_LIST_COLUMNS = ["item", "image_id", "file_name", "prompt", "reference"]
+
+
+# --- the evaluation list and the answers --------------------------------------------------------------------------
+def build_eval_list(eval_split: CocoSplit, experiment: ExperimentParams) -> pd.DataFrame:
+    """One row per item to explain, in image id order: ``item`` (its key), image id, file name, prompt and the
+    first reference caption. Every image gets the experiment's prompt (a list with a prompt per question comes
+    from the dataset's own loader, e.g. MMVP)."""
+    index = eval_split.index
+    ids = index.image_ids()[: experiment.max_images]
+    rows = [{"item": str(i), "image_id": i, "file_name": index.image_info(i)["file_name"],
+             "prompt": experiment.prompt, "reference": (index.captions_of(i) or [""])[0]} for i in ids]
+    return pd.DataFrame(rows, columns=EVAL_LIST_COLUMNS)
+
+
+def _limit(eval_list: pd.DataFrame, experiment: ExperimentParams) -> pd.DataFrame:
+    return eval_list if experiment.max_images is None else eval_list.iloc[: experiment.max_images]
+
+
+def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experiment: ExperimentParams) -> dict:
+    """Greedy answers for every listed item (batched per prompt). An image that cannot be read is logged and
+    recorded under ``errors`` with its reason; the rest finish. Each answer records the hash of the image bytes
+    it was made from."""
+    answers, errors = [], []
+    rows = list(eval_list.astype({"item": str}).itertuples(index=False))
+    with tqdm(total=len(rows), desc="answering", unit="item") as bar:
+        for lo in range(0, len(rows), experiment.batch_size):
+            chunk, images = [], []
+            for row in rows[lo:lo + experiment.batch_size]:
+                try:
+                    loaded = eval_split.image(int(row.image_id))
+                except CocoFormatError as exc:
+                    logger.error("item %s skipped: %s", row.item, exc)
+                    errors.append({"item": row.item, "image_id": int(row.image_id), "error": str(exc)})
+                    continue
+                images.append(loaded)
+                chunk.append(row)
+            for prompt in dict.fromkeys(r.prompt for r in chunk):
+                sel = [k for k, r in enumerate(chunk) if r.prompt == prompt]
+                outs = vlm.generate_batch([images[k].pixels for k in sel], prompt,
+                                          max_new_tokens=experiment.max_new_tokens)
+                for k, answer in zip(sel, outs):
+                    row = chunk[k]
+                    reference = "" if pd.isna(row.reference) else str(row.reference)
+                    answers.append({"item": row.item, "image_id": int(row.image_id), "image_sha": images[k].sha,
+                                    "reference": reference, "exact_match": answer.text == reference,
+                                    **answer.to_dict()})
+            bar.update(len(rows[lo:lo + experiment.batch_size]))
+    order = {r.item: k for k, r in enumerate(rows)}
+    answers.sort(key=lambda a: order[a["item"]])
+    exact = sum(a["exact_match"] for a in answers) / max(1, len(answers))
+    logger.info("answered %d items (%d skipped); %.1f%% match the reference", len(answers), len(errors),
+                100 * exact)
+    return {"model": vlm.name, "model_fingerprint": vlm.fingerprint, "answers": answers, "errors": errors,
+            "summary": {"items": len(answers), "skipped": len(errors), "exact_match": exact}}
+
+
+# --- superpixels --------------------------------------------------------------------------------------------------
+def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemStore,
+                        superpixels: SuperpixelParams) -> dict:
+    """SLICO label maps at model resolution of every answered image (key: image id), filed under the hash of
+    the image's bytes, the model's resolution and the SLIC parameters."""
+    spec = vlm.resolution_spec()
+    jobs = {}
+    for a in answers["answers"]:
+        image_id = int(a["image_id"])
+        fp = fingerprint("slico", a["image_sha"], spec, superpixels)
+
+        def compute(image_id=image_id, sha=a["image_sha"]):
+            loaded = _image(eval_split, image_id, sha)
+            return slico(vlm.model_image(loaded), **superpixels.model_dump())
+
+        jobs[str(image_id)] = Job(str(image_id), fp, compute, {"image_id": image_id, "image_sha": a["image_sha"]})
+    return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
+
+
+def _image(eval_split: CocoSplit, image_id: int, sha: str) -> np.ndarray:
+    """The image's pixels, refusing an image whose bytes changed since its answer was made."""
+    loaded = eval_split.image(image_id)
+    if loaded.sha != sha:
+        raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
+                              f"{sha}); rerun from the answers")
+    return loaded.pixels
+
+
+# --- targets ------------------------------------------------------------------------------------------------------
+def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: AttributionParams) -> dict:
+    """What every method explains, per level: ``sentence`` (all answer tokens of each item) and ``word`` (the
+    tokens of each annotated object's words the answer contains, or of the configured words). EAGLE and the
+    baselines read this one list, so they explain exactly the same targets. A target the answer does not name is
+    listed under ``skipped`` with the reason."""
+    decode = vlm.processor.tokenizer.decode
+    index = eval_split.index
+    targets, skipped = [], []
+    for a in answers["answers"]:
+        answer = Answer.from_dict(a)
+        base = {"item": a["item"], "image_id": int(a["image_id"]), "image_sha": a["image_sha"],
+                "prompt": answer.prompt, "token_ids": [int(t) for t in answer.token_ids], "answer": answer.text}
+        for level in attribution.levels:
+            if level == "sentence":
+                targets.append({"key": f"sentence/{a['item']}", "level": level, **base,
+                                "positions": list(range(len(answer.token_ids))), "meta": {}})
+                continue
+            for suffix, positions, meta in _word_targets(attribution, index, int(a["image_id"]), answer, decode):
+                key = f"word/{a['item']}_{suffix}"
+                if not positions:
+                    skipped.append({"key": key, "level": level, **base, "meta": meta,
+                                    "reason": f"the answer {answer.text!r} does not mention "
+                                              f"{meta.get('category', meta.get('word'))!r}"})
+                    continue
+                targets.append({"key": key, "level": level, **base, "positions": positions, "meta": meta})
+    logger.info("targets: %s; %d not in their answer", ", ".join(
+        f"{sum(t['level'] == lv for t in targets)} {lv}" for lv in attribution.levels), len(skipped))
+    return {"targets": targets, "skipped": skipped, "answer_errors": answers.get("errors", [])}
+
+
+def _word_targets(params: AttributionParams, index, image_id: int, answer: Answer, decode):
+    """(key suffix, positions, meta) of each word-level target of one image."""
+    if params.word_targets == "objects":
+        for obj in index.objects(image_id):
+            # the first of the object's words (category name, then plural and synonyms where the annotation file
+            # lists them) that the answer contains
+            found = ((w, phrase_positions(decode, answer.token_ids, w)) for w in obj.names)
+            word, positions = next(((w, p) for w, p in found if p), (obj.category, []))
+            meta = {"annotation_id": obj.annotation_id, "category": obj.category, "bbox": list(obj.bbox)}
+            if word != obj.category:
+                meta["word"] = word
+            yield str(obj.annotation_id), list(positions), meta
+        return
+    for target in params.word_targets:
+        if isinstance(target, int):
+            positions = [target] if 0 <= target < len(answer.token_ids) else []
+        else:
+            positions = list(phrase_positions(decode, answer.token_ids, target))
+        yield str(target), positions, {"word": target}
+
+
+def _target_info(t: dict) -> dict:
+    return {k: t[k] for k in ("level", "item", "image_id", "image_sha", "prompt", "token_ids", "answer", "positions",
+                              "meta")}
+
+
+def _labels_of(superpixels: Manifest, image_id: int) -> tuple[str, RegionMap] | None:
+    key = str(image_id)
+    if key not in superpixels:
+        return None
+    return superpixels.info(key)["fp"], superpixels.load(key)
+
+
+# --- EAGLE --------------------------------------------------------------------------------------------------------
+def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, store: ItemStore,
+                    attribution: AttributionParams) -> dict:
+    """EAGLE's attribution of every target (the search runs here, one target at a time, each written as soon
+    as it is done). Each is filed under the hash of its image, answer, target tokens, label map, model and
+    search settings."""
+    search = {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
+              "search": attribution.search_params()}
+    jobs = []
+    for t in targets["targets"]:
+        sp_fp = superpixels.info(str(t["image_id"]))["fp"] if str(t["image_id"]) in superpixels else None
+        fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
+        jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution), _target_info(t)))
+    return run_jobs(store, jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
+                                           "model_fingerprint": vlm.fingerprint})
+
+
+def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
+    def compute():
+        found = _labels_of(superpixels, t["image_id"])
+        if found is None:
+            return Skipped(f"image {t['image_id']} has no superpixels: "
+                           f"{superpixels.not_made().get(str(t['image_id']), 'not answered')}")
+        image = vlm.model_image(_image(eval_split, t["image_id"], t["image_sha"]))
+        answer = Answer(prompt=t["prompt"], token_ids=tuple(t["token_ids"]), tokens=(), text=t["answer"],
+                        token_probs=(), finished=True)
+        positions = None if t["level"] == "sentence" else t["positions"]
+        return explain(vlm, image, t["prompt"], tokens=positions, strategy=params.strategy,
+                       lambda1=params.lambda1, lambda2=params.lambda2, batch_size=params.batch_size,
+                       memory_budget_mb=params.memory_budget_mb, answer=answer, regions=found[1],
+                       search_params=params.search_params(),
+                       meta={"image_id": t["image_id"], "level": t["level"], "item": t["item"], **t["meta"]})
+
+    return compute
+
+
+# --- baselines ----------------------------------------------------------------------------------------------------
+def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, store: ItemStore,
+                  baselines: BaselinesParams) -> dict:
+    """The (H, W) map of every configured baseline for every target (key ``<method>/<target key>``), with its
+    seconds and peak memory, filed under the hash of the target, the method's settings, the model and (for
+    methods over superpixels) the label map."""
+    if baselines.methods and not isinstance(vlm, ModelInternals):
+        raise TypeError(f"the model '{vlm.name}' ({type(vlm).__name__}) does not expose its internals "
+                        "(models/base.py: ModelInternals), which the baselines need; set baselines.methods: [] in "
+                        "conf/<env>/parameters_baselines.yml to run without them")
+    jobs = []
+    for method in baselines.methods:
+        needs_labels = BASELINES[method][1]
+        for t in targets["targets"]:
+            sp = str(t["image_id"])
+            sp_fp = superpixels.info(sp)["fp"] if needs_labels and sp in superpixels else None
+            fp = fingerprint("baseline", method, baselines.settings(method), _target_info(t), sp_fp,
+                             vlm.fingerprint)
+            jobs.append(Job(f"{method}/{t['key']}", fp,
+                            _baseline_job(vlm, eval_split, superpixels, method, baselines.settings(method), t),
+                            {"method": method, **_target_info(t)}))
+    return run_jobs(store, jobs, "baselines", {"baselines": baselines.model_dump(mode="json")})
+
+
+def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: dict):
+    def compute():
+        labels = None
+        if BASELINES[method][1]:
+            found = _labels_of(superpixels, t["image_id"])
+            if found is None:
+                return Skipped(f"image {t['image_id']} has no superpixels")
+            labels = found[1].labels
+        image = vlm.model_image(_image(eval_split, t["image_id"], t["image_sha"]))
+        info = {"method": method, "image_id": t["image_id"], "level": t["level"], "positions": t["positions"],
+                **t["meta"]}
+        import time
+
+        start = time.perf_counter()
+        with PeakMemory(vlm.device) as peak:
+            tf = vlm.teacher_forced(image, t["prompt"], t["token_ids"])
+            result = run_baseline(method, tf, t["positions"], labels, **settings)
+        return result.map, {**info, "seconds": time.perf_counter() - start, "peak_memory_mb": peak.mb,
+                            "method_seconds": result.seconds}
+
+    return compute
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, store: ItemStore,
+             evaluation: EvaluationParams) -> dict:
+    """Metric rows of every attribution (EAGLE's own curves and the pixel protocol, beside the seeded random
+    floor over the same regions; key ``eagle/<target key>``) and of every baseline map (pixel protocol; key
+    ``<method>/<target key>``), each filed under the hash of what it scores and the evaluation settings."""
+    jobs = []
+    for key, info in attributions.items.items():
+        fp = fingerprint("evaluate", info["fp"], evaluation, _annotation(eval_split, info))
+        jobs.append(Job(f"eagle/{key}", fp, _evaluate_job(vlm, eval_split, attributions, key, evaluation, None),
+                        {"method": "eagle", "target": key, "level": info["level"]}))
+    for key, info in baselines.items.items():
+        fp = fingerprint("evaluate", info["fp"], evaluation, _annotation(eval_split, info))
+        target = key.split("/", 1)[1]
+        jobs.append(Job(key, fp, _evaluate_job(vlm, eval_split, baselines, key, evaluation, info["method"]),
+                        {"method": info["method"], "target": target, "level": info["level"]}))
+    return run_jobs(store, jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")})
+
+
+def _annotation(eval_split: CocoSplit, info: dict):
+    ann_id = info["meta"].get("annotation_id")
+    return None if ann_id is None else eval_split.instances and eval_split.index.instances.anns.get(int(ann_id))
+
+
+def _object(eval_split: CocoSplit, image_id: int, annotation_id, shape):
+    if annotation_id is None:
+        return None
+    found = [o for o in eval_split.index.objects(image_id) if o.annotation_id == int(annotation_id)]
+    return object_at(shape, found[0].mask, found[0].bbox) if found else None
+
+
+def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: EvaluationParams, method: str | None):
+    info = manifest.info(key)
+
+    def compute():
+        image = vlm.model_image(_image(eval_split, info["image_id"], info["image_sha"]))
+        scorer = vlm.scorer(image, info["prompt"], info["token_ids"], info["positions"],
+                            batch_size=params.batch_size)
+        ann_id = info["meta"].get("annotation_id")
+        if method is None:  # EAGLE and the random floor over the same regions
+            a = manifest.load(key)
+            regions = RegionMap(a.labels, a.meta.get("regions", {}))
+            order = random_order(regions.n_regions, params.random_seed, info["image_id"], int(ann_id or 0))
+            maps = {"eagle": (order_saliency(a.order, a.labels), Curves(a.area, a.insertion, a.deletion)),
+                    "random": (order_saliency(order, a.labels), region_curves(scorer, regions, order))}
+            facts = {"eagle": (a.seconds, a.peak_memory_mb), "random": (None, None)}
+            shape = a.labels.shape
+        else:
+            saliency, map_info = manifest.load(key)
+            maps = {method: (saliency, None)}
+            facts = {method: (map_info.get("seconds"), map_info.get("peak_memory_mb"))}
+            shape = saliency.shape
+        rows = score_methods(scorer, maps, params.pixel_steps, _object(eval_split, info["image_id"], ann_id, shape))
+        for row in rows:
+            row.update({"image_id": info["image_id"], "item": info["item"], "level": info["level"],
+                        "target": info["meta"].get("category", info["meta"].get("word", "")),
+                        "annotation_id": int(ann_id or 0), "seconds": facts[row["method"]][0],
+                        "peak_memory_mb": facts[row["method"]][1]})
+        return {"rows": rows}
+
+    return compute
+
+
+# --- tables -------------------------------------------------------------------------------------------------------
+METRICS = ["insertion_auc", "deletion_auc", "highest_confidence", "insertion_auc_sensitive",
+           "deletion_auc_sensitive", "highest_confidence_sensitive", "point_game_box", "point_game_mask"]
+COLUMNS = ["method", "level", "protocol", "n_samples", "insertion_auc", "deletion_auc", "ahc",
+           "insertion_auc_sensitive", "deletion_auc_sensitive", "ahc_sensitive", "point_game_box",
+           "point_game_mask", "seconds_per_sample", "peak_memory_mb"]
+
+
+def common_targets(evaluation: Manifest) -> tuple[dict[str, set[str]], dict[str, dict[str, list[str]]]]:
+    """Per level, the targets every method has a row for, and per level and method the targets left out of the
+    table because another method lacks them."""
+    by_level: dict[str, dict[str, set[str]]] = {}
+    for info in evaluation.items.values():
+        by_level.setdefault(info["level"], {}).setdefault(info["method"], set()).add(info["target"])
+    common, left_out = {}, {}
+    for level, methods in by_level.items():
+        common[level] = set.intersection(*methods.values())
+        left_out[level] = {m: sorted(t - common[level]) for m, t in methods.items() if t - common[level]}
+    return common, left_out
+
+
+def aggregate_metrics(evaluation: Manifest) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper-style table and the per-sample rows. Every row of one level covers the same targets (those
+    every method has; the others are logged and listed in the report), so ``n_samples`` is one number per
+    level. One table row per method, level and protocol: means over samples (sensitive-token means over the
+    samples that have sensitive tokens); seconds per sample and the peak memory of the explanation."""
+    common, left_out = common_targets(evaluation)
+    for level, methods in left_out.items():
+        for method, keys in methods.items():
+            logger.warning("%s level: %d targets of %s are left out of the table (other methods lack them): %s",
+                           level, len(keys), method, ", ".join(keys[:5]))
+    rows = []
+    for key, info in evaluation.items.items():
+        if info["target"] in common.get(info["level"], ()):
+            rows.extend(evaluation.load(key)["rows"])
+    per_sample = pd.DataFrame(rows)
+    if per_sample.empty:
+        raise ValueError("no evaluated sample: every target was skipped (see the manifests' 'skipped' lists)")
+    per_sample = per_sample.sort_values(["level", "method", "protocol", "image_id", "annotation_id"])
+    table = []
+    for (method, level, protocol), group in per_sample.groupby(["method", "level", "protocol"], sort=True):
+        row = {"method": method, "level": level, "protocol": protocol, "n_samples": len(group)}
+        for col in METRICS:
+            row[col.replace("highest_confidence", "ahc")] = group[col].mean() if col in group else np.nan
+        row["seconds_per_sample"] = group["seconds"].mean()
+        row["peak_memory_mb"] = group["peak_memory_mb"].max()
+        table.append(row)
+    metrics = pd.DataFrame(table, columns=COLUMNS)
+    logger.info("metrics:\n%s", metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return metrics, per_sample.drop(columns=["eval_seconds", "curve"]).reset_index(drop=True)

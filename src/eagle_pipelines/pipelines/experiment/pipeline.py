@@ -1,0 +1,76 @@
+"""The experiment template: one modular pipeline for every dataset, instantiated under a namespace.
+
+    eval split ─► eval list ─► answers ─► superpixels ─► targets ─► EAGLE ─────┐
+                                                             └──► baselines ───┴► evaluation ─► tables ─► report
+
+Stages are node namespaces inside the experiment's (``eagle_coco.explanation``...), so kedro-viz collapses an
+experiment into one box and each stage into another. Dataset names are ``<namespace>.<name>`` and resolve through
+the catalog's factories (``"{namespace}.answers"``...). A dataset plugs in through its *loader*: the nodes that
+make ``eval_split`` (and, for a list with a prompt per question, ``eval_list``).
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from eagle_pipelines.pipelines.experiment import nodes, report
+
+#: the parameter groups every experiment shares (not namespaced)
+SHARED_PARAMETERS = {"params:superpixels", "params:attribution", "params:baselines", "params:evaluation",
+                     "params:reporting"}
+
+
+def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
+    return Pipeline(stage_nodes, namespace=name, prefix_datasets_with_namespace=False)
+
+
+def template(loader: Pipeline, eval_list_node: bool = True) -> Pipeline:
+    """The stages after the dataset's `loader` (which makes ``eval_split``, and ``eval_list`` unless
+    `eval_list_node`)."""
+    data = [*loader.nodes]
+    if eval_list_node:
+        data.append(Node(nodes.build_eval_list, ["eval_split", "params:experiment"], "eval_list",
+                         name="build_eval_list"))
+    return Pipeline([
+        _stage("data", data),
+        _stage("answers", [
+            Node(nodes.generate_answers, ["vlm", "eval_split", "eval_list", "params:experiment"], "answers",
+                 name="generate_answers"),
+        ]),
+        _stage("explanation", [
+            Node(nodes.compute_superpixels, ["vlm", "eval_split", "answers", "superpixel_store",
+                                             "params:superpixels"], "superpixels", name="compute_superpixels"),
+            Node(nodes.select_targets, ["vlm", "eval_split", "answers", "params:attribution"], "targets",
+                 name="select_targets"),
+            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels", "attribution_store",
+                                         "params:attribution"], "attributions", name="explain"),
+        ]),
+        _stage("baselines", [
+            Node(nodes.run_baselines, ["vlm", "eval_split", "targets", "superpixels", "baseline_store",
+                                       "params:baselines"], "baselines", name="run_baselines"),
+        ]),
+        _stage("evaluation", [
+            Node(nodes.evaluate, ["vlm", "eval_split", "attributions", "baselines", "evaluation_store",
+                                  "params:evaluation"], "evaluation", name="evaluate"),
+            Node(nodes.aggregate_metrics, "evaluation", ["metrics", "metrics_per_sample"], name="aggregate_metrics"),
+        ]),
+        _stage("reporting", [
+            Node(report.coverage, ["targets", "attributions", "baselines", "evaluation"], "coverage",
+                 name="coverage"),
+            Node(report.build_figures, ["vlm", "eval_split", "attributions", "baselines", "evaluation",
+                                        "params:reporting"], "figures", name="build_figures"),
+            Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
+                                         "params:experiment"], "report", name="publish_report"),
+        ]),
+    ])
+
+
+def instantiate(namespace: str, loader: Pipeline, free_inputs: set[str], experiment_params: str,
+                eval_list_node: bool = True) -> Pipeline:
+    """The template under `namespace`: its datasets become ``<namespace>.<name>``, except `free_inputs` (the
+    model, the raw datasets the loader reads) and the shared parameter groups; ``params:experiment`` is
+    `experiment_params`."""
+    params = {p for p in free_inputs if p.startswith("params:")}
+    return Pipeline(template(loader, eval_list_node), namespace=namespace,
+                    inputs={"vlm", *(free_inputs - params)},
+                    parameters={**{p: p for p in SHARED_PARAMETERS | params}, "params:experiment": experiment_params})

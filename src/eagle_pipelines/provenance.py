@@ -1,0 +1,270 @@
+"""Provenance stamps: Kedro's rerun tools see a dataset made under other parameters or from other inputs as
+missing.
+
+Every dataset a pipeline produces gets a *stamp*: a hash of its producer node, the stamps of all the node's
+inputs (recursively: parameters by value, the datasets you supply by their files' size and time, the model
+checkpoint by its content fingerprint) and the dataset's own catalog entry. After a save, the stamp is recorded in
+``data/.provenance/<dataset>.json``; before a save, the old record is removed, so a file half-written by a killed
+run never passes for finished.
+
+- ``ProvenanceCatalog.exists`` (settings.DATA_CATALOG_CLASS) is True only where the file exists *and* its record
+  matches the stamp the current parameters and inputs give. So ``kedro run --only-missing-outputs`` after a
+  parameter change reruns exactly the nodes whose outputs that change reaches, and nothing else.
+- ``--from-nodes`` / ``--to-nodes`` / ``--node-names``: a run whose inputs are made by nodes it does not run stops
+  before any node when one of them is missing or was made under other parameters, naming it and the command
+  that makes it, instead of mixing old and new results.
+- One writer per data folder: a second ``kedro run`` on the same project stops at once with a clear message
+  (``data/.eagle.lock``), instead of rewriting the files the first one is reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io import DataCatalog
+from kedro.io.core import DatasetError
+
+logger = logging.getLogger(__name__)
+RECORDS = Path("data") / ".provenance"
+LOCK = Path("data") / ".eagle.lock"
+
+
+class StaleInputError(DatasetError):
+    """A run's input that another node makes is missing or was made under other parameters or inputs."""
+
+
+class ProjectLockedError(RuntimeError):
+    """Another run is writing this project's data folder."""
+
+
+def _hash(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _describe(dataset) -> dict:
+    try:
+        return dataset._describe()
+    except Exception:  # noqa: BLE001 - a dataset that cannot describe itself is identified by its type
+        return {}
+
+
+def _file_stats(path: str | None, limit: int = 20000) -> list:
+    """(relative path, size, mtime) of a local file, or of the files under a local folder (at most `limit`)."""
+    if not path or "://" in str(path):
+        return [str(path)]
+    root = Path(path)
+    if root.is_file():
+        st = root.stat()
+        return [[root.name, st.st_size, st.st_mtime_ns]]
+    if not root.is_dir():
+        return ["absent"]
+    stats = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            file = Path(dirpath) / name
+            try:
+                st = file.stat()
+            except OSError:
+                continue
+            stats.append([file.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns])
+            if len(stats) >= limit:
+                return sorted(stats)
+    return sorted(stats)
+
+
+def source_stamp(name: str, dataset) -> str:
+    """The stamp of a dataset no node of the pipeline makes: its own ``stamp()`` when it has one (a model
+    checkpoint: its content fingerprint), else its catalog entry and its files' sizes and times."""
+    if dataset is None:
+        return _hash("absent", name)
+    if hasattr(dataset, "stamp"):
+        return _hash(type(dataset).__name__, dataset.stamp())
+    described = _describe(dataset)
+    path = described.get("filepath") or described.get("path")
+    return _hash(type(dataset).__name__, described, _file_stats(path))
+
+
+def _node_identity(node) -> list:
+    func = node.func
+    keywords = getattr(func, "keywords", None)
+    inner = getattr(func, "func", func)
+    return [node.name, getattr(inner, "__module__", ""), getattr(inner, "__qualname__", str(inner)),
+            keywords or {}]
+
+
+def expected_stamps(pipeline, catalog) -> dict[str, str]:
+    """Dataset name -> the stamp its file must carry to be current, for every dataset of `pipeline`."""
+    stamps: dict[str, str] = {}
+    produced = pipeline.all_outputs()
+    for name in pipeline.inputs():
+        if name.startswith("params:") or name == "parameters":
+            stamps[name] = _hash("params", catalog.load(name))
+        else:
+            stamps[name] = source_stamp(name, catalog.get(name))
+    for node in pipeline.nodes:  # topological order
+        node_stamp = _hash(_node_identity(node), [stamps[i] for i in node.inputs])
+        for out in node.outputs:
+            stamps[out] = _hash(node_stamp, out, _describe(catalog.get(out)) if out in catalog else {})
+    return {name: stamp for name, stamp in stamps.items() if name in produced or name.startswith("params:")
+            or name in pipeline.inputs()}
+
+
+class Provenance:
+    """The stamps a run expects and the records of what is on disk."""
+
+    def __init__(self, root: Path, expected: dict[str, str]):
+        self.root = root
+        self.expected = expected
+
+    def _record(self, name: str) -> Path:
+        safe = name.replace("/", "_").replace(":", "_")
+        return self.root / RECORDS / f"{safe}.json"
+
+    def recorded(self, name: str) -> str | None:
+        try:
+            return json.loads(self._record(name).read_text())["stamp"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def current(self, name: str) -> bool:
+        """Whether the dataset on disk was made from this run's parameters and inputs (True for datasets this
+        run does not stamp: the sources you supply)."""
+        if name not in self.expected or name.startswith("params:"):
+            return True
+        return self.recorded(name) == self.expected[name]
+
+    def forget(self, name: str) -> None:
+        self._record(name).unlink(missing_ok=True)
+
+    def record(self, name: str) -> None:
+        if name not in self.expected:
+            return
+        from eagle_pipelines.core.attribution import atomic_write
+
+        text = json.dumps({"dataset": name, "stamp": self.expected[name]}).encode()
+        atomic_write(self._record(name), lambda f: f.write(text))
+
+
+class ProvenanceCatalog(DataCatalog):
+    """Kedro's DataCatalog whose ``exists`` also asks whether the data is current (see the module docstring)."""
+
+    provenance: Provenance | None = None
+
+    def exists(self, ds_name: str) -> bool:
+        if not super().exists(ds_name):
+            return False
+        if self.provenance is None:
+            return True
+        return self.provenance.current(ds_name)
+
+
+def _registered(run_params: dict):
+    from kedro.framework.project import pipelines
+
+    names = run_params.get("pipeline_names") or ["__default__"]
+    full = None
+    for name in names:
+        full = pipelines[name] if full is None else full + pipelines[name]
+    return full
+
+
+def _command(run_params: dict, outputs: list[str]) -> str:
+    names = run_params.get("pipeline_names") or ["__default__"]
+    pipeline = "" if names == ["__default__"] else f" --pipeline={names[0]}"
+    env = f" --env={run_params['env']}" if run_params.get("env") else ""
+    return f"kedro run{pipeline}{env} --to-outputs={','.join(outputs)}"
+
+
+class ProvenanceHook:
+    """Stamps outputs, makes ``exists`` stamp-aware, refuses stale inputs of partial runs, and holds the lock."""
+
+    def __init__(self):
+        self._root = Path.cwd()
+        self._provenance: Provenance | None = None
+        self._lock = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._root = Path(context.project_path)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._acquire()
+        try:
+            full = _registered(run_params)
+            whole = full + pipeline if full is not None else pipeline
+            expected = expected_stamps(whole, catalog)
+            self._provenance = Provenance(self._root, expected)
+            if isinstance(catalog, ProvenanceCatalog):
+                catalog.provenance = self._provenance
+            made_elsewhere = sorted((pipeline.inputs() & whole.all_outputs()) - {n for n in pipeline.inputs()
+                                                                                  if n.startswith("params:")})
+            stale = []
+            for name in made_elsewhere:
+                dataset = catalog.get(name)
+                if dataset is None or not dataset.exists():
+                    stale.append((name, "it is missing"))
+                elif not self._provenance.current(name):
+                    stale.append((name, "it was made under other parameters or from other inputs than this run's"))
+            if stale:
+                lines = "\n".join(f"  - '{n}': {why}" for n, why in stale)
+                raise StaleInputError(
+                    f"This run reads data that a node outside it makes, and that data is not current "
+                    f"(nothing was run):\n{lines}\nMake it first: {_command(run_params, [n for n, _ in stale])}"
+                    f" (or rerun with --only-missing-outputs, which makes exactly what is missing).")
+        except BaseException:
+            self._release()
+            raise
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str, data, node) -> None:
+        if self._provenance is not None:
+            self._provenance.forget(dataset_name)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data, node) -> None:
+        if self._provenance is not None:
+            self._provenance.record(dataset_name)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        self._release()
+
+    def _acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        path = self._root / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = ""
+            info = path.with_suffix(".owner")
+            if info.is_file():
+                holder = f" ({info.read_text().strip()})"
+            raise ProjectLockedError(
+                f"another kedro run is writing this project's data folder{holder}; wait for it to finish "
+                f"(one run per data folder: {path})") from None
+        import datetime
+
+        path.with_suffix(".owner").write_text(
+            f"pid {os.getpid()}, started {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        self._lock = lock
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            (self._root / LOCK).with_suffix(".owner").unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None

@@ -1,0 +1,1 @@
+"""Figures and HTML pages shared by the experiment reports (no Kedro)."""
