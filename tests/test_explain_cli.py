@@ -28,17 +28,17 @@ def test_eagle_explain_prints_the_explanation_and_writes_a_loadable_attribution(
     assert main([str(photo), "--model", MODEL, "--regions", "12", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     answer = printed.splitlines()[0].removeprefix("answer: ")
-    a = Attribution.load(out / "shapes")
+    a = Attribution.load(out / "shapes.png.npz")  # the full file name, extension kept
     assert a.answer == answer and a.strategy == "pooled" and a.meta["image"] == str(photo)
     assert sorted(a.order.tolist()) == list(range(a.n_regions))
     assert f"region {a.order[0]}:" in printed and f"{a.forward_passes} forward passes" in printed
-    assert (out / "shapes.png").stat().st_size > 10_000
+    assert (out / "shapes.png.png").stat().st_size > 10_000
 
     word = answer.split()[1]  # "a <colour> <shape> ...": explain the first colour word
     assert main([str(photo), "--model", MODEL, "--regions", "12", "--out", str(out), "--tokens", word,
                  "--no-plot"]) == 0
-    w = Attribution.load(out / f"shapes_{word}")
-    assert w.target_words == [word] and not (out / f"shapes_{word}.png").exists()
+    w = Attribution.load(out / f"shapes.png_{word}.npz")
+    assert w.target_words == [word] and not (out / f"shapes.png_{word}.png").exists()
     np.testing.assert_array_equal(w.labels, a.labels)
 
 
@@ -72,16 +72,21 @@ def test_eagle_explain_runs_over_a_folder_skips_what_is_done_and_reports_a_bad_i
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "cannot be read as an image" in captured.err
     summary = pd.read_csv(out / "summary.csv")
-    assert sorted(Path(p).name for p in summary["image"]) == ["shapes1.png", "shapes2.png"]
-    assert summary["insertion_auc"].between(0, 1).all() and (summary["forward_passes"] > 0).all()
+    assert dict(zip(summary["image"].map(lambda p: Path(p).name), summary["status"])) == {
+        "broken.png": "failed", "shapes1.png": "explained", "shapes2.png": "explained"}
+    assert "cannot be read as an image" in summary.loc[summary["status"] == "failed", "error"].iloc[0]
+    explained = summary[summary["status"] == "explained"].drop(columns=["status", "error"]).reset_index(drop=True)
+    assert explained["insertion_auc"].between(0, 1).all() and (explained["forward_passes"] > 0).all()
     done = {p.name: p.stat().st_mtime_ns for p in out.glob("shapes*")}
     assert len(done) == 4  # npz + json each
 
     (folder / "broken.png").unlink()
     assert main(argv) == 0
-    assert "already explained" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("already explained from the same inputs") == 2
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shapes*")} == done
-    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary)
+    again = pd.read_csv(out / "summary.csv")
+    assert (again["status"] == "resumed").all()
+    pd.testing.assert_frame_equal(again.drop(columns=["status", "error"]), explained, check_dtype=False)
 
 
 def test_eagle_explain_refuses_two_images_that_would_share_an_output(photo, tmp_path, capsys):

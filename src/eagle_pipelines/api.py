@@ -5,23 +5,144 @@ returns an Attribution.
     model = load_model("data/06_models/toy_qwen2_5_vl")
     attribution = explain(model, image, "Describe the image.", tokens=["red", "circle"], n_regions=16)
     attribution.plot(image)
+
+``explain`` checks every argument before any work and names the wrong one with its allowed range (ValueError);
+an image it cannot take (unreadable file, decompression bomb, NaN floats, a side under 14 pixels) is a ValueError
+naming the file and the reason; a region count beyond what the image can hold (fewer than ``MIN_REGION_PIXELS``
+pixels per region) is refused, and the search's forward passes are logged before it starts
+(``expected_forward_passes``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from eagle_pipelines.core.attribution import Attribution
-from eagle_pipelines.core.images import as_rgb
+from eagle_pipelines.core.images import as_rgb, check_size
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, slico
 from eagle_pipelines.core.scoring import RegionScorer
-from eagle_pipelines.core.search import CountingScorer, efficient, greedy, lazy, pooled
+from eagle_pipelines.core.search import CountingScorer, efficient, greedy, lazy, pool_size_for_budget, pooled
 from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.models.base import Answer
 
 STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficient": efficient, "lazy": lazy}
+#: the fewest pixels a region may hold on average: n_regions is refused beyond H·W / MIN_REGION_PIXELS of the image
+#: (the smaller of the image as given and at the model's resolution). A 4x4 block is about the smallest area SLICO
+#: can still place by colour; beyond it the regions become single pixels and the search cost (greedy: n(n+1)
+#: forward passes) explodes for no information.
+MIN_REGION_PIXELS = 16
+#: searches expected to take more forward passes than this are logged as a warning, not as information
+LONG_SEARCH = 20_000
+logger = logging.getLogger(__name__)
+
+ALLOWED = {
+    "strategy": f"one of {sorted(STRATEGIES)}",
+    "lambda1": "a finite number >= 0 (lambda1 + lambda2 > 0)",
+    "lambda2": "a finite number >= 0 (lambda1 + lambda2 > 0)",
+    "batch_size": "an integer >= 1",
+    "memory_budget_mb": "None (what the device has), 0 (no planning) or a finite number of MB > 0",
+    "n_regions": "an integer >= 2",
+}
+
+
+def _search_models() -> dict:
+    from eagle_pipelines.parameters import EfficientParams, LazyParams, PooledParams
+
+    return {"pooled": PooledParams, "efficient": EfficientParams, "lazy": LazyParams}
+
+
+def check_arguments(prompt=None, strategy: str = "pooled", n_regions: int = 64, lambda1: float = 1.0,
+                    lambda2: float = 1.0, batch_size: int = 32, memory_budget_mb: float | None = None,
+                    search_params: dict | None = None, check_prompt: bool = True) -> None:
+    """Validates ``explain``'s settings with the pipelines' parameter models (``AttributionParams`` and the
+    strategies' ``PooledParams``, ``EfficientParams``, ``LazyParams``) plus what they leave open (finite numbers,
+    not both λ zero, a prompt). A wrong one is a ValueError naming the argument, the value and the allowed range."""
+    from pydantic import ValidationError
+
+    from eagle_pipelines.parameters import AttributionParams
+
+    if check_prompt and (not isinstance(prompt, str) or not prompt.strip()):
+        raise ValueError(f"prompt must be a non-empty string (the question asked about the image); got {prompt!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+    if isinstance(n_regions, bool) or not isinstance(n_regions, (int, np.integer)) or n_regions < 2:
+        raise ValueError(f"n_regions must be at least 2 (got {n_regions!r}): EAGLE orders the image's regions; "
+                         f"allowed: {ALLOWED['n_regions']}")
+    given = {"lambda1": lambda1, "lambda2": lambda2, "batch_size": batch_size, "memory_budget_mb": memory_budget_mb}
+    for name, value in given.items():
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, np.number))):
+            raise ValueError(f"{name} must be {ALLOWED[name]}; got {value!r}")
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            raise ValueError(f"{name} must be {ALLOWED[name]}; got {value!r}")
+    try:
+        AttributionParams(strategy=strategy, **{k: v.item() if isinstance(v, np.generic) else v
+                                                for k, v in given.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0])
+        raise ValueError(f"{name} must be {ALLOWED.get(name, 'valid')}; got {err.get('input')!r} "
+                         f"({err['msg']})") from None
+    if lambda1 == 0 and lambda2 == 0:
+        raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
+                         f"arbitrary; each must be {ALLOWED['lambda1']}")
+    model = _search_models().get(strategy)
+    if search_params:
+        if model is None:
+            raise ValueError(f"strategy {strategy!r} takes no search_params; got {search_params!r}")
+        try:
+            model.model_validate(search_params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"search_params[{name!r}] of strategy {strategy!r}: {err['msg']} (got "
+                             f"{err.get('input')!r}); allowed: {sorted(model.model_fields)} as in "
+                             f"parameters.{model.__name__}") from None
+
+
+def max_regions(*shapes: tuple[int, ...]) -> int:
+    """The most regions an image of these (H, W, ...) shapes can hold: H·W / MIN_REGION_PIXELS of the smallest."""
+    return min(int(shape[0]) * int(shape[1]) for shape in shapes) // MIN_REGION_PIXELS
+
+
+def expected_forward_passes(strategy: str, n: int, search_params: dict | None = None) -> tuple[int, bool]:
+    """(forward passes, exact) of `strategy` over `n` regions, as ``core/search.py`` counts them (one per masked
+    image): greedy n(n+1); pooled 2n + K(K−1) + 2(n−K) for its pool of K; efficient by replaying its schedule;
+    lazy only a lower bound, 2 + 2n + 2·Σ min(refresh, remaining) (stale bounds may need more rounds)."""
+    params = dict(search_params or {})
+    model = _search_models().get(strategy)
+    if model is not None:
+        params = model.model_validate(params).model_dump()
+    if strategy == "greedy":
+        return n * (n + 1), True
+    if strategy == "pooled":
+        k = min(n, params["pool_size"] if params["pool_size"] is not None
+                else pool_size_for_budget(n, params["budget"]))
+        return 2 * n + k * (k - 1) + 2 * (n - k), True
+    if strategy == "lazy":
+        return 2 + 2 * n + 2 * sum(min(params["refresh"], n - step) for step in range(1, n)), False
+    if strategy == "efficient":
+        placed = head = tail = step = passes = 0
+        known: set[int] = set()
+        while placed < n:
+            remaining = n - placed
+            passes += 2 * (remaining if step % params["update_step"] == 0 else min(params["search_scope"],
+                                                                                   remaining))
+            head, placed = head + 1, placed + 1
+            known.add(head - 1)
+            if placed < n:
+                passes += 2 * min(params["pending_samples"], n - placed)
+                tail, placed = tail + 1, placed + 1
+                known.add(n - tail - 1)
+            step += 1
+        return passes + 2 * (n - len(known)), True
+    raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
 
 
 def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "cpu",
@@ -30,11 +151,19 @@ def load_model(path: str, family: str = "auto", dtype: str = "float32", device: 
     adapter from the checkpoint's config.json (``qwen_vl``, ``llava``, ``internvl``; docs/models.md); `dtype`
     ``auto`` is bfloat16/float16 on CUDA and float32 on the CPU; `device_map` (e.g. ``auto``) spreads the
     weights over the available devices instead of `device`; `options` are the family's (InternVL:
-    ``max_tiles``)."""
+    ``max_tiles``). A folder that is not there or not a model is a ``DatasetError``; one whose files cannot be
+    read (a corrupt config, tokenizer or weights file) a ValueError naming the folder and the error."""
+    from kedro.io.core import DatasetError
+
     from eagle_pipelines.io import VisionLanguageModelDataset
 
-    return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device,
-                                      device_map=device_map, options=options).load()
+    try:
+        return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device,
+                                          device_map=device_map, options=options).load()
+    except (DatasetError, FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers, tokenizers and safetensors raise many kinds
+        raise ValueError(f"the model in '{path}' cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
 def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_regions: int = 64,
@@ -42,7 +171,7 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             memory_budget_mb: float | None = None, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
             slic_params: dict | None = None, progress: bool = False, meta: dict | None = None,
-            compose: str = "pixel_values") -> Attribution:
+            compose: str = "pixel_values", max_new_tokens: int = 32) -> Attribution:
     """Explains `model`'s answer to `prompt` about `image`.
 
     Args:
@@ -56,24 +185,51 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             update_step) or ``lazy`` (lazy greedy; `search_params`: refresh).
         batch_size, memory_budget_mb: the most masked images per forward pass, lowered to fit the memory budget
             (MB; None: what the device has; 0: no planning) and halved on out-of-memory.
-        answer: the answer to explain; generated greedily when not given.
-        regions: a precomputed label map at model resolution; SLICO with about `n_regions` otherwise.
+        answer: the answer to explain; generated greedily (at most `max_new_tokens` tokens) when not given.
+        regions: a precomputed label map at model resolution; SLICO with about `n_regions` otherwise. Either
+            way at most H·W / MIN_REGION_PIXELS regions (a ValueError naming the image's size beyond it).
         compose: ``pixel_values`` (masked inputs composed directly) or ``processor`` (the image processor re-run
             per masked copy, as the paper's scripts do; slower, same numbers).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
-    if regions is None and n_regions < 2:
-        raise ValueError(f"n_regions must be at least 2 (got {n_regions}): EAGLE orders the image's regions")
-    image = model.model_image(as_rgb(image))
+    check_arguments(prompt, strategy, n_regions if regions is None else 2, lambda1, lambda2, batch_size,
+                    memory_budget_mb, search_params)
+    if answer is None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                           or max_new_tokens < 1):
+        raise ValueError(f"max_new_tokens must be an integer >= 1; got {max_new_tokens!r}")
+    given = as_rgb(image)  # a file's errors name it
+    where = f"'{image}': " if isinstance(image, (str, os.PathLike)) else ""
+    try:
+        check_size(given)
+        try:
+            image = model.model_image(given)
+        except ValueError as exc:
+            raise ValueError(f"the {given.shape[1]}x{given.shape[0]} image cannot be brought to the model's "
+                             f"resolution ({exc})") from None
+        limit = max_regions(given.shape, image.shape)
+        if regions is None and n_regions > limit:
+            raise ValueError(f"n_regions={n_regions} is more than a {given.shape[1]}x{given.shape[0]} image can "
+                             f"hold (seen by the model at {image.shape[1]}x{image.shape[0]}): at most {limit}, at "
+                             f"least {MIN_REGION_PIXELS} pixels per region")
+    except ValueError as exc:
+        raise ValueError(f"{where}{exc}") from None
     if answer is None:
-        answer = model.generate(image, prompt)
+        answer = model.generate(image, prompt, max_new_tokens=max_new_tokens)
     tok = model.processor.tokenizer
     positions = resolve_targets(tok.decode, answer.token_ids, tokens)
     if regions is None:
         regions = slico(image, n_segments=n_regions, **(slic_params or {}))
     if regions.labels.shape != image.shape[:2]:
         raise ValueError(f"label map {regions.labels.shape} does not match the model image {image.shape[:2]}")
+    if regions.n_regions > max_regions(image.shape):
+        raise ValueError(f"the label map has {regions.n_regions} regions, more than its {image.shape[1]}x"
+                         f"{image.shape[0]} image can hold: at most {max_regions(image.shape)}, at least "
+                         f"{MIN_REGION_PIXELS} pixels per region")
+    passes, exact = expected_forward_passes(strategy, regions.n_regions, search_params)
+    logger.log(logging.WARNING if passes > LONG_SEARCH else logging.INFO,
+               "%s%s search over %d regions: %s%d forward passes%s",
+               f"{(meta or {})['image']}: " if "image" in (meta or {}) else "", strategy, regions.n_regions,
+               "" if exact else "at least ", passes,
+               " (a long search: fewer regions or strategy 'pooled' cut it)" if passes > LONG_SEARCH else "")
     scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size, compose=compose,
                           memory_budget_mb=memory_budget_mb)
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)

@@ -5,16 +5,23 @@
     eagle-explain photos/ --model ~/models/Qwen2.5-VL-3B-Instruct --device cuda --dtype auto \\
         --prompt "Describe the image in one sentence." --strategy greedy --out results/
 
-For each image: writes <out>/<image stem>[_<tokens>].{npz,json} (the Attribution: Attribution.load reads it back)
-and .png (the saliency over the image, the curves, the influences). One image: prints the answer, the
-first-ranked regions, the faithfulness AUCs and each explained token's influence. Several: a progress bar and
-<out>/summary.csv (one row per image). Images already explained in <out> are read back, not recomputed, so an
-interrupted run picks up where it stopped. Nothing is downloaded: --model is a local folder.
+For each image: writes <out>/<image file name>[_<tokens>].{npz,json} (the Attribution: Attribution.load reads it
+back) and .png (the saliency over the image, the curves, the influences); e.g. photo.2024.01.png gives
+photo.2024.01.png.json. One image: prints the answer, the first-ranked regions, the faithfulness AUCs and each
+explained token's influence. Several: a progress bar and <out>/summary.csv (one row per image, with its status).
+An image already explained in <out> from the same inputs (the image's bytes, the model, the prompt, the tokens,
+the strategy, the regions, the lambdas, the answer length: the fingerprint stored in the Attribution) is read
+back, not recomputed, so an interrupted run picks up where it stopped; anything else there is recomputed and
+overwritten. A bad image is named with the reason on one line and the rest finish (exit status 1; 2 when
+nothing could be explained). Nothing is downloaded: --model is a local folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import logging
 import re
 import sys
 from collections import Counter
@@ -25,6 +32,9 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # the shipped embedded model of this checkout (an editable install, as `make` sets up)
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[2] / "data/06_models/toy_qwen2_5_vl")
+#: the longest readable part of an output name (bytes); longer names are cut and get a hash of the full name
+MAX_NAME_BYTES = 150
+logger = logging.getLogger("eagle_pipelines.explain_cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="Describe the image.")
     p.add_argument("--tokens", nargs="+", help="words or phrases of the answer to explain (default: all tokens)")
     p.add_argument("--strategy", default="pooled", choices=list(STRATEGIES))
-    p.add_argument("--regions", type=int, default=64, help="about how many SLICO regions (default 64)")
+    p.add_argument("--regions", type=int, default=64, help="about how many SLICO regions (default 64; at most "
+                                                           "one per 16 pixels of the image)")
     p.add_argument("--lambda1", type=float, default=1.0, help="weight of insight (keeping a region)")
     p.add_argument("--lambda2", type=float, default=1.0, help="weight of necessity (removing it)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -54,29 +65,138 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _slug(words: list[str] | None) -> str:
+# -- names ----------------------------------------------------------------------------------------------------------
+def shown(text) -> str:
+    """`text` (a path or message) printable and writable as UTF-8: bytes of a file name that are not UTF-8 (held
+    by Python as surrogates) become \\udcXX escapes instead of an encoding error."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def safe_name(name: str) -> str:
+    """A file name for an output in --out from an input's full file name: the name itself where it is a plain
+    visible name; separators, control characters, bytes that are not UTF-8 and a leading dot (``..png``, hidden
+    files) replaced by ``_``, and a too long name cut, each with ``~<hash of the original name>`` appended, so
+    two different inputs never share an output and no output leaves --out."""
+    clean = shown(name).replace("\\udc", "_x")
+    clean = re.sub(r"[\x00-\x1f\x7f/\\]", "_", clean)
+    clean = re.sub(r"^\.", "_", clean)
+    cut = clean.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
+    return cut if cut == name else f"{cut}~{_digest(name)}"
+
+
+def token_suffix(words: list[str] | None) -> str:
+    """``_<words>`` for explained words: each word's letters and digits (any script) with ``-`` for other runs,
+    words joined by ``_``; where that is not a faithful spelling (punctuation, underscores, repeated spaces, a
+    long list) a hash of the exact words is appended, so different targets never share a name."""
     if not words:
         return ""
-    return "_" + re.sub(r"[^A-Za-z0-9]+", "-", "_".join(words)).strip("-")[:60]
+    readable = "_".join(re.sub(r"[\W_]+", "-", w).strip("-") for w in words)
+    faithful = all(re.fullmatch(r"[^\W_]+(?: [^\W_]+)*", w) for w in words) and len(readable) <= 60
+    readable = readable[:60]
+    return f"_{readable}" if faithful else f"_{readable}~{_digest(json.dumps(list(words)))}"
 
 
-def image_files(paths: list[str]) -> list[Path]:
-    """The image files named: files as given, folders expanded to their image files (sorted). A path that does
-    not exist is a FileNotFoundError naming it."""
+def output_base(out: Path, file: Path, tokens: list[str] | None) -> Path:
+    """<out>/<safe full file name>[_<tokens>]: the outputs add .npz, .json and .png to it."""
+    return out / f"{safe_name(file.name)}{token_suffix(tokens)}"
+
+
+def _with(base: Path, suffix: str) -> Path:
+    return base.with_name(base.name + suffix)
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------------
+def image_files(paths: list[str], out: Path | None = None) -> tuple[list[Path], list[tuple[str, str, str]]]:
+    """The image files named: files as given, folders expanded to their entries with an image suffix (sorted),
+    each file once. Also the (path, status, reason) of what was named but cannot be explained: ``failed`` (does
+    not exist, a broken link, a symbolic-link loop, unreadable), ``skipped`` (a directory or device with an image
+    suffix inside a folder). A folder that is `out` itself is a ValueError (its figures would be read as images)."""
+    from eagle_pipelines.core.images import file_problem
+
     files: list[Path] = []
+    bad: list[tuple[str, str, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        elif path.is_file():
-            files.append(path)
+        problem = file_problem(path)
+        if problem == "is a directory, not an image file":
+            if out is not None and out.exists() and path.resolve() == out.resolve():
+                raise ValueError(f"--out '{shown(out)}' is also an image folder given; write the explanations "
+                                 f"elsewhere (its figures would be read as images next time)")
+            try:
+                entries = sorted(path.iterdir())
+            except OSError as exc:
+                bad.append((shown(path), "failed", f"folder '{shown(path)}' cannot be listed ({exc.strerror})"))
+                continue
+            for entry in entries:
+                if entry.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                why = file_problem(entry)
+                if why is None:
+                    add(entry)
+                else:
+                    status = "skipped" if why.startswith(("is a directory", "is not a regular")) else "failed"
+                    bad.append((shown(entry), status, f"'{shown(entry)}' {why}"))
+        elif problem is None:
+            add(path)
+        elif problem == "does not exist":
+            bad.append((shown(path), "failed", f"image file '{shown(given)}' does not exist"))
         else:
-            raise FileNotFoundError(f"image file '{given}' does not exist")
-    if not files:
-        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(paths)}")
-    return files
+            bad.append((shown(path), "failed", f"'{shown(given)}' {problem}"))
+    return files, bad
 
 
+def fingerprint(args, model, image_sha256: str) -> dict:
+    """Everything that decides an explanation: the image's bytes, the model (its checkpoint fingerprint and
+    dtype), the prompt, the tokens, the strategy, the regions, the lambdas, the answer length and this package's
+    version. Not the device or batch size (they change only rounding) nor the output options."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("eagle_pipelines")
+    except PackageNotFoundError:
+        package = "?"
+    dtype = next((str(p.dtype) for p in model.model.parameters()), "?") if hasattr(model, "model") else "?"
+    return {"image_sha256": image_sha256, "model": getattr(model, "fingerprint", getattr(model, "name", "?")),
+            "family": getattr(model, "family", "?"), "dtype": dtype, "prompt": args.prompt,
+            "tokens": list(args.tokens) if args.tokens else None, "strategy": args.strategy,
+            "n_regions": args.regions, "lambda1": args.lambda1, "lambda2": args.lambda2,
+            "max_new_tokens": args.max_new_tokens, "search_params": {}, "slic": "slico defaults",
+            "compose": "pixel_values", "eagle_pipelines": package}
+
+
+def earlier_result(base: Path, wanted: dict):
+    """(the Attribution at `base` when it loads and was made from exactly the inputs `wanted`, why not)."""
+    from eagle_pipelines.core.attribution import Attribution
+
+    if not _with(base, ".json").exists():
+        return None, ""
+    try:
+        a = Attribution.load(_with(base, ".npz"))
+    except (FileNotFoundError, ValueError) as exc:
+        return None, f"the earlier result cannot be read ({shown(exc)}); recomputing it"
+    stored = a.meta.get("fingerprint")
+    if not isinstance(stored, dict):
+        return None, "the earlier result records no input fingerprint (an older version made it); recomputing it"
+    wanted = json.loads(json.dumps(wanted))
+    if stored != wanted:
+        differs = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        return None, f"the earlier result was made from other inputs (differs in: {', '.join(differs)}); recomputing it"
+    return a, ""
+
+
+# -- output ---------------------------------------------------------------------------------------------------------
 def describe(a, verbose: bool) -> dict:
     """The summary row of an Attribution; printed in full when `verbose`."""
     from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
@@ -103,69 +223,165 @@ def describe(a, verbose: bool) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    import pandas as pd
-    from kedro.io import DatasetError
-    from tqdm.auto import tqdm
+def _error(message) -> None:
+    print(f"eagle-explain: {shown(message)}", file=sys.stderr)
 
-    from eagle_pipelines.api import explain, load_model
-    from eagle_pipelines.core.attribution import Attribution
-    from eagle_pipelines.core.images import as_rgb
+
+def _check_cli_arguments(args) -> None:
+    """The settings explain() checks, once for the whole run, and the CLI's own (answer length, --out)."""
+    from eagle_pipelines.api import check_arguments
+
+    check_arguments(args.prompt, args.strategy, args.regions, args.lambda1, args.lambda2, args.batch_size)
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1; got {args.max_new_tokens}")
+    if args.tokens is not None and not all(t.strip() for t in args.tokens):
+        raise ValueError(f"--tokens holds an empty word: {args.tokens!r}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out '{shown(args.out)}' is a file, not a folder; name a folder for the explanations")
+
+
+def _log_to_stderr():
+    """Routes eagle_pipelines' log records (the expected forward passes, memory plans, warnings) to stderr as
+    ``eagle-explain: ...`` lines for the length of a run; returns the handler to remove."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("eagle-explain: %(message)s"))
+    root = logging.getLogger("eagle_pipelines")
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's own one-line usage error
+        return int(exc.code or 0)
+    handler = _log_to_stderr()
+    try:
+        return _run(args)
+    finally:
+        logging.getLogger("eagle_pipelines").removeHandler(handler)
+
+
+def _run(args) -> int:
+    try:
+        _check_cli_arguments(args)
+        files, bad = image_files(args.images, args.out)
+    except ValueError as exc:
+        _error(exc)
+        return 2
+    for _path, _status, reason in bad:
+        _error(reason)
+    if not files:
+        if not bad:
+            _error(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(shown, args.images))}")
+        return 2
+    names = Counter(output_base(args.out, f, args.tokens).name for f in files)
+    clash = sorted(shown(f) for f in files if names[output_base(args.out, f, args.tokens).name] > 1)
+    if clash:
+        _error(f"these images would write the same output name: {', '.join(clash)}; explain them with different "
+               f"--out folders")
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _error(f"--out '{shown(args.out)}' cannot be made ({exc.strerror or exc})")
+        return 2
+
+    from eagle_pipelines.api import load_model
 
     try:
-        files = image_files(args.images)
-        stems = Counter(f.stem for f in files)
-        clash = sorted(str(f) for f in files if stems[f.stem] > 1)
-        if clash:
-            raise ValueError(f"these images would write the same output name: {', '.join(clash)}; explain them "
-                             f"with different --out folders")
         model = load_model(args.model, family=args.family, dtype=args.dtype, device=args.device,
                            device_map=args.device_map)
-    except (FileNotFoundError, ValueError, DatasetError) as exc:
-        print(f"eagle-explain: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - DatasetError, ValueError, and whatever a damaged checkpoint raises
+        _error(exc if shown(args.model) in str(exc) else f"--model '{shown(args.model)}': {exc}")
         return 2
+    return _explain_all(args, model, files, bad)
+
+
+def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]) -> int:
+    import pandas as pd
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     if not args.no_plot:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    args.out.mkdir(parents=True, exist_ok=True)
-    single = len(files) == 1
-    rows, failed = [], 0
-    for file in tqdm(files, desc="explaining", unit="image", disable=single):
-        stem = args.out / f"{file.stem}{_slug(args.tokens)}"
-        if stem.with_suffix(".json").exists() and not args.overwrite:
-            rows.append(describe(Attribution.load(stem), verbose=single))
-            print(f"{file}: already explained in {stem}.json (--overwrite recomputes it)")
-            continue
-        try:
-            image = model.model_image(as_rgb(file))  # once: explain() and plot() then keep it as it is
-            answer = model.generate(image, args.prompt, max_new_tokens=args.max_new_tokens)
-            a = explain(model, image, args.prompt, tokens=args.tokens, strategy=args.strategy,
-                        n_regions=args.regions, lambda1=args.lambda1, lambda2=args.lambda2,
-                        batch_size=args.batch_size, answer=answer, progress=single, meta={"image": str(file)})
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"eagle-explain: {file}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        rows.append(describe(a, verbose=single))
-        a.save(stem)
-        written = [stem.with_suffix(".npz"), stem.with_suffix(".json")]
-        if not args.no_plot:
-            fig = a.plot(image)
-            fig.savefig(stem.with_suffix(".png"), dpi=120)
-            plt.close(fig)
-            written.append(stem.with_suffix(".png"))
-        if single:
-            print("wrote " + ", ".join(str(p) for p in written))
-    if not single and rows:
+    single = len(files) == 1 and not bad
+    rows = [{"image": path, "status": status, "error": reason} for path, status, reason in bad]
+    with logging_redirect_tqdm(loggers=[logging.getLogger("eagle_pipelines")]):
+        for file in tqdm(files, desc="explaining", unit="image", disable=single):
+            try:
+                row = _explain_one(args, model, file, single)
+            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others: named, counted
+                known = isinstance(exc, (FileNotFoundError, ValueError))
+                reason = shown(exc) if known else f"failed unexpectedly ({type(exc).__name__}: {shown(exc)})"
+                reason = reason if shown(file) in reason else f"{shown(file)}: {reason}"
+                _error(reason)
+                rows.append({"image": shown(file), "status": "failed", "error": reason})
+                continue
+            rows.append(row)
+    failed = sum(r["status"] == "failed" for r in rows)
+    done = sum(r["status"] in ("explained", "resumed") for r in rows)
+    if not single:
+        from eagle_pipelines.core.attribution import atomic_write
+
         summary = args.out / "summary.csv"
-        pd.DataFrame(rows).to_csv(summary, index=False, float_format="%.4f")
-        print(f"{len(rows)} of {len(files)} images explained ({failed} failed); one row each in {summary}")
+        frame = pd.DataFrame(rows)
+        atomic_write(summary, lambda f: f.write(frame.to_csv(index=False, float_format="%.4f").encode("utf-8")))
+        skipped = sum(r["status"] == "skipped" for r in rows)
+        print(f"{done} of {len(rows)} images explained ({failed} failed, {skipped} skipped); one row each in "
+              f"{shown(summary)}")
     if failed:
-        return 2 if failed == len(files) else 1
+        return 2 if done == 0 else 1
     return 0
+
+
+def _explain_one(args, model, file: Path, single: bool) -> dict:
+    from eagle_pipelines.api import explain
+    from eagle_pipelines.core.images import read_image
+
+    data = file.read_bytes()
+    wanted = fingerprint(args, model, hashlib.sha256(data).hexdigest())
+    base = output_base(args.out, file, args.tokens)
+    npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
+    earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)
+    if earlier is not None:
+        row = {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
+        if not args.no_plot and not png.exists():
+            _plot(earlier, read_image(file, data), png)
+        print(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite recomputes it)")
+        return row
+    if why:
+        _error(f"{shown(file)}: {why}")
+    image = read_image(file, data)
+    a = explain(model, image, args.prompt, tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
+                lambda1=args.lambda1, lambda2=args.lambda2, batch_size=args.batch_size, progress=single,
+                max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted})
+    row = {**describe(a, verbose=single), "status": "explained", "error": ""}
+    meta.unlink(missing_ok=True)  # the .json marks a finished pair: never beside a newer .npz
+    a.save(npz)
+    written = [npz, meta]
+    if not args.no_plot:
+        _plot(a, image, png)
+        written.append(png)
+    if single:
+        print("wrote " + ", ".join(shown(p) for p in written))
+    return row
+
+
+def _plot(a, image, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from eagle_pipelines.core.attribution import atomic_write
+
+    fig = a.plot(image)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,55 +1,172 @@
-"""Images as the method takes them: (H, W, 3) uint8 RGB arrays, from whatever a user hands over."""
+"""Images as the method takes them: (H, W, 3) uint8 RGB arrays, from whatever a user hands over.
+
+Conversions are exact or refused, never silently lossy:
+
+- 8-bit images are taken as they are. 16-bit images (PNG/TIFF modes ``I;16*``, uint16 arrays) are scaled by the
+  full range of their type, ``round(v * 255 / 65535)``: a 16-bit sample means v/65535 of full intensity whatever
+  the image holds, so two exposures of one scene keep their relative brightness (scaling by an image's own
+  maximum would stretch a dark image to full brightness). PIL's 32-bit integer mode ``I`` is how it holds 16-bit
+  samples, so it is scaled the same way when its values lie within 0–65535 and refused otherwise.
+- Float images (TIFF mode ``F``, float arrays) must be finite and within [0, 1]; NaN or infinite values (an
+  all-NaN image would otherwise turn black) are refused with their count.
+- Files: a directory, a broken link, a symbolic-link loop, a file PIL cannot decode (truncated, not an image) and
+  a decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels, about 89 million by default: PIL's
+  warning and its error are both refused; raise the limit to accept a genuinely huge image) are ValueErrors
+  (FileNotFoundError for a missing file) that name the file and the reason.
+- ``check_size``: an image with a side below ``MIN_SIDE`` pixels is refused by ``explain`` instead of being
+  silently upscaled to the model's resolution.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+
+class ImageError(ValueError):
+    """An image that is refused, with the reason (a ValueError)."""
+
+
 EXPECTED = "an (H, W, 3) uint8 RGB array, an (H, W) grey array, a PIL image or an image file path"
+#: the smallest side (pixels) an explained image may have: one vision-transformer patch of every supported family
+#: (Qwen-VL, LLaVA and InternVL all cut 14x14 patches). A smaller image does not fill a single patch: whatever the
+#: model sees of it is invented by upscaling.
+MIN_SIDE = 14
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` is not a readable regular file (a directory, a broken link, a symbolic-link loop, missing,
+    unreadable, not a regular file), or None when it is one."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic-link loop"
+        if path.is_symlink():
+            return f"is a broken symbolic link (to '{os.readlink(path)}', which does not exist)"
+        if exc.errno == errno.ENOENT:
+            return "does not exist"
+        return f"cannot be read ({exc.strerror or exc})"
+    import stat
+
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a device, pipe or socket)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
+def read_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
+    """The image file at `path` (or its bytes `data`, already read) as an (H, W, 3) uint8 RGB array; every
+    problem is a ValueError (FileNotFoundError when the file does not exist) naming the file and the reason."""
+    from PIL import Image
+
+    path = Path(path)
+    if data is None:
+        problem = file_problem(path)
+        if problem == "does not exist":
+            raise FileNotFoundError(f"image file '{path}' does not exist")
+        if problem:
+            raise ImageError(f"'{path}' {problem}")
+    if (len(data) if data is not None else path.stat().st_size) == 0:
+        raise ImageError(f"'{path}' cannot be read as an image (the file is empty, 0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data) if data is not None else path) as opened:
+                opened.load()
+                return _from_pil(opened)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"'{path}' is refused as a possible decompression bomb ({exc}); set "
+                         f"PIL.Image.MAX_IMAGE_PIXELS higher to read a genuinely huge image") from None
+    except ImageError as exc:  # decoded, but refused by the conversion rules
+        raise ImageError(f"'{path}': {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"'{path}' cannot be read as an image (not an image format PIL can identify)") from None
+    except MemoryError:
+        raise ImageError(f"'{path}' cannot be read as an image (it does not fit in memory)") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise OSError, SyntaxError, struct.error, EOFError...
+        raise ImageError(f"'{path}' cannot be read as an image ({type(exc).__name__}: {exc})") from None
+
+
+def _from_pil(image) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8: 16-bit and float modes through the array rules (scaled or refused, not
+    clipped as PIL's ``convert("RGB")`` would), palette transparency through RGBA, the rest by PIL."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        array = np.asarray(image)
+        if image.mode.startswith("I;16"):
+            array = array.astype(np.uint16)
+        elif image.mode == "I":
+            low, high = int(array.min()), int(array.max())
+            if low < 0 or high > 65535:
+                raise ImageError(f"a 32-bit integer image with values in [{low}, {high}] has no known range "
+                                 f"(16-bit samples, 0-65535, are scaled to 8 bits); convert it to 8 or 16 bits")
+            array = array.astype(np.uint16)
+        return as_rgb(array)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
 
 
 def as_rgb(image) -> np.ndarray:
-    """`image` as an (H, W, 3) uint8 RGB array. Takes a NumPy array (uint8 0–255, other integers within 0–255,
-    floats within [0, 1]; grey (H, W) or (H, W, 1) repeated to three channels; an alpha channel dropped), a PIL
-    image (any mode PIL converts to RGB) or the path of an image file. Anything else is a ValueError that says
-    what was given and what is expected."""
-    from PIL import Image, UnidentifiedImageError
+    """`image` as an (H, W, 3) uint8 RGB array. Takes a NumPy array (uint8 0–255; uint16 scaled by 255/65535;
+    other integers within 0–255; floats within [0, 1], finite; grey (H, W) or (H, W, 1) repeated to three
+    channels; an alpha channel dropped), a PIL image (any mode; 16-bit and float modes as their arrays) or the
+    path of an image file (``read_image``). Anything else is a ValueError that says what was given and what is
+    expected."""
+    from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file '{path}' does not exist")
-        try:
-            with Image.open(path) as opened:
-                return np.asarray(opened.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise ValueError(f"'{path}' cannot be read as an image ({exc})") from None
+        return read_image(image)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return _from_pil(image)
     try:
         array = np.asarray(image)
     except Exception:  # noqa: BLE001 - anything NumPy cannot take is simply not an image
         array = np.asarray(None, dtype=object)
     if array.dtype == object or array.ndim not in (2, 3):
-        raise ValueError(f"expected {EXPECTED}; got {type(image).__name__} of shape {getattr(array, 'shape', '?')}")
+        raise ImageError(f"expected {EXPECTED}; got {type(image).__name__} of shape {getattr(array, 'shape', '?')}")
     if array.ndim == 2 or array.shape[2] == 1:
         array = np.repeat(array.reshape(*array.shape[:2], 1), 3, axis=2)
     elif array.shape[2] == 4:
         array = array[..., :3]
     elif array.shape[2] != 3:
-        raise ValueError(f"expected {EXPECTED}; got an array of shape {array.shape} ({array.shape[2]} channels)")
+        raise ImageError(f"expected {EXPECTED}; got an array of shape {array.shape} ({array.shape[2]} channels)")
     if min(array.shape[:2]) == 0:
-        raise ValueError(f"the image is empty (shape {array.shape})")
+        raise ImageError(f"the image is empty (shape {array.shape})")
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
-    low, high = (array.min(), array.max()) if array.dtype != bool else (0, 1)
+    if array.dtype == np.uint16:  # the full range of the type: 65535 is full intensity
+        return np.rint(array.astype(np.float64) * (255 / 65535)).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
-        if not (np.isfinite(array).all() and low >= 0 and high <= 1):
-            raise ValueError(f"a float image must hold values in [0, 1]; this one spans [{low:g}, {high:g}] "
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int((~finite).sum())
+            what = "every value is" if bad == array.size else f"{bad} of {array.size} values are"
+            raise ImageError(f"a float image must hold finite values in [0, 1]; in this one {what} NaN or "
+                             f"infinite")
+        low, high = array.min(), array.max()
+        if not (low >= 0 and high <= 1):
+            raise ImageError(f"a float image must hold values in [0, 1]; this one spans [{low:g}, {high:g}] "
                              f"(for 0-255 values, divide by 255 or pass uint8)")
         return np.rint(array * 255).astype(np.uint8)
+    low, high = (array.min(), array.max()) if array.dtype != bool else (0, 1)
     if np.issubdtype(array.dtype, np.integer) and low >= 0 and high <= 255:
         return array.astype(np.uint8)
-    raise ValueError(f"expected {EXPECTED}; got dtype {array.dtype} with values in [{low}, {high}]")
+    raise ImageError(f"expected {EXPECTED}; got dtype {array.dtype} with values in [{low}, {high}]")
+
+
+def check_size(image: np.ndarray, min_side: int = MIN_SIDE) -> None:
+    """Refuses an image with a side below `min_side` pixels (``MIN_SIDE``), naming its size: the model would
+    only see an upscaled blur of it."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageError(f"the image is {w}x{h} pixels, too small to explain: each side must be at least "
+                         f"{min_side} pixels (one vision patch); it would only be upscaled to the model's resolution")

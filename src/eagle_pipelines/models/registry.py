@@ -79,7 +79,12 @@ def checkpoint_model_type(path: str | Path) -> tuple[str, list[str]]:
     config = Path(path) / "config.json"
     if not config.exists():
         raise FileNotFoundError(f"'{path}' is not a model folder (no config.json).")
-    data = json.loads(config.read_text())
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"'{config}' cannot be read as JSON ({exc}); the checkpoint is damaged") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"'{config}' holds a JSON {type(data).__name__}, not a model configuration (an object)")
     return str(data.get("model_type", "")), list(data.get("architectures") or [])
 
 
