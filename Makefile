@@ -25,4 +25,4 @@ train: $(BIN)/.installed
 	$(BIN)/kedro run --pipeline=toy_model
 
 viz: $(BIN)/.installed
-	$(BIN)/kedro viz build
+	$(BIN)/kedro viz build --include-previews
