@@ -2,13 +2,14 @@
 
 from eagle_pipelines.hooks import InputCheckHook, ParameterValidationHook
 from eagle_pipelines.provenance import ProvenanceCatalog, ProvenanceHook
+from eagle_pipelines.tracking import TrackingHook
 
 # Before any node runs: parameters are validated (a wrong value fails with its name), and the inputs the user
 # supplies (datasets, model checkpoints) are checked (a missing one fails with its path and how to obtain it).
 # pluggy calls the hook registered last first: parameters, then inputs.
 # Then provenance: the data folder is locked for this run, outputs made under other parameters count as missing
 # (--only-missing-outputs), and a partial run whose inputs are stale stops (src/eagle_pipelines/provenance.py).
-HOOKS = (ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
+HOOKS = (TrackingHook(), ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
 DATA_CATALOG_CLASS = ProvenanceCatalog
 
 CONFIG_LOADER_ARGS = {
