@@ -223,6 +223,33 @@ class EagleRepopeParams(BaseModel):
     figure_samples: PositiveInt = 6
 
 
+class EagleMmvpParams(BaseModel):
+    """VQA with a prompt per question, MMVP-style (docs/paper.md#mmvp): what eagle_mmvp explains."""
+
+    class Embedded(BaseModel):
+        """The embedded question set: pairs of shapes images (split ``mmvp``) that differ in one object's colour."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        pairs: PositiveInt = Field(default=5, description="image pairs; four yes/no questions each")
+        seed: int = Field(default=0, description="draws the images and the object each pair recolours")
+        question_template: str = "Is there a {name} in the image?"
+        prompt_suffix: str = Field(default="", description="appended to every question (e.g. ' Answer with Yes or "
+                                                           "No.' for real models)")
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["embedded", "mmvp"] = Field(
+        default="embedded", description="embedded: the question set drawn from the shapes benchmark; mmvp: the "
+                                        "local MMVP copy of the catalog entry `mmvp_source`")
+    embedded: Embedded = Embedded()
+    instruction: str = Field(default="Answer with the option's letter from the given choices directly.",
+                             description="mmvp: appended to every question, after its options")
+    max_questions: int | None = Field(default=None, gt=0, description="only the first N questions")
+    max_new_tokens: PositiveInt = 8
+    batch_size: PositiveInt = Field(default=32, description="images per generation batch")
+
+
 PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "shapes": ShapesParams,
     "eval_data": EvalDataParams,
@@ -235,6 +262,7 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "baselines": BaselinesParams,
     "reporting": ReportingParams,
     "eagle_repope": EagleRepopeParams,
+    "eagle_mmvp": EagleMmvpParams,
 }
 PARAMETER_FILES = {
     "shapes": "conf/<env>/parameters_data_preparation.yml",
@@ -248,6 +276,7 @@ PARAMETER_FILES = {
     "baselines": "conf/<env>/parameters_baselines.yml",
     "reporting": "conf/<env>/parameters_reporting.yml",
     "eagle_repope": "conf/<env>/parameters_eagle_repope.yml",
+    "eagle_mmvp": "conf/<env>/parameters_eagle_mmvp.yml",
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from eagle_pipelines.pipelines import data_preparation, eagle_coco, eagle_repope, toy_model
+from eagle_pipelines.pipelines import data_preparation, eagle_coco, eagle_mmvp, eagle_repope, toy_model
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -27,5 +27,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "toy_model": data_preparation.create_pipeline() + toy_model.create_pipeline(),
         "eagle_coco": coco,
         "eagle_repope": eagle_repope.create_pipeline(),
+        "eagle_mmvp": eagle_mmvp.create_pipeline(),
         "__default__": coco,
     }

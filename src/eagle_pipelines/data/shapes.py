@@ -19,7 +19,8 @@ from skimage import draw
 
 from eagle_pipelines.data.params import ShapesParams
 
-SPLIT_CODES = {"train": 1, "val": 2, "eval": 3, "repope": 4}  # repope: the yes/no question images (eagle_repope)
+SPLIT_CODES = {"train": 1, "val": 2, "eval": 3, "repope": 4,  # repope: the yes/no question images (eagle_repope)
+               "mmvp": 5}  # mmvp: the image pairs of eagle_mmvp's embedded question set
 
 
 @dataclass(frozen=True)

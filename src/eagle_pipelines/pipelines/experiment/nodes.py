@@ -8,6 +8,7 @@ Parameters arrive validated, as the pydantic models of ``eagle_pipelines.paramet
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,16 @@ logger = logging.getLogger(__name__)
 EVAL_LIST_COLUMNS = ["item", "image_id", "file_name", "prompt", "reference"]
 
 
+class AnswerSettings(Protocol):
+    """What ``generate_answers`` reads of an experiment's parameter group. A protocol, not ``ExperimentParams``:
+    Kedro validates a ``params:`` input against its annotation when that is a pydantic model, and each experiment's
+    group has its own model (``eagle_coco``: ExperimentParams, ``eagle_mmvp``: EagleMmvpParams), which
+    ``hooks.ParameterValidationHook`` hands the node."""
+
+    max_new_tokens: int
+    batch_size: int
+
+
 # --- the evaluation list and the answers --------------------------------------------------------------------------
 def build_eval_list(eval_split: CocoSplit, experiment: ExperimentParams) -> pd.DataFrame:
     """One row per item to explain, in image id order: ``item`` (its key), image id, file name, prompt and the
@@ -53,7 +64,7 @@ def _limit(eval_list: pd.DataFrame, experiment: ExperimentParams) -> pd.DataFram
     return eval_list if experiment.max_images is None else eval_list.iloc[: experiment.max_images]
 
 
-def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experiment: ExperimentParams) -> dict:
+def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experiment: AnswerSettings) -> dict:
     """Greedy answers for every listed item (batched per prompt). An image that cannot be read is logged and
     recorded under ``errors`` with its reason; the rest finish. Each answer records the hash of the image bytes
     it was made from."""
