@@ -1,32 +1,106 @@
-"""The HTML report and the kedro-viz build render in headless Chromium (Debian's chromium; .ci/run installs it)."""
+"""The HTML report and the kedro-viz build render in headless Chromium (Debian's chromium; .ci/run installs it).
+
+The module shares one tiny eagle_coco run (the shipped toy model, 3 images, TAM as the only baseline) and one
+``kedro viz build --include-previews`` of it, served on 127.0.0.1 by a server the module starts and stops.
+
+The kedro-viz checks drive the real app through the Chrome DevTools protocol (a websocket client: ``websockets``,
+which kedro-viz's server brings in): the layer bands are drawn with their names in flow order, clicking the
+``eagle_coco`` box expands the namespace into its stages, clicking ``eagle_coco.reporting`` expands that stage,
+and selecting ``eagle_coco.figures`` / ``eagle_coco.attributions`` / ``eagle_coco.metrics`` shows their
+previews in the metadata panel (a decoded ``data:image/png`` image; a table with the metric columns). The built
+JSON (build/api) is checked for the same facts, so a failure says whether the build or the app is at fault.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import http.server
+import io
+import itertools
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_run import TINY, _run
-
+ROOT = Path(__file__).parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must install Debian's chromium (see .ci/run)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None,
-                                reason="headless Chromium is not installed (apt-get install chromium)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install "
+                                                          "chromium)")]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars"]
+#: a run of about a minute on the CPU
+TINY_RUN = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
+            "reporting": {"figure_samples": 2}, "eagle_coco": {"max_new_tokens": 8},
+            "baselines": {"methods": ["tam"]}}
+STAGES = {"data", "answers", "explanation", "baselines", "evaluation", "reporting"}
+ENV = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
 
 
+# --- the shared run, build and server -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def eagle_coco_run(tmp_path_factory) -> Path:
+    """A copy of the project's configuration and shipped model in a fresh folder, after a tiny eagle_coco run."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / ".telemetry").write_text("consent: false\n")
+    (project / "src").mkdir()
+    shutil.copytree(ROOT / "data/06_models/toy_qwen2_5_vl", project / "data/06_models/toy_qwen2_5_vl")
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
+        session.run(pipeline_names=["eagle_coco"])
+    return project
+
+
+@pytest.fixture(scope="module")
+def viz_build(eagle_coco_run) -> Path:
+    kedro = str(Path(sys.executable).with_name("kedro"))
+    result = subprocess.run([kedro, "viz", "build", "--include-previews"], cwd=eagle_coco_run, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Success" in output, output[-3000:]
+    return eagle_coco_run / "build"
+
+
+@pytest.fixture(scope="module")
+def viz_url(viz_build):
+    """The build served on 127.0.0.1 (a free port) for the module's tests."""
+    handler = functools.partial(_QuietHandler, directory=str(viz_build))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+# --- headless Chromium ---------------------------------------------------------------------------------------------
 def _chromium(tmp_path: Path, url: str, *extra: str) -> str:
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
     result = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url], capture_output=True,
@@ -40,33 +114,182 @@ def _screenshot(tmp_path: Path, url: str, out: Path, height: int = 2400) -> np.n
     return np.asarray(Image.open(out).convert("RGB"))
 
 
-def test_report_renders_the_table_and_figures(project, tmp_path):  # noqa: F811
-    _run(project, "toy_model", TINY)
-    _run(project, "eagle_coco", TINY)
-    report = project / "data/08_reporting/eagle_coco/report.html"
+class DevToolsPage:
+    """One Chromium tab driven through the DevTools protocol: JavaScript in the page, polled until true."""
+
+    def __init__(self, websocket):
+        self._ws = websocket
+        self._ids = itertools.count(1)
+
+    def send(self, method: str, **params) -> dict:
+        call = next(self._ids)
+        self._ws.send(json.dumps({"id": call, "method": method, "params": params}))
+        while True:  # events (no id) are skipped
+            message = json.loads(self._ws.recv(timeout=60))
+            if message.get("id") == call:
+                assert "error" not in message, f"{method}: {message['error']}"
+                return message["result"]
+
+    def js(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
+        return result["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 60, what: str = ""):
+        deadline = time.monotonic() + timeout
+        while (value := self.js(expression)) in (None, False, 0, "", []):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not seen within {timeout:.0f} s: {what or expression}")
+            time.sleep(0.2)
+        return value
+
+
+@contextlib.contextmanager
+def _devtools(tmp_path: Path, url: str):
+    from urllib.request import urlopen
+
+    from websockets.sync.client import connect
+
+    profile = tmp_path / "devtools-profile"
+    profile.mkdir()
+    with open(tmp_path / "chromium.log", "w") as log:
+        browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                    "--window-size=1600,1000", "about:blank"], stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            port_file = profile / "DevToolsActivePort"  # Chromium writes its port here
+            deadline = time.monotonic() + 60
+            while not (port_file.exists() and port_file.read_text().strip()):
+                assert browser.poll() is None, (tmp_path / "chromium.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+                time.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            with urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
+                tab = next(t for t in json.load(response) if t["type"] == "page")
+            with connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as websocket:
+                page = DevToolsPage(websocket)
+                page.send("Page.navigate", url=url)
+                yield page
+        finally:
+            browser.terminate()
+            try:
+                browser.wait(30)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+
+
+def _node(name: str, kind: str) -> str:
+    """The CSS selector of a flowchart node (kind: data, task, parameters or modularPipeline)."""
+    return f'g.pipeline-node[data-node-fullname="{name}"][data-node-type="{kind}"]'
+
+
+def _click(page: DevToolsPage, name: str, kind: str) -> None:
+    selector = json.dumps(_node(name, kind))
+    page.wait(f"!!document.querySelector({selector})", what=f"the {kind} node {name} in the flowchart")
+    page.js(f"document.querySelector({selector}).dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+
+
+def _shown(page: DevToolsPage, name: str, kind: str) -> bool:
+    return page.js(f"!!document.querySelector({json.dumps(_node(name, kind))})")
+
+
+IMAGE_PREVIEW = """(() => {
+    const title = document.querySelector('.pipeline-metadata__title');
+    const img = document.querySelector('.pipeline-metadata img.pipeline-metadata__plot-image');
+    if (!title || title.textContent !== %s || !img || !img.complete || img.naturalWidth === 0) return null;
+    const box = img.getBoundingClientRect();
+    return {src: img.src, width: img.naturalWidth, height: img.naturalHeight, shown: box.width * box.height};
+})()"""
+TABLE_PREVIEW = """(() => {
+    const title = document.querySelector('.pipeline-metadata__title');
+    const table = document.querySelector('.pipeline-metadata table.preview-table');
+    if (!title || title.textContent !== %s || !table) return null;
+    return {headers: [...table.querySelectorAll('th')].map(th => th.textContent),
+            rows: table.querySelectorAll('tr.preview-table__row').length};
+})()"""
+
+
+# --- the report ----------------------------------------------------------------------------------------------------
+def test_report_renders_the_table_and_figures(eagle_coco_run, tmp_path):
+    report = eagle_coco_run / "data/08_reporting/eagle_coco/report.html"
+    assert report.is_symlink() and os.readlink(report) == "latest/report.html"
     dom = _chromium(tmp_path, report.as_uri(), "--dump-dom", "--virtual-time-budget=10000")
     assert "EAGLE report" in dom and "insertion_auc" in dom and dom.count("<tr") >= 5
-    shot = project / "data/08_reporting/eagle_coco/report_screenshot.png"
+    shot = tmp_path / "report_screenshot.png"
     pixels = _screenshot(tmp_path, report.as_uri(), shot)
     assert shot.stat().st_size > 10_000
     # the embedded figures are drawn: far more colours than text on white would give
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
 
 
-def test_kedro_viz_build_renders_the_pipeline(project, tmp_path):  # noqa: F811
-    kedro = str(Path(sys.executable).with_name("kedro"))
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
-    subprocess.run([kedro, "viz", "build"], cwd=project, env=env, check=True, capture_output=True, timeout=600)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(project / "build"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        dom = _chromium(tmp_path, url, "--dump-dom", "--virtual-time-budget=30000", "--window-size=1600,1000")
-        shot = project / "build" / "pipeline_screenshot.png"
-        pixels = _screenshot(tmp_path, url, shot, height=1000)
-    finally:
-        server.shutdown()
-    text = dom.lower().replace("_", " ")
-    assert "generate answers" in text and "build report" in text, dom[:2000]
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+# --- kedro-viz -----------------------------------------------------------------------------------------------------
+def _png(encoded: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    assert image.format == "PNG"
+    return image
+
+
+def test_kedro_viz_build_lists_layers_namespaces_and_previews(viz_build):
+    main = json.loads((viz_build / "api/main").read_text())
+    layers = main["layers"]
+    assert {"raw", "models", "model_input", "model_output", "reporting"} <= set(layers), (
+        f"layers {layers}: kedro-viz drops them all when the catalog's layers form a cycle along the flow "
+        "(tests/test_hygiene.py names it)")
+    assert layers.index("raw") < layers.index("model_input") < layers.index("model_output") < layers.index(
+        "reporting")
+    assert {"eagle_coco", *(f"eagle_coco.{stage}" for stage in STAGES)} <= set(main["modular_pipelines"])
+    assert STAGES == {child["id"].split(".", 1)[1] for child in main["modular_pipelines"]["eagle_coco"]["children"]
+                      if child["type"] == "modularPipeline"}
+    nodes = {n["name"]: n for n in main["nodes"]}
+    assert nodes["eagle_coco.figures"]["layer"] == "reporting"
+    assert "eagle_coco.reporting" in nodes["build_figures"]["modular_pipelines"]
+
+    def details(name: str) -> dict:
+        return json.loads((viz_build / "api/nodes" / nodes[name]["id"]).read_text())
+
+    metrics = details("eagle_coco.metrics")
+    assert metrics["preview_type"] == "TablePreview" and "insertion_auc" in metrics["preview"]["columns"]
+    assert len(metrics["preview"]["data"]) >= 4
+    for name in ("eagle_coco.figures", "eagle_coco.attributions"):
+        preview = details(name)
+        assert preview["preview_type"] == "ImagePreview", name
+        assert min(_png(preview["preview"]).size) > 32, name
+
+
+def test_kedro_viz_shows_layers_expands_eagle_coco_and_renders_previews(viz_url, tmp_path):
+    with _devtools(tmp_path, f"{viz_url}?pid=eagle_coco") as page:
+        labels = page.wait("[...document.querySelectorAll('.pipeline-layer-name')].map(e => e.textContent)",
+                           what="the layer names")
+        assert {"raw", "models", "model_output", "reporting"} <= set(labels), labels
+        assert labels.index("raw") < labels.index("model_output") < labels.index("reporting"), labels
+        assert page.js("document.querySelectorAll('rect.pipeline-layer').length") == len(labels)
+        # collapsed: the experiment is one box
+        assert _shown(page, "eagle_coco", "modularPipeline") and not _shown(page, "eagle_coco.figures", "data")
+
+        _click(page, "eagle_coco", "modularPipeline")
+        for stage in STAGES:
+            page.wait(f"!!document.querySelector({json.dumps(_node(f'eagle_coco.{stage}', 'modularPipeline'))})",
+                      what=f"the stage eagle_coco.{stage} after expanding eagle_coco")
+        assert _shown(page, "eagle_coco.answers", "data")
+        page.wait(f"!document.querySelector({json.dumps(_node('eagle_coco', 'modularPipeline'))})",
+                  what="the eagle_coco box gone once expanded")
+        labels = page.js("[...document.querySelectorAll('.pipeline-layer-name')].map(e => e.textContent)")
+        assert "model_input" in labels, labels
+
+        _click(page, "eagle_coco.reporting", "modularPipeline")
+        _click(page, "eagle_coco.figures", "data")
+        figure = page.wait(IMAGE_PREVIEW % json.dumps("eagle_coco.figures"), what="the figures' preview image")
+        assert figure["src"].startswith("data:image/png;base64,") and figure["width"] > 100 and figure["shown"] > 0
+        assert _png(figure["src"].split(",", 1)[1]).size == (figure["width"], figure["height"])
+
+        _click(page, "eagle_coco.attributions", "data")
+        attribution = page.wait(IMAGE_PREVIEW % json.dumps("eagle_coco.attributions"),
+                                what="the attributions' preview image")
+        assert attribution["src"].startswith("data:image/png;base64,") and attribution["src"] != figure["src"]
+
+        _click(page, "eagle_coco.metrics", "data")
+        table = page.wait(TABLE_PREVIEW % json.dumps("eagle_coco.metrics"), what="the metrics' preview table")
+        assert {"method", "level", "protocol", "insertion_auc"} <= set(table["headers"]) and table["rows"] >= 4
+
+        shot = page.send("Page.captureScreenshot", format="png")["data"]
+        assert len(np.unique(np.asarray(_png(shot).convert("RGB")).reshape(-1, 3), axis=0)) > 50
