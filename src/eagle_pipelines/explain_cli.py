@@ -37,11 +37,16 @@ MAX_NAME_BYTES = 150
 logger = logging.getLogger("eagle_pipelines.explain_cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A wrong argument: one line (not the usage block), exit status 2."""
+        self.exit(2, f"eagle-explain: {message} (eagle-explain --help lists the arguments)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from eagle_pipelines.api import STRATEGIES
 
-    p = argparse.ArgumentParser(prog="eagle-explain", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="eagle-explain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files or folders of images (any format PIL reads)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="a local model folder (default: the embedded model, data/06_models/toy_qwen2_5_vl)")
@@ -224,7 +229,10 @@ def describe(a, verbose: bool) -> dict:
 
 
 def _error(message) -> None:
-    print(f"eagle-explain: {shown(message)}", file=sys.stderr)
+    """One line on stderr, above a progress bar if one is running."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"eagle-explain: {shown(message)}", file=sys.stderr)
 
 
 def _check_cli_arguments(args) -> None:
@@ -352,7 +360,10 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
         row = {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
         if not args.no_plot and not png.exists():
             _plot(earlier, read_image(file, data), png)
-        print(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite recomputes it)")
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
+                   f"recomputes it)", file=sys.stdout)
         return row
     if why:
         _error(f"{shown(file)}: {why}")

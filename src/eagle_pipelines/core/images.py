@@ -133,18 +133,12 @@ def as_rgb(image) -> np.ndarray:
         array = np.asarray(None, dtype=object)
     if array.dtype == object or array.ndim not in (2, 3):
         raise ImageError(f"expected {EXPECTED}; got {type(image).__name__} of shape {getattr(array, 'shape', '?')}")
-    if array.ndim == 2 or array.shape[2] == 1:
-        array = np.repeat(array.reshape(*array.shape[:2], 1), 3, axis=2)
-    elif array.shape[2] == 4:
+    if array.ndim == 3 and array.shape[2] == 4:
         array = array[..., :3]
-    elif array.shape[2] != 3:
+    elif array.ndim == 3 and array.shape[2] not in (1, 3):
         raise ImageError(f"expected {EXPECTED}; got an array of shape {array.shape} ({array.shape[2]} channels)")
     if min(array.shape[:2]) == 0:
         raise ImageError(f"the image is empty (shape {array.shape})")
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype == np.uint16:  # the full range of the type: 65535 is full intensity
-        return np.rint(array.astype(np.float64) * (255 / 65535)).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
@@ -152,6 +146,13 @@ def as_rgb(image) -> np.ndarray:
             what = "every value is" if bad == array.size else f"{bad} of {array.size} values are"
             raise ImageError(f"a float image must hold finite values in [0, 1]; in this one {what} NaN or "
                              f"infinite")
+    if array.ndim == 2 or array.shape[2] == 1:
+        array = np.repeat(array.reshape(*array.shape[:2], 1), 3, axis=2)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.uint16:  # the full range of the type: 65535 is full intensity
+        return np.rint(array.astype(np.float64) * (255 / 65535)).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
         low, high = array.min(), array.max()
         if not (low >= 0 and high <= 1):
             raise ImageError(f"a float image must hold values in [0, 1]; this one spans [{low:g}, {high:g}] "
