@@ -337,7 +337,7 @@ def test_a_small_image_holds_few_regions_and_the_forward_passes_are_logged_befor
         api.explain(model, np.zeros((20, 20, 3), np.uint8), PROMPT, n_regions=30)
     for strategy in ("pooled", "greedy", "efficient"):
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="eagle_pipelines.api"):
+        with caplog.at_level(logging.DEBUG, logger="eagle_pipelines.api"):
             a = api.explain(model, shapes_image(1), PROMPT, n_regions=6, strategy=strategy, max_new_tokens=4)
         logged = [r.getMessage() for r in caplog.records if "forward passes" in r.getMessage()]
         assert logged == [f"{strategy} search over {a.n_regions} regions: {a.forward_passes} forward passes"]

@@ -38,7 +38,8 @@ STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficien
 #: can still place by colour; beyond it the regions become single pixels and the search cost (greedy: n(n+1)
 #: forward passes) explodes for no information.
 MIN_REGION_PIXELS = 16
-#: searches expected to take more forward passes than this are logged as a warning, not as information
+#: searches expected to take more forward passes than this are logged as a warning (the others at DEBUG, so a
+#: pipeline's log does not get a line per attribution; eagle-explain prints them all)
 LONG_SEARCH = 20_000
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
                          f"{image.shape[0]} image can hold: at most {max_regions(image.shape)}, at least "
                          f"{MIN_REGION_PIXELS} pixels per region")
     passes, exact = expected_forward_passes(strategy, regions.n_regions, search_params)
-    logger.log(logging.WARNING if passes > LONG_SEARCH else logging.INFO,
+    logger.log(logging.WARNING if passes > LONG_SEARCH else logging.DEBUG,  # eagle-explain prints both
                "%s%s search over %d regions: %s%d forward passes%s",
                f"{(meta or {})['image']}: " if "image" in (meta or {}) else "", strategy, regions.n_regions,
                "" if exact else "at least ", passes,

@@ -34,7 +34,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[2] / "data/06_models/toy_qwen2_5_vl")
 #: the longest readable part of an output name (bytes); longer names are cut and get a hash of the full name
 MAX_NAME_BYTES = 150
-logger = logging.getLogger("eagle_pipelines.explain_cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -248,28 +247,26 @@ def _check_cli_arguments(args) -> None:
         raise ValueError(f"--out '{shown(args.out)}' is a file, not a folder; name a folder for the explanations")
 
 
-def _log_to_stderr():
-    """Routes eagle_pipelines' log records (the expected forward passes, memory plans, warnings) to stderr as
-    ``eagle-explain: ...`` lines for the length of a run; returns the handler to remove."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("eagle-explain: %(message)s"))
-    root = logging.getLogger("eagle_pipelines")
-    root.addHandler(handler)
-    if root.getEffectiveLevel() > logging.INFO:
-        root.setLevel(logging.INFO)
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's own one-line usage error
         return int(exc.code or 0)
-    handler = _log_to_stderr()
+    # eagle_pipelines' log records (each search's expected forward passes, memory plans, warnings) go to stderr
+    # as `eagle-explain: ...` lines for the length of the run
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("eagle-explain: %(message)s"))
+    package, api_logger = logging.getLogger("eagle_pipelines"), logging.getLogger("eagle_pipelines.api")
+    levels = package.level, api_logger.level
+    package.addHandler(handler)
+    package.setLevel(min(package.getEffectiveLevel(), logging.INFO))
+    api_logger.setLevel(logging.DEBUG)  # the expected forward passes
     try:
         return _run(args)
     finally:
-        logging.getLogger("eagle_pipelines").removeHandler(handler)
+        package.removeHandler(handler)
+        package.setLevel(levels[0])
+        api_logger.setLevel(levels[1])
 
 
 def _run(args) -> int:
