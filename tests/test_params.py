@@ -39,23 +39,44 @@ def test_wrong_toy_model_and_eagle_coco_parameters_are_named():
         parse("eagle_coco", {"max_images": 0})
 
 
-def test_shipped_parameter_files_are_valid():
+def test_experiment_params_is_the_model_of_eagle_coco():
+    from eagle_pipelines.parameters import PARAMETER_MODELS, EagleCocoParams, ExperimentParams
+
+    assert EagleCocoParams is ExperimentParams and PARAMETER_MODELS["eagle_coco"] is ExperimentParams
+    assert parse("eagle_coco", {"prompt": "Name the shapes.", "max_images": 2}) == ExperimentParams(
+        prompt="Name the shapes.", max_images=2)
+
+
+def test_each_shipped_parameter_group_is_valid_and_its_errors_name_its_file():
     from pathlib import Path
 
     import yaml
 
-    conf = Path(__file__).parents[1] / "conf" / "base"
-    for file, group in [("parameters_data_preparation.yml", "shapes"), ("parameters_toy_model.yml", "toy_model"),
-                        ("parameters_eagle_coco.yml", "eagle_coco")]:
-        parse(group, yaml.safe_load((conf / file).read_text())[group])
+    from eagle_pipelines.parameters import PARAMETER_FILES, PARAMETER_MODELS
+
+    conf = Path(__file__).parents[1] / "conf"
+    seen = set()
+    for env in ("base", "paper"):
+        for file in sorted((conf / env).glob("parameters*.yml")):
+            for group, value in (yaml.safe_load(file.read_text()) or {}).items():
+                assert PARAMETER_FILES[group] == f"conf/<env>/{file.name}", group  # where a ParameterError points
+                if env == "base":  # conf/paper/ files name only what they change (tests/test_hygiene.py merges them)
+                    model = parse(group, value)
+                    assert isinstance(model, PARAMETER_MODELS[group])
+                    assert parse(group, model.model_dump()) == model, group
+                seen.add(group)
+    assert seen == set(PARAMETER_MODELS) == set(PARAMETER_FILES)
 
 
-def test_an_evaluation_list_with_several_prompts_is_refused_not_half_read():
-    import pandas as pd
+def test_the_experiment_parameters_make_the_eval_list(eval_split, tmp_path):
+    from eagle_pipelines.io.split_dataset import CocoSplit
+    from eagle_pipelines.parameters import ExperimentParams
+    from eagle_pipelines.pipelines.experiment.nodes import EVAL_LIST_COLUMNS, build_eval_list
 
-    from eagle_pipelines.pipelines.attribution.nodes import the_prompt
-
-    assert the_prompt(pd.DataFrame({"prompt": ["Describe the image."] * 3})) == "Describe the image."
-    assert the_prompt(pd.DataFrame({"prompt": []})) == ""
-    with pytest.raises(ValueError, match="2 different prompts .*'Describe the image.', 'Is it red\\?'"):
-        the_prompt(pd.DataFrame({"prompt": ["Describe the image.", "Is it red?", "Describe the image."]}))
+    split = CocoSplit(tmp_path, eval_split.instances, eval_split.captions)
+    every = build_eval_list(split, ExperimentParams())
+    assert list(every.columns) == EVAL_LIST_COLUMNS and len(every) == len(eval_split.instances["images"])
+    assert every.image_id.is_monotonic_increasing and (every.prompt == "Describe the image.").all()
+    first = build_eval_list(split, ExperimentParams(prompt="Name the shapes.", max_images=2))
+    assert first.image_id.tolist() == every.image_id.tolist()[:2] and (first.prompt == "Name the shapes.").all()
+    assert first["item"].tolist() == [str(i) for i in first.image_id]
