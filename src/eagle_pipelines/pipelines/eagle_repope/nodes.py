@@ -1,10 +1,18 @@
 """Nodes of the eagle_repope pipeline: yes/no questions, the model's answers, EAGLE on the wrong ones (counter
-token), regeneration with the lowest-ranked regions removed, metrics, figures and the report."""
+token), regeneration with the lowest-ranked regions removed, metrics (``report.py``: figures and the report).
+
+Per-item results go through item stores (``io/items.py``): each is filed under the fingerprint of everything that
+made it (the image's bytes, the question and its label, the label map, the model, the settings), and each producer
+returns a manifest that its consumers read. Parameters arrive as the pydantic models of
+``eagle_pipelines.parameters``; the nodes before the tables take the fields of ``params:eagle_repope`` they use
+(``params:eagle_repope.batch_size``...), so changing a field that only the tables read (``csr_threshold``,
+``figure_samples``) reruns only the tables and the report under ``--only-missing-outputs``.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,30 +24,47 @@ from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
 from eagle_pipelines.core.regions import RegionMap, params_hash, slico
-from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
+from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
-from eagle_pipelines.io.partitions import Skipped
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
+from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
-from eagle_pipelines.parameters import parse
+from eagle_pipelines.parameters import (
+    AttributionParams,
+    BaselinesParams,
+    EagleRepopeParams,
+    RepopeQuestionParams,
+    SuperpixelParams,
+)
 
 logger = logging.getLogger(__name__)
 SPLIT = "repope"
 QUESTION_COLUMNS = ["question_id", "image_id", "file_name", "text", "prompt", "label", "object", "kind", "cause",
                     "cause_annotation_id"]
+#: what a question is, as every record after the question list carries it
+FACTS = ["question_id", "image_id", "question", "prompt", "label", "object", "kind", "cause", "cause_annotation_id"]
 
 
 # --- questions ----------------------------------------------------------------------------------------------------
-def prepare_question_split(eagle_repope: dict, shapes: dict, repope_source) -> tuple[dict, dict, str]:
-    """The question set from the source `eagle_repope.source` names: ``shapes`` generates the embedded one;
-    ``repope`` takes the RePOPE list and the instances and images of the COCO val2014 images it asks about
-    (`repope_source`, lazy: read only here). Returns images keyed by file stem, the COCO instances of those
-    images and the question list in the POPE format."""
-    params = parse("eagle_repope", eagle_repope)
-    if params.source == "shapes":
-        return generate_question_split(shapes, eagle_repope)
+def prepare_question_split(shapes: ShapesParams, repope_source, source: str, questions: RepopeQuestionParams,
+                           question_template: str, max_questions: int | None) -> tuple[tuple, str]:
+    """The question images (a COCO-format split: images keyed by file stem, their instances, no captions) and the
+    question list in the POPE format, from the source `source` names: ``shapes`` generates the embedded set;
+    ``repope`` takes the RePOPE list and the COCO val2014 images it asks about (`repope_source`, lazy: read only
+    here)."""
+    if source == "shapes":
+        images, instances, text = generate_question_split(shapes, questions, question_template)
+    else:
+        images, instances, text = repope_question_split(repope_source, max_questions)
+    return (images, instances, None), text
+
+
+def repope_question_split(repope_source, max_questions: int | None) -> tuple[dict, dict, str]:
+    """The images of the RePOPE list (the first `max_questions`), their COCO instances and the list itself."""
     records = repope_source.records()
-    if params.max_questions:
-        records = records[: params.max_questions]
+    if max_questions:
+        records = records[:max_questions]
     instances = repope_source.instances()
     wanted = {r["image"] for r in records}
     images_info = [i for i in instances["images"] if i["file_name"] in wanted]
@@ -57,22 +82,21 @@ def prepare_question_split(eagle_repope: dict, shapes: dict, repope_source) -> t
         raise CocoFormatError(f"{len(absent)} images of the question list are missing from {repope_source.name}'s "
                               f"images folder (e.g. {absent[:3]})")
     logger.info("eagle_repope: %d RePOPE questions on %d COCO val2014 images", len(records), len(stems))
-    return ({s: source_images[s] for s in sorted(stems)}, subset, hal.write_pope_questions(records))
+    return {s: source_images[s] for s in sorted(stems)}, subset, hal.write_pope_questions(records)
 
 
-def generate_question_split(shapes: dict, eagle_repope: dict) -> tuple[dict[str, Image.Image], dict, str]:
+def generate_question_split(shapes: ShapesParams, q: RepopeQuestionParams,
+                            question_template: str) -> tuple[dict[str, Image.Image], dict, str]:
     """The embedded question set: images of the dedicated ``repope`` shapes split (unbiased) that show the
     co-occurrence anchor X without its companion Y (biased questions) plus control images, as COCO instances and
     a POPE-format question list (JSON lines) with the known cause of each biased question."""
-    shapes_p, params = parse("shapes", shapes), parse("eagle_repope", eagle_repope)
-    if shapes_p.cooccurrence is None:
+    if shapes.cooccurrence is None:
         raise ValueError("eagle_repope on the embedded data needs shapes.cooccurrence (the training bias whose "
                          "anchor is the known cause); set it in conf/base/parameters_data_preparation.yml")
-    anchor, companion = shapes_p.cooccurrence.anchor, shapes_p.cooccurrence.companion
-    q = params.questions
+    anchor, companion = shapes.cooccurrence.anchor, shapes.cooccurrence.companion
     picked, n_biased, n_other = [], 0, 0
     for i in range(q.scan_limit):
-        _, objects = generate_image(shapes_p, SPLIT, i)
+        _, objects = generate_image(shapes, SPLIT, i)
         names = {o.name for o in objects}
         biased = anchor in names and companion not in names
         if biased and q.exclude_confounders and confounded(objects, anchor, companion):
@@ -88,10 +112,10 @@ def generate_question_split(shapes: dict, eagle_repope: dict) -> tuple[dict[str,
     else:
         raise ValueError(f"eagle_repope.questions.scan_limit = {q.scan_limit} images held only {n_biased} biased "
                          f"cases of the {q.biased} asked for; raise the limit or lower questions.biased")
-    data = generate_images(shapes_p, SPLIT, [i for i, _ in picked])
+    data = generate_images(shapes, SPLIT, [i for i, _ in picked])
     files = [f"{SPLIT}_{i:06d}.png" for i, _ in picked]
-    records = hal.shapes_questions(list(zip(files, [n for _, n in picked])), category_names(shapes_p), anchor,
-                                   companion, q.controls, np.random.default_rng(q.seed), params.question_template)
+    records = hal.shapes_questions(list(zip(files, [n for _, n in picked])), category_names(shapes), anchor,
+                                   companion, q.controls, np.random.default_rng(q.seed), question_template)
     logger.info("eagle_repope questions: %d biased ('Is there a %s?' beside a %s), %d controls, from %d images",
                 n_biased, companion, anchor, len(records) - n_biased, len(picked))
     images = {name.rsplit(".", 1)[0]: Image.fromarray(px) for name, px in data.images.items()}
@@ -105,21 +129,20 @@ def confounded(objects, anchor: str, companion: str) -> bool:
     return any(o.name != anchor and (o.colour == colour or o.shape == shape) for o in objects)
 
 
-def build_question_list(repope_questions: str, repope_instances: dict, eagle_repope: dict) -> pd.DataFrame:
-    """The questions to answer, resolved against the COCO instances: image id, prompt, label, the object asked
+def build_question_list(pope_questions: str, question_split: CocoSplit, max_questions: int | None,
+                        prompt_suffix: str) -> pd.DataFrame:
+    """The questions to answer, resolved against the split's instances: image id, prompt, label, the object asked
     about, and (where known) the true cause object's annotation id. Reads the POPE/RePOPE format."""
-    params = parse("eagle_repope", eagle_repope)
-    records = hal.read_pope_questions(repope_questions, source="repope_questions")
-    if params.max_questions:
-        records = records[: params.max_questions]
-    index = CocoIndex(repope_instances, source="repope instances")
+    records = hal.read_pope_questions(pope_questions, source="eagle_repope.pope_questions")
+    if max_questions:
+        records = records[:max_questions]
+    index = question_split.index
     by_file = {index.image_info(i)["file_name"]: i for i in index.image_ids()}
     rows = []
     for r in records:
         if r["image"] not in by_file:
-            raise CocoFormatError(f"question {r['question_id']}: image '{r['image']}' is not in the instances file "
-                                  f"({len(by_file)} images); point repope_instances at the annotations of the "
-                                  f"question list's images (COCO val2014 for RePOPE)")
+            raise CocoFormatError(f"question {r['question_id']}: image '{r['image']}' is not in the question "
+                                  f"images' instances ({len(by_file)} images); RePOPE asks about COCO val2014")
         image_id = by_file[r["image"]]
         cause, cause_ann = r.get("cause"), None
         if cause:
@@ -129,47 +152,68 @@ def build_question_list(repope_questions: str, repope_instances: dict, eagle_rep
                                       f"image {image_id}")
             cause_ann = max(objs, key=lambda o: int(o.mask.sum())).annotation_id
         rows.append({"question_id": r["question_id"], "image_id": image_id, "file_name": r["image"],
-                     "text": r["text"], "prompt": r["text"] + params.prompt_suffix, "label": r["label"],
+                     "text": r["text"], "prompt": r["text"] + prompt_suffix, "label": r["label"],
                      "object": r["object"], "kind": r.get("kind", "repope"), "cause": cause or "",
                      "cause_annotation_id": cause_ann})
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
 
 
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def question_facts(questions: pd.DataFrame) -> list[dict]:
+    """Each question as plain JSON values, the same whether the list comes from the node that built it or from its
+    CSV file (where an empty cause turns into NaN and an annotation id into a float)."""
+    out = []
+    for r in questions.to_dict("records"):
+        ann = r["cause_annotation_id"]
+        cause = r["cause"]
+        out.append({"question_id": _plain(r["question_id"]), "image_id": int(r["image_id"]),
+                    "question": str(r["text"]), "prompt": str(r["prompt"]), "label": str(r["label"]),
+                    "object": str(r["object"]), "kind": str(r["kind"]),
+                    "cause": "" if cause is None or pd.isna(cause) else str(cause),
+                    "cause_annotation_id": None if ann is None or pd.isna(ann) else int(ann)})
+    return out
+
+
 # --- answers ------------------------------------------------------------------------------------------------------
-def answer_questions(vlm, eagle_repope_questions: pd.DataFrame, repope_images: dict, repope_instances: dict,
-                     eagle_repope: dict) -> dict:
-    """Greedy answers to every question; each is parsed to yes/no and compared with the label. Unreadable
-    images are recorded under ``errors``."""
-    params = parse("eagle_repope", eagle_repope)
-    index = CocoIndex(repope_instances, source="repope instances")
-    rows = list(eagle_repope_questions.itertuples(index=False))
+def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, batch_size: int,
+                     max_new_tokens: int) -> dict:
+    """Greedy answers to every question (batched per prompt); each is parsed to yes/no and compared with the
+    label, and records the hash of the image bytes it was made from. Unreadable images are recorded under
+    ``errors`` with the reason."""
+    rows = question_facts(questions)
     answers, errors = [], []
-    by_prompt: dict[str, list] = {}
+    by_prompt: dict[str, list[dict]] = {}
     for row in rows:
-        by_prompt.setdefault(row.prompt, []).append(row)
+        by_prompt.setdefault(row["prompt"], []).append(row)
     with tqdm(total=len(rows), desc="answering questions", unit="question") as bar:
         for prompt, group in by_prompt.items():
-            for lo in range(0, len(group), params.batch_size):
+            for lo in range(0, len(group), batch_size):
                 chunk, images = [], []
-                for row in group[lo:lo + params.batch_size]:
+                for row in group[lo:lo + batch_size]:
                     try:
-                        images.append(index.load_image(int(row.image_id), repope_images))
+                        images.append(question_split.image(row["image_id"]))
                         chunk.append(row)
                     except (CocoFormatError, OSError, ValueError) as exc:
-                        logger.error("question %s skipped: %s", row.question_id, exc)
-                        errors.append({"question_id": row.question_id, "error": str(exc)})
-                outs = vlm.generate_batch(images, prompt, max_new_tokens=params.max_new_tokens) if images else []
-                for row, answer in zip(chunk, outs):
+                        logger.error("question %s skipped: %s", row["question_id"], exc)
+                        errors.append({"question_id": row["question_id"], "image_id": row["image_id"],
+                                       "error": str(exc)})
+                outs = (vlm.generate_batch([i.pixels for i in images], prompt, max_new_tokens=max_new_tokens)
+                        if images else [])
+                for row, loaded, answer in zip(chunk, images, outs):
                     parsed = hal.parse_yes_no(answer.text)
-                    answers.append({"question_id": row.question_id, "label": row.label, "kind": row.kind,
-                                    "parsed": parsed, "correct": parsed == row.label, **answer.to_dict()})
-                bar.update(len(group[lo:lo + params.batch_size]))
+                    answers.append({**row, "image_sha": loaded.sha, "parsed": parsed,
+                                    "correct": parsed == row["label"], **answer.to_dict()})
+                bar.update(len(group[lo:lo + batch_size]))
     answers.sort(key=lambda a: str(a["question_id"]))
     summary = answer_summary(answers)
     logger.info("eagle_repope: %d questions, accuracy %.3f, %d wrong; biased questions: %d of %d answered yes",
                 summary["questions"], summary["accuracy"], summary["wrong"], summary["biased_yes"],
                 summary["biased"])
-    return {"model": vlm.name, "answers": answers, "errors": errors, "summary": summary}
+    return {"model": vlm.name, "model_fingerprint": vlm.fingerprint, "answers": answers, "errors": errors,
+            "summary": summary, "settings": {"batch_size": batch_size, "max_new_tokens": max_new_tokens}}
 
 
 def answer_summary(answers: list[dict]) -> dict:
@@ -189,6 +233,39 @@ def answer_summary(answers: list[dict]) -> dict:
     return out
 
 
+def _wrong(answers: dict) -> list[dict]:
+    return [a for a in answers["answers"] if not a["correct"]]
+
+
+def _pixels(question_split: CocoSplit, image_id: int, sha: str) -> np.ndarray:
+    """The image's pixels, refusing an image whose bytes changed since its question was answered."""
+    loaded = question_split.image(image_id)
+    if loaded.sha != sha:
+        raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
+                              f"{sha}); rerun from the answers")
+    return loaded.pixels
+
+
+# --- superpixels --------------------------------------------------------------------------------------------------
+def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: ItemStore,
+                        superpixels: SuperpixelParams) -> dict:
+    """SLICO label maps at model resolution of every image with a wrong answer (key: image id), filed under the
+    hash of the image's bytes, the model's resolution and the SLIC parameters."""
+    spec = vlm.resolution_spec()
+    jobs: dict[str, Job] = {}
+    for a in _wrong(answers):
+        key = str(a["image_id"])
+        if key in jobs:
+            continue
+
+        def compute(image_id=int(a["image_id"]), sha=a["image_sha"]):
+            return slico(vlm.model_image(_pixels(question_split, image_id, sha)), **superpixels.model_dump())
+
+        jobs[key] = Job(key, fingerprint("slico", a["image_sha"], spec, superpixels), compute,
+                        {"image_id": int(a["image_id"]), "image_sha": a["image_sha"]})
+    return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
+
+
 # --- EAGLE on the counter token -----------------------------------------------------------------------------------
 def counter_answer(vlm, prompt: str, label: str) -> Answer:
     """The correct answer ("Yes"/"No") as an Answer to teacher-force: its tokens are the explained targets."""
@@ -199,65 +276,70 @@ def counter_answer(vlm, prompt: str, label: str) -> Answer:
                   token_probs=tuple(float("nan") for _ in ids), finished=True)
 
 
-def question_list_hash(questions: pd.DataFrame) -> str:
-    """A hash of what each question is (id, image, prompt, label): the same whether the list comes from the node
-    that built it or from its CSV file (where empty cells turn into NaN)."""
-    rows = [[str(r.question_id), str(r.file_name), str(r.prompt), str(r.label)]
-            for r in questions.itertuples(index=False)]
-    return params_hash({"rows": rows})
+def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpixels: Manifest, store: ItemStore,
+                          attribution: AttributionParams) -> dict:
+    """EAGLE's attribution of the counter token ("No" for a false yes, "Yes" for a false no) of every wrong answer
+    (key: question id), over the image's superpixels. Each is filed under the hash of the image's bytes, the
+    prompt, the counter tokens, the label map, the model and the search settings."""
+    search = {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
+              "search": attribution.search_params()}
+    jobs = []
+    for a in _wrong(answers):
+        counter = counter_answer(vlm, a["prompt"], a["label"])
+        sp_key = str(a["image_id"])
+        sp_fp = superpixels.info(sp_key)["fp"] if sp_key in superpixels else None
+        info = {**{k: a[k] for k in FACTS}, "image_sha": a["image_sha"], "answer": a["text"]}
+        fp = fingerprint("eagle-counter", {"image_sha": a["image_sha"], "prompt": a["prompt"],
+                                           "counter": list(counter.token_ids)}, sp_fp, vlm.fingerprint, search)
+        jobs.append(Job(str(a["question_id"]), fp,
+                        _explain_job(vlm, question_split, superpixels, info, counter, attribution), info))
+    return run_jobs(store, jobs, "EAGLE (counter token)", {
+        "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint})
 
 
-def repope_prefix(vlm, questions: pd.DataFrame, superpixels: dict, attribution: dict) -> str:
-    """Folder of one configuration's attributions: model, question list, superpixels and search parameters."""
-    sp, at = parse("superpixels", superpixels), parse("attribution", attribution)
-    return f"{at.strategy}-" + params_hash({
-        "model": vlm.fingerprint, "questions": question_list_hash(questions),
-        "superpixels": sp.model_dump(), "lambda1": at.lambda1, "lambda2": at.lambda2,
-        "search": at.search_params()})
+def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict, counter: Answer,
+                 params: AttributionParams):
+    def compute():
+        key = str(q["image_id"])
+        if key not in superpixels:
+            return Skipped(f"image {q['image_id']} has no superpixels: "
+                           f"{superpixels.not_made().get(key, 'not made')}")
+        regions = superpixels.load(key)
+        image = vlm.model_image(_pixels(question_split, q["image_id"], q["image_sha"]))
+        meta = {k: q[k] for k in ("question_id", "image_id", "label", "object", "kind", "cause")}
+        return explain(vlm, image, q["prompt"], tokens=None, strategy=params.strategy, lambda1=params.lambda1,
+                       lambda2=params.lambda2, batch_size=params.batch_size,
+                       memory_budget_mb=params.memory_budget_mb, answer=counter, regions=regions,
+                       search_params=params.search_params(), meta=meta)
 
-
-def _regions(vlm, image: np.ndarray, superpixels: dict) -> tuple[np.ndarray, RegionMap]:
-    image = vlm.model_image(image)
-    return image, slico(image, **parse("superpixels", superpixels).model_dump())
-
-
-def explain_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: dict,
-                          repope_images: dict, repope_instances: dict, superpixels: dict,
-                          attribution: dict) -> dict[str, Callable]:
-    """Lazy EAGLE attributions of the counter token ("No" for a false yes, "Yes" for a false no) of every wrong
-    answer, keyed ``<strategy-hash>/<question id>``. Only missing ones are computed."""
-    params = parse("attribution", attribution)
-    index = CocoIndex(repope_instances, source="repope instances")
-    prefix = repope_prefix(vlm, eagle_repope_questions, superpixels, attribution)
-    wrong = {str(a["question_id"]) for a in eagle_repope_answers["answers"] if not a["correct"]}
-    jobs = {}
-    for row in eagle_repope_questions.itertuples(index=False):
-        if str(row.question_id) not in wrong:
-            continue
-        meta = {"question_id": row.question_id, "image_id": int(row.image_id), "label": row.label,
-                "object": row.object, "kind": row.kind, "cause": row.cause}
-
-        def compute(row=row, meta=meta):
-            try:
-                image = index.load_image(int(row.image_id), repope_images)
-            except CocoFormatError as exc:
-                return Skipped(str(exc))
-            image, regions = _regions(vlm, image, superpixels)
-            return explain(vlm, image, row.prompt, tokens=None, strategy=params.strategy, lambda1=params.lambda1,
-                           lambda2=params.lambda2, batch_size=params.batch_size,
-                           answer=counter_answer(vlm, row.prompt, row.label), regions=regions,
-                           search_params=params.search_params(), meta=meta)
-
-        jobs[f"{prefix}/{row.question_id}"] = compute
-    return jobs
+    return compute
 
 
 # --- correction by removal ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Removal:
+    """The fields of ``params:eagle_repope`` that the corrections depend on (and nothing else of it)."""
+
+    methods: tuple[str, ...]
+    random_seed: int
+    max_new_tokens: int
+    batch_size: int
+    stop_at_first: bool
+    cause_min_overlap: float
+
+
+def removal_settings(methods: list[str], random_seed: int, max_new_tokens: int, batch_size: int,
+                     stop_at_first: bool, cause_min_overlap: float) -> Removal:
+    """The correction settings as one value (the correction node would otherwise take more than six inputs)."""
+    return Removal(tuple(methods), int(random_seed), int(max_new_tokens), int(batch_size), bool(stop_at_first),
+                   float(cause_min_overlap))
+
+
 def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
-                 seed: int, question_id, baselines=None) -> tuple[np.ndarray, dict]:
+                 seed: int, question_id, settings: dict) -> tuple[np.ndarray, dict]:
     """The region order a method gives the counter token, and facts about it (a baseline's seconds and peak
     memory): EAGLE's own order, a seeded random one, or a baseline's pixel map ranked per region (mean saliency,
-    highest first; the baselines of ``core/baselines`` with their settings from `baselines`)."""
+    highest first; the baselines of ``core/baselines`` with their `settings`)."""
     if method == "eagle":
         return np.asarray(attribution.order), {"seconds": attribution.seconds}
     if method == "random":
@@ -268,8 +350,7 @@ def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, 
     if method not in BASELINES:
         raise ValueError(f"eagle_repope.methods lists {method!r}; known: eagle, random, {', '.join(BASELINES)}")
     tf = vlm.teacher_forced(image, prompt, list(attribution.target_token_ids))
-    result = run_baseline(method, tf, list(range(len(attribution.target_token_ids))), regions.labels,
-                          **baselines.settings(method))
+    result = run_baseline(method, tf, list(range(len(attribution.target_token_ids))), regions.labels, **settings)
     return region_ranking(np.asarray(result.map, dtype=np.float64), regions), result.info()
 
 
@@ -281,93 +362,102 @@ def region_ranking(saliency: np.ndarray, regions: RegionMap) -> np.ndarray:
     return np.argsort(-mean, kind="stable")
 
 
-def correction_prefix(attribution_folder: str, params, baselines: dict | None = None) -> str:
-    """Folder of the correction records: the attribution folder plus the removal settings and, for the
-    baselines among the methods, their settings."""
-    settings = parse("baselines", baselines or {})
-    return f"{attribution_folder}-" + params_hash({
-        "methods": params.methods, "seed": params.random_seed, "max_new_tokens": params.max_new_tokens,
-        "overlap": params.cause_min_overlap, "stop": params.stop_at_first,
-        "baselines": {m: settings.settings(m) for m in params.methods if m not in ("eagle", "random")}})
+def _method_settings(method: str, removal: Removal, baselines: BaselinesParams) -> dict:
+    if method == "eagle":
+        return {}
+    if method == "random":
+        return {"seed": removal.random_seed}
+    return baselines.settings(method)
 
 
-def correct_wrong_answers(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_attributions: dict,
-                          repope_images: dict, repope_instances: dict, superpixels: dict, attribution: dict,
-                          eagle_repope: dict, baselines: dict) -> dict[str, Callable]:
-    """Lazy per-question records: for each method, the answers regenerated with the k lowest-ranked regions
-    removed until the answer is correct, AMCR, the cause hit, and the counter token's insertion AUC and highest
-    confidence under that method's order. Keyed ``<attribution folder>-<hash>/<question id>``."""
-    params = parse("eagle_repope", eagle_repope)
-    at = parse("attribution", attribution)
-    index = CocoIndex(repope_instances, source="repope instances")
-    folder = repope_prefix(vlm, eagle_repope_questions, superpixels, attribution)
-    prefix = correction_prefix(folder, params, baselines)
-    baseline_params = parse("baselines", baselines)
-    rows = {str(r.question_id): r for r in eagle_repope_questions.itertuples(index=False)}
-    jobs = {}
-    for key in sorted(eagle_repope_attributions):
-        head, qid = key.split("/", 1)
-        if head != folder or qid not in rows:
-            continue
-        row = rows[qid]
+def _cause_annotation(question_split: CocoSplit, q: dict) -> dict | None:
+    ann = q.get("cause_annotation_id")
+    return None if ann is None else question_split.index.instances.anns.get(int(ann))
 
-        def compute(row=row, load=eagle_repope_attributions[key]):
-            attr = load()
-            try:
-                image = vlm.model_image(index.load_image(int(row.image_id), repope_images))
-            except CocoFormatError as exc:
-                return Skipped(str(exc))
-            regions = RegionMap(attr.labels, attr.meta.get("regions", {}))
-            cause_mask = None
-            if row.cause_annotation_id is not None and not pd.isna(row.cause_annotation_id):
-                obj = next(o for o in index.objects(int(row.image_id))
-                           if o.annotation_id == int(row.cause_annotation_id))
-                cause_mask, _ = object_at(image.shape[:2], obj.mask, obj.bbox)
-            scorer = vlm.scorer(image, row.prompt, list(attr.target_token_ids),
-                                list(range(len(attr.target_token_ids))), batch_size=at.batch_size)
 
-            def answer(keep: np.ndarray) -> list[str]:
-                masks = regions.masks(keep)
-                outs = vlm.generate_batch([image * m[..., None].astype(image.dtype) for m in masks], row.prompt,
-                                          max_new_tokens=params.max_new_tokens)
-                return [o.text for o in outs]
+def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, store: ItemStore,
+                          removal: Removal, baselines: BaselinesParams) -> dict:
+    """For each explained wrong answer and each method (key ``<method>/<question id>``): the answers regenerated
+    with the method's k lowest-ranked regions removed until the answer is correct, AMCR, the cause hit, and the
+    counter token's insertion AUC and highest confidence under that order. Each is filed under the hash of its
+    attribution, the method's settings, the removal settings, the cause object and the model."""
+    scorer_batch = int(attributions.params.get("attribution", {}).get("batch_size", 64))
+    regeneration = {"max_new_tokens": removal.max_new_tokens, "batch_size": removal.batch_size,
+                    "stop_at_first": removal.stop_at_first}
+    jobs = []
+    for qid in sorted(attributions.keys()):
+        q = attributions.info(qid)
+        cause = {"annotation": _cause_annotation(question_split, q), "min_overlap": removal.cause_min_overlap}
+        for method in removal.methods:
+            settings = _method_settings(method, removal, baselines)
+            fp = fingerprint("correction", q["fp"], method, settings, regeneration, cause, vlm.fingerprint,
+                             None if method == "eagle" else scorer_batch)
+            info = {"method": method, **{k: q[k] for k in FACTS}}
+            jobs.append(Job(f"{method}/{qid}", fp, _correction_job(vlm, question_split, attributions, qid, method,
+                                                                   settings, removal, scorer_batch), info))
+    return run_jobs(store, jobs, "correction by removal", {
+        "removal": {"methods": list(removal.methods), "random_seed": removal.random_seed, **regeneration,
+                    "cause_min_overlap": removal.cause_min_overlap},
+        "baselines": {m: baselines.settings(m) for m in removal.methods if m not in ("eagle", "random")}})
 
-            record = {"question_id": row.question_id, "image_id": int(row.image_id), "label": row.label,
-                      "kind": row.kind, "object": row.object, "cause": row.cause, "n_regions": regions.n_regions,
-                      "methods": {}}
-            for method in params.methods:
-                order, facts = method_order(method, attr, vlm, image, row.prompt, regions, params.random_seed,
-                                            row.question_id, baseline_params)
-                if method == "eagle":
-                    curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
-                else:
-                    curves = region_curves(scorer, regions, order)
-                fix = hal.correct_by_removal(answer, order, regions.areas(), row.label,
-                                             batch_size=params.batch_size, stop_at_first=params.stop_at_first)
-                record["methods"][method] = {
-                    "order": [int(r) for r in order], **fix.to_dict(), "corrected": fix.corrected,
-                    "cause_hit": hal.cause_hit(regions.labels, fix, cause_mask, params.cause_min_overlap),
-                    "cause_removed_fraction": hal.removed_cause_fraction(regions.labels, fix, cause_mask),
-                    "insertion_auc": insertion_auc(curves), "highest_confidence": highest_confidence(curves),
-                    "p_counter_full": float(curves.full_score.mean()), **facts,
-                }
-            return record
 
-        jobs[f"{prefix}/{qid}"] = compute
-    return jobs
+def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid: str, method: str, settings: dict,
+                    removal: Removal, scorer_batch: int):
+    q = attributions.info(qid)
+
+    def compute():
+        attr = attributions.load(qid)
+        image = vlm.model_image(_pixels(question_split, q["image_id"], q["image_sha"]))
+        regions = RegionMap(attr.labels, attr.meta.get("regions", {}))
+        cause_mask = None
+        if q["cause_annotation_id"] is not None:
+            obj = next(o for o in question_split.index.objects(int(q["image_id"]))
+                       if o.annotation_id == int(q["cause_annotation_id"]))
+            cause_mask, _ = object_at(image.shape[:2], obj.mask, obj.bbox)
+        order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, removal.random_seed,
+                                    q["question_id"], settings)
+        if method == "eagle":
+            curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
+        else:
+            scorer = vlm.scorer(image, q["prompt"], list(attr.target_token_ids),
+                                list(range(len(attr.target_token_ids))), batch_size=scorer_batch)
+            curves = region_curves(scorer, regions, order)
+
+        def answer(keep: np.ndarray) -> list[str]:
+            masks = regions.masks(keep)
+            outs = vlm.generate_batch([image * m[..., None].astype(image.dtype) for m in masks], q["prompt"],
+                                      max_new_tokens=removal.max_new_tokens)
+            return [o.text for o in outs]
+
+        fix = hal.correct_by_removal(answer, order, regions.areas(), q["label"], batch_size=removal.batch_size,
+                                     stop_at_first=removal.stop_at_first)
+        return {"method": method, **{k: q[k] for k in FACTS}, "n_regions": regions.n_regions,
+                "order": [int(r) for r in order], **fix.to_dict(), "corrected": fix.corrected,
+                "cause_hit": hal.cause_hit(regions.labels, fix, cause_mask, removal.cause_min_overlap),
+                "cause_removed_fraction": hal.removed_cause_fraction(regions.labels, fix, cause_mask),
+                "insertion_auc": insertion_auc(curves), "highest_confidence": highest_confidence(curves),
+                "p_counter_full": float(curves.full_score.mean()), **facts}
+
+    return compute
 
 
 # --- metrics ------------------------------------------------------------------------------------------------------
 METRIC_COLUMNS = ["method", "n_questions", "n_wrong", "n_biased", "hallucinations_biased",
                   "hallucination_rate_biased", "n_explained", "insertion_auc", "ahc", "amcr", "csr",
                   "csr_threshold", "corrected_rate", "cause_hit_rate", "n_with_cause", "seconds_per_sample"]
+PER_SAMPLE_COLUMNS = ["question_id", "image_id", "kind", "object", "cause", "method", "corrected_k", "amcr",
+                      "cause_hit", "cause_removed_fraction", "answer_after", "insertion_auc", "highest_confidence"]
 
 
-def current_records(vlm, questions: pd.DataFrame, corrections: dict, superpixels: dict, attribution: dict,
-                    params, baselines: dict) -> list[dict]:
-    folder = repope_prefix(vlm, questions, superpixels, attribution)
-    prefix = correction_prefix(folder, params, baselines)
-    return [corrections[k]() for k in sorted(corrections) if k.split("/", 1)[0] == prefix]
+def question_records(corrections: Manifest) -> list[dict]:
+    """The correction records of the manifest grouped per question (question id order, as text): the question's
+    facts and ``methods`` (method -> its record)."""
+    by_question: dict[str, dict] = {}
+    for key, info in corrections.items.items():
+        qid = key.split("/", 1)[1]
+        record = by_question.setdefault(qid, {**{k: info[k] for k in FACTS}, "methods": {}})
+        record["methods"][info["method"]] = corrections.load(key)
+    return [by_question[q] for q in sorted(by_question)]
 
 
 def metric_rows(records: list[dict], summary: dict, methods: list[str], threshold: float) -> list[dict]:
@@ -376,7 +466,7 @@ def metric_rows(records: list[dict], summary: dict, methods: list[str], threshol
     rows = []
     for method in methods:
         per = [r["methods"][method] for r in records if method in r["methods"]]
-        with_cause = [p for p, r in zip(per, records) if p["cause_hit"] is not None]
+        with_cause = [p for p in per if p["cause_hit"] is not None]
         amcrs = [p["amcr"] for p in per]
         rows.append({
             "method": method, "n_questions": summary["questions"], "n_wrong": summary["wrong"],
@@ -403,18 +493,19 @@ def answer_after(correction: dict) -> str:
     return correction["answers"][-1] if correction["answers"] else ""
 
 
-def summarise(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: dict,
-              eagle_repope_corrections: dict, superpixels: dict, attribution: dict,
-              eagle_repope: dict, baselines: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The metrics table (one row per method) and the per-sample rows."""
-    params = parse("eagle_repope", eagle_repope)
-    records = current_records(vlm, eagle_repope_questions, eagle_repope_corrections, superpixels, attribution,
-                              params, baselines)
-    table = pd.DataFrame(metric_rows(records, eagle_repope_answers["summary"], params.methods,
-                                     params.csr_threshold), columns=METRIC_COLUMNS)
+def summarise(answers: dict, corrections: Manifest,
+              eagle_repope: EagleRepopeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics table (one row per method of `eagle_repope.methods`) and the per-sample rows, from exactly the
+    correction records of the manifest."""
+    records = question_records(corrections)
+    table = pd.DataFrame(metric_rows(records, answers["summary"], list(eagle_repope.methods),
+                                     eagle_repope.csr_threshold), columns=METRIC_COLUMNS)
     per_sample = []
     for r in records:
-        for method, m in r["methods"].items():
+        for method in eagle_repope.methods:
+            if method not in r["methods"]:
+                continue
+            m = r["methods"][method]
             per_sample.append({"question_id": r["question_id"], "image_id": r["image_id"], "kind": r["kind"],
                                "object": r["object"], "cause": r["cause"], "method": method,
                                "corrected_k": m["corrected_k"], "amcr": m["amcr"], "cause_hit": m["cause_hit"],
@@ -422,59 +513,4 @@ def summarise(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: d
                                "answer_after": answer_after(m),
                                "insertion_auc": m["insertion_auc"], "highest_confidence": m["highest_confidence"]})
     logger.info("eagle_repope metrics:\n%s", table.to_string(index=False))
-    return table, pd.DataFrame(per_sample)
-
-
-# --- figures and report -------------------------------------------------------------------------------------------
-def build_report(vlm, eagle_repope_questions: pd.DataFrame, eagle_repope_answers: dict,
-                 eagle_repope_attributions: dict, eagle_repope_corrections: dict, eagle_repope_metrics: pd.DataFrame,
-                 repope_images: dict, repope_instances: dict, superpixels: dict, attribution: dict,
-                 eagle_repope: dict, baselines: dict):
-    """The corrections figure (paper style), the AMCR curve and one self-contained HTML page."""
-    import base64
-    import io
-
-    from eagle_pipelines.pipelines.eagle_repope import report
-    from eagle_pipelines.reporting.html_page import git_commit as _git_commit
-
-    params = parse("eagle_repope", eagle_repope)
-    records = current_records(vlm, eagle_repope_questions, eagle_repope_corrections, superpixels, attribution,
-                              params, baselines)
-    folder = repope_prefix(vlm, eagle_repope_questions, superpixels, attribution)
-    index = CocoIndex(repope_instances, source="repope instances")
-    questions = {str(r.question_id): r for r in eagle_repope_questions.itertuples(index=False)}
-    answers = {str(a["question_id"]): a for a in eagle_repope_answers["answers"]}
-    # biased questions first: those have a known cause
-    chosen = sorted(records, key=lambda r: (r["kind"] != "biased", str(r["question_id"])))[: params.figure_samples]
-    samples = []
-    for r in chosen:
-        key = f"{folder}/{r['question_id']}"
-        q = questions.get(str(r["question_id"]))
-        if key not in eagle_repope_attributions or q is None or "eagle" not in r["methods"]:
-            continue
-        try:
-            image = vlm.model_image(index.load_image(int(q.image_id), repope_images))
-        except CocoFormatError:
-            continue
-        cause_mask = None
-        if q.cause_annotation_id is not None and not pd.isna(q.cause_annotation_id):
-            obj = next(o for o in index.objects(int(q.image_id)) if o.annotation_id == int(q.cause_annotation_id))
-            cause_mask, _ = object_at(image.shape[:2], obj.mask, obj.bbox)
-        samples.append({"image": image, "attribution": eagle_repope_attributions[key](),
-                        "correction": r["methods"]["eagle"], "question_id": q.question_id, "text": q.text,
-                        "label": q.label, "answer": answers[str(q.question_id)]["text"], "cause_mask": cause_mask})
-    figs = {"corrections": report.correction_figure(samples),
-            "amcr": report.amcr_figure(records, params.methods, params.csr_threshold)}
-
-    def png(fig) -> str:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        return base64.b64encode(buf.getvalue()).decode("ascii")
-
-    run = {"git commit": _git_commit(), "model": vlm.name, "model fingerprint": vlm.fingerprint,
-           "attribution folder": folder}
-    page = report.html_page(eagle_repope_metrics, eagle_repope_answers["summary"],
-                            {name: png(fig) for name, fig in figs.items()}, run,
-                            {"eagle_repope": eagle_repope, "superpixels": superpixels, "attribution": attribution,
-                             "baselines": baselines})
-    return figs["corrections"], figs["amcr"], page
+    return table, pd.DataFrame(per_sample, columns=PER_SAMPLE_COLUMNS)

@@ -1,53 +1,91 @@
 """eagle_repope: yes/no questions -> answers -> EAGLE on the wrong ones (counter token) -> regeneration with the
-lowest-ranked regions removed -> metrics, figures, report.
+lowest-ranked regions removed -> metrics, figures, report; under the namespace ``eagle_repope``.
+
+    question split ─► question list ─► answers ─► superpixels ─► EAGLE (counter token) ─► corrections ─┐
+                                                                        metrics, coverage, figures ◄────┘─► report
 
 The question set comes from `eagle_repope.source`: ``shapes`` (default) generates the embedded one; ``repope``
-(the paper environment) reads a RePOPE list and the COCO val2014 images it asks about.
+(the paper environment) reads a RePOPE list and the COCO val2014 images it asks about (``repope_source``).
+
+Stages are node namespaces inside ``eagle_repope`` (``eagle_repope.explanation``...), as in the experiment template
+(pipelines/experiment), whose stages do not fit this flow (targets are the wrong answers' counter tokens, and the
+evaluation is correction by removal). Dataset names are ``eagle_repope.<name>``: the catalog's
+``"{namespace}.<name>"`` factories where they fit, conf/<env>/catalog_eagle_repope.yml for the rest.
 """
 
 from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from eagle_pipelines.pipelines.eagle_repope import report
 from eagle_pipelines.pipelines.eagle_repope.nodes import (
     answer_questions,
     build_question_list,
-    build_report,
+    compute_superpixels,
     correct_wrong_answers,
     explain_wrong_answers,
     prepare_question_split,
+    removal_settings,
     summarise,
 )
 
-SOURCE = ["repope_images", "repope_instances"]
-SETTINGS = ["params:superpixels", "params:attribution"]
+NAMESPACE = "eagle_repope"
+#: inputs from outside the namespace (besides parameters)
+FREE_INPUTS = {"vlm", "repope_source"}
+
+
+def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
+    return Pipeline(stage_nodes, namespace=name, prefix_datasets_with_namespace=False)
+
+
+def _p(field: str) -> str:
+    """One field of params:eagle_repope: a node that takes only the fields it uses is not rerun when another
+    changes (provenance stamps parameters by value, per node input)."""
+    return f"params:eagle_repope.{field}"
+
+
+def stages() -> Pipeline:
+    """The pipeline before namespacing (dataset names without the ``eagle_repope.`` prefix)."""
+    return Pipeline([
+        _stage("data", [
+            Node(prepare_question_split, ["params:shapes", "repope_source", _p("source"), _p("questions"),
+                                          _p("question_template"), _p("max_questions")],
+                 ["question_split", "pope_questions"], name="prepare_question_split"),
+            Node(build_question_list, ["pope_questions", "question_split", _p("max_questions"), _p("prompt_suffix")],
+                 "questions", name="build_question_list"),
+        ]),
+        _stage("answers", [
+            Node(answer_questions, ["vlm", "question_split", "questions", _p("batch_size"), _p("max_new_tokens")],
+                 "answers", name="answer_questions"),
+        ]),
+        _stage("explanation", [
+            Node(compute_superpixels, ["vlm", "question_split", "answers", "superpixel_store", "params:superpixels"],
+                 "superpixels", name="compute_superpixels"),
+            Node(explain_wrong_answers, ["vlm", "question_split", "answers", "superpixels", "attribution_store",
+                                         "params:attribution"], "attributions", name="explain_wrong_answers"),
+        ]),
+        _stage("correction", [
+            Node(removal_settings, [_p("methods"), _p("random_seed"), _p("max_new_tokens"), _p("batch_size"),
+                                    _p("stop_at_first"), _p("cause_min_overlap")], "removal_settings",
+                 name="removal_settings"),
+            Node(correct_wrong_answers, ["vlm", "question_split", "attributions", "correction_store",
+                                         "removal_settings", "params:baselines"], "corrections",
+                 name="correct_wrong_answers"),
+        ]),
+        _stage("reporting", [
+            Node(summarise, ["answers", "corrections", "params:eagle_repope"], ["metrics", "metrics_per_sample"],
+                 name="summarise"),
+            Node(report.coverage, ["answers", "superpixels", "attributions", "corrections"], "coverage",
+                 name="coverage"),
+            Node(report.build_figures, ["vlm", "question_split", "attributions", "corrections",
+                                        "params:eagle_repope"], "figures", name="build_figures"),
+            Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
+                                         "params:eagle_repope"], "report", name="publish_report"),
+        ]),
+    ])
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    nodes = [Node(func=prepare_question_split,
-                  inputs=["params:eagle_repope", "params:shapes", "repope_source"],
-                  outputs=["repope_images", "repope_instances", "repope_questions"],
-                  name="prepare_repope_questions_node", tags=["repope"])]
-    nodes += [
-        Node(func=build_question_list, inputs=["repope_questions", "repope_instances", "params:eagle_repope"],
-             outputs="eagle_repope_questions", name="build_repope_question_list_node"),
-        Node(func=answer_questions, inputs=["vlm", "eagle_repope_questions", *SOURCE, "params:eagle_repope"],
-             outputs="eagle_repope_answers", name="answer_repope_questions_node"),
-        Node(func=explain_wrong_answers, inputs=["vlm", "eagle_repope_questions", "eagle_repope_answers", *SOURCE,
-                                                 *SETTINGS],
-             outputs="eagle_repope_attributions", name="explain_wrong_answers_node"),
-        Node(func=correct_wrong_answers, inputs=["vlm", "eagle_repope_questions", "eagle_repope_attributions",
-                                                 *SOURCE, *SETTINGS, "params:eagle_repope", "params:baselines"],
-             outputs="eagle_repope_corrections", name="correct_wrong_answers_node"),
-        Node(func=summarise, inputs=["vlm", "eagle_repope_questions", "eagle_repope_answers",
-                                     "eagle_repope_corrections", *SETTINGS, "params:eagle_repope",
-                                     "params:baselines"],
-             outputs=["eagle_repope_metrics", "eagle_repope_metrics_per_sample"], name="summarise_repope_node"),
-        Node(func=build_report, inputs=["vlm", "eagle_repope_questions", "eagle_repope_answers",
-                                        "eagle_repope_attributions", "eagle_repope_corrections",
-                                        "eagle_repope_metrics", *SOURCE, *SETTINGS, "params:eagle_repope",
-                                        "params:baselines"],
-             outputs=["eagle_repope_fig_corrections", "eagle_repope_fig_amcr", "eagle_repope_report"],
-             name="build_repope_report_node"),
-    ]
-    return Pipeline(nodes)
+    inner = stages()
+    params = {name for name in inner.inputs() if name.startswith("params:")}
+    return Pipeline(inner, namespace=NAMESPACE, inputs=FREE_INPUTS, parameters=params)

@@ -1,6 +1,10 @@
-"""Figures and the self-contained HTML report of an eagle_repope run (matplotlib; the nodes call these)."""
+"""The reporting stage of eagle_repope: what the tables cover (items not made, with reasons), the figures (the
+paper's corrections figure, the AMCR curve) and the published report (tables, figures, the self-contained HTML page
+and run.json, published together)."""
 
 from __future__ import annotations
+
+import base64
 
 import matplotlib
 
@@ -10,11 +14,82 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
+from eagle_pipelines.core.evaluate import object_at  # noqa: E402
 from eagle_pipelines.core.plotting import overlay  # noqa: E402
+from eagle_pipelines.data.coco import CocoFormatError  # noqa: E402
+from eagle_pipelines.io.items import Manifest  # noqa: E402
+from eagle_pipelines.io.split_dataset import CocoSplit  # noqa: E402
+from eagle_pipelines.parameters import EagleRepopeParams  # noqa: E402
+from eagle_pipelines.pipelines.eagle_repope.nodes import question_records  # noqa: E402
 from eagle_pipelines.reporting import html_page as pages  # noqa: E402
 from eagle_pipelines.reporting.figures import placeholder  # noqa: E402
 
 
+# --- nodes ----------------------------------------------------------------------------------------------------------
+def coverage(answers: dict, superpixels: Manifest, attributions: Manifest, corrections: Manifest) -> dict:
+    """What the tables cover and what they do not: the answers' summary, every item skipped or failed at any stage
+    with its reason, the model, and the parameters of each stage (from the manifests)."""
+    not_made = [{"stage": "answers", "item": str(e["question_id"]), "reason": e["error"]}
+                for e in answers.get("errors", [])]
+    for stage, manifest in (("superpixels", superpixels), ("EAGLE", attributions), ("corrections", corrections)):
+        not_made += [{"stage": stage, "item": k, "reason": r} for k, r in sorted(manifest.not_made().items())]
+    return {"summary": answers["summary"], "model": answers["model"],
+            "model_fingerprint": answers.get("model_fingerprint", ""),
+            "n_explained": len(attributions), "n_records": len(corrections), "not_made": not_made,
+            "params": {"answers": answers.get("settings", {}), **superpixels.params, **attributions.params,
+                       **corrections.params}}
+
+
+def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, corrections: Manifest,
+                  eagle_repope: EagleRepopeParams) -> dict:
+    """The corrections figure (paper style; biased questions first, as their cause is known) and the AMCR curve."""
+    records = question_records(corrections)
+    chosen = sorted(records, key=lambda r: (r["kind"] != "biased", str(r["question_id"])))
+    samples = []
+    for r in chosen[: eagle_repope.figure_samples]:
+        qid = str(r["question_id"])
+        if qid not in attributions or "eagle" not in r["methods"]:
+            continue
+        info = attributions.info(qid)
+        try:
+            image = vlm.model_image(question_split.image(int(info["image_id"])).pixels)
+        except CocoFormatError:
+            continue
+        cause_mask = None
+        if info["cause_annotation_id"] is not None:
+            obj = next(o for o in question_split.index.objects(int(info["image_id"]))
+                       if o.annotation_id == int(info["cause_annotation_id"]))
+            cause_mask, _ = object_at(image.shape[:2], obj.mask, obj.bbox)
+        samples.append({"image": image, "attribution": attributions.load(qid), "correction": r["methods"]["eagle"],
+                        "question_id": info["question_id"], "text": info["question"], "label": info["label"],
+                        "answer": info["answer"], "cause_mask": cause_mask})
+    return {"corrections": correction_figure(samples),
+            "amcr": amcr_figure(records, list(eagle_repope.methods), eagle_repope.csr_threshold)}
+
+
+def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
+                   eagle_repope: EagleRepopeParams) -> dict:
+    """Everything one run publishes, as one bundle (the report dataset writes it whole or not at all): the
+    tables, the figures, the self-contained HTML page and ``run.json`` (the run's facts, parameters, and the
+    items not made with their reasons)."""
+    from eagle_pipelines.io.report_dataset import figure_png
+
+    pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()}
+    params = {"eagle_repope": eagle_repope.model_dump(mode="json"), **coverage["params"]}
+    summary = coverage["summary"]
+    run = {"generated": pages.now(), "git commit": pages.git_commit(), "model": coverage["model"],
+           "model fingerprint": coverage["model_fingerprint"], "questions": summary["questions"],
+           "wrong answers": summary["wrong"], "explained": coverage["n_explained"],
+           "items not made": len(coverage["not_made"])}
+    page = html_page(metrics, summary, {n: base64.b64encode(p).decode("ascii") for n, p in pngs.items()}, run,
+                     params, coverage["not_made"])
+    bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "report.html": page,
+              "run.json": {**run, "params": params, "coverage": coverage}}
+    bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
+    return bundle
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
 def _outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     out = picture.copy()
     out[find_boundaries(mask, mode="inner")] = colour
@@ -94,8 +169,10 @@ def _count_or_rate(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict) -> str:
-    """The report: run facts, the model's answers, the metrics table, the figures (base64 PNG), parameters."""
+def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict,
+              not_made: list[dict] | None = None) -> str:
+    """The report: run facts, the model's answers, the metrics table, the items not made (with the reason), the
+    figures (base64 PNG), parameters."""
     empty = [kind for kind in ("biased", "absent", "present", "repope") if summary.get(kind) == 0]
     answers = pd.DataFrame([{"": k.replace("_", " "), "value": _count_or_rate(v)} for k, v in summary.items()
                             if v is not None and k.split("_")[0] not in empty])
@@ -118,7 +195,15 @@ never), lower is better. CSR: the share of ALL wrong answers corrected within th
 counts as a failure). Cause hit: the region whose removal corrected the answer overlaps the true cause object.</p>
 {pages.table(metrics[[c for c in HEADLINE if c in metrics.columns]])}
 <details><summary>All columns</summary>{pages.table(metrics)}</details>
+{_not_made_block(not_made or [])}
 <h2>Figures</h2>
 {pages.figures(figures, captions)}"""
-    return pages.document("EAGLE report: eagle_repope (hallucination diagnosis)",
-                          {"generated": pages.now(), **run}, body, params)
+    return pages.document("EAGLE report: eagle_repope (hallucination diagnosis)", run, body, params)
+
+
+def _not_made_block(not_made: list[dict]) -> str:
+    if not not_made:
+        return "<h2>Not in the tables</h2><p>Every item was made.</p>"
+    frame = pd.DataFrame(not_made, columns=["stage", "item", "reason"])
+    return (f"<h2>Not in the tables</h2><p>{len(frame)} items were not made (each with its reason); they are "
+            f"retried when their input changes.</p>{pages.table(frame)}")
