@@ -229,3 +229,22 @@ def test_layers_follow_the_data_flow(env):
                                if (b, a) in example and a < b)
             cycles.append(f"pipeline {name!r}: {' -> '.join(error.args[1])}: " + "; ".join(both_ways))
     assert not cycles, f"conf/{env}: the layers form a cycle, so kedro-viz shows none:\n" + "\n".join(cycles)
+
+
+# --- the paper environment's model presets (conf/paper/globals.yml) ---------------------------------------------
+def test_every_paper_model_preset_makes_a_valid_model_entry():
+    from kedro.config import OmegaConfigLoader
+    from kedro.io.core import AbstractDataset
+
+    from eagle_pipelines import settings
+
+    presets = yaml.safe_load((ROOT / "conf/paper/globals.yml").read_text())["paper_models"]
+    assert "qwen2_5_vl_3b" in presets  # the default of conf/paper/catalog.yml
+    for preset, fields in presets.items():
+        assert ("hub_id" in fields) != ("path" in fields), f"{preset}: give either hub_id or path"
+        assert {"family", "dtype", "hint"} <= set(fields), preset
+        loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), env="paper", runtime_params={"model": preset},
+                                   **settings.CONFIG_LOADER_ARGS)
+        dataset = AbstractDataset.from_config("vlm", loader["catalog"]["vlm"])  # checks the family, loads nothing
+        described = dataset._describe()
+        assert described.get("hub_id") == fields.get("hub_id") and described.get("path") == fields.get("path")
