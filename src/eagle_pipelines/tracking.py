@@ -28,6 +28,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -188,7 +189,9 @@ class TrackingHook:
     def after_context_created(self, context) -> None:
         self._config = None
         try:
-            from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+            with warnings.catch_warnings():  # kedro-mlflow's pipeline model lacks the type hints mlflow asks for
+                warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
+                from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
         except Exception as error:  # noqa: BLE001 - mlflow or kedro-mlflow missing or broken
             self._off("kedro-mlflow cannot be imported", error)
             return
