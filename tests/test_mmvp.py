@@ -177,6 +177,14 @@ def mmvp_project(project):
     return project
 
 
+def test_the_paper_environment_reads_the_local_copy(project):
+    with pytest.raises(MissingInputError) as error, KedroSession.create(
+            project_path=project, env="paper", runtime_params={"model": "toy"}) as session:
+        session.run(pipeline_name="eagle_mmvp")
+    assert "'mmvp_source': The MMVP copy at" in str(error.value) and "Questions.csv (the question list)" in str(
+        error.value)
+
+
 def test_eagle_mmvp_on_a_local_mmvp_copy(mmvp_project):
     _mmvp_copy(mmvp_project)
     _run(mmvp_project, {**TINY, "eagle_mmvp": {"source": "mmvp", "max_new_tokens": 3}})
