@@ -166,6 +166,20 @@ def test_tracking_can_be_turned_off_per_pipeline_in_mlflow_yml(project):
     session.close()
 
 
+def test_a_run_opened_before_the_session_gets_each_report_as_a_child(project):
+    mlflow.set_tracking_uri((project / "mlruns").as_uri())
+    parent = mlflow.start_run(experiment_id=MlflowClient().create_experiment("orchestrator"))
+    try:
+        session, context, hook = _session(project)
+        _publish(hook, context, _bundle(6, 0.9))
+        session.close()
+    finally:
+        mlflow.end_run()
+    client = MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    [child] = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert child.data.metrics["eagle.sentence.pixels.insertion_auc"] == 0.9
+
+
 @pytest.mark.slow
 def test_a_tiny_eagle_coco_run_is_tracked_and_a_rerun_that_changes_nothing_adds_no_mlflow_run(project):
     (project / "data" / "06_models").mkdir(parents=True)

@@ -28,7 +28,6 @@ import math
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -189,9 +188,7 @@ class TrackingHook:
     def after_context_created(self, context) -> None:
         self._config = None
         try:
-            with warnings.catch_warnings():  # kedro-mlflow's pipeline model lacks the type hints mlflow asks for
-                warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
-                from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+            from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
         except Exception as error:  # noqa: BLE001 - mlflow or kedro-mlflow missing or broken
             self._off("kedro-mlflow cannot be imported", error)
             return
@@ -232,8 +229,8 @@ class TrackingHook:
             return
         if not isinstance(dataset, PublishedReportDataset):
             return
-        namespace = dataset_name.rsplit(".", 1)[0] if "." in dataset_name else dataset._path.name
-        self.track(Path(dataset._describe()["path"]), namespace)
+        report_dir = Path(dataset._describe()["path"])
+        self.track(report_dir, dataset_name.rsplit(".", 1)[0] if "." in dataset_name else report_dir.name)
 
     def track(self, report_dir: Path, namespace: str) -> str | None:
         """Logs the latest report of `report_dir`; any failure is a warning. Returns the new run's id, if any."""
@@ -241,9 +238,10 @@ class TrackingHook:
             import mlflow
 
             client = self._config.server._mlflow_client
-            experiment = self._config.tracking.experiment._experiment
-            active = mlflow.active_run()  # an orchestrator's run (kedro-mlflow keeps it): ours is its child
-            run_id = log_report(client, experiment.experiment_id, report_dir, namespace, self._tags,
+            active = mlflow.active_run()  # a run opened before the session (an orchestrator's): ours is its child
+            experiment_id = (active.info.experiment_id if active
+                             else self._config.tracking.experiment._experiment.experiment_id)
+            run_id = log_report(client, experiment_id, report_dir, namespace, self._tags,
                                 parent_run_id=active.info.run_id if active else None)
         except Exception as error:  # noqa: BLE001
             logger.warning("The %s report was published but not logged to mlflow (%s: %s); the next run that "
@@ -251,6 +249,6 @@ class TrackingHook:
             return None
         if run_id:
             logger.info("mlflow: %s report logged as run %s (experiment '%s'; `kedro mlflow ui` to browse)",
-                        namespace, run_id, experiment.name)
+                        namespace, run_id, self._config.tracking.experiment.name)
         return run_id
 
