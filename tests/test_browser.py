@@ -135,12 +135,17 @@ class DevToolsPage:
         assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
         return result["result"].get("value")
 
-    def wait(self, expression: str, timeout: float = 60, what: str = ""):
+    def poll(self, expression: str, timeout: float):
+        """The expression's value once it is truthy, or its last value after `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while (value := self.js(expression)) in (None, False, 0, "", []):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not seen within {timeout:.0f} s: {what or expression}")
+        while (value := self.js(expression)) in (None, False, 0, "", []) and time.monotonic() < deadline:
             time.sleep(0.2)
+        return value
+
+    def wait(self, expression: str, timeout: float = 60, what: str = ""):
+        value = self.poll(expression, timeout)
+        if value in (None, False, 0, "", []):
+            raise AssertionError(f"not seen within {timeout:.0f} s: {what or expression}")
         return value
 
 
@@ -231,12 +236,6 @@ def _png(encoded: str) -> Image.Image:
 
 def test_kedro_viz_build_lists_layers_namespaces_and_previews(viz_build):
     main = json.loads((viz_build / "api/main").read_text())
-    layers = main["layers"]
-    assert {"raw", "models", "model_input", "model_output", "reporting"} <= set(layers), (
-        f"layers {layers}: kedro-viz drops them all when the catalog's layers form a cycle along the flow "
-        "(tests/test_hygiene.py names it)")
-    assert layers.index("raw") < layers.index("model_input") < layers.index("model_output") < layers.index(
-        "reporting")
     assert {"eagle_coco", *(f"eagle_coco.{stage}" for stage in STAGES)} <= set(main["modular_pipelines"])
     assert STAGES == {child["id"].split(".", 1)[1] for child in main["modular_pipelines"]["eagle_coco"]["children"]
                       if child["type"] == "modularPipeline"}
@@ -255,16 +254,22 @@ def test_kedro_viz_build_lists_layers_namespaces_and_previews(viz_build):
         assert preview["preview_type"] == "ImagePreview", name
         assert min(_png(preview["preview"]).size) > 32, name
 
+    layers = main["layers"]
+    assert {"raw", "models", "model_input", "model_output", "reporting"} <= set(layers), (
+        f"layers {layers}: kedro-viz drops them all when the catalog's layers form a cycle along the flow "
+        "(tests/test_hygiene.py::test_layers_follow_the_data_flow names it)")
+    assert layers.index("raw") < layers.index("model_input") < layers.index("model_output") < layers.index(
+        "reporting")
+
 
 def test_kedro_viz_shows_layers_expands_eagle_coco_and_renders_previews(viz_url, tmp_path):
+    layer_names = "[...document.querySelectorAll('.pipeline-layer-name')].map(e => e.textContent)"
     with _devtools(tmp_path, f"{viz_url}?pid=eagle_coco") as page:
-        labels = page.wait("[...document.querySelectorAll('.pipeline-layer-name')].map(e => e.textContent)",
-                           what="the layer names")
-        assert {"raw", "models", "model_output", "reporting"} <= set(labels), labels
-        assert labels.index("raw") < labels.index("model_output") < labels.index("reporting"), labels
-        assert page.js("document.querySelectorAll('rect.pipeline-layer').length") == len(labels)
+        page.wait(f"!!document.querySelector({json.dumps(_node('eagle_coco', 'modularPipeline'))})",
+                  what="the eagle_coco box")
+        collapsed_labels = page.poll(layer_names, timeout=10)  # drawn with the nodes; [] when there are none
         # collapsed: the experiment is one box
-        assert _shown(page, "eagle_coco", "modularPipeline") and not _shown(page, "eagle_coco.figures", "data")
+        assert not _shown(page, "eagle_coco.figures", "data")
 
         _click(page, "eagle_coco", "modularPipeline")
         for stage in STAGES:
@@ -273,8 +278,6 @@ def test_kedro_viz_shows_layers_expands_eagle_coco_and_renders_previews(viz_url,
         assert _shown(page, "eagle_coco.answers", "data")
         page.wait(f"!document.querySelector({json.dumps(_node('eagle_coco', 'modularPipeline'))})",
                   what="the eagle_coco box gone once expanded")
-        labels = page.js("[...document.querySelectorAll('.pipeline-layer-name')].map(e => e.textContent)")
-        assert "model_input" in labels, labels
 
         _click(page, "eagle_coco.reporting", "modularPipeline")
         _click(page, "eagle_coco.figures", "data")
@@ -293,3 +296,14 @@ def test_kedro_viz_shows_layers_expands_eagle_coco_and_renders_previews(viz_url,
 
         shot = page.send("Page.captureScreenshot", format="png")["data"]
         assert len(np.unique(np.asarray(_png(shot).convert("RGB")).reshape(-1, 3), axis=0)) > 50
+        labels = page.js(layer_names)  # of the expanded view, settled by now
+        bands = page.js("document.querySelectorAll('rect.pipeline-layer').length")
+
+    # the layer bands, named in flow order (none at all when the catalog's layers form a cycle)
+    assert {"raw", "models", "model_output", "reporting"} <= set(collapsed_labels), (
+        f"layer names drawn: {collapsed_labels} (none: the catalog's layers form a cycle, "
+        "tests/test_hygiene.py::test_layers_follow_the_data_flow names it)")
+    assert {"raw", "models", "model_input", "model_output", "reporting"} <= set(labels), labels
+    assert labels.index("raw") < labels.index("model_input") < labels.index("model_output") < labels.index(
+        "reporting"), labels
+    assert bands == len(labels)
