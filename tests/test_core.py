@@ -100,28 +100,47 @@ def test_saliency_styles_computed_by_hand():
         a.saliency("rank")
 
 
-def test_partition_store_computes_only_missing_items_and_records_skips(tmp_path):
-    from eagle_pipelines.io.partitions import ResumablePartitionsDataset, Skipped
+def test_item_store_makes_only_missing_items_keyed_by_input_content_and_remakes_damaged_ones(tmp_path):
+    from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
 
-    store = ResumablePartitionsDataset(str(tmp_path / "maps"), kind="array")
-    assert store.load() == {}
+    store = ItemStore(tmp_path / "maps", kind="array")
     calls = []
 
-    def job(i):
-        def compute():
-            calls.append(i)
-            return Skipped("unreadable") if i == 2 else (np.full((2, 2), i), {"seconds": 0.1})
-        return compute
+    def jobs(n, content=0):
+        def make(i):
+            def compute():
+                calls.append(i)
+                if i == 2:
+                    return Skipped("unreadable")
+                if i == 5:
+                    raise RuntimeError("boom")
+                return np.full((2, 2), i + content), {"seconds": 0.1}
+            return compute
+        return [Job(f"level/{i}", fingerprint("map", i, content), make(i), {"image_id": i}) for i in range(n)]
 
-    store.save({f"h/{i}": job(i) for i in range(4)})
+    manifest = Manifest(run_jobs(store, jobs(4), "maps"))
     assert calls == [0, 1, 2, 3]
-    assert store.keys() == ["h/0", "h/1", "h/3"]
-    assert store.skipped() == {"h/2": "unreadable"}
-    array, info = store.load()["h/3"]()
+    assert list(manifest.items) == ["level/0", "level/1", "level/3"]
+    assert manifest.not_made() == {"level/2": "unreadable"}
+    array, info = manifest.load("level/3")
     assert array[0, 0] == 3 and info == {"seconds": 0.1}
+    # a failing item does not stop the others and is not stored (retried next time); a skip is kept
     calls.clear()
-    store.save({f"h/{i}": job(i) for i in range(6)})
-    assert calls == [4, 5]
+    manifest = Manifest(run_jobs(store, jobs(6), "maps"))
+    assert calls == [4, 5] and manifest.failed["level/5"]["reason"] == "RuntimeError: boom"
+    assert "level/2" in manifest.skipped
+    # other input content under the same keys: every item made anew, never the old one read back
+    calls.clear()
+    manifest = Manifest(run_jobs(store, jobs(4, content=10), "maps"))
+    assert calls == [0, 1, 2, 3] and manifest.load("level/1")[0][0, 0] == 11
+    # a damaged file is named, removed and made again
+    victim = tmp_path / "maps" / "level" / f"1.{fingerprint('map', 1, 10)}.npz"
+    victim.write_bytes(b"PK\x03\x04 truncated")
+    calls.clear()
+    manifest = Manifest(run_jobs(store, jobs(4, content=10), "maps"))
+    assert calls == [1] and manifest.load("level/1")[0][0, 0] == 11
+    with pytest.raises(Exception, match="relative path"):
+        store.put("../escape", "f", (np.zeros((1, 1)), {}))
 
 
 def test_images_are_taken_as_arrays_pil_images_or_paths_and_bad_ones_are_named(tmp_path):

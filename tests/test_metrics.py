@@ -86,7 +86,7 @@ def test_pixel_protocol_keeps_the_top_fraction_of_pixels():
 def test_the_reports_headline_table_compares_methods_under_the_pixel_protocol():
     import pandas as pd
 
-    from eagle_pipelines.pipelines.reporting.nodes import headline
+    from eagle_pipelines.pipelines.experiment.report import headline
 
     metrics = pd.DataFrame([
         {"method": "eagle", "level": "word", "protocol": "pixels", "n_samples": 3, "insertion_auc": 0.9,

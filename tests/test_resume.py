@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 
@@ -46,53 +47,78 @@ def _done(folder: Path) -> dict[str, float]:
 
 def _run(project: Path, params: dict, **kwargs) -> None:
     with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_name="eagle_coco", **kwargs)
+        session.run(pipeline_names=["eagle_coco"], **kwargs)
 
 
 def test_a_killed_run_resumes_with_only_the_missing_images(tiny_project):
-    out = tiny_project / "data/07_model_output/eagle_coco/sentence"
+    out = tiny_project / "data/07_model_output/eagle_coco/attributions/sentence"
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "400"}  # no wrapped log lines
     kedro = str(Path(sys.executable).with_name("kedro"))
     cmd = [kedro, "run", "--pipeline=eagle_coco", "--params", ",".join(_flat(PARAMS))]
     proc = subprocess.Popen(cmd, cwd=tiny_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(out.rglob("*.json"))) < 2 and proc.poll() is None:
+    while time.time() < deadline and len(list(out.glob("*.json"))) < 2 and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = _done(out)
     finished = {n for n in before if n.endswith(".json")}
     assert 2 <= len(finished) < 6, "the run must be killed half-way for this test to mean anything"
-    # no half-written partition is visible: every finished json has its npz
+    # no half-written item is visible: every finished json has its npz
     assert all(n.replace(".json", ".npz") in before for n in finished)
 
     result = subprocess.run(cmd, cwd=tiny_project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{len(finished)} of 6 items already done, computing {6 - len(finished)}" in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert f"{len(finished)} of 6 items already made for these inputs, making {6 - len(finished)}" in log
     after = _done(out)
     assert len([n for n in after if n.endswith(".json")]) == 6
     assert all(after[n] == t for n, t in before.items() if n in finished or n.replace(".npz", ".json") in finished)
 
 
-def test_parameters_invalidate_only_what_they_change_and_a_bad_image_is_skipped(tiny_project):
+def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_item_is_remade(tiny_project):
     data = tiny_project / "data"
+    image = data / "01_raw/eagle_coco/eval/images/eval_000002.png"
     _run(tiny_project, PARAMS)
-    superpixels = _done(data / "02_intermediate/eagle_coco/superpixels")
-    sentence = data / "07_model_output/eagle_coco/sentence"
-    assert len(list(sentence.iterdir())) == 1 and len(superpixels) == 6
+    good = image.read_bytes()
+    attributions = data / "07_model_output/eagle_coco/attributions/sentence"
+    assert len(list(attributions.glob("*.npz"))) == 6
 
-    # a search parameter: new attributions, the same superpixel files untouched
-    _run(tiny_project, {**PARAMS, "attribution": {**PARAMS["attribution"], "lambda2": 0.5}})
-    assert len(list(sentence.iterdir())) == 2
-    assert _done(data / "02_intermediate/eagle_coco/superpixels") == superpixels
-
-    # a corrupt image: skipped with its id and reason, the others finish
-    (data / "01_raw/shapes/eval/images/eval_000002.png").write_bytes(b"not a png")
-    _run(tiny_project, {**PARAMS, "superpixels": {"n_segments": 9}}, from_nodes=["build_eval_list_node"])
-    folders = sorted(sentence.iterdir(), key=lambda p: p.stat().st_mtime_ns)
-    newest = folders[-1]
-    assert len(list(newest.glob("*.json"))) == 6  # 5 attributions + 1 skip marker
-    marker = json.loads((newest / "3000002.skipped.json").read_text())
-    assert "eval_000002.png" in marker["reason"]
+    # an unreadable image (e.g. read while being rewritten): named, skipped, in the report; the rest finish
+    image.write_bytes(b"not a png")
+    _run(tiny_project, PARAMS, from_nodes=["eagle_coco.answers.generate_answers"])
     answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
-    assert answers["errors"][0]["image_id"] == 3000002
+    assert [e["image_id"] for e in answers["errors"]] == [3000002] and "eval_000002.png" in answers["errors"][0]["error"]
+    metrics = pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv")
+    assert set(metrics.n_samples) == {5}
+    coverage = json.loads((data / "08_reporting/eagle_coco/run.json").read_text())["coverage"]
+    assert any(n["item"] == "3000002" and "eval_000002.png" in n["reason"] for n in coverage["not_made"])
+    assert "eval_000002.png" in (data / "08_reporting/eagle_coco/report.html").read_text()
+
+    # readable again (the split is rewritten since its files differ from what it should be): not sticky
+    _run(tiny_project, PARAMS)
+    assert image.read_bytes() == good
+    metrics = pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv")
+    assert set(metrics.n_samples) == {6}
+
+    # a damaged attribution counts as missing: named, removed and made again; the tables are complete
+    victim = sorted(attributions.glob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    with KedroSession.create(project_path=tiny_project, runtime_params=PARAMS) as session:
+        session.run(pipeline_names=["eagle_coco"], only_missing_outputs=True)
+    from eagle_pipelines.core.attribution import Attribution
+
+    Attribution.load(victim.with_suffix(".x"))  # loads again
+    assert set(pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv").n_samples) == {6}
+
+
+def test_a_second_run_on_the_same_data_folder_is_refused_with_a_clear_message(tiny_project):
+    from filelock import FileLock
+
+    from eagle_pipelines.provenance import ProjectLockedError
+
+    (tiny_project / "data").mkdir(exist_ok=True)
+    with FileLock(str(tiny_project / "data/.eagle.lock")):
+        with pytest.raises(ProjectLockedError, match="another kedro run is writing this project's data folder"):
+            _run(tiny_project, PARAMS)
+    assert not (tiny_project / "data/07_model_output/eagle_coco").exists()

@@ -36,16 +36,26 @@ class ParameterValidationHook:
         self._parsed: dict = {}
 
     @hook_impl
-    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+    def after_context_created(self, context) -> None:
+        """Before the catalog is built (where Kedro would raise its own, longer message): unknown groups in
+        conf/ or --params are refused, and every group is validated with its dotted names."""
         import difflib
 
-        known = set(catalog.load("parameters") or {}) | set(PARAMETER_MODELS)
-        unknown = sorted(set(run_params.get("runtime_params") or {}) - known - RUNTIME_ONLY)
+        raw = context.config_loader["parameters"] or {}
+        runtime = getattr(context, "_runtime_params", None) or {}
+        known = set(PARAMETER_MODELS)  # every group in conf/ has a model (tests/test_hygiene.py)
+        unknown = sorted((set(runtime) | set(raw)) - known - RUNTIME_ONLY)
         if unknown:
             hints = [f"'{u}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(u, known, 1))
                                  else "") for u in unknown]
-            raise ParameterError(f"Unknown parameter group {', '.join(hints)} in --params; the groups are: "
+            where = "--params" if set(unknown) & set(runtime) else "conf/"
+            raise ParameterError(f"Unknown parameter group {', '.join(hints)} in {where}; the groups are: "
                                  f"{', '.join(sorted(known))}")
+        for group in sorted(set(raw) & known):
+            parse(group, raw[group])
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         used = sorted({g for name in pipeline.inputs() if (g := _group(name))})
         self._parsed = {f"params:{group}": parse(group, catalog.load(f"params:{group}")) for group in used}
         logger.info("parameters validated: %s", ", ".join(used) or "none")

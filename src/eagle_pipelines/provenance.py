@@ -105,7 +105,8 @@ def expected_stamps(pipeline, catalog) -> dict[str, str]:
     produced = pipeline.all_outputs()
     for name in pipeline.inputs():
         if name.startswith("params:") or name == "parameters":
-            stamps[name] = _hash("params", catalog.load(name))
+            value = catalog.load(name)
+            stamps[name] = _hash("params", value.model_dump(mode="json") if hasattr(value, "model_dump") else value)
         else:
             stamps[name] = source_stamp(name, catalog.get(name))
     for node in pipeline.nodes:  # topological order

@@ -370,8 +370,8 @@ class Manifest:
 
 
 class ManifestDataset(AbstractDataset[dict, Manifest]):
-    """A producer's manifest (JSON). ``exists`` only when every listed item is in its store, so a deleted or
-    damaged store reruns its producer under ``--only-missing-outputs``.
+    """A producer's manifest (JSON). ``exists`` only when every listed item loads from its store, so a deleted
+    or damaged item reruns its producer under ``--only-missing-outputs``.
 
     Args:
         filepath: the manifest file.
@@ -402,7 +402,8 @@ class ManifestDataset(AbstractDataset[dict, Manifest]):
             manifest = self.load()
         except DatasetError:
             return False
-        return all(all(f.is_file() for f in manifest.store._files(k, v["fp"])) for k, v in manifest.items.items())
+        # every item must load (a damaged one is named, removed, and so made again by the producer)
+        return all(manifest.store.get(k, v["fp"]) is not None for k, v in manifest.items.items())
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}

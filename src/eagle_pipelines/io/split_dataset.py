@@ -135,13 +135,22 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _current_content(self) -> dict | None:
+        """The content hash of the split as it is on disk (every file read, so a damaged or replaced image is
+        seen), or None when there is none."""
+        if not (self._path / CONTENT_FILE).is_file():
+            return None
+        digest = hashlib.sha256()
+        files = sorted(p for p in self._path.rglob("*") if p.is_file() and p.name != CONTENT_FILE)
+        for file in files:
+            name = file.relative_to(self._path).as_posix()
+            digest.update(name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+        return {"sha256": digest.hexdigest(), "files": len(files)}
+
+    def stamp(self) -> Any:
         try:
             return json.loads((self._path / CONTENT_FILE).read_text())
         except (OSError, ValueError):
-            return None
-
-    def stamp(self) -> Any:
-        return self._current_content() or "absent"
+            return "absent"
 
     def _exists(self) -> bool:
         return (self._path / "annotations" / "instances.json").is_file()
