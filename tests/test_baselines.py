@@ -158,7 +158,6 @@ def test_helpers_keep_what_they_should():
 
 def test_a_model_without_internals_is_refused_with_the_fix():
     import pandas as pd
-
     from eagle_pipelines.pipelines.baselines.nodes import compute_baselines
 
     class Api:

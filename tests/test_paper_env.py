@@ -26,7 +26,7 @@ def _context(project: Path, runtime_params: dict | None = None):
 
 def _run(project: Path, params: dict) -> None:
     with KedroSession.create(project_path=project, env="paper", runtime_params=params) as session:
-        session.run(pipeline_name="eagle_coco")
+        session.run(pipeline_names=["eagle_coco"])
 
 
 def test_the_paper_configuration_resolves_to_the_papers_setting(project):
@@ -52,10 +52,12 @@ def test_the_paper_configuration_resolves_to_the_papers_setting(project):
     coco = context.catalog.get("coco_val2017")._describe()
     assert coco["path"].endswith("data/01_raw/coco") and coco["images"] == "val2017"
     assert coco["instances"] == "annotations/instances_val2017.json"
-    assert catalog["eval_instances"]["filepath"].endswith(
-        "data/02_intermediate/eagle_coco_paper/eval/annotations/instances.json")
-    assert catalog["eagle_coco_metrics"]["filepath"].endswith(
-        "data/08_reporting/eagle_coco_paper/qwen2_5_vl_3b/metrics.csv")
+    assert context.catalog.get("eagle_coco.eval_split")._describe()["path"].endswith(
+        "data/02_intermediate/eagle_coco_paper/eval")
+    assert str(context.catalog.get("eagle_coco.metrics")._describe()["filepath"]).endswith(
+        "data/08_reporting/eagle_coco_paper/qwen2_5_vl_3b/tables/metrics.csv")
+    assert context.catalog.get("eagle_coco.report")._describe()["path"].endswith(
+        "data/08_reporting/eagle_coco_paper/qwen2_5_vl_3b")
     session.close()
 
 
@@ -64,7 +66,7 @@ def test_a_model_preset_and_the_coco_folder_are_chosen_by_runtime_parameters(pro
     vlm = context.config_loader["catalog"]["vlm"]
     assert (vlm["hub_id"], vlm["family"], vlm["dtype"], vlm["device"]) == (
         "llava-hf/llava-1.5-7b-hf", "llava", "float16", "cuda")
-    assert context.config_loader["catalog"]["eagle_coco_answers"]["filepath"].endswith(
+    assert str(context.catalog.get("eagle_coco.answers")._describe()["filepath"]).endswith(
         "eagle_coco_paper/llava_1_5_7b/answers.json")
     assert context.catalog.get("coco_val2017")._describe()["path"] == str(tmp_path / "elsewhere")
     session.close()
@@ -138,9 +140,9 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     assert [a["image_id"] for a in answers["answers"]] == sorted(ids)
     assert all(a["prompt"] == "Describe the image." for a in answers["answers"])
     eval_list = (project / "data/05_model_input/eagle_coco_paper/toy/eval_list.csv").read_text().splitlines()
-    assert len(eval_list) == 4 and eval_list[1].split(",")[1] == f"{sorted(ids)[0]:012d}.png"
+    assert len(eval_list) == 4 and eval_list[1].split(",")[2] == f"{sorted(ids)[0]:012d}.png"
     assert "caption 0 of image" in eval_list[1]
-    assert len(list((project / "data/07_model_output/eagle_coco/sentence").rglob("*.npz"))) == 3
+    assert len(list((project / "data/07_model_output/eagle_coco/attributions/sentence").glob("*.npz"))) == 3
     import pandas as pd
 
     metrics = pd.read_csv(project / "data/08_reporting/eagle_coco_paper/toy/metrics.csv")
@@ -151,7 +153,7 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
 
 def _run_base(project: Path, pipeline: str) -> None:
     with KedroSession.create(project_path=project) as session:
-        session.run(pipeline_name=pipeline)
+        session.run(pipeline_names=[pipeline])
 
 
 def test_the_mmvp_pipeline_reads_a_local_copy_and_names_what_is_missing(project):
@@ -201,4 +203,4 @@ def test_the_embedded_default_does_not_need_coco(project):
     assert "'vlm'" in str(error.value) and "coco_val2017" not in str(error.value)
     with KedroSession.create(project_path=project, runtime_params={"eval_data": {"source": "coco"}}) as session:
         with pytest.raises(MissingInputError, match=r"'coco_val2017'.*data/01_raw/coco/val2017/"):
-            session.run(pipeline_name="eagle_coco")
+            session.run(pipeline_names=["eagle_coco"])

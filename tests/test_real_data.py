@@ -231,8 +231,9 @@ def test_word_targets_find_an_object_by_its_plural_or_synonym(coco):
     """Word level on a COCO split: each object is explained at the first of its words the answer contains."""
     from types import SimpleNamespace
 
-    from eagle_pipelines.parameters import AttributionParams
     from eagle_pipelines.pipelines.attribution.nodes import _targets
+
+    from eagle_pipelines.parameters import AttributionParams
 
     _, _, folder = coco
     _, instances, _ = coco_eval_split(folder.instances(), folder.captions(), folder.images(),

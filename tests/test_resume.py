@@ -88,7 +88,8 @@ def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_it
     image.write_bytes(b"not a png")
     _run(tiny_project, PARAMS, from_nodes=["eagle_coco.answers.generate_answers"])
     answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
-    assert [e["image_id"] for e in answers["errors"]] == [3000002] and "eval_000002.png" in answers["errors"][0]["error"]
+    assert [e["image_id"] for e in answers["errors"]] == [3000002]
+    assert "eval_000002.png" in answers["errors"][0]["error"]
     metrics = pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv")
     assert set(metrics.n_samples) == {5}
     coverage = json.loads((data / "08_reporting/eagle_coco/run.json").read_text())["coverage"]

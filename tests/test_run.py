@@ -60,8 +60,8 @@ def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
     assert [a["image_id"] for a in answers["answers"]] == [3_000_000, 3_000_001, 3_000_002]
     assert all(len(a["token_ids"]) == len(a["token_probs"]) <= 4 for a in answers["answers"])
-    assert (data / "05_model_input/eagle_coco/eval_list.csv").read_text().startswith("image_id,file_name")
-    assert len(list((data / "07_model_output/eagle_coco/sentence").rglob("*.npz"))) == 3
+    assert (data / "05_model_input/eagle_coco/eval_list.csv").read_text().startswith("item,image_id,file_name")
+    assert len(list((data / "07_model_output/eagle_coco/attributions/sentence").glob("*.npz"))) == 3
 
     import pandas as pd
 
@@ -76,16 +76,19 @@ def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     assert (sentence.n_samples == 3).all()
     assert (sentence[sentence.method.isin(baselines)].seconds_per_sample > 0).all()
     for method in baselines:  # one (H, W) map per image, with its seconds and peak memory
-        maps = list((data / "07_model_output/eagle_coco/baselines" / method).glob("sentence-*/*.npz"))
+        maps = list((data / "07_model_output/eagle_coco/baselines" / method / "sentence").glob("*.npz"))
         assert len(maps) == 3, method
     assert metrics[["insertion_auc", "deletion_auc"]].apply(lambda c: c.between(0, 1)).all().all()
     per_sample = pd.read_csv(data / "08_reporting/eagle_coco/metrics_per_sample.csv")
     assert len(per_sample) == 3 * 4 + 3 * len(baselines)
     report = (data / "08_reporting/eagle_coco/report.html").read_text()
     assert "<table" in report and "insertion_auc" in report and report.count("data:image/png;base64,") >= 3
-    history = data / "08_reporting/eagle_coco/history"
-    assert len(list((history / "metrics.csv").iterdir())) == 1
-    assert list((history / "curves.png").glob("*/curves.png"))
+    # published together: latest -> history/<time>/ holds the tables, figures, page and run facts
+    history = [p for p in (data / "08_reporting/eagle_coco/history").iterdir() if not p.name.startswith(".")]
+    assert len(history) == 1 and (data / "08_reporting/eagle_coco/latest").resolve() == history[0].resolve()
+    published = {p.name for p in history[0].iterdir()}
+    assert {"metrics.csv", "metrics_per_sample.csv", "report.html", "run.json"} <= published
+    assert (history[0] / "figures/curves.png").stat().st_size > 1000
 
 
 def test_a_wrong_parameter_fails_before_any_node_runs(project):
@@ -114,5 +117,5 @@ def test_kedro_viz_build_succeeds(project):
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Success" in output and "ERROR" not in output, output[-3000:]
     pipeline = json.loads((project / "build" / "api" / "main").read_text())
-    assert {"prepare_eval_split_node", "generate_answers_node", "vlm"} <= {n["name"] for n in pipeline["nodes"]}
+    assert {"prepare_eval_split", "generate_answers", "vlm"} <= {n["name"] for n in pipeline["nodes"]}
     assert {"eagle_coco", "toy_model", "data_preparation"} <= {p["id"] for p in pipeline["pipelines"]}

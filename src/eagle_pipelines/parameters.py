@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
 from eagle_pipelines.data.params import ShapesParams
@@ -100,78 +101,28 @@ class EvaluationParams(BaseModel):
     batch_size: PositiveInt = 64
 
 
-class LlavaCamParams(BaseModel):
-    """Smooth Grad-CAM on the LM hidden states at the image tokens (paper: 10 samples)."""
+def _baselines_model() -> type[BaseModel]:
+    """``params:baselines``: which methods run and each method's settings, built from the baseline registry
+    (core/baselines/__init__.py: one record per method), so a new method needs no line here."""
+    from pydantic import create_model
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    layer: int = Field(default=-2, description="hidden state index (0 embeddings, -1 last layer output; -2 the "
-                                               "input of the last layer, the deepest with gradients at image tokens)")
-    samples: PositiveInt = Field(default=4, description="noisy copies averaged (SmoothGrad)")
-    noise: float = Field(default=0.15, ge=0, description="noise standard deviation, fraction of the pixel range")
-    weighting: Literal["pooled", "token"] = Field(
-        default="pooled", description="pooled: Grad-CAM's channel weights (LLaVA-CAM); token: each token's own "
-                                      "gradient x activation")
-    batch_size: PositiveInt = 8
-    seed: int = 0
-
-
-class IgosParams(BaseModel):
-    """IGOS++ (paper's MLLM settings: size 32, iterations 5, ig_steps 10)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    size: PositiveInt = Field(default=32, description="side of the coarse mask")
-    iterations: PositiveInt = 2
-    ig_steps: PositiveInt = Field(default=2, description="points of each integrated-gradient path")
-    l1: float = Field(default=1.0, ge=0)
-    l2: float = Field(default=0.1, ge=0)
-    tv: float = Field(default=10.0, ge=0, description="weight of the bilateral total variation")
-    gamma: float = Field(default=1.0, ge=0, description="decay of the l2 weight per iteration")
-    lr: float = Field(default=10.0, gt=0)
-    momentum: float = Field(default=5.0, gt=0)
-    noise: float = Field(default=0.05, ge=0, description="noise on the path images, fraction of the pixel range")
-    batch_size: PositiveInt = 64
-    seed: int = 0
-
-
-class TamParams(BaseModel):
-    """Token Activation Map."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kernel_size: PositiveInt = Field(default=3, description="rank Gaussian filter window (odd)")
-    causal_inference: bool = Field(default=True, description="remove earlier tokens' interference (ECI)")
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"must be odd, got {value}")
-        return value
-
-
-class CaptumParams(BaseModel):
-    """Captum LLMAttribution(FeatureAblation) over EAGLE's superpixels, black baseline."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attr_target: Literal["log_prob", "prob"] = "log_prob"
-
-
-class BaselinesParams(BaseModel):
-    """Which baselines run beside EAGLE and their settings (see docs/baselines.md)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    methods: list[Literal["llava_cam", "igos_pp", "tam", "captum"]] = ["llava_cam", "igos_pp", "tam", "captum"]
-    llava_cam: LlavaCamParams = LlavaCamParams()
-    igos_pp: IgosParams = IgosParams()
-    tam: TamParams = TamParams()
-    captum: CaptumParams = CaptumParams()
+    names = tuple(BASELINES)
 
     def settings(self, method: str) -> dict:
         return getattr(self, method).model_dump()
+
+    model = create_model(
+        "BaselinesParams",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        __doc__="Which baselines run beside EAGLE and their settings (see docs/baselines.md).",
+        methods=(list[Literal[names]], Field(default=list(names), description="which baselines run")),
+        **{name: (spec.params, spec.params()) for name, spec in BASELINES.items()},
+    )
+    model.settings = settings
+    return model
+
+
+BaselinesParams = _baselines_model()
 
 
 class ReportingParams(BaseModel):
@@ -211,8 +162,8 @@ class EagleRepopeParams(BaseModel):
     max_questions: int | None = Field(default=None, gt=0, description="use only the first N questions")
     max_new_tokens: PositiveInt = 3
     batch_size: PositiveInt = Field(default=32, description="images per generation batch")
-    methods: list[Literal["eagle", "random", "llava_cam", "igos_pp", "tam", "captum"]] = Field(
-        default=["eagle", "random", "llava_cam", "igos_pp", "tam", "captum"], min_length=1,
+    methods: list[Literal[("eagle", "random", *BASELINES)]] = Field(
+        default=["eagle", "random", *BASELINES], min_length=1,
         description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline "
                     "(its map of the counter token ranks the regions; settings from params:baselines)")
     random_seed: int = 0

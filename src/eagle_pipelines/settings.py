@@ -11,6 +11,9 @@ from eagle_pipelines.tracking import TrackingHook
 # (--only-missing-outputs), and a partial run whose inputs are stale stops (src/eagle_pipelines/provenance.py).
 HOOKS = (TrackingHook(), ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
 DATA_CATALOG_CLASS = ProvenanceCatalog
+# Experiment tracking: TrackingHook (src/eagle_pipelines/tracking.py) stands in for kedro-mlflow's own hook, so a
+# report's run is logged once and an unusable mlruns/ store only warns (docs/tracking.md).
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -16,7 +16,9 @@ from eagle_pipelines.core.plotting import overlay  # noqa: E402
 
 
 def _baseline_title(method: str) -> str:
-    return {"llava_cam": "LLaVA-CAM", "igos_pp": "IGOS++", "tam": "TAM", "captum": "Captum FA"}.get(method, method)
+    from eagle_pipelines.core.baselines import display_name
+
+    return display_name(method)
 
 
 def sentence_overlays(samples: list[tuple[np.ndarray, Attribution]], seed: int,

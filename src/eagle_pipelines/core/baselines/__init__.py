@@ -15,22 +15,40 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+from pydantic import BaseModel
 
-from eagle_pipelines.core.baselines.captum_ablation import captum_feature_ablation
-from eagle_pipelines.core.baselines.igos_pp import igos_pp
-from eagle_pipelines.core.baselines.llava_cam import llava_cam
-from eagle_pipelines.core.baselines.tam import rank_gaussian_filter, tam
+from eagle_pipelines.core.baselines.captum_ablation import CaptumParams, captum_feature_ablation
+from eagle_pipelines.core.baselines.igos_pp import IgosParams, igos_pp
+from eagle_pipelines.core.baselines.llava_cam import LlavaCamParams, llava_cam
+from eagle_pipelines.core.baselines.tam import TamParams, rank_gaussian_filter, tam
 from eagle_pipelines.core.memory import PeakMemory
 
-#: name -> (function, whether it needs the superpixel label map)
-BASELINES: dict[str, tuple[Callable, bool]] = {
-    "llava_cam": (llava_cam, False),
-    "igos_pp": (igos_pp, False),
-    "tam": (tam, False),
-    "captum": (captum_feature_ablation, True),
+
+class Baseline(NamedTuple):
+    """One registration record: everything the pipelines, the parameters and the reports know of a method."""
+
+    func: Callable  # (tf, positions[, labels], **settings) -> (H, W) map
+    needs_labels: bool  # takes EAGLE's superpixel label map
+    params: type[BaseModel]  # its settings (params:baselines.<name>)
+    display: str  # its name in tables and figures
+
+
+#: The registry. A new baseline is a module (its function and its parameter model) and one record here: the
+#: parameters (params:baselines), the experiment pipelines, eagle_repope and the reports read it from here.
+BASELINES: dict[str, Baseline] = {
+    "llava_cam": Baseline(llava_cam, False, LlavaCamParams, "LLaVA-CAM"),
+    "igos_pp": Baseline(igos_pp, False, IgosParams, "IGOS++"),
+    "tam": Baseline(tam, False, TamParams, "TAM"),
+    "captum": Baseline(captum_feature_ablation, True, CaptumParams, "Captum FA"),
 }
+
+
+def display_name(method: str) -> str:
+    """A method's name in tables and figures (EAGLE and the random floor included)."""
+    return BASELINES[method].display if method in BASELINES else {"eagle": "EAGLE"}.get(method, method)
 GRADIENT_METHODS = ("llava_cam", "igos_pp")
 
 
@@ -50,7 +68,7 @@ def run_baseline(method: str, tf, positions: Sequence[int], labels: np.ndarray |
     superpixel map) is needed by ``captum`` only."""
     if method not in BASELINES:
         raise ValueError(f"unknown baseline {method!r}; known: {sorted(BASELINES)}")
-    func, needs_labels = BASELINES[method]
+    func, needs_labels = BASELINES[method].func, BASELINES[method].needs_labels
     if needs_labels and labels is None:
         raise ValueError(f"baseline {method!r} needs the superpixel label map (labels)")
     device = getattr(tf, "device", None) or tf.image.device
@@ -64,5 +82,6 @@ def run_baseline(method: str, tf, positions: Sequence[int], labels: np.ndarray |
     return BaselineResult(saliency, seconds, peak.mb)
 
 
-__all__ = ["BASELINES", "GRADIENT_METHODS", "BaselineResult", "captum_feature_ablation", "igos_pp", "llava_cam",
+__all__ = ["BASELINES", "GRADIENT_METHODS", "Baseline", "BaselineResult", "CaptumParams", "IgosParams",
+           "LlavaCamParams", "TamParams", "captum_feature_ablation", "display_name", "igos_pp", "llava_cam",
            "rank_gaussian_filter", "run_baseline", "tam"]

@@ -12,11 +12,21 @@ sequence), one perturbed image per call: n_regions + 1 passes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from eagle_pipelines.core.baselines.common import check_positions
+
+
+class CaptumParams(BaseModel):
+    """Captum LLMAttribution(FeatureAblation) over EAGLE's superpixels, black baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attr_target: Literal["log_prob", "prob"] = "log_prob"
 
 
 def region_attributions(tf, positions: Sequence[int], labels: np.ndarray, attr_target: str = "log_prob"

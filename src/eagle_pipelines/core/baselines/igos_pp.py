@@ -23,8 +23,28 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from eagle_pipelines.core.baselines.common import blur_kernel_size, check_positions, gaussian_blur
+
+
+class IgosParams(BaseModel):
+    """IGOS++ (paper's MLLM settings: size 32, iterations 5, ig_steps 10)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: PositiveInt = Field(default=32, description="side of the coarse mask")
+    iterations: PositiveInt = 2
+    ig_steps: PositiveInt = Field(default=2, description="points of each integrated-gradient path")
+    l1: float = Field(default=1.0, ge=0)
+    l2: float = Field(default=0.1, ge=0)
+    tv: float = Field(default=10.0, ge=0, description="weight of the bilateral total variation")
+    gamma: float = Field(default=1.0, ge=0, description="decay of the l2 weight per iteration")
+    lr: float = Field(default=10.0, gt=0)
+    momentum: float = Field(default=5.0, gt=0)
+    noise: float = Field(default=0.05, ge=0, description="noise on the path images, fraction of the pixel range")
+    batch_size: PositiveInt = 64
+    seed: int = 0
 
 
 def _upscale(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -19,11 +19,29 @@ Grad-CAM on it would be blank.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from eagle_pipelines.core.baselines.common import check_positions, grid_to_image
+
+
+class LlavaCamParams(BaseModel):
+    """Smooth Grad-CAM on the LM hidden states at the image tokens (paper: 10 samples)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layer: int = Field(default=-2, description="hidden state index (0 embeddings, -1 last layer output; -2 the "
+                                               "input of the last layer, the deepest with gradients at image tokens)")
+    samples: PositiveInt = Field(default=4, description="noisy copies averaged (SmoothGrad)")
+    noise: float = Field(default=0.15, ge=0, description="noise standard deviation, fraction of the pixel range")
+    weighting: Literal["pooled", "token"] = Field(
+        default="pooled", description="pooled: Grad-CAM's channel weights (LLaVA-CAM); token: each token's own "
+                                      "gradient x activation")
+    batch_size: PositiveInt = 8
+    seed: int = 0
 
 
 def llava_cam(tf, positions: Sequence[int], *, layer: int = -2, samples: int = 10, noise: float = 0.15,

@@ -16,8 +16,25 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from eagle_pipelines.core.baselines.common import check_positions, grid_to_image
+
+
+class TamParams(BaseModel):
+    """Token Activation Map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel_size: PositiveInt = Field(default=3, description="rank Gaussian filter window (odd)")
+    causal_inference: bool = Field(default=True, description="remove earlier tokens' interference (ECI)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd, got {value}")
+        return value
 
 
 def rank_gaussian_filter(grid: np.ndarray, kernel_size: int = 3) -> np.ndarray:

@@ -30,7 +30,6 @@ from eagle_pipelines.parameters import (
     BaselinesParams,
     EvaluationParams,
     ExperimentParams,
-    ReportingParams,
     SuperpixelParams,
 )
 
@@ -208,7 +207,7 @@ def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Mani
         fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
         jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution), _target_info(t)))
     return run_jobs(store, jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
-                                           "model_fingerprint": vlm.fingerprint})
+                                           "model_fingerprint": vlm.fingerprint, **superpixels.params})
 
 
 def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
@@ -242,7 +241,7 @@ def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manife
                         "conf/<env>/parameters_baselines.yml to run without them")
     jobs = []
     for method in baselines.methods:
-        needs_labels = BASELINES[method][1]
+        needs_labels = BASELINES[method].needs_labels
         for t in targets["targets"]:
             sp = str(t["image_id"])
             sp_fp = superpixels.info(sp)["fp"] if needs_labels and sp in superpixels else None
@@ -257,7 +256,7 @@ def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manife
 def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: dict):
     def compute():
         labels = None
-        if BASELINES[method][1]:
+        if BASELINES[method].needs_labels:
             found = _labels_of(superpixels, t["image_id"])
             if found is None:
                 return Skipped(f"image {t['image_id']} has no superpixels")
