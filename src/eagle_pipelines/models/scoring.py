@@ -95,20 +95,22 @@ class BatchedTokenScorer:
         `example`, in MB. Tensors are counted on a CPU only: there the resident set misses what the allocator
         reuses (``TensorPeak``); a CUDA allocator peak already counts them."""
         chunk = np.repeat(example[None], b, axis=0)
+        counted = 0.0
         with PeakMemory(self.device) as peak:
             if self.device.type == "cuda":
                 self._forward(chunk)
-                return peak.mb, 0.0
-            try:
-                with TensorPeak() as tensors:
+            else:
+                try:
+                    with TensorPeak() as tensors:
+                        self._forward(chunk)
+                    counted = tensors.mb
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if is_out_of_memory(exc):
+                        raise
+                    logger.warning("counting tensor memory failed (%s); planning from the resident set only",
+                                   exc)
                     self._forward(chunk)
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if is_out_of_memory(exc):
-                    raise
-                logger.warning("counting tensor memory failed (%s); planning from the resident set only", exc)
-                self._forward(chunk)
-                return peak.mb, 0.0
-        return peak.mb, tensors.mb
+        return peak.mb, counted  # PeakMemory sets peak.mb when its block ends
 
     def plan_batch(self, example: np.ndarray) -> int:
         """Measures the memory of 1 and 2 masked images and sets the batch size to fit the budget.
