@@ -157,14 +157,25 @@ def test_helpers_keep_what_they_should():
 
 
 def test_a_model_without_internals_is_refused_with_the_fix():
-    import pandas as pd
-    from eagle_pipelines.pipelines.baselines.nodes import compute_baselines
+    from eagle_pipelines.parameters import BaselinesParams
+    from eagle_pipelines.pipelines.experiment.nodes import run_baselines
 
     class Api:
         name = "api-model"
 
     with pytest.raises(TypeError, match=r"baselines\.methods: \[\]"):
-        compute_baselines(Api(), pd.DataFrame(), {}, {}, {"answers": []}, {}, {}, {}, {})
+        run_baselines(Api(), None, {"targets": []}, None, None, BaselinesParams())
+
+
+def test_a_registered_baseline_is_known_to_the_parameters_the_reports_and_eagle_repope():
+    from eagle_pipelines.core.baselines import BASELINES, display_name
+    from eagle_pipelines.parameters import BaselinesParams, EagleRepopeParams
+
+    assert set(BaselinesParams().methods) == set(BASELINES) == set(BaselinesParams.model_fields) - {"methods"}
+    assert set(EagleRepopeParams().methods) == {"eagle", "random", *BASELINES}
+    assert display_name("igos_pp") == "IGOS++" and display_name("eagle") == "EAGLE"
+    for name, record in BASELINES.items():
+        assert BaselinesParams().settings(name) == record.params().model_dump()
 
 
 def test_baselines_parameters_are_checked_with_their_names():

@@ -231,9 +231,8 @@ def test_word_targets_find_an_object_by_its_plural_or_synonym(coco):
     """Word level on a COCO split: each object is explained at the first of its words the answer contains."""
     from types import SimpleNamespace
 
-    from eagle_pipelines.pipelines.attribution.nodes import _targets
-
     from eagle_pipelines.parameters import AttributionParams
+    from eagle_pipelines.pipelines.experiment.nodes import _word_targets
 
     _, _, folder = coco
     _, instances, _ = coco_eval_split(folder.instances(), folder.captions(), folder.images(),
@@ -246,10 +245,10 @@ def test_word_targets_find_an_object_by_its_plural_or_synonym(coco):
 
     answer = SimpleNamespace(token_ids=list(range(len(vocab))))
     targets = {meta["category"]: (positions, meta) for _, positions, meta in
-               _targets("word", AttributionParams(), index, 1, answer, decode)}
+               _word_targets(AttributionParams(), index, 1, answer, decode)}
     # "person" looks for person, people, man...: "people" (position 6) comes before "man" in the word list
     assert targets["person"][0] == [6] and targets["person"][1]["word"] == "people"
     assert targets["dog"][0] == [1] and targets["dog"][1]["word"] == "dogs"
     assert targets["person"][1]["annotation_id"] == 11
     none = SimpleNamespace(token_ids=[0, 2, 3, 7])  # "Two and a ." mentions nothing
-    assert all(p == [] for _, p, _ in _targets("word", AttributionParams(), index, 1, none, decode))
+    assert all(p == [] for _, p, _ in _word_targets(AttributionParams(), index, 1, none, decode))
