@@ -21,6 +21,7 @@ TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "ev
         "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]}}
 OUT = Path("data/07_model_output/eagle_coco")
 REPORT = Path("data/08_reporting/eagle_coco")
+MODELS: list[int] = []  # id() of the model object each node received
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -40,6 +41,11 @@ def _run(project: Path, extra: dict | None = None, **kwargs) -> set[str]:
         @hook_impl
         def before_node_run(self, node):
             ran.add(node.name.rsplit(".", 1)[-1])
+
+        @hook_impl
+        def after_dataset_loaded(self, dataset_name, data):
+            if dataset_name == "vlm":
+                MODELS.append(id(data))
 
     with KedroSession.create(project_path=project, runtime_params=_merge(TINY, extra or {})) as session:
         session._hook_manager.register(Recorder())
@@ -69,13 +75,19 @@ def tiny(tmp_path_factory):
     (project / "data" / "06_models").mkdir(parents=True)
     os.symlink(ROOT / "data/06_models/toy_qwen2_5_vl", project / "data/06_models/toy_qwen2_5_vl")
     bootstrap_project(project)
+    MODELS.clear()
     assert len(_run(project)) == 12
+    assert len(MODELS) == 7 and len(set(MODELS)) == 1  # seven nodes read the model; it was loaded once
     return project
 
 
 def test_a_noop_rerun_with_only_missing_outputs_runs_nothing_and_keeps_the_history(tiny):
     history = _history(tiny)
     assert _run(tiny, only_missing_outputs=True) == set()
+    assert _history(tiny) == history
+    attributions = _files(tiny / OUT / "attributions", "*")
+    assert len(_run(tiny)) == 12  # a plain rerun runs every node, makes no item and publishes nothing new
+    assert _files(tiny / OUT / "attributions", "*") == attributions
     assert _history(tiny) == history
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
@@ -84,17 +85,31 @@ def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_it
     attributions = data / "07_model_output/eagle_coco/attributions/sentence"
     assert len(list(attributions.glob("*.npz"))) == 6
 
-    # an unreadable image (e.g. read while being rewritten): named, skipped, in the report; the rest finish
+    # bad images (one unreadable, e.g. read while being rewritten; one a decompression bomb's header): each named,
+    # skipped and listed in the report; a 16-bit copy of another is scaled, not clipped; the rest finish
+    from PIL import Image
+
+    from tests.hostile_corpus import png_header
+
+    bomb = data / "01_raw/eagle_coco/eval/images/eval_000001.png"
+    sixteen = data / "01_raw/eagle_coco/eval/images/eval_000003.png"
     image.write_bytes(b"not a png")
+    bomb.write_bytes(png_header(60000, 60000))
+    pixels = np.asarray(Image.open(sixteen).convert("L"))
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(sixteen)
     _run(tiny_project, PARAMS, from_nodes=["eagle_coco.answers.generate_answers"])
     answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
-    assert [e["image_id"] for e in answers["errors"]] == [3000002]
-    assert "eval_000002.png" in answers["errors"][0]["error"]
+    errors = {e["image_id"]: e["error"] for e in answers["errors"]}
+    assert sorted(errors) == [3000001, 3000002]
+    assert "eval_000002.png" in errors[3000002] and "decompression bomb" in errors[3000001]
+    assert 3000003 in {a["image_id"] for a in answers["answers"]}
     metrics = pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv")
-    assert set(metrics.n_samples) == {5}
+    assert set(metrics.n_samples) == {4}
     coverage = json.loads((data / "08_reporting/eagle_coco/run.json").read_text())["coverage"]
     assert any(n["item"] == "3000002" and "eval_000002.png" in n["reason"] for n in coverage["not_made"])
     assert "eval_000002.png" in (data / "08_reporting/eagle_coco/report.html").read_text()
+    skipped = pd.read_csv(data / "08_reporting/eagle_coco/latest/skipped.csv")
+    assert {"3000001", "3000002"} <= set(skipped["item"].astype(str))
 
     # readable again (the split is rewritten since its files differ from what it should be): not sticky
     _run(tiny_project, PARAMS)

@@ -64,8 +64,13 @@ class CocoSplit:
         except OSError as exc:
             raise CocoFormatError(f"image {image_id} ('{file.name}') cannot be read: {exc.strerror or exc}") from None
         sha = hashlib.sha256(data).hexdigest()[:16]
-        stem = PurePosixPath(self.index.image_info(image_id)["file_name"]).with_suffix("").as_posix()
-        pixels = self.index.load_image(image_id, {stem: lambda: Image.open(io.BytesIO(data))})
+        from eagle_pipelines.core.images import check_size, read_image
+
+        try:  # the rules eagle-explain and explain() apply: 16-bit scaled, bombs and empty or tiny images refused
+            pixels = read_image(file, data=data)
+            check_size(pixels)
+        except ValueError as exc:
+            raise CocoFormatError(f"image {image_id}: {exc}") from None
         return LoadedImage(pixels, sha)
 
 

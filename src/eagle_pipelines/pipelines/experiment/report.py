@@ -106,7 +106,8 @@ def headline(metrics: pd.DataFrame) -> pd.DataFrame:
 def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
                    experiment) -> dict:
     """Everything one run publishes, as one bundle (the report dataset writes it whole or not at all): the
-    tables, the figures, the self-contained HTML page and ``run.json`` (the run's facts and parameters)."""
+    tables, what was not made and why (``skipped.csv``), the figures, the self-contained HTML page and
+    ``run.json`` (the run's facts and parameters)."""
     from eagle_pipelines.io.report_dataset import figure_png
 
     experiment = experiment.model_dump(mode="json") if hasattr(experiment, "model_dump") else dict(experiment)
@@ -118,7 +119,9 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
            **{f"targets ({level})": n for level, n in coverage["n_targets"].items()},
            "items not made": len(coverage["not_made"])}
     page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params})
-    bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "report.html": page,
+    skipped = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
+    bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "skipped.csv": skipped,
+              "report.html": page,
               "run.json": {**run, "params": {"experiment": experiment, **params}, "coverage": coverage}}
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
     return bundle
