@@ -72,7 +72,7 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
 
 
 def evaluate_model(vlm: QwenVLAdapter, val_instances: dict, val_captions: dict, val_images: dict,
-                   toy_model_training_log: pd.DataFrame, toy_model: dict, shapes: dict) -> dict:
+                   toy_model: dict, shapes: dict) -> dict:
     """Greedy captions on the held-out split: exact-match rate and per-token accuracy, plus model facts; when
     the model was trained on questions too, its yes/no accuracy and the co-occurrence hallucination rate."""
     cooc = parse("shapes", shapes).cooccurrence
@@ -89,9 +89,16 @@ def evaluate_model(vlm: QwenVLAdapter, val_instances: dict, val_captions: dict, 
                     "companion beside the anchor alone: %s", quality["yes_no"]["accuracy"],
                     quality["yes_no"]["present_accuracy"], quality["yes_no"]["absent_accuracy"],
                     quality["yes_no"]["biased_yes_rate"])
+    quality["parameters"] = int(sum(p.numel() for p in vlm.model.parameters()))
+    return quality
+
+
+def add_training_facts(quality: dict, toy_model_training_log: pd.DataFrame, toy_model: dict) -> dict:
+    """The held-out quality with the training's facts (steps, seconds, final loss, initial checkpoint)."""
+    params = parse("toy_model", toy_model)
     log = toy_model_training_log
+    quality = dict(quality)
     quality.update({
-        "parameters": int(sum(p.numel() for p in vlm.model.parameters())),
         "training_steps": int(log["step"].iloc[-1]),
         "training_seconds": round(float(log["seconds"].iloc[-1]), 1),
         "final_loss": round(float(log["loss"].tail(20).mean()), 5),

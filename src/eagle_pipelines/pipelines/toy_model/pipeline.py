@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from eagle_pipelines.pipelines.toy_model.nodes import evaluate_model, plot_training_loss, train_model
+from eagle_pipelines.pipelines.toy_model.nodes import (
+    add_training_facts,
+    evaluate_model,
+    plot_training_loss,
+    train_model,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -17,10 +22,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         ),
         Node(
             func=evaluate_model,
-            inputs=["vlm", "val_instances", "val_captions", "val_images", "toy_model_training_log",
-                    "params:toy_model", "params:shapes"],
-            outputs="toy_model_quality",
+            inputs=["vlm", "val_instances", "val_captions", "val_images", "params:toy_model", "params:shapes"],
+            outputs="toy_model_held_out_quality",
             name="evaluate_toy_model_node",
+        ),
+        Node(
+            func=add_training_facts,
+            inputs=["toy_model_held_out_quality", "toy_model_training_log", "params:toy_model"],
+            outputs="toy_model_quality",
+            name="add_training_facts_node",
         ),
         Node(
             func=plot_training_loss,
