@@ -147,6 +147,7 @@ def test_a_shrunken_evaluation_list_gives_a_table_over_exactly_its_targets(tiny)
 
 
 def test_a_new_data_seed_never_reuses_the_old_images_results(tiny):
+    _run(tiny, only_missing_outputs=True)  # the default configuration again: all from the stores
     old_answers = json.loads((tiny / OUT / "answers.json").read_text())["answers"]
     old_items = json.loads((tiny / OUT / "attributions.json").read_text())["items"]
     _run(tiny, {"shapes": {"seed": 4242}}, only_missing_outputs=True)
