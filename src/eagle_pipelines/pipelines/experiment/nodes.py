@@ -157,7 +157,8 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
                 targets.append({"key": key, "level": level, **base, "positions": positions, "meta": meta})
     logger.info("targets: %s; %d not in their answer", ", ".join(
         f"{sum(t['level'] == lv for t in targets)} {lv}" for lv in attribution.levels), len(skipped))
-    return {"targets": targets, "skipped": skipped, "answer_errors": answers.get("errors", [])}
+    return {"levels": list(attribution.levels), "targets": targets, "skipped": skipped,
+            "answer_errors": answers.get("errors", [])}
 
 
 def _word_targets(params: AttributionParams, index, image_id: int, answer: Answer, decode):

@@ -25,7 +25,8 @@ def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluat
     not_made += [{"stage": "targets", "item": s["key"], "reason": s["reason"]} for s in targets["skipped"]]
     for stage, manifest in (("EAGLE", attributions), ("baselines", baselines), ("evaluation", evaluation)):
         not_made += [{"stage": stage, "item": k, "reason": r} for k, r in sorted(manifest.not_made().items())]
-    return {"n_targets": {level: len(keys) for level, keys in sorted(common.items())},
+    empty = [level for level in targets.get("levels", []) if not common.get(level)]
+    return {"n_targets": {level: len(keys) for level, keys in sorted(common.items())}, "empty_levels": empty,
             "left_out": left_out, "not_made": not_made,
             "params": {**attributions.params, **baselines.params, **evaluation.params}}
 
@@ -135,6 +136,9 @@ def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: di
     skipped_block = (f"<h2>Not in the tables</h2><p>{len(not_made)} items were not made (each with its reason); "
                      f"they are retried when their input changes.</p>{html_page.table(not_made)}"
                      if len(not_made) else "<h2>Not in the tables</h2><p>Every item was made.</p>")
+    for level in coverage.get("empty_levels", []):
+        skipped_block += (f"<p>The {level} level has no target in this run (e.g. word level on a split without "
+                          f"object annotations, or answers that name no annotated object).</p>")
     if left_out:
         skipped_block += "<p>Left out so that every row covers the same targets:</p><ul>" + "".join(
             f"<li>{line}</li>" for line in left_out) + "</ul>"
