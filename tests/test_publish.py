@@ -61,4 +61,8 @@ def test_an_unchanged_report_adds_no_history_entry(tmp_path):
     assert len(_history(folder)) == 1 and "monday" in (folder / "report.html").read_text()
     dataset.save(_bundle(0.6, "tuesday"))
     assert len(_history(folder)) == 2
+    changed = _bundle(0.6, "friday")  # the same tables under other parameters: a new entry
+    changed["run.json"]["params"] = {"attribution": {"lambda2": 0.5}}
+    dataset.save(changed)
+    assert len(_history(folder)) == 3
     assert dataset.load()["content_sha256"]

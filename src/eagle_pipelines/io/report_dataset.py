@@ -72,10 +72,15 @@ class FiguresDataset(AbstractDataset[dict, dict]):
 
 
 def _content_hash(files: dict[str, bytes]) -> str:
+    """What makes a report new: its tables, figures and the parameters and coverage in ``run.json`` (not the
+    page itself or the run's time and commit, which change on every publication)."""
     digest = hashlib.sha256()
     for name, blob in sorted(files.items()):
-        if name == "report.html" or name == "run.json":
-            continue  # both carry the publication time
+        if name == "report.html":
+            continue  # the page carries the publication time
+        if name == "run.json":
+            run = json.loads(blob or b"{}")
+            blob = json.dumps({k: run.get(k) for k in ("params", "coverage")}, sort_keys=True, default=str).encode()
         digest.update(name.encode() + b"\0" + hashlib.sha256(blob).digest())
     return digest.hexdigest()
 
