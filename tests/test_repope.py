@@ -1,5 +1,6 @@
-"""Hallucination diagnosis (eagle_repope): correction by removal, AMCR / CSR / cause hit on hand-made cases, the
-POPE/RePOPE reader, the embedded model's biased hallucinations, and a tiny KedroSession run."""
+"""Hallucination diagnosis (eagle_repope): correction by removal, AMCR / CSR / cause hit on hand-made cases and
+through the tables node, the POPE/RePOPE reader, the embedded model's biased hallucinations, and tiny KedroSession
+runs (outputs, resumption, and --only-missing-outputs after a new CSR threshold)."""
 
 from __future__ import annotations
 
@@ -112,10 +113,12 @@ def test_an_object_sharing_the_companions_colour_or_shape_is_a_confounder():
     assert confounded(objs("red circle", "red square"), "red circle", "blue square")
 
 
-def test_the_question_list_hash_survives_the_csv_round_trip(tmp_path):
+def test_the_question_facts_survive_the_csv_round_trip(tmp_path):
+    """The facts every record carries (and the fingerprints hash) are the same whether the list comes from the node
+    that built it or from its CSV file, where an empty cause turns into NaN and an annotation id into a float."""
     import pandas as pd
 
-    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, question_list_hash
+    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, question_facts
 
     rows = [{"question_id": 1, "image_id": 7, "file_name": "a.png", "text": "Is there a x in the image?",
              "prompt": "Is there a x in the image?", "label": "no", "object": "x", "kind": "absent", "cause": "",
@@ -125,8 +128,78 @@ def test_the_question_list_hash_survives_the_csv_round_trip(tmp_path):
              "cause_annotation_id": 5}]
     frame = pd.DataFrame(rows, columns=QUESTION_COLUMNS)
     frame.to_csv(tmp_path / "q.csv", index=False)
-    assert question_list_hash(pd.read_csv(tmp_path / "q.csv")) == question_list_hash(frame)
-    assert question_list_hash(frame.iloc[:1]) != question_list_hash(frame)
+    facts = question_facts(frame)
+    assert question_facts(pd.read_csv(tmp_path / "q.csv")) == facts
+    assert facts[0]["cause"] == "" and facts[0]["cause_annotation_id"] is None
+    assert facts[1]["cause_annotation_id"] == 5 and type(facts[1]["question_id"]) is int
+    assert json.dumps(facts)  # plain JSON values (no numpy scalars)
+
+
+# --- the tables from a hand-made correction manifest ------------------------------------------------------------------
+def _record(qid: int, method: str, amcr: float, corrected: bool, cause_hit, seconds=None, kind="biased") -> dict:
+    known = cause_hit is not None
+    record = {"method": method, "question_id": qid, "image_id": 10 + qid, "question": "Is there a y in the image?",
+              "prompt": "Is there a y in the image?", "label": "no", "object": "y", "kind": kind,
+              "cause": "x" if known else "", "cause_annotation_id": 3 if known else None,
+              "ks": [1, 2], "answers": ["Yes", "No" if corrected else "Yes"], "corrected_k": 2 if corrected else None,
+              "amcr": amcr, "corrected": corrected, "cause_hit": cause_hit, "cause_removed_fraction": 0.5,
+              "insertion_auc": 0.5 + qid / 10, "highest_confidence": 0.9}
+    if seconds is not None:
+        record["seconds"] = seconds
+    return record
+
+
+def _manifest(tmp_path, records: list[dict]):
+    from eagle_pipelines.io.items import ItemStore, Manifest, fingerprint
+    from eagle_pipelines.pipelines.eagle_repope.nodes import FACTS
+
+    store = ItemStore(tmp_path / "corrections", "record")
+    items = {}
+    for r in records:
+        key, fp = f"{r['method']}/{r['question_id']}", fingerprint(r)
+        store.put(key, fp, r)
+        items[key] = {"fp": fp, "method": r["method"], **{k: r[k] for k in FACTS}}
+    return Manifest({"store": str(store.path), "kind": "record", "items": items, "skipped": {}})
+
+
+def test_the_tables_read_exactly_the_manifest_and_compute_amcr_and_csr_by_hand(tmp_path):
+    from eagle_pipelines.parameters import EagleRepopeParams
+    from eagle_pipelines.pipelines.eagle_repope.nodes import summarise
+
+    records = [_record(2, "eagle", 0.05, True, True, seconds=2.0), _record(10, "eagle", 0.4, True, False, seconds=4.0),
+               _record(3, "eagle", 1.0, False, None, seconds=3.0, kind="absent"),
+               _record(2, "random", 1.0, False, False), _record(10, "random", 0.1, True, True),
+               _record(3, "random", 0.3, True, None, kind="absent")]
+    manifest = _manifest(tmp_path, records)
+    # a record of another configuration in the same store is never read: only the manifest's items are
+    from eagle_pipelines.io.items import ItemStore
+
+    ItemStore(tmp_path / "corrections", "record").put("eagle/99", "0" * 16, _record(99, "eagle", 0.0, True, True))
+    summary = {"questions": 20, "wrong": 3, "biased": 10, "biased_yes": 2, "hallucination_rate_biased": 0.2}
+    params = EagleRepopeParams(methods=["eagle", "random"], csr_threshold=0.1)
+    metrics, per_sample = summarise({"summary": summary}, manifest, params)
+    eagle, random = metrics.set_index("method").loc["eagle"], metrics.set_index("method").loc["random"]
+    assert list(metrics.method) == ["eagle", "random"] and (metrics.n_explained == 3).all()
+    assert eagle.amcr == pytest.approx((0.05 + 0.4 + 1.0) / 3) and eagle.csr == pytest.approx(1 / 3)
+    assert random.amcr == pytest.approx((1.0 + 0.1 + 0.3) / 3) and random.csr == pytest.approx(1 / 3)
+    assert eagle.corrected_rate == pytest.approx(2 / 3) and random.corrected_rate == pytest.approx(2 / 3)
+    assert eagle.cause_hit_rate == pytest.approx(0.5) and eagle.n_with_cause == 2  # the absent one has no cause
+    assert eagle.seconds_per_sample == pytest.approx(3.0) and pd_isna(random.seconds_per_sample)
+    assert eagle.insertion_auc == pytest.approx(((0.7 + 1.5 + 0.8) / 3))
+    assert (metrics.n_wrong == 3).all() and (metrics.hallucination_rate_biased == 0.2).all()
+    # question ids in text order (as the correction records always were), methods in the configured order
+    assert list(zip(per_sample.question_id, per_sample.method)) == [
+        (10, "eagle"), (10, "random"), (2, "eagle"), (2, "random"), (3, "eagle"), (3, "random")]
+    assert per_sample.answer_after.tolist() == ["No", "No", "No", "Yes", "Yes", "No"]
+    # the threshold is a parameter of the tables alone
+    wider, _ = summarise({"summary": summary}, manifest, EagleRepopeParams(methods=["eagle"], csr_threshold=0.4))
+    assert wider.csr.tolist() == [pytest.approx(2 / 3)] and wider.csr_threshold.tolist() == [0.4]
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def test_yes_no_parsing():
@@ -251,6 +324,19 @@ def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_co
     assert np.mean(hits) >= 0.8, hits
 
 
+# --- the pipeline's shape ---------------------------------------------------------------------------------------------
+def test_the_pipeline_lives_in_its_namespace_and_reads_whole_parameters_only_in_its_tables():
+    from eagle_pipelines.pipelines.eagle_repope import create_pipeline
+
+    pipeline = create_pipeline()
+    datasets = {d for n in pipeline.nodes for d in (*n.inputs, *n.outputs) if not d.startswith("params:")}
+    assert {d for d in datasets if not d.startswith("eagle_repope.")} == {"vlm", "repope_source"}
+    assert all(n.name.startswith("eagle_repope.") for n in pipeline.nodes)
+    assert max(len(n.inputs) for n in pipeline.nodes) <= 6
+    whole = {n.name.rsplit(".", 1)[1] for n in pipeline.nodes if "params:eagle_repope" in n.inputs}
+    assert whole == {"summarise", "build_figures", "publish_report"}  # the others take the fields they use
+
+
 # --- a tiny run through a KedroSession --------------------------------------------------------------------------------
 @pytest.fixture
 def project(project):
@@ -262,51 +348,110 @@ def project(project):
 TINY = {"eagle_repope": {"questions": {"biased": 4, "controls": 2}, "figure_samples": 2,
                          "methods": ["eagle", "random", "tam"]},
         "superpixels": {"n_segments": 6}}
+OUT = Path("data/07_model_output/eagle_repope")
+REPORT = Path("data/08_reporting/eagle_repope")
 
 
-def _run(project: Path, params: dict) -> None:
+def _run(project: Path, params: dict, **kwargs) -> set[str]:
+    """Runs eagle_repope; returns the names of the nodes that ran (without their namespaces)."""
+    from kedro.framework.hooks import hook_impl
     from kedro.framework.session import KedroSession
 
+    ran: set[str] = set()
+
+    class Recorder:
+        @hook_impl
+        def before_node_run(self, node):
+            ran.add(node.name.rsplit(".", 1)[-1])
+
     with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_name="eagle_repope")
+        session._hook_manager.register(Recorder())
+        session.run(pipeline_names=["eagle_repope"], **kwargs)
+    return ran
+
+
+def _items(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
 def test_eagle_repope_runs_and_writes_its_outputs(project):
     import pandas as pd
 
-    _run(project, TINY)
+    assert len(_run(project, TINY)) == 11
     data = project / "data"
-    questions = hal.read_pope_file(data / "01_raw/shapes/repope/questions.jsonl")
+    questions = hal.read_pope_file(data / "01_raw/eagle_repope/questions.jsonl")
     assert [q["kind"] for q in questions].count("biased") == 4 and len(questions) == 6
-    assert len(list((data / "01_raw/shapes/repope/images").glob("*.png"))) == 6
-    answers = json.loads((data / "07_model_output/eagle_repope/answers.json").read_text())
+    assert len(list((data / "01_raw/eagle_repope/split/images").glob("*.png"))) == 6
+    answers = json.loads((project / OUT / "answers.json").read_text())
     summary = answers["summary"]
     assert summary["questions"] == 6 and summary["biased"] == 4
-    wrong = {a["question_id"] for a in answers["answers"] if not a["correct"]}
-    attributions = list((data / "07_model_output/eagle_repope/attributions").rglob("*.json"))
-    assert {int(p.stem) for p in attributions} == wrong
-    for path in attributions:
-        meta = json.loads(path.read_text())
+    assert all(len(a["image_sha"]) == 16 for a in answers["answers"])
+    wrong = {str(a["question_id"]) for a in answers["answers"] if not a["correct"]}
+
+    # EAGLE: one attribution of the counter token per wrong answer, read through its manifest
+    attributions = json.loads((project / OUT / "attributions.json").read_text())
+    assert set(attributions["items"]) == wrong and not attributions["skipped"]
+    for qid, info in attributions["items"].items():
+        meta = json.loads((project / OUT / "attributions" / f"{qid}.{info['fp']}.json").read_text())
         assert meta["answer"] in ("Yes", "No") and meta["target_words"] == [meta["answer"]]
-    records = list((data / "07_model_output/eagle_repope/corrections").rglob("*.json"))
-    assert len(records) == len(wrong)
-    metrics = pd.read_csv(data / "08_reporting/eagle_repope/metrics.csv")
+        assert meta["answer"] == hal.counter_word(info["label"]) and meta["meta"]["question_id"] == int(qid)
+    superpixels = json.loads((data / "02_intermediate/eagle_repope/superpixels.json").read_text())
+    assert set(superpixels["items"]) == {str(i["image_id"]) for i in attributions["items"].values()}
+
+    # corrections: one record per method and wrong answer
+    corrections = json.loads((project / OUT / "corrections.json").read_text())
+    assert set(corrections["items"]) == {f"{m}/{q}" for m in ("eagle", "random", "tam") for q in wrong}
+    for key, info in corrections["items"].items():
+        record = json.loads((project / OUT / "corrections" / f"{key}.{info['fp']}.json").read_text())
+        assert record["method"] == key.split("/")[0] and record["amcr"] == (
+            record["removed_area"][record["ks"].index(record["corrected_k"])] if record["corrected"] else 1.0)
+        assert sorted(record["order"]) == list(range(record["n_regions"]))
+
+    # the published report: tables, figures, page and run.json together
+    metrics = pd.read_csv(project / REPORT / "metrics.csv")
+    assert (project / REPORT / "latest").is_symlink()
     assert list(metrics.method) == ["eagle", "random", "tam"]
     assert {"insertion_auc", "ahc", "amcr", "csr", "cause_hit_rate", "hallucination_rate_biased"} <= set(
         metrics.columns)
     assert (metrics.n_wrong == len(wrong)).all() and (metrics.n_explained == len(wrong)).all()
     if wrong:
         assert metrics.amcr.between(0, 1).all() and metrics.csr.between(0, 1).all()
-        per_sample = pd.read_csv(data / "08_reporting/eagle_repope/metrics_per_sample.csv")
+        per_sample = pd.read_csv(project / REPORT / "metrics_per_sample.csv")
         assert len(per_sample) == 3 * len(wrong)
-    report = (data / "08_reporting/eagle_repope/report.html").read_text()
+    report = (project / REPORT / "report.html").read_text()
     assert "eagle_repope" in report and "amcr" in report and report.count("data:image/png;base64,") == 2
-    assert (data / "08_reporting/eagle_repope/corrections.png").stat().st_size > 1000
+    assert "Not in the tables" in report
+    assert (project / REPORT / "latest/figures/corrections.png").stat().st_size > 1000
+    run = json.loads((project / REPORT / "run.json").read_text())
+    assert run["wrong answers"] == len(wrong) and run["params"]["eagle_repope"]["csr_threshold"] == 0.1
+    assert run["params"]["removal"]["methods"] == ["eagle", "random", "tam"]
 
-    # resumable: a second run computes nothing new and leaves the records as they were
-    before = {p: p.stat().st_mtime_ns for p in records}
+    # a second run computes nothing new: every item is read back under its fingerprint, none rewritten
+    stores = [data / "02_intermediate/eagle_repope/superpixels", project / OUT / "attributions",
+              project / OUT / "corrections"]
+    before = {s: _items(s) for s in stores}
     _run(project, TINY)
-    assert {p: p.stat().st_mtime_ns for p in records} == before
+    assert {s: _items(s) for s in stores} == before
+    assert json.loads((project / OUT / "corrections.json").read_text())["items"] == corrections["items"]
+
+
+def test_a_new_csr_threshold_reruns_only_the_tables_and_the_report(project):
+    import pandas as pd
+
+    _run(project, TINY)
+    before = _items(project / "data")
+    history = sorted((project / REPORT / "history").iterdir())
+    wider = {**TINY, "eagle_repope": {**TINY["eagle_repope"], "csr_threshold": 0.5}}
+    assert _run(project, wider, only_missing_outputs=True) == {"summarise", "build_figures", "publish_report"}
+    after = _items(project / "data")
+    changed = {p.relative_to(project / "data").as_posix() for p in after if before.get(p) != after[p]}
+    assert not {c for c in changed if c.startswith(("01_raw", "02_intermediate", "05_model_input",
+                                                    "07_model_output"))}, changed
+    metrics = pd.read_csv(project / REPORT / "metrics.csv")
+    assert (metrics.csr_threshold == 0.5).all()
+    assert len(sorted((project / REPORT / "history").iterdir())) == len(history) + 1
+    # and nothing else is out of date: a second such run runs nothing
+    assert _run(project, wider, only_missing_outputs=True) == set()
 
 
 def test_the_repope_source_says_what_is_missing(project):
@@ -345,19 +490,19 @@ def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
     questions.write_text("".join(json.dumps(r) + "\n" for r in records))
     (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"repope_source": {
         "type": "eagle_pipelines.pipelines.eagle_repope.datasets.RepopeSourceDataset",
-        "filepath": str(questions), "path": str(coco)}}))
+        "filepath": str(questions), "path": str(coco), "metadata": {"kedro-viz": {"layer": "raw"}}}}))
 
     _run(project, {"eagle_repope": {"source": "repope", "methods": ["eagle", "random"]},
                    "superpixels": {"n_segments": 6}})
     data = project / "data"
-    assert sorted(p.name for p in (data / "01_raw/shapes/repope/images").glob("*.png")) == [
+    assert sorted(p.name for p in (data / "01_raw/eagle_repope/split/images").glob("*.png")) == [
         f"COCO_val2014_{i['id']:012d}.png" for i in instances["images"]]
     listed = pd.read_csv(data / "05_model_input/eagle_repope/questions.csv")
     assert listed.question_id.tolist() == [1, 2, 3] and set(listed.kind) == {"repope"}
     assert listed.image_id.tolist() == [i["id"] for i in instances["images"]]
-    answers = json.loads((data / "07_model_output/eagle_repope/answers.json").read_text())
+    answers = json.loads((project / OUT / "answers.json").read_text())
     assert answers["summary"]["questions"] == 3 and answers["summary"]["repope"] == 3
-    metrics = pd.read_csv(data / "08_reporting/eagle_repope/metrics.csv")
+    metrics = pd.read_csv(project / REPORT / "metrics.csv")
     assert (metrics.n_with_cause == 0).all() and metrics.cause_hit_rate.isna().all()  # no known cause on RePOPE
 
 

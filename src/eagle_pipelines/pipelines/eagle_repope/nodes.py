@@ -73,10 +73,12 @@ def repope_question_split(repope_source, max_questions: int | None) -> tuple[dic
         raise CocoFormatError(f"{len(missing)} images of the question list are not in {repope_source.name}'s "
                               f"instances (e.g. {missing[:3]}); RePOPE asks about COCO val2014 images")
     ids = {i["id"] for i in images_info}
-    subset = {**instances, "images": images_info,
+    stems = {i["file_name"].rsplit(".", 1)[0] for i in images_info}
+    # the split stores each image as <stem>.png; the list still names the source file (source_file_name)
+    subset = {**instances, "images": [{**i, "file_name": f"{i['file_name'].rsplit('.', 1)[0]}.png",
+                                       "source_file_name": i["file_name"]} for i in images_info],
               "annotations": [a for a in instances["annotations"] if a["image_id"] in ids]}
     source_images = repope_source.images()
-    stems = {i["file_name"].rsplit(".", 1)[0] for i in images_info}
     absent = sorted(stems - set(source_images))
     if absent:
         raise CocoFormatError(f"{len(absent)} images of the question list are missing from {repope_source.name}'s "
@@ -137,7 +139,10 @@ def build_question_list(pope_questions: str, question_split: CocoSplit, max_ques
     if max_questions:
         records = records[:max_questions]
     index = question_split.index
-    by_file = {index.image_info(i)["file_name"]: i for i in index.image_ids()}
+    by_file = {}  # the image file a question names (RePOPE's .jpg, stored as .png: source_file_name) -> image id
+    for image_id in index.image_ids():
+        info = index.image_info(image_id)
+        by_file[info.get("source_file_name", info["file_name"])] = image_id
     rows = []
     for r in records:
         if r["image"] not in by_file:
