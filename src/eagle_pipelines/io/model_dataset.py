@@ -72,7 +72,7 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
     def load(self):
         """The model adapter, loaded once per dataset (so once per run) and shared by every node that reads it."""
         if self._loaded is None:
-            self._loaded = self._load()
+            self._loaded = self._load_model()
         return self._loaded
 
     def _release(self) -> None:
@@ -87,7 +87,7 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
         except DatasetError:
             return f"absent:{self._name}"
 
-    def _load(self):
+    def _load_model(self):  # not `_load`: Kedro would make that the dataset's `load` and bypass the cache
         path = self._resolve()
         if not (path / "config.json").exists():
             raise DatasetError(f"'{path}' is not a model folder (no config.json). "
