@@ -187,7 +187,7 @@ def test_the_tables_read_exactly_the_manifest_and_compute_amcr_and_csr_by_hand(t
     assert eagle.seconds_per_sample == pytest.approx(3.0) and pd_isna(random.seconds_per_sample)
     assert eagle.insertion_auc == pytest.approx(((0.7 + 1.5 + 0.8) / 3))
     assert (metrics.n_wrong == 3).all() and (metrics.hallucination_rate_biased == 0.2).all()
-    # question ids in text order (as the correction records always were), methods in the configured order
+    # question ids in text order, then methods by name (as the per-question records always gave them)
     assert list(zip(per_sample.question_id, per_sample.method)) == [
         (10, "eagle"), (10, "random"), (2, "eagle"), (2, "random"), (3, "eagle"), (3, "random")]
     assert per_sample.answer_after.tolist() == ["No", "No", "No", "Yes", "Yes", "No"]

@@ -500,16 +500,14 @@ def answer_after(correction: dict) -> str:
 
 def summarise(answers: dict, corrections: Manifest,
               eagle_repope: EagleRepopeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The metrics table (one row per method of `eagle_repope.methods`) and the per-sample rows, from exactly the
-    correction records of the manifest."""
+    """The metrics table (one row per method of `eagle_repope.methods`, in that order) and the per-sample rows
+    (question ids in text order, then methods by name), from exactly the correction records of the manifest."""
     records = question_records(corrections)
     table = pd.DataFrame(metric_rows(records, answers["summary"], list(eagle_repope.methods),
                                      eagle_repope.csr_threshold), columns=METRIC_COLUMNS)
     per_sample = []
     for r in records:
-        for method in eagle_repope.methods:
-            if method not in r["methods"]:
-                continue
+        for method in sorted(set(r["methods"]) & set(eagle_repope.methods)):
             m = r["methods"][method]
             per_sample.append({"question_id": r["question_id"], "image_id": r["image_id"], "kind": r["kind"],
                                "object": r["object"], "cause": r["cause"], "method": method,
