@@ -285,7 +285,8 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
                           attribution: AttributionParams) -> dict:
     """EAGLE's attribution of the counter token ("No" for a false yes, "Yes" for a false no) of every wrong answer
     (key: question id), over the image's superpixels. Each is filed under the hash of the image's bytes, the
-    prompt, the counter tokens, the label map, the model and the search settings."""
+    prompt, the counter tokens, the question's facts (its meta), the label map, the model and the search
+    settings."""
     search = {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
               "search": attribution.search_params()}
     jobs = []
@@ -294,8 +295,10 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
         sp_key = str(a["image_id"])
         sp_fp = superpixels.info(sp_key)["fp"] if sp_key in superpixels else None
         info = {**{k: a[k] for k in FACTS}, "image_sha": a["image_sha"], "answer": a["text"]}
+        # the attribution stores the question's facts in its meta: they are part of what made it
         fp = fingerprint("eagle-counter", {"image_sha": a["image_sha"], "prompt": a["prompt"],
-                                           "counter": list(counter.token_ids)}, sp_fp, vlm.fingerprint, search)
+                                           "counter": list(counter.token_ids), "meta": _meta(info)},
+                         sp_fp, vlm.fingerprint, search)
         jobs.append(Job(str(a["question_id"]), fp,
                         _explain_job(vlm, question_split, superpixels, info, counter, attribution), info))
     return run_jobs(store, jobs, "EAGLE (counter token)", {
@@ -311,13 +314,16 @@ def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict,
                            f"{superpixels.not_made().get(key, 'not made')}")
         regions = superpixels.load(key)
         image = vlm.model_image(_pixels(question_split, q["image_id"], q["image_sha"]))
-        meta = {k: q[k] for k in ("question_id", "image_id", "label", "object", "kind", "cause")}
         return explain(vlm, image, q["prompt"], tokens=None, strategy=params.strategy, lambda1=params.lambda1,
                        lambda2=params.lambda2, batch_size=params.batch_size,
                        memory_budget_mb=params.memory_budget_mb, answer=counter, regions=regions,
-                       search_params=params.search_params(), meta=meta)
+                       search_params=params.search_params(), meta=_meta(q))
 
     return compute
+
+
+def _meta(q: dict) -> dict:
+    return {k: q[k] for k in ("question_id", "image_id", "label", "object", "kind", "cause")}
 
 
 # --- correction by removal ----------------------------------------------------------------------------------------
