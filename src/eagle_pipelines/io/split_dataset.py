@@ -73,6 +73,14 @@ class CocoSplit:
             raise CocoFormatError(f"image {image_id}: {exc}") from None
         return LoadedImage(pixels, sha)
 
+    def pixels(self, image_id: int, sha: str) -> np.ndarray:
+        """The image's pixels, refusing an image whose bytes changed since its answer was made (`sha`)."""
+        loaded = self.image(image_id)
+        if loaded.sha != sha:
+            raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
+                                  f"{sha}); rerun from the answers")
+        return loaded.pixels
+
 
 def _encode(image) -> bytes:
     if callable(image):  # a lazy loader (a PartitionedDataset's)

@@ -242,15 +242,6 @@ def _wrong(answers: dict) -> list[dict]:
     return [a for a in answers["answers"] if not a["correct"]]
 
 
-def _pixels(question_split: CocoSplit, image_id: int, sha: str) -> np.ndarray:
-    """The image's pixels, refusing an image whose bytes changed since its question was answered."""
-    loaded = question_split.image(image_id)
-    if loaded.sha != sha:
-        raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
-                              f"{sha}); rerun from the answers")
-    return loaded.pixels
-
-
 # --- superpixels --------------------------------------------------------------------------------------------------
 def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: ItemStore,
                         superpixels: SuperpixelParams) -> dict:
@@ -264,7 +255,7 @@ def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: It
             continue
 
         def compute(image_id=int(a["image_id"]), sha=a["image_sha"]):
-            return slico(vlm.model_image(_pixels(question_split, image_id, sha)), **superpixels.model_dump())
+            return slico(vlm.model_image(question_split.pixels(image_id, sha)), **superpixels.model_dump())
 
         jobs[key] = Job(key, fingerprint("slico", a["image_sha"], spec, superpixels), compute,
                         {"image_id": int(a["image_id"]), "image_sha": a["image_sha"]})
@@ -313,7 +304,7 @@ def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict,
             return Skipped(f"image {q['image_id']} has no superpixels: "
                            f"{superpixels.not_made().get(key, 'not made')}")
         regions = superpixels.load(key)
-        image = vlm.model_image(_pixels(question_split, q["image_id"], q["image_sha"]))
+        image = vlm.model_image(question_split.pixels(q["image_id"], q["image_sha"]))
         return explain(vlm, image, q["prompt"], tokens=None, strategy=params.strategy, lambda1=params.lambda1,
                        lambda2=params.lambda2, batch_size=params.batch_size,
                        memory_budget_mb=params.memory_budget_mb, answer=counter, regions=regions,
@@ -418,7 +409,7 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
 
     def compute():
         attr = attributions.load(qid)
-        image = vlm.model_image(_pixels(question_split, q["image_id"], q["image_sha"]))
+        image = vlm.model_image(question_split.pixels(q["image_id"], q["image_sha"]))
         regions = RegionMap(attr.labels, attr.meta.get("regions", {}))
         cause_mask = None
         if q["cause_annotation_id"] is not None:

@@ -113,20 +113,11 @@ def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemSt
         fp = fingerprint("slico", a["image_sha"], spec, superpixels)
 
         def compute(image_id=image_id, sha=a["image_sha"]):
-            loaded = _image(eval_split, image_id, sha)
+            loaded = eval_split.pixels(image_id, sha)
             return slico(vlm.model_image(loaded), **superpixels.model_dump())
 
         jobs[str(image_id)] = Job(str(image_id), fp, compute, {"image_id": image_id, "image_sha": a["image_sha"]})
     return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
-
-
-def _image(eval_split: CocoSplit, image_id: int, sha: str) -> np.ndarray:
-    """The image's pixels, refusing an image whose bytes changed since its answer was made."""
-    loaded = eval_split.image(image_id)
-    if loaded.sha != sha:
-        raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
-                              f"{sha}); rerun from the answers")
-    return loaded.pixels
 
 
 # --- targets ------------------------------------------------------------------------------------------------------
@@ -217,7 +208,7 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
         if found is None:
             return Skipped(f"image {t['image_id']} has no superpixels: "
                            f"{superpixels.not_made().get(str(t['image_id']), 'not answered')}")
-        image = vlm.model_image(_image(eval_split, t["image_id"], t["image_sha"]))
+        image = vlm.model_image(eval_split.pixels(t["image_id"], t["image_sha"]))
         answer = Answer(prompt=t["prompt"], token_ids=tuple(t["token_ids"]), tokens=(), text=t["answer"],
                         token_probs=(), finished=True)
         positions = None if t["level"] == "sentence" else t["positions"]
@@ -262,7 +253,7 @@ def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: 
             if found is None:
                 return Skipped(f"image {t['image_id']} has no superpixels")
             labels = found[1].labels
-        image = vlm.model_image(_image(eval_split, t["image_id"], t["image_sha"]))
+        image = vlm.model_image(eval_split.pixels(t["image_id"], t["image_sha"]))
         info = {"method": method, "image_id": t["image_id"], "level": t["level"], "positions": t["positions"],
                 **t["meta"]}
         import time
@@ -312,7 +303,7 @@ def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: Evaluat
     info = manifest.info(key)
 
     def compute():
-        image = vlm.model_image(_image(eval_split, info["image_id"], info["image_sha"]))
+        image = vlm.model_image(eval_split.pixels(info["image_id"], info["image_sha"]))
         scorer = vlm.scorer(image, info["prompt"], info["token_ids"], info["positions"],
                             batch_size=params.batch_size)
         ann_id = info["meta"].get("annotation_id")
