@@ -1,5 +1,5 @@
 """Search strategies side by side on the embedded model: the paper's reference loop, our exact greedy, the
-paper's efficient variant, lazy greedy and candidate-pool greedy.
+paper's efficient variant, our earlier bidirectional reading of it, lazy greedy and candidate-pool greedy.
 
     python benchmarks/search.py                      # n = 16, 32, 64 on 4 eval images
     python benchmarks/search.py --images 3 --regions 64
@@ -8,7 +8,9 @@ paper's efficient variant, lazy greedy and candidate-pool greedy.
 - reference: the greedy definition run as the paper's scripts do: one forward pass per masked image, and the
   image processor re-run for every masked candidate;
 - greedy: the same search, batched, with masked pixel_values composed directly;
-- efficient: the paper's bidirectional variant (search_scope 10, pending_samples 8, update_step 5);
+- efficient: the paper's efficient variant as the authors' efficient_attribution.py runs it (search_scope 10,
+  pending_samples 8, update_step 5);
+- bidirectional: this project's earlier reading of it (a scored first backward pick, backward picks to the end);
 - lazy: lazy greedy (stale marginal gains as bounds, 2 candidates refreshed per round);
 - pooled: candidate-pool greedy (the default; pool size from a budget of 10% of greedy's passes).
 
@@ -40,6 +42,7 @@ STRATEGIES = {
     "reference": {"strategy": "greedy", "batch_size": 1, "compose": "processor"},
     "greedy": {"strategy": "greedy", "batch_size": 64},
     "efficient": {"strategy": "efficient", "batch_size": 64},
+    "bidirectional": {"strategy": "bidirectional", "batch_size": 64},
     "lazy": {"strategy": "lazy", "batch_size": 64},
     "pooled": {"strategy": "pooled", "batch_size": 64},
 }
@@ -140,12 +143,14 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--model", default=str(ROOT / "data/06_models/toy_qwen2_5_vl"), help="checkpoint folder")
     parser.add_argument("--hit-rate", action="store_true", help="only the word-level hit rate of the last run")
+    parser.add_argument("--out", default=str(ROOT / "data/08_reporting/benchmarks/search.csv"),
+                        help="the table (CSV); the figure goes beside it (.png)")
     args = parser.parse_args()
     if args.hit_rate:
         print(word_hit_rate())
         return
     table = run(args.images, args.regions, args.strategies, args.model)
-    out = ROOT / "data/08_reporting/benchmarks/search.csv"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     plot(table, out.with_suffix(".png"))

@@ -210,6 +210,206 @@ def test_yes_no_parsing():
         hal.counter_word("maybe")
 
 
+# --- parity with the reference (docs/hallucination.md, "Parity with the reference") ----------------------------------
+#: faithfulness_explanation/Qwen25-VL-3B/Qwen25-VL-3B-RePOPE.py (and every *-RePOPE*.py / *-hallucination.py),
+#: written out escape by escape: a space before the first two newlines, straight double quotes around Yes and No
+REFERENCE_PROMPT = ("You are asked a visual question answering task. \n"
+                    "First, answer strictly with \"Yes\" or \"No\". \n"
+                    "Then, provide a short explanation if necessary.\n"
+                    "\n"
+                    "Question: {}\n"
+                    "Answer:")
+
+
+def _env_params(env: str) -> dict:
+    """params:eagle_repope of `env` (paper over base, soft-merged), with the project's own config loader."""
+    from kedro.config import OmegaConfigLoader
+
+    from eagle_pipelines import settings
+
+    loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), env=env, runtime_params={},
+                               **settings.CONFIG_LOADER_ARGS)
+    return loader["parameters"]["eagle_repope"]
+
+
+def test_the_paper_env_prompts_with_the_references_template_and_128_new_tokens():
+    from eagle_pipelines.parameters import parse
+
+    paper = parse("eagle_repope", _env_params("paper"))
+    assert paper.prompt_template == REFERENCE_PROMPT and paper.prompt_suffix == ""
+    assert paper.max_new_tokens == 128 and paper.answer_reading == "reference"
+    assert paper.correction.model_dump() == {"removal_steps": "reference", "baseline_maps": "pixels",
+                                             "pixel_steps": 64, "invert_maps": ["tam"]}
+    prompt = hal.question_prompt(paper.prompt_template, "Is there a skis in the image?", paper.prompt_suffix)
+    assert prompt == ('You are asked a visual question answering task. \nFirst, answer strictly with "Yes" or "No". '
+                      '\nThen, provide a short explanation if necessary.\n\nQuestion: Is there a skis in the image?'
+                      '\nAnswer:')
+    # the base env prompts with the bare question, as before the template existed
+    base = parse("eagle_repope", _env_params("base"))
+    assert base.prompt_template == "{question}" and base.answer_reading == "ours" and base.max_new_tokens == 3
+    assert hal.question_prompt(base.prompt_template, "Is there a x in the image?", base.prompt_suffix) == (
+        "Is there a x in the image?")
+    assert hal.question_prompt("Q: {question} ({x})", "Is there a x?", " Yes or No.") == (
+        "Q: Is there a x? ({x}) Yes or No.")
+    with pytest.raises(ValueError, match="no '{question}'"):
+        hal.question_prompt("Answer strictly with Yes or No.", "Is there a x?")
+
+
+def test_the_reference_reads_case_sensitive_prefixes_of_the_text():
+    texts = ["Yes", "Yes. There is a skis.", "yes", "YES", " Yes", "**Yes**", "No", "No\n\nExplanation: ...", "no",
+             " No", "Not sure", "None of them", "Yesterday", "", "The answer is Yes"]
+    assert [hal.read_answer(t, "reference") for t in texts] == [
+        "yes", "yes", None, None, None, None, "no", "no", None, None, "no", "no", "yes", None, None]
+    assert [hal.read_answer(t, "ours") for t in texts] == [
+        "yes", "yes", "yes", "yes", "yes", "yes", "no", "no", "no", "no", None, None, None, None, None]
+    with pytest.raises(ValueError, match="unknown answer reading 'exact'"):
+        hal.read_answer("Yes", "exact")
+
+
+def test_a_lower_case_yes_does_not_correct_a_false_no_under_the_reference_reading():
+    order, areas = np.array([0, 1, 2, 3]), np.full(4, 0.25)
+    texts = iter(["No", "yes", " Yes, a dog", "Yes.", "Yes"])  # k = 1, 2, 3, 4 (ours) / k = 0, 1, 2, 3 (reference)
+
+    def answer(keep):
+        return [next(texts) for _ in keep]
+
+    ours = hal.correct_by_removal(answer, order, areas, "yes", batch_size=1)
+    assert ours.corrected_k == 2 and ours.answers == ["No", "yes"] and ours.amcr == pytest.approx(0.5)
+    texts = iter(["No", "yes", " Yes, a dog", "Yes.", "Yes"])
+    ref = hal.correct_by_removal(answer, order, areas, "yes", batch_size=1, reading="reference", steps="reference")
+    assert ref.ks == [0, 1, 2, 3] and ref.corrected_k == 3 and ref.amcr == pytest.approx(0.75)
+    assert ref.correcting_region == 1 and ref.removed_regions == [1, 2, 3]
+
+
+def test_the_reference_steps_start_with_the_intact_image_and_never_show_a_black_one():
+    seen: list[list[bool]] = []
+
+    def answer(keep):
+        seen.extend(row.tolist() for row in keep)
+        return ["Yes"] * len(keep)
+
+    order, areas = np.array([2, 0, 1]), np.array([0.2, 0.3, 0.5])
+    never = hal.correct_by_removal(answer, order, areas, "no", batch_size=2, steps="reference")
+    assert never.ks == [0, 1, 2] and seen == [[True, True, True], [True, False, True], [False, False, True]]
+    assert never.removed_area == pytest.approx([0.0, 0.3, 0.5]) and not never.corrected and never.amcr == 1.0
+    # ours: k = 1..3, the last one removes everything (a black image, removed area 1)
+    seen.clear()
+    ours = hal.correct_by_removal(answer, order, areas, "no", batch_size=2)
+    assert ours.ks == [1, 2, 3] and seen[-1] == [False, False, False] and ours.removed_area[-1] == 1.0
+    # an answer already correct on the intact image: AMCR 0, nothing removed, no correcting region
+    intact = hal.correct_by_removal(lambda keep: ["No"] * len(keep), order, areas, "no", steps="reference")
+    assert intact.corrected_k == 0 and intact.amcr == 0.0 and intact.correcting_region is None
+    assert intact.removed_regions == [] and intact.corrected
+    labels = np.array([[0, 1], [2, 2]])
+    assert hal.cause_hit(labels, intact, labels == 2) is False
+    assert hal.removed_cause_fraction(labels, intact, labels == 2) == 0.0
+
+
+def _reference_keep(saliency: np.ndarray, rate: float) -> np.ndarray:
+    """baseline_comparison/*/*-hallucination.py, ``perturbed(image, saliency_map, rate, mode="insertion")``: keep
+    the top int(N·rate) pixels of ``np.argsort(-map)``."""
+    flat = saliency.ravel()
+    keep = np.zeros(flat.size, dtype=bool)
+    keep[np.argsort(-flat)[:int(len(flat) * rate)]] = True
+    return keep.reshape(saliency.shape)
+
+
+def test_pixel_bands_keep_the_top_i_over_steps_of_the_pixels_as_the_reference_does():
+    saliency = np.array([[0.9, 0.1, 0.5], [0.3, 0.8, 0.2], [0.7, 0.4, 0.6]])  # 9 pixels, 4 steps: 2, 4, 6, 9 kept
+    bands = hal.pixel_bands(saliency, 4)
+    assert bands.tolist() == [[0, 3, 2], [3, 0, 3], [1, 2, 1]]  # 0.9 0.8 | 0.7 0.6 | 0.5 0.4 | 0.3 0.2 0.1
+    for i in range(1, 5):
+        assert ((bands < i) == _reference_keep(saliency, i / 4)).all(), i
+    # 64 steps over 23 x 17 pixels (391, not a multiple of 64), distinct values
+    rng = np.random.default_rng(0)
+    big = rng.permutation(23 * 17).reshape(23, 17).astype(float)
+    bands = hal.pixel_bands(big, 64)
+    for i in range(1, 65):
+        assert ((bands < i) == _reference_keep(big, i / 64)).all(), i
+    assert hal.pixel_bands(np.zeros((2, 2)), 2).tolist() == [[0, 0], [1, 1]]  # ties: raster order
+
+
+def test_an_inverted_map_keeps_its_least_salient_pixels_first_and_corrects_by_removing_its_peak():
+    """The reference's TAM protocol on RePOPE: the map upside down, then keep the top i/steps of the pixels. Kept at
+    step i of 4 (8 pixels: 2 per step): the 2·i lowest pixels of the map. Removing k of the steps removes the 2·k
+    most salient pixels of the original map."""
+    from eagle_pipelines.pipelines.eagle_repope.nodes import pixel_units
+
+    tam = np.array([[0.9, 0.1, 0.5, 0.3], [0.8, 0.2, 0.7, 0.4]])
+    flipped = hal.inverted(tam)
+    units, order = pixel_units(flipped, 4)
+    assert order.tolist() == [0, 1, 2, 3] and units.areas().tolist() == [0.25] * 4
+    kept = {i: {tuple(map(int, p)) for p in np.argwhere(units.labels < i)} for i in range(1, 5)}
+    assert kept[1] == {(0, 1), (1, 1)}  # 0.1 and 0.2
+    assert kept[2] == kept[1] | {(0, 3), (1, 3)}  # then 0.3 and 0.4
+    assert kept[3] == kept[2] | {(0, 2), (1, 2)}  # then 0.5 and 0.7; never 0.9 or 0.8 before the last step
+    assert (units.labels == 3).tolist() == (tam >= 0.8).tolist()
+
+    def answer(keep):  # "No" once the map's peak (0, 0) is removed
+        return ["No" if not m[0, 0] else "Yes" for m in units.masks(keep)]
+
+    fix = hal.correct_by_removal(answer, order, units.areas(), "no", batch_size=4, reading="reference",
+                                 steps="reference", stop_at_first=False)
+    assert fix.ks == [0, 1, 2, 3] and fix.answers == ["Yes", "No", "No", "No"]
+    assert fix.corrected_k == 1 and fix.amcr == pytest.approx(0.25) and fix.correcting_region == 3
+    # not inverted, the peak is in the first band: only the last reference step (top 1/4 kept) removes it
+    units, order = pixel_units(tam, 4)
+    fix = hal.correct_by_removal(answer, order, units.areas(), "no", reading="reference", steps="reference")
+    assert fix.corrected_k is None and fix.ks == [0, 1, 2, 3]
+
+
+def test_our_protocol_adds_nothing_to_the_correction_fingerprints_and_the_paper_one_does():
+    from eagle_pipelines.parameters import parse
+    from eagle_pipelines.pipelines.eagle_repope.nodes import Regeneration, removal_settings
+
+    base = parse("eagle_repope", _env_params("base"))
+    ours = removal_settings(base.methods, base.random_seed, base.cause_min_overlap, base.correction,
+                            Regeneration(base.max_new_tokens, base.batch_size, base.stop_at_first, base.answer_reading))
+    assert all(ours.protocol_facts(m) == {} for m in base.methods)
+    assert not any(ours.pixel_protocol(m) for m in base.methods)
+    paper = parse("eagle_repope", _env_params("paper"))
+    ref = removal_settings(paper.methods, paper.random_seed, paper.cause_min_overlap, paper.correction.model_dump(),
+                           Regeneration(paper.max_new_tokens, paper.batch_size, paper.stop_at_first,
+                                        paper.answer_reading))
+    assert ref.protocol_facts("eagle") == {"answer_reading": "reference", "removal_steps": "reference"}
+    assert ref.protocol_facts("tam") == {"answer_reading": "reference", "removal_steps": "reference",
+                                         "pixel_steps": 64, "inverted": True}
+    assert "inverted" not in ref.protocol_facts("igos_pp") and ref.pixel_protocol("igos_pp")
+    assert not ref.pixel_protocol("eagle") and not ref.pixel_protocol("random")
+
+
+class _FakeAnswer:
+    def __init__(self, text: str):
+        self.text = text
+
+    def to_dict(self) -> dict:
+        return {"text": self.text}
+
+
+def test_answers_read_by_the_reference_explain_only_answers_that_read_as_the_opposite():
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, _wrong, answer_questions
+
+    said = {1: "Yes. There is a skis.", 2: "yes", 3: "No", 4: "No\n\nExplanation: none", 5: "Sure"}
+    labels = {1: "no", 2: "no", 3: "no", 4: "yes", 5: "yes"}
+    questions = pd.DataFrame([{"question_id": q, "image_id": q, "file_name": f"{q}.jpg", "text": "Is there a x?",
+                               "prompt": "P", "label": labels[q], "object": "x", "kind": "repope", "cause": "",
+                               "cause_annotation_id": None} for q in said], columns=QUESTION_COLUMNS)
+    split = SimpleNamespace(image=lambda image_id: SimpleNamespace(pixels=image_id, sha=f"sha{image_id}"))
+    vlm = SimpleNamespace(name="fake", fingerprint="f",
+                          generate_batch=lambda images, prompt, max_new_tokens: [_FakeAnswer(said[i]) for i in images])
+    ref = answer_questions(vlm, split, questions, batch_size=2, max_new_tokens=128, answer_reading="reference")
+    assert [a["parsed"] for a in ref["answers"]] == ["yes", None, "no", "no", None]
+    assert [a["question_id"] for a in _wrong(ref)] == [1, 4]  # "yes" and "Sure" read as neither: not explained
+    assert ref["summary"]["wrong"] == 2 and ref["summary"]["unparsed"] == 2
+    assert ref["settings"] == {"batch_size": 2, "max_new_tokens": 128, "answer_reading": "reference"}
+    ours = answer_questions(vlm, split, questions, batch_size=2, max_new_tokens=128)
+    assert [a["parsed"] for a in ours["answers"]] == ["yes", "yes", "no", "no", None]
+    assert [a["question_id"] for a in _wrong(ours)] == [1, 2, 4, 5]  # anything not correct
+
+
 # --- the POPE / RePOPE reader ---------------------------------------------------------------------------------------
 RECORDS = [
     {"question_id": 1, "image": "COCO_val2014_000000310196.jpg", "text": "Is there a snowboard in the image?",
@@ -377,7 +577,7 @@ def _items(folder: Path) -> dict[Path, int]:
 def test_eagle_repope_runs_and_writes_its_outputs(project):
     import pandas as pd
 
-    assert len(_run(project, TINY)) == 11
+    assert len(_run(project, TINY)) == 12
     data = project / "data"
     questions = hal.read_pope_file(data / "01_raw/eagle_repope/questions.jsonl")
     assert [q["kind"] for q in questions].count("biased") == 4 and len(questions) == 6

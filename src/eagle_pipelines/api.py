@@ -26,13 +26,15 @@ import numpy as np
 from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.images import as_rgb, check_size
 from eagle_pipelines.core.memory import PeakMemory
-from eagle_pipelines.core.regions import RegionMap, slico
+from eagle_pipelines.core.regions import RegionMap, superpixels
 from eagle_pipelines.core.scoring import RegionScorer
-from eagle_pipelines.core.search import CountingScorer, efficient, greedy, lazy, pool_size_for_budget, pooled
+from eagle_pipelines.core.search import (CountingScorer, bidirectional, bidirectional_passes, efficient,
+                                         efficient_passes, greedy, lazy, pool_size_for_budget, pooled)
 from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.models.base import Answer
 
-STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficient": efficient, "lazy": lazy}
+STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficient": efficient, "lazy": lazy,
+                                   "bidirectional": bidirectional}
 #: the fewest pixels a region may hold on average: n_regions is refused beyond H·W / MIN_REGION_PIXELS of the image
 #: (the smaller of the image as given and at the model's resolution). A 4x4 block is about the smallest area SLICO
 #: can still place by colour; beyond it the regions become single pixels and the search cost (greedy: n(n+1)
@@ -56,7 +58,8 @@ ALLOWED = {
 def _search_models() -> dict:
     from eagle_pipelines.parameters import EfficientParams, LazyParams, PooledParams
 
-    return {"pooled": PooledParams, "efficient": EfficientParams, "lazy": LazyParams}
+    return {"pooled": PooledParams, "efficient": EfficientParams, "lazy": LazyParams,
+            "bidirectional": EfficientParams}
 
 
 def check_arguments(prompt=None, strategy: str = "pooled", n_regions: int = 64, lambda1: float = 1.0,
@@ -129,20 +132,9 @@ def expected_forward_passes(strategy: str, n: int, search_params: dict | None = 
     if strategy == "lazy":
         return 2 + 2 * n + 2 * sum(min(params["refresh"], n - step) for step in range(1, n)), False
     if strategy == "efficient":
-        placed = head = tail = step = passes = 0
-        known: set[int] = set()
-        while placed < n:
-            remaining = n - placed
-            passes += 2 * (remaining if step % params["update_step"] == 0 else min(params["search_scope"],
-                                                                                   remaining))
-            head, placed = head + 1, placed + 1
-            known.add(head - 1)
-            if placed < n:
-                passes += 2 * min(params["pending_samples"], n - placed)
-                tail, placed = tail + 1, placed + 1
-                known.add(n - tail - 1)
-            step += 1
-        return passes + 2 * (n - len(known)), True
+        return efficient_passes(n, **params), True
+    if strategy == "bidirectional":
+        return bidirectional_passes(n, **params), True
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
 
 
@@ -187,10 +179,14 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
         batch_size, memory_budget_mb: the most masked images per forward pass, lowered to fit the memory budget
             (MB; None: what the device has; 0: no planning) and halved on out-of-memory.
         answer: the answer to explain; generated greedily (at most `max_new_tokens` tokens) when not given.
-        regions: a precomputed label map at model resolution; SLICO with about `n_regions` otherwise. Either
-            way at most H·W / MIN_REGION_PIXELS regions (a ValueError naming the image's size beyond it).
-        compose: ``pixel_values`` (masked inputs composed directly) or ``processor`` (the image processor re-run
-            per masked copy, as the paper's scripts do; slower, same numbers).
+        regions: a precomputed label map (at model resolution; at the photo's with ``compose="processor"``);
+            SLICO with about `n_regions` otherwise (`slic_params`: ``backend`` ``skimage`` (default) or ``opencv``
+            (the reference's OpenCV SLICO) and that backend's settings). Either way at most
+            H·W / MIN_REGION_PIXELS regions (a ValueError naming the image's size beyond it).
+        compose: ``pixel_values`` (default: regions and masks on the image the model sees, masked inputs composed
+            directly) or ``processor`` (the reference's protocol: regions and masks on the photo itself, the image
+            processor re-run on every masked copy, so the attribution is at the photo's resolution; slower, and
+            the resize then blends masked edges as the paper's scripts do).
     """
     check_arguments(prompt, strategy, n_regions if regions is None else 2, lambda1, lambda2, batch_size,
                     memory_budget_mb, search_params)
@@ -202,15 +198,18 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
     try:
         check_size(given)
         try:
-            image = model.model_image(given)
+            seen = model.model_image(given)
         except ValueError as exc:
             raise ValueError(f"the {given.shape[1]}x{given.shape[0]} image cannot be brought to the model's "
                              f"resolution ({exc})") from None
-        limit = max_regions(given.shape, image.shape)
+        limit = max_regions(given.shape, seen.shape)
         if regions is None and n_regions > limit:
             raise ValueError(f"n_regions={n_regions} is more than a {given.shape[1]}x{given.shape[0]} image can "
-                             f"hold (seen by the model at {image.shape[1]}x{image.shape[0]}): at most {limit}, at "
+                             f"hold (seen by the model at {seen.shape[1]}x{seen.shape[0]}): at most {limit}, at "
                              f"least {MIN_REGION_PIXELS} pixels per region")
+        # pixel_values: regions and masks on the image the model sees; processor: on the photo itself, each masked
+        # copy resized by the processor (the reference's protocol)
+        image = given if compose == "processor" else seen
     except ValueError as exc:
         raise ValueError(f"{where}{exc}") from None
     if answer is None:
@@ -218,9 +217,10 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
     tok = model.processor.tokenizer
     positions = resolve_targets(tok.decode, answer.token_ids, tokens)
     if regions is None:
-        regions = slico(image, n_segments=n_regions, **(slic_params or {}))
+        regions = superpixels(image, n_segments=n_regions, **(slic_params or {}))
     if regions.labels.shape != image.shape[:2]:
-        raise ValueError(f"label map {regions.labels.shape} does not match the model image {image.shape[:2]}")
+        raise ValueError(f"label map {regions.labels.shape} does not match the "
+                         f"{'photo' if compose == 'processor' else 'model image'} {image.shape[:2]}")
     if regions.n_regions > max_regions(image.shape):
         raise ValueError(f"the label map has {regions.n_regions} regions, more than its {image.shape[1]}x"
                          f"{image.shape[0]} image can hold: at most {max_regions(image.shape)}, at least "

@@ -12,7 +12,7 @@ from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 
 logger = logging.getLogger(__name__)
 #: --params keys that select catalog entries (conf/paper/catalog.yml), not parameter groups
-RUNTIME_ONLY = {"model", "coco_root"}
+RUNTIME_ONLY = {"model", "coco_root", "reference_list"}
 
 
 class MissingInputError(DatasetError):
@@ -68,6 +68,39 @@ class ParameterValidationHook:
             if group:
                 typed[name] = self._parsed.get(name) or parse(group, inputs[name])
         return typed or None
+
+
+class ComputeHook:
+    """Sets where the run's per-item jobs are computed (``params:compute``: in this process, or on Ray workers;
+    io/executors.py) before the first node, and stops the workers after the run, whether it finished or failed.
+    Nodes do not read the group: where an item is made changes nothing in it."""
+
+    @hook_impl
+    def before_pipeline_run(self, catalog) -> None:
+        from eagle_pipelines.io import executors
+
+        try:
+            raw = catalog.load("params:compute")
+        except DatasetError:  # a configuration without the group: the default
+            raw = {}
+        params = parse("compute", raw)
+        executors.configure(params)
+        if params.executor != "sequential":
+            ray = params.ray
+            logger.info("per-item jobs run on Ray (address %s, %d workers, %g GPUs each)", ray.address, ray.workers,
+                        ray.gpus_per_worker)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        from eagle_pipelines.io import executors
+
+        executors.reset()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        from eagle_pipelines.io import executors
+
+        executors.reset()
 
 
 def _parameter(catalog, dotted: str):

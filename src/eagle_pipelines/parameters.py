@@ -32,14 +32,32 @@ EagleCocoParams = ExperimentParams
 
 
 class SuperpixelParams(BaseModel):
-    """SLICO (scikit-image ``slic(..., slic_zero=True)``) at the model's input resolution."""
+    """The regions EAGLE orders, and where masking happens (docs/method.md, docs/regions.md).
+
+    ``backend``: ``skimage`` (scikit-image ``slic(..., slic_zero=True)``, connected regions; `compactness`,
+    `max_num_iter`, `sigma`) or ``opencv`` (the reference's OpenCV SLICO: region size sqrt(H·W/n), `ruler`,
+    `num_iterations`, no connectivity enforcement; the ``opencv`` extra). ``compose``: ``pixel_values`` (regions and
+    masks on the image the model sees) or ``processor`` (the reference's protocol: regions and masks on the photo,
+    the processor resizes every masked copy; attributions and Point Game at the photo's resolution)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    backend: Literal["skimage", "opencv"] = "skimage"
     n_segments: PositiveInt = 64
     compactness: float = Field(default=10.0, gt=0)
     max_num_iter: PositiveInt = 10
     sigma: float = Field(default=0.0, ge=0)
+    ruler: float = Field(default=20.0, gt=0)
+    num_iterations: PositiveInt = 20
+    compose: Literal["pixel_values", "processor"] = "pixel_values"
+
+    def region_params(self) -> dict:
+        """The backend and its own settings (``core/regions.py: superpixels``)."""
+        if self.backend == "opencv":
+            return {"backend": "opencv", "n_segments": self.n_segments, "ruler": self.ruler,
+                    "num_iterations": self.num_iterations}
+        return {"backend": "skimage", "n_segments": self.n_segments, "compactness": self.compactness,
+                "max_num_iter": self.max_num_iter, "sigma": self.sigma}
 
 
 class EfficientParams(BaseModel):
@@ -69,7 +87,7 @@ class AttributionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Literal["pooled", "greedy", "efficient", "lazy"] = "pooled"
+    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy"] = "pooled"
     lambda1: float = Field(default=1.0, ge=0)
     lambda2: float = Field(default=1.0, ge=0)
     batch_size: PositiveInt = Field(default=64, description="the most masked images per forward pass")
@@ -85,10 +103,20 @@ class AttributionParams(BaseModel):
         description="'objects': the category name of each annotated object (one attribution per object); "
                     "or words / token positions to explain in every answer that has them",
     )
+    end_token: bool = Field(
+        default=False,
+        description="sentence level also explains the end-of-turn token that ended the answer (<|im_end|> for "
+                    "Qwen), as the reference's caption lists do")
+    word_selection: Literal["each", "once"] = Field(
+        default="each",
+        description="'each': every annotated object the answer names, all tokens of its word; 'once': one target "
+                    "per image, the first token of the first annotated object the answer names (the reference's "
+                    "coco_single_target_once lists)")
 
     def search_params(self) -> dict:
-        return {"efficient": self.efficient.model_dump(), "lazy": self.lazy.model_dump(),
-                "pooled": self.pooled.model_dump()}.get(self.strategy, {})
+        # bidirectional (this project's earlier reading of efficient) takes efficient's settings
+        return {"efficient": self.efficient.model_dump(), "bidirectional": self.efficient.model_dump(),
+                "lazy": self.lazy.model_dump(), "pooled": self.pooled.model_dump()}.get(self.strategy, {})
 
 
 class EvaluationParams(BaseModel):
@@ -150,6 +178,24 @@ class RepopeQuestionParams(BaseModel):
 class EagleRepopeParams(BaseModel):
     """Hallucination diagnosis on yes/no questions (see docs/hallucination.md)."""
 
+    class Correction(BaseModel):
+        """How the answers are regenerated after removal: our protocol (default) or the reference's (conf/paper;
+        docs/hallucination.md, "Parity with the reference")."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        removal_steps: Literal["ours", "reference"] = Field(
+            default="ours", description="ours: k = 1..n lowest-ranked regions removed (the last step a black "
+                                        "image); reference: k = 0..n-1 (the intact image first, never a black one)")
+        baseline_maps: Literal["regions", "pixels"] = Field(
+            default="regions", description="regions: a baseline's map ranks the superpixels by mean saliency; "
+                                           "pixels: the reference's pixel protocol, the top i/pixel_steps of the "
+                                           "map's pixels kept (its lowest bands removed)")
+        pixel_steps: PositiveInt = Field(default=64, description="bands of the pixel protocol (the reference: 64)")
+        invert_maps: list[Literal[tuple(BASELINES)]] = Field(
+            default=[], description="baselines whose map is turned upside down before ranking (the reference "
+                                   "inverts TAM's on RePOPE)")
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: Literal["shapes", "repope"] = Field(
@@ -157,8 +203,14 @@ class EagleRepopeParams(BaseModel):
                                       "images of the catalog entry `repope_source` (the paper environment)")
     questions: RepopeQuestionParams = RepopeQuestionParams()
     question_template: str = "Is there a {name} in the image?"
-    prompt_suffix: str = Field(default="", description="appended to every question (e.g. ' Answer strictly "
-                                                       "with Yes or No.' for real models)")
+    prompt_template: str = Field(
+        default="{question}", pattern=r"\{question\}|\{\}",
+        description="the prompt around each question: '{question}' (or '{}') is replaced by it; the reference's "
+                    "multi-line yes/no instruction in conf/paper")
+    prompt_suffix: str = Field(default="", description="appended to every prompt (after prompt_template)")
+    answer_reading: Literal["ours", "reference"] = Field(
+        default="ours", description="ours: the first word, any case; reference: the decoded text starts with "
+                                    "'Yes' / 'No', case-sensitive")
     max_questions: int | None = Field(default=None, gt=0, description="use only the first N questions")
     max_new_tokens: PositiveInt = 3
     batch_size: PositiveInt = Field(default=32, description="images per generation batch")
@@ -171,6 +223,7 @@ class EagleRepopeParams(BaseModel):
     cause_min_overlap: float = Field(default=0.0, ge=0, lt=1, description="a cause hit needs more than this "
                                                                            "fraction of the region in the cause")
     stop_at_first: bool = Field(default=True, description="stop regenerating at the first correction")
+    correction: Correction = Correction()
     figure_samples: PositiveInt = 6
 
 
@@ -201,6 +254,39 @@ class EagleMmvpParams(BaseModel):
     batch_size: PositiveInt = Field(default=32, description="images per generation batch")
 
 
+class RayParams(BaseModel):
+    """Where and how ``compute.executor: ray`` runs the per-item jobs (docs/scale.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = Field(
+        default="local", pattern=r"^(local|auto|ray://\S+|[\w.\-]+:\d+)$",
+        description="local: a Ray instance started for this run; auto: the cluster this host joined (ray start); "
+                    "ray://<head>:10001: a remote cluster through Ray Client; <head>:6379: a cluster by address")
+    workers: PositiveInt = Field(default=2, description="Ray actors; each loads the model once and makes items")
+    gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs each worker reserves (1 on a GPU node)")
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs each worker reserves (and torch threads)")
+    max_restarts: int = Field(default=4, ge=-1, description="times Ray restarts a worker that died (-1: always)")
+    max_task_retries: int = Field(default=1, ge=0, description="times an item whose worker died is retried "
+                                                                "before it is recorded as failed")
+    runtime_env: dict | None = Field(default=None, description="Ray runtime_env of the workers (pip, env_vars, "
+                                                               "working_dir), when the cluster's image lacks them")
+
+
+class ComputeParams(BaseModel):
+    """Where the per-item jobs (superpixels, attribution, baselines, per-sample evaluation, hallucination
+    correction) run: ``sequential`` in the run's own process, or ``ray`` on Ray workers. Outputs are the same
+    either way; only where they are computed changes (read by ``hooks.ComputeHook``, not by a node)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executor: Literal["sequential", "ray"] = "sequential"
+    ray: RayParams = RayParams()
+
+
+#: parameter groups read by a hook, not by a node (they decide where the work runs, not what it computes)
+HOOK_PARAMETER_GROUPS: frozenset[str] = frozenset({"compute"})
+
 PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "shapes": ShapesParams,
     "eval_data": EvalDataParams,
@@ -214,6 +300,7 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "reporting": ReportingParams,
     "eagle_repope": EagleRepopeParams,
     "eagle_mmvp": EagleMmvpParams,
+    "compute": ComputeParams,
 }
 PARAMETER_FILES = {
     "shapes": "conf/<env>/parameters_data_preparation.yml",
@@ -228,6 +315,7 @@ PARAMETER_FILES = {
     "reporting": "conf/<env>/parameters_reporting.yml",
     "eagle_repope": "conf/<env>/parameters_eagle_repope.yml",
     "eagle_mmvp": "conf/<env>/parameters_eagle_mmvp.yml",
+    "compute": "conf/<env>/parameters_compute.yml",
 }
 
 

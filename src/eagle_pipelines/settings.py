@@ -1,6 +1,6 @@
 """Kedro project settings."""
 
-from eagle_pipelines.hooks import InputCheckHook, ParameterValidationHook
+from eagle_pipelines.hooks import ComputeHook, InputCheckHook, ParameterValidationHook
 from eagle_pipelines.provenance import ProvenanceCatalog, ProvenanceHook
 from eagle_pipelines.tracking import TrackingHook
 
@@ -9,7 +9,8 @@ from eagle_pipelines.tracking import TrackingHook
 # pluggy calls the hook registered last first: parameters, then inputs.
 # Then provenance: the data folder is locked for this run, outputs made under other parameters count as missing
 # (--only-missing-outputs), and a partial run whose inputs are stale stops (src/eagle_pipelines/provenance.py).
-HOOKS = (TrackingHook(), ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
+# Last: where the per-item jobs run (params:compute: this process or Ray workers; the workers stop after the run).
+HOOKS = (ComputeHook(), TrackingHook(), ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
 DATA_CATALOG_CLASS = ProvenanceCatalog
 # Experiment tracking: TrackingHook (src/eagle_pipelines/tracking.py) stands in for kedro-mlflow's own hook, so a
 # report's run is logged once and an unusable mlruns/ store only warns (docs/tracking.md).

@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PIL import Image
-
+from eagle_pipelines.core.geometry import PhotoGrid
 from eagle_pipelines.core.metrics import Curves, faithfulness, pixel_order_masks, point_game
 from eagle_pipelines.core.regions import RegionMap
 from eagle_pipelines.core.scoring import RegionScorer, TokenScorer
@@ -46,19 +45,15 @@ def pixel_curves(scorer: TokenScorer, saliency: np.ndarray, steps: int) -> Curve
     return Curves(area, probs[:steps], probs[steps:])
 
 
-def object_at(shape: tuple[int, int], mask: np.ndarray, bbox) -> tuple[np.ndarray, tuple[float, ...]]:
-    """An object's mask and COCO box carried to the model-resolution grid `shape` (nearest for the mask)."""
-    h, w = mask.shape
-    if (h, w) == tuple(shape):
-        return mask.astype(bool), tuple(bbox)
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.Resampling.NEAREST)
-    sx, sy = shape[1] / w, shape[0] / h
-    x, y, bw, bh = bbox
-    return np.asarray(resized) > 0, (x * sx, y * sy, bw * sx, bh * sy)
+def object_at(grid: PhotoGrid, mask: np.ndarray, bbox) -> tuple[np.ndarray, np.ndarray]:
+    """An object's mask and COCO box (photo pixels) as masks of the working image, carried through the model
+    processor's own resize, crop and padding (``grid``: ``PhotoGrid``). Parts the crop cuts off are dropped; an
+    object wholly outside the crop gives empty masks (its Point Game is then undefined: NaN)."""
+    return grid.to_model(mask), grid.box_mask(bbox)
 
 
 def score_methods(scorer: TokenScorer, maps: dict[str, tuple[np.ndarray, Curves | None]], steps: int,
-                  obj: tuple[np.ndarray, tuple] | None = None) -> list[dict]:
+                  obj: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
     """Metric rows for each method: its own region curves when given, and the pixel protocol for its map."""
     rows = []
     for method, (saliency, own) in maps.items():
@@ -74,7 +69,7 @@ def score_methods(scorer: TokenScorer, maps: dict[str, tuple[np.ndarray, Curves 
                              "deletion": curves.deletion_curve()[1].tolist()}}
             if obj is not None:
                 mask, box = obj
-                row["point_game_box"] = float(point_game(saliency, box=box))
-                row["point_game_mask"] = float(point_game(saliency, mask=mask))
+                row["point_game_box"] = float(point_game(saliency, mask=box)) if box.any() else np.nan
+                row["point_game_mask"] = float(point_game(saliency, mask=mask)) if mask.any() else np.nan
             rows.append(row)
     return rows

@@ -9,6 +9,15 @@ is regenerated with the k lowest-ranked regions removed (zero fill), k = 1..n, u
   no removal corrects the answer.
 - CSR@τ (correction success rate): the fraction of wrong answers with AMCR ≤ τ; samples never corrected count
   as failures (the reference leaves them out of the denominator).
+
+Two settings follow either our rules or the reference's (evals/eval_hallucination_correction.py and the
+RePOPE scripts of github.com/RuoyuChen10/EAGLE); docs/hallucination.md lists the differences:
+- reading an answer (`read_answer`): ``ours`` takes the first word in any case; ``reference`` compares the first
+  characters of the decoded text, case-sensitively ("Yes" / "No" prefixes);
+- the removal steps (`correct_by_removal`, `REMOVAL_STEPS`): ``ours`` removes k = 1..n regions (the last step
+  shows a black image); ``reference`` removes k = 0..n-1 (the first step is the intact image, a black image is
+  never shown). A pixel map follows the same steps over its saliency bands (`pixel_bands`: the reference's
+  "keep the top i/64 of the pixels").
 - Cause hit (when the true cause is known, e.g. the co-occurring object X of the embedded data): the region whose
   removal corrected the answer (the k-th lowest-ranked one) overlaps the cause object's mask.
 
@@ -38,6 +47,40 @@ def parse_yes_no(text: str) -> str | None:
     """'yes' or 'no' from a generated answer ("Yes", "No.", "yes, there is ..."); None for anything else."""
     words = re.findall(r"[a-z]+", text.lower())
     return words[0] if words and words[0] in YES_NO else None
+
+
+def read_reference(text: str) -> str | None:
+    """The reference's reading (evals/eval_hallucination_correction.py): 'yes' when the decoded answer starts with
+    "Yes" (``text[:3] == "Yes"``), 'no' when it starts with "No" (``text[:2] == "No"``), None otherwise. It is
+    case-sensitive and strips nothing: "yes", "YES", " Yes" and "**Yes**" are neither, while "Not sure" and
+    "None" read as no (prefixes, not words)."""
+    if text.startswith("Yes"):
+        return "yes"
+    if text.startswith("No"):
+        return "no"
+    return None
+
+
+#: how a generated answer is read as yes / no: ``ours`` (first word, any case) or ``reference`` (the reference's
+#: case-sensitive prefixes)
+READINGS: dict[str, Callable[[str], str | None]] = {"ours": parse_yes_no, "reference": read_reference}
+
+
+def read_answer(text: str, reading: str = "ours") -> str | None:
+    """'yes', 'no' or None from a generated answer, by the rule `reading` names (``READINGS``)."""
+    if reading not in READINGS:
+        raise ValueError(f"unknown answer reading {reading!r}; choose one of {sorted(READINGS)}")
+    return READINGS[reading](text)
+
+
+def question_prompt(template: str, question: str, suffix: str = "") -> str:
+    """The prompt for a question: `template` with the question in place of ``{question}`` (or of ``{}``, as the
+    reference's template writes it), then `suffix`. Only the placeholder is replaced (no str.format), so other
+    braces and quotes in the template stay as they are."""
+    for placeholder in ("{question}", "{}"):
+        if placeholder in template:
+            return template.replace(placeholder, question) + suffix
+    raise ValueError(f"prompt_template {template!r} has no '{{question}}' (or '{{}}') for the question")
 
 
 def counter_word(label: str) -> str:
@@ -158,7 +201,8 @@ class Correction:
     answers: list[str]
     corrected_k: int | None  # the first k whose answer is correct; None when none is
     amcr: float  # removed area at the first correction; 1.0 when never corrected
-    correcting_region: int | None  # the region removed last at the first correction (order[-corrected_k])
+    correcting_region: int | None  # the region removed last at the first correction (order[-corrected_k]); None
+    # when never corrected or corrected with nothing removed (k = 0, reference steps)
     removed_regions: list[int] = field(default_factory=list)  # the regions removed at the first correction
 
     @property
@@ -167,6 +211,13 @@ class Correction:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: the numbers of lowest-ranked regions removed, in the order tried, for n regions: ``ours`` k = 1..n (the last
+#: step removes everything: a black image); ``reference`` k = 0..n-1 (the reference regenerates from the top-j
+#: regions kept, j = 1..n, and scans from j = n: the intact image first, never the black one)
+REMOVAL_STEPS: dict[str, Callable[[int], range]] = {"ours": lambda n: range(1, n + 1),
+                                                    "reference": lambda n: range(0, n)}
 
 
 def removal_keep(order: np.ndarray, k: int) -> np.ndarray:
@@ -179,8 +230,10 @@ def removal_keep(order: np.ndarray, k: int) -> np.ndarray:
 
 
 def correct_by_removal(answer: Callable[[np.ndarray], Sequence[str]], order: np.ndarray, areas: np.ndarray,
-                       label: str, batch_size: int = 16, stop_at_first: bool = True) -> Correction:
-    """Regenerates the answer with the k lowest-ranked regions of `order` removed, k = 1..n.
+                       label: str, batch_size: int = 16, stop_at_first: bool = True, reading: str = "ours",
+                       steps: str = "ours") -> Correction:
+    """Regenerates the answer with the k lowest-ranked regions of `order` removed, for the k of `steps`
+    (``REMOVAL_STEPS``: 1..n, or the reference's 0..n-1), until it reads (`reading`) as `label`.
 
     Args:
         answer: region keep-indicators (B, n) bool -> B generated answer texts.
@@ -188,7 +241,9 @@ def correct_by_removal(answer: Callable[[np.ndarray], Sequence[str]], order: np.
         areas: (n,) area fraction of each region id.
         label: the correct answer, 'yes' or 'no'.
         stop_at_first: stop after the batch holding the first correction (the answers for larger k are not
-            needed for AMCR, CSR or the cause hit); False regenerates all n.
+            needed for AMCR, CSR or the cause hit); False regenerates every step.
+        reading: how an answer is read (``READINGS``: ``ours`` or ``reference``).
+        steps: which k are tried (``REMOVAL_STEPS``: ``ours`` or ``reference``).
     """
     order = np.asarray(order)
     areas = np.asarray(areas, dtype=float)
@@ -197,27 +252,54 @@ def correct_by_removal(answer: Callable[[np.ndarray], Sequence[str]], order: np.
         raise ValueError(f"areas has shape {areas.shape}, expected ({n},) for {n} regions")
     if label not in YES_NO:
         raise ValueError(f"label must be 'yes' or 'no', got {label!r}")
-    removed_area = np.cumsum(areas[order[::-1]])  # k lowest-ranked removed -> removed_area[k-1]
+    if steps not in REMOVAL_STEPS:
+        raise ValueError(f"unknown removal steps {steps!r}; choose one of {sorted(REMOVAL_STEPS)}")
+    read_answer("", reading)  # an unknown reading fails here, before any generation
+    # removed_area[k]: the area of the k lowest-ranked regions (0 for k = 0, 1 for k = n)
+    removed_area = np.concatenate([[0.0], np.cumsum(areas[order[::-1]])])
     removed_area[-1] = 1.0
+    todo = list(REMOVAL_STEPS[steps](n))
     ks, texts, first = [], [], None
-    for lo in range(1, n + 1, batch_size):
-        batch = list(range(lo, min(n, lo + batch_size - 1) + 1))
+    for lo in range(0, len(todo), batch_size):
+        batch = todo[lo:lo + batch_size]
         outs = list(answer(np.stack([removal_keep(order, k) for k in batch])))
         if len(outs) != len(batch):
             raise ValueError(f"answer returned {len(outs)} texts for {len(batch)} images")
         ks += batch
         texts += [str(t) for t in outs]
         if first is None:
-            hits = [k for k, t in zip(batch, outs) if parse_yes_no(t) == label]
+            hits = [k for k, t in zip(batch, outs) if read_answer(str(t), reading) == label]
             first = hits[0] if hits else None
         if first is not None and stop_at_first:
             break
+    removed = [int(r) for r in order[n - first:]] if first else []
     return Correction(
-        ks=ks, removed_area=[float(removed_area[k - 1]) for k in ks], answers=texts, corrected_k=first,
-        amcr=float(removed_area[first - 1]) if first is not None else 1.0,
-        correcting_region=int(order[-first]) if first is not None else None,
-        removed_regions=[int(r) for r in order[-first:]] if first is not None else [],
+        ks=ks, removed_area=[float(removed_area[k]) for k in ks], answers=texts, corrected_k=first,
+        amcr=float(removed_area[first]) if first is not None else 1.0,
+        correcting_region=int(order[-first]) if first else None, removed_regions=removed,
     )
+
+
+# --- the pixel protocol -------------------------------------------------------------------------------------------
+def pixel_bands(saliency: np.ndarray, steps: int = 64) -> np.ndarray:
+    """The reference's pixel protocol as a label map: pixels ranked by saliency (highest first, ties in raster
+    order), band j holding ranks [int(N·j/steps), int(N·(j+1)/steps)) of the N pixels. Keeping bands 0..i-1 is
+    the reference's "keep the top int(N·i/steps) pixels" (``perturbed(..., rate=i/steps, mode="insertion")``),
+    so removing the k lowest-ranked bands of ``arange(steps)`` removes all but the top (steps - k)/steps."""
+    if steps < 1:
+        raise ValueError(f"pixel steps must be positive, got {steps}")
+    flat = np.asarray(saliency, dtype=np.float64).ravel()
+    rank = np.empty(flat.size, dtype=np.int64)
+    rank[np.argsort(-flat, kind="stable")] = np.arange(flat.size)
+    cuts = np.array([int(flat.size * (i / steps)) for i in range(1, steps)], dtype=np.int64)
+    return np.searchsorted(cuts, rank, side="right").reshape(np.shape(saliency)).astype(np.int32)
+
+
+def inverted(saliency: np.ndarray) -> np.ndarray:
+    """The map upside down (its maximum minus it): the reference's ``1.0 - saliency_map`` on a map in [0, 1], the
+    same pixel ranking reversed for any map."""
+    saliency = np.asarray(saliency, dtype=np.float64)
+    return saliency.max() - saliency if saliency.size else saliency
 
 
 def amcr_mean(amcrs: Sequence[float]) -> float:

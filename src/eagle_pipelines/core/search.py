@@ -101,11 +101,112 @@ def greedy(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0,
     return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
 
 
+def _check_efficient(search_scope: int, pending_samples: int, update_step: int) -> None:
+    for name, value in (("search_scope", search_scope), ("pending_samples", pending_samples),
+                        ("update_step", update_step)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def efficient(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, search_scope: int = 10,
               pending_samples: int = 8, update_step: int = 5,
               progress: Callable[[int], None] | None = None) -> SearchTrace:
-    """The paper's bidirectional variant.
+    """The paper's efficient (bidirectional) search, step for step as the authors' ``efficient_attribution.py``.
 
+    First the full and the black image are scored (2 passes: the last curve point). The candidates V start in
+    region-id order. At each step i (i = 0, 1, ... while more than one candidate remains):
+
+    - forward: on steps with i % `update_step` == 0 every candidate is scored on top of S (keep S ∪ {v} and
+      remove S ∪ {v}) and V is re-sorted by objective, best first (ties keep their place in V); on the other
+      steps only the first `search_scope` candidates of V, in V's current order, are scored and V is not
+      re-sorted. The argmax (the first on ties) joins S and leaves V.
+    - backward, on step 0: the last candidate of the freshly sorted V (the lowest single-region objective) is
+      the first region of the tail, with no extra pass: removing it alone, p(keep V∖{v}) and p(keep {v}), was
+      scored already.
+    - backward, on later steps and only while V still holds more than `pending_samples` candidates: among the
+      last `pending_samples` of V, the region c maximising λ1·p(keep V∖(T ∪ {c})) + λ2·(1 − p(keep T ∪ {c}))
+      joins the tail T (2·pending_samples passes).
+
+    The one candidate left, if any, follows S unscored. Order: S, the leftover, then T reversed. Every prefix's
+    curves come from a pass the search made (prefix V∖T_j from the j-th backward pick), so none is re-scored.
+    ``objective`` is recorded as the reference's ``smdl_score``: mean insertion + 1 − mean deletion, without
+    λ1/λ2. Cost: ``efficient_passes``.
+    """
+    _check_efficient(search_scope, pending_samples, update_step)
+    n = scorer.n
+    full_keep, full_remove = scorer.keep_and_remove(np.ones((1, n), dtype=bool))  # p(full image), p(black image)
+    known: dict[int, tuple[np.ndarray, np.ndarray]] = {n - 1: (full_keep[0], full_remove[0])}
+    candidates = list(range(n))  # the reference's V_set, in its current order
+    head: list[int] = []  # S
+    tail: list[int] = []  # the backward picks, the least important first
+    chosen = np.zeros(n, dtype=bool)
+    step = 0
+    while len(candidates) > 1:
+        update = step % update_step == 0
+        pool = candidates if update else candidates[:search_scope]
+        sets = np.repeat(chosen[None], len(pool), axis=0)
+        sets[np.arange(len(pool)), pool] = True
+        keep, remove = scorer.keep_and_remove(sets)
+        scores = objective_of(keep, remove, lambda1, lambda2)
+        best = int(np.argmax(scores))
+        if update:
+            ranking = np.argsort(-scores, kind="stable")
+            candidates = [pool[i] for i in ranking]
+        v = pool[best]
+        candidates.remove(v)
+        chosen[v] = True
+        head.append(v)
+        known[len(head) - 1] = (keep[best], remove[best])
+        if not tail and candidates:
+            worst = int(ranking[-1])  # step 0 is always an update step
+            tail.append(candidates.pop())
+            # removing {worst} = keeping V∖{worst}: the prefix before the tail
+            known[n - 2] = (remove[worst], keep[worst])
+        elif len(candidates) > pending_samples:
+            pending = candidates[-pending_samples:]
+            removed = np.zeros(n, dtype=bool)
+            removed[tail] = True
+            sets = np.repeat(removed[None], len(pending), axis=0)
+            sets[np.arange(len(pending)), pending] = True
+            keep_rest, keep_removed = scorer.keep_and_remove(~sets)
+            j = int(np.argmax(objective_of(keep_rest, keep_removed, lambda1, lambda2)))
+            tail.append(pending[j])
+            candidates.remove(pending[j])
+            known[n - len(tail) - 1] = (keep_rest[j], keep_removed[j])
+        step += 1
+        if progress:
+            progress(len(head) + len(tail))
+    order = np.array(head + candidates + tail[::-1], dtype=np.int64)
+    if progress:
+        progress(n)
+    insertion = np.stack([known[k][0] for k in range(n)])
+    deletion = np.stack([known[k][1] for k in range(n)])
+    return SearchTrace(order, insertion, deletion, insertion.mean(axis=1) + 1.0 - deletion.mean(axis=1))
+
+
+def efficient_passes(n: int, search_scope: int = 10, pending_samples: int = 8, update_step: int = 5) -> int:
+    """Forward passes of ``efficient`` over `n` regions (it depends on n and the schedule only)."""
+    _check_efficient(search_scope, pending_samples, update_step)
+    passes, remaining, tail, step = 2, n, 0, 0
+    while remaining > 1:
+        passes += 2 * (remaining if step % update_step == 0 else min(search_scope, remaining))
+        remaining -= 1
+        if tail == 0:
+            tail, remaining = 1, remaining - 1
+        elif remaining > pending_samples:
+            passes += 2 * pending_samples
+            tail, remaining = tail + 1, remaining - 1
+        step += 1
+    return passes
+
+
+def bidirectional(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, search_scope: int = 10,
+              pending_samples: int = 8, update_step: int = 5,
+              progress: Callable[[int], None] | None = None) -> SearchTrace:
+    """This project's earlier reading of the paper's efficient variant (kept for comparison; see docs/method.md).
+
+    Unlike ``efficient`` it makes a scored backward pick on every step, the first one included, among the last
+    `pending_samples` remaining candidates (or all of them when fewer remain), and records the λ-weighted objective.
     Forward: on the first step and every `update_step` steps every remaining region is scored and the
     candidates are re-ranked by objective; on the other steps only the `search_scope` best-ranked remaining
     candidates are scored. Backward, in the same steps: among the `pending_samples` worst-ranked remaining
@@ -155,6 +256,24 @@ def efficient(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0
         if progress:
             progress(int(placed.sum()))
     return complete_trace(scorer, np.array(head + tail[::-1]), known, lambda1, lambda2)
+
+
+def bidirectional_passes(n: int, search_scope: int = 10, pending_samples: int = 8, update_step: int = 5) -> int:
+    """Forward passes of ``bidirectional`` over `n` regions, replaying its schedule."""
+    _check_efficient(search_scope, pending_samples, update_step)
+    placed = head = tail = step = passes = 0
+    known: set[int] = set()
+    while placed < n:
+        remaining = n - placed
+        passes += 2 * (remaining if step % update_step == 0 else min(search_scope, remaining))
+        head, placed = head + 1, placed + 1
+        known.add(head - 1)
+        if placed < n:
+            passes += 2 * min(pending_samples, n - placed)
+            tail, placed = tail + 1, placed + 1
+            known.add(n - tail - 1)
+        step += 1
+    return passes + 2 * (n - len(known))
 
 
 def lazy(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, refresh: int = 2,

@@ -50,8 +50,10 @@ class EvalDataParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: Literal["shapes", "coco"] = Field(
-        default="shapes", description="shapes: the embedded generator; coco: a sample of the `coco_val2017` dataset")
+    source: Literal["shapes", "coco", "reference_list"] = Field(
+        default="shapes", description="shapes: the embedded generator; coco: a sample of the `coco_val2017` dataset; "
+                                      "reference_list: the images, answers and targets of a reference evaluation "
+                                      "list (`reference_list` dataset) with `coco_val2017`'s images")
     coco: CocoSampleParams = CocoSampleParams()
 
 

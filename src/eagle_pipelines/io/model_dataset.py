@@ -2,16 +2,45 @@
 
 The embedded toy model and real checkpoints (a local folder, or a Hugging Face cache entry) load through this one
 type with ``local_files_only=True``: nothing is ever downloaded.
+
+A loaded adapter carries its load spec (``ModelSpec``: where the checkpoint is, family, dtype, device, and the
+checkpoint's fingerprint). An executor that ships jobs to other processes (``io/executors.py``, Ray) pickles the
+adapter as that small spec (``model_reference``), and each worker process loads the model from it once
+(``model_from_spec``, memoized per process), refusing a checkpoint whose content differs from the driver's.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
 from eagle_pipelines.models.registry import family_class, family_for_checkpoint
+
+logger = logging.getLogger(__name__)
+#: the attribute of a loaded adapter that holds its ``ModelSpec``
+SPEC_ATTRIBUTE = "_eagle_model_spec"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load a model again in another process: the dataset's arguments (``path`` absolute) and the
+    checkpoint's fingerprint, which the reloaded model must have."""
+
+    path: str | None
+    hub_id: str | None
+    family: str
+    dtype: str
+    device: str
+    device_map: str | None
+    options: tuple[tuple[str, Any], ...]
+    fingerprint: str
+    name: str
 
 
 class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
@@ -96,8 +125,20 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
             adapter = family_for_checkpoint(path, self._family)
         except ValueError as exc:
             raise DatasetError(f"{exc} (catalog entry: family={self._family!r})") from None
-        return adapter.from_pretrained(path, dtype=self._dtype, device=self._device, device_map=self._device_map,
-                                       name=Path(self._name).name, **self._options)
+        model = adapter.from_pretrained(path, dtype=self._dtype, device=self._device, device_map=self._device_map,
+                                        name=Path(self._name).name, **self._options)
+        try:
+            setattr(model, SPEC_ATTRIBUTE, self.spec(getattr(model, "fingerprint", "")))
+        except AttributeError:  # an adapter with __slots__: it is shipped whole instead of by reference
+            pass
+        return model
+
+    def spec(self, fingerprint: str) -> ModelSpec:
+        """This entry's load spec (``path`` made absolute, so a worker with another working folder finds it)."""
+        path = None if self._path is None else str(Path(self._path).resolve())
+        return ModelSpec(path=path, hub_id=self._hub_id, family=self._family, dtype=self._dtype, device=self._device,
+                         device_map=self._device_map, options=tuple(sorted(self._options.items())),
+                         fingerprint=fingerprint, name=Path(self._name).name)
 
     def save(self, data) -> None:
         if self._path is None:
@@ -113,3 +154,48 @@ class VisionLanguageModelDataset(AbstractDataset[Any, Any]):
     def _describe(self) -> dict[str, Any]:
         return {"path": self._path, "hub_id": self._hub_id, "family": self._family, "dtype": self._dtype,
                 "device": self._device, **({"options": self._options} if self._options else {})}
+
+
+# --- the model in worker processes --------------------------------------------------------------------------------
+_WORKER_MODELS: dict[ModelSpec, Any] = {}
+_WORKER_LOCK = threading.Lock()
+#: the device a worker process runs models on instead of the spec's CUDA device (a Ray worker sees only the GPU it
+#: was given, as ``cuda``); set by the executor, None elsewhere
+WORKER_DEVICE: str | None = None
+
+
+def model_reference(obj) -> ModelSpec | None:
+    """The load spec of a model adapter loaded by ``VisionLanguageModelDataset``, or None for anything else."""
+    try:
+        spec = vars(obj).get(SPEC_ATTRIBUTE)  # the instance's own attribute (a class or module never has one)
+    except TypeError:  # no __dict__
+        return None
+    return spec if isinstance(spec, ModelSpec) else None
+
+
+def model_from_spec(spec: ModelSpec):
+    """The model of `spec`, loaded once per process (what a pickled model reference becomes in a worker). A
+    checkpoint whose fingerprint differs from the driver's is refused: the worker would explain another model."""
+    with _WORKER_LOCK:
+        if spec not in _WORKER_MODELS:
+            device = spec.device
+            if WORKER_DEVICE is not None and str(device).startswith("cuda"):
+                device = WORKER_DEVICE
+            dataset = VisionLanguageModelDataset(path=spec.path, hub_id=spec.hub_id, family=spec.family,
+                                                 dtype=spec.dtype, device=device, device_map=spec.device_map,
+                                                 options=dict(spec.options))
+            try:
+                model = dataset._load_model()
+            except DatasetError as exc:
+                raise DatasetError(f"worker on {os.uname().nodename}: {exc} Every worker needs the model folder at "
+                                   f"the driver's path (a shared filesystem; docs/scale.md)") from None
+            found = getattr(model, "fingerprint", "")
+            if spec.fingerprint and found != spec.fingerprint:
+                raise DatasetError(f"worker on {os.uname().nodename}: the checkpoint at '{spec.path or spec.hub_id}' "
+                                   f"has fingerprint {found}, the driver's has {spec.fingerprint}; copy the same "
+                                   f"model folder to every host (docs/scale.md)")
+            setattr(model, SPEC_ATTRIBUTE, spec)  # re-shipped from here, it is the same reference
+            _WORKER_MODELS[spec] = model
+            logger.info("worker %d loaded the model '%s' (%s) on %s", os.getpid(), spec.name, spec.fingerprint,
+                        device)
+        return _WORKER_MODELS[spec]

@@ -160,16 +160,17 @@ class TransformersAdapter:
         probs = torch.stack([torch.softmax(s.float(), dim=-1) for s in out.logits], dim=1)  # (B, steps, V)
         answers = []
         for b in range(new.shape[0]):
-            ids, p, finished = [], [], False
+            ids, p, finished, end = [], [], False, None
             for step, t in enumerate(new[b].tolist()):
                 if t in eos_ids:
-                    finished = True
+                    finished, end = True, int(t)
                     break
                 ids.append(t)
                 p.append(float(probs[b, step, t]))
             answers.append(Answer(
                 prompt=prompt, token_ids=tuple(ids), tokens=tuple(tok.convert_ids_to_tokens(ids)),
                 text=tok.decode(ids, skip_special_tokens=True), token_probs=tuple(p), finished=finished,
+                end_token_id=end,
             ))
         return answers
 
@@ -177,18 +178,47 @@ class TransformersAdapter:
     def _image_processor_kwargs(self) -> dict:
         return dict(self.images_kwargs)
 
-    def model_image(self, image: np.ndarray) -> np.ndarray:
+    def model_image(self, image: np.ndarray, resample=None) -> np.ndarray:
         """`image` as the model sees it (the image processor's resizing, cropping and padding applied, no
         normalisation), so that masks, superpixels and the processor work on the same pixels and the processor
-        changes nothing more than per-pixel values."""
+        changes nothing more than per-pixel values. `resample` (a PIL filter) replaces the processor's own
+        (``source_pixels`` reads the geometry with nearest sampling)."""
         image = np.ascontiguousarray(image)
+        extra = {} if resample is None else {"resample": resample}
         out = self.processor.image_processor(images=[image], do_rescale=False, do_normalize=False,
-                                             return_tensors="np", **self._image_processor_kwargs())["pixel_values"]
+                                             return_tensors="np", **self._image_processor_kwargs(),
+                                             **extra)["pixel_values"]
         if out.shape[0] != 1 or out.ndim != 4:
             raise ValueError(f"the {self.family} image processor made {tuple(out.shape)} pixel values of one image; "
                              f"masks map exactly only onto a single image plane")
         seen = np.clip(np.rint(out[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
         return image if seen.shape == image.shape and np.array_equal(seen, image) else np.ascontiguousarray(seen)
+
+    def source_pixels(self, height: int, width: int) -> np.ndarray:
+        """(H', W') int64: for each pixel of the model image of a `height`×`width` photo, the flat index of the
+        photo pixel it is sampled from (nearest), -1 where the processor pads. Read off the family's own
+        ``model_image`` with nearest resampling: an image whose pixels spell their own index (24 bits over the
+        three channels) goes through it, and white and black images tell padding (equal in both) from photo."""
+        from PIL import Image
+
+        if height * width >= 2**24:
+            raise ValueError(f"a {height}x{width} photo: pixel indices beyond 24 bits")
+        nearest = Image.Resampling.NEAREST
+        index = np.arange(height * width, dtype=np.int64).reshape(height, width)
+        code = np.stack([(index >> 16) & 255, (index >> 8) & 255, index & 255], axis=-1).astype(np.uint8)
+        seen = self.model_image(code, resample=nearest).astype(np.int64)
+        source = (seen[..., 0] << 16) | (seen[..., 1] << 8) | seen[..., 2]
+        white = self.model_image(np.full((height, width, 3), 255, np.uint8), resample=nearest)
+        black = self.model_image(np.zeros((height, width, 3), np.uint8), resample=nearest)
+        photo = (white != black).any(axis=-1) & (source < height * width)
+        return np.where(photo, source, -1)
+
+    def photo_grid(self, height: int, width: int):
+        """The processor's geometric transform of a `height`×`width` photo (``core/geometry.py: PhotoGrid``):
+        carries ground truth in photo pixels onto the model image, and model-image maps back to the photo."""
+        from eagle_pipelines.core.geometry import PhotoGrid
+
+        return PhotoGrid.from_source(self.source_pixels(height, width), (height, width))
 
     def resolution_spec(self) -> dict:
         """What decides the model-resolution image (cache keys of superpixels)."""
@@ -397,9 +427,17 @@ class TransformersTeacherForced:
         self._scale = (ip.rescale_factor if ip.do_rescale else 1.0) / std[channel]
         self._shift = mean[channel] / std[channel]
         self._pv_shape = tuple(index.shape[1:])
+        # the pixel value that normalises to zero (x * scale - shift = 0), e.g. an IGOS++ baseline of the reference
+        self.pixel_mean = mean / (ip.rescale_factor if ip.do_rescale else 1.0)
         decoder = model.get_decoder()
         self._layers, self._norm, self._lm_head = decoder.layers, decoder.norm, model.get_output_embeddings()
         self.llm_module = self._captum_module(model)
+
+    @property
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """The language model's decoder layers, numbered as the checkpoint numbers them (``language_model.layers``):
+        hooks on them or their submodules see the passes of ``__call__`` (LLaVA-CAM hooks one)."""
+        return self._layers
 
     def _image_grid(self, enc: dict) -> tuple[int, int]:
         """(h, w) of the image tokens: h·w tokens with h/w = H/W (a family whose processor reports the grid, such

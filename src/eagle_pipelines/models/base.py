@@ -11,7 +11,8 @@ import numpy as np
 @dataclass(frozen=True)
 class Answer:
     """A generated answer: the new token ids (without the end-of-turn token), their decoded text, the
-    probability the model gave each token when it chose it, and whether generation ended by itself."""
+    probability the model gave each token when it chose it, whether generation ended by itself and, if so, the
+    id of the end-of-turn token it ended with."""
 
     prompt: str
     token_ids: tuple[int, ...]
@@ -19,6 +20,7 @@ class Answer:
     text: str
     token_probs: tuple[float, ...]
     finished: bool
+    end_token_id: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -27,7 +29,8 @@ class Answer:
     def from_dict(cls, data: dict) -> Answer:
         return cls(prompt=data["prompt"], token_ids=tuple(int(t) for t in data["token_ids"]),
                    tokens=tuple(data["tokens"]), text=data["text"],
-                   token_probs=tuple(float(p) for p in data["token_probs"]), finished=bool(data["finished"]))
+                   token_probs=tuple(float(p) for p in data["token_probs"]), finished=bool(data["finished"]),
+                   end_token_id=None if data.get("end_token_id") is None else int(data["end_token_id"]))
 
 
 @runtime_checkable
@@ -74,6 +77,12 @@ class TeacherForcedPass(Protocol):
       tokens do (token (i, j) sees the pixels of rows i·H/h .. (i+1)·H/h, columns likewise).
     - ``context_positions`` (C,): sequence positions of the prompt's own text tokens (the user's words, no
       template or special tokens), in order: the context whose influence TAM's causal inference removes.
+    - ``decoder_layers``: the language model's decoder layers (an ``nn.ModuleList``, numbered from 0 as the
+      checkpoint numbers them, i.e. ``decoder_layers[i]`` is ``language_model.layers[i]``). Forward hooks on a
+      layer or one of its submodules (e.g. ``decoder_layers[32].post_attention_layernorm``, the module LLaVA-CAM's
+      reference code hooks) see the passes of ``__call__``; what they capture stays in the autograd graph.
+    - ``pixel_mean`` (3,): the pixel value (0..255 per channel) the processor normalises to zero, i.e. its
+      ``image_mean`` in pixel units (0 where it does not normalise): an image of it has all-zero pixel values.
 
     Methods:
 
@@ -102,6 +111,8 @@ class TeacherForcedPass(Protocol):
     image_positions: Any
     image_grid: tuple[int, int]
     context_positions: Any
+    decoder_layers: Any
+    pixel_mean: Any
     tokenizer: Any
     llm_module: Any
 

@@ -51,17 +51,19 @@ class InternVLAdapter(TransformersAdapter):
         min_tiles = int(getattr(self.processor.image_processor, "min_patches", 1) or 1)
         return get_optimal_tiled_canvas((height, width), self.tile_size, min_tiles, self.max_tiles)
 
-    def model_image(self, image: np.ndarray) -> np.ndarray:
-        """One tile (``max_tiles=1``) or the tile grid's canvas, resized by the image processor's own resize."""
+    def model_image(self, image: np.ndarray, resample=None) -> np.ndarray:
+        """One tile (``max_tiles=1``) or the tile grid's canvas, resized by the image processor's own resize
+        (`resample`: a PIL filter instead of the processor's, for ``source_pixels``)."""
         if self.max_tiles == 1:
-            return super().model_image(image)
+            return super().model_image(image, resample=resample)
         th, tw = self.tile_size
         cols, rows = self.tile_grid(*image.shape[:2])
         if image.shape[:2] == (rows * th, cols * tw):
             return np.ascontiguousarray(image)
         out = self.processor.image_processor(
             images=[np.ascontiguousarray(image)], crop_to_patches=False, size={"height": rows * th, "width": cols * tw},
-            do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"][0]
+            do_rescale=False, do_normalize=False, return_tensors="np",
+            **({} if resample is None else {"resample": resample}))["pixel_values"][0]
         canvas = np.clip(np.rint(out), 0, 255).astype(np.uint8).transpose(1, 2, 0)
         if self.tile_grid(*canvas.shape[:2]) != (cols, rows):  # the processor must cut the canvas the same way
             raise ValueError(f"the canvas {canvas.shape[:2]} tiles differently from the image {image.shape[:2]}")

@@ -67,16 +67,18 @@ class QwenVLAdapter(TransformersAdapter):
             f"goes {' -> '.join(f'{h}x{w}' for h, w in seen)} -> ...): min_pixels {ip.size['shortest_edge']}, "
             f"max_pixels {ip.size['longest_edge']}; a min_pixels below max_pixels (e.g. 4 merged patches) fixes it")
 
-    def model_image(self, image: np.ndarray) -> np.ndarray:
+    def model_image(self, image: np.ndarray, resample=None) -> np.ndarray:
         """`image` resized to the resolution the model sees (the processor's smart resize), so that masks,
-        superpixels and the processor work on the same pixels and the processor resizes nothing more."""
+        superpixels and the processor work on the same pixels and the processor resizes nothing more.
+        `resample`: a PIL filter instead of bicubic (``source_pixels``)."""
         from PIL import Image
 
         h, w = image.shape[:2]
         th, tw = self.model_size(h, w)
         if (th, tw) == (h, w):
             return np.ascontiguousarray(image)
-        return np.asarray(Image.fromarray(image).resize((tw, th), Image.Resampling.BICUBIC))
+        return np.asarray(Image.fromarray(image).resize(
+            (tw, th), Image.Resampling.BICUBIC if resample is None else resample))
 
     def resolution_spec(self) -> dict:
         """What decides the model-resolution image (cache keys of superpixels)."""

@@ -2,8 +2,9 @@
 explained answer tokens (sentence level: all of them; word level: a word's tokens). They talk only to a
 ``TeacherForcedPass`` (models/base.py), so any model family that implements ``ModelInternals`` runs them.
 
-- ``llava_cam``: Smooth Grad-CAM on the LM hidden states at the image tokens (gradients).
-- ``igos_pp``: IGOS++ mask optimisation against a blurred baseline (gradients).
+- ``llava_cam``: Smooth Grad-CAM on the LM activations at the image tokens (a hidden state, or a hooked decoder
+  submodule as the reference does; gradients).
+- ``igos_pp``: IGOS++ mask optimisation against a blurred (or mean-colour) baseline (gradients).
 - ``tam``: Token Activation Map with estimated causal inference and the rank Gaussian filter (activations).
 - ``captum``: Captum's LLMAttribution(FeatureAblation) over EAGLE's superpixels (black box).
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -58,6 +59,50 @@ def gaussian_blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.
 def blur_kernel_size(height: int, width: int, per_224: int = 51) -> int:
     """IGOS's blur (kernel 51, sigma 50 on 224-pixel images) scaled to the image: an odd kernel size."""
     return max(3, int(math.ceil(min(height, width) / 224 * per_224)) | 1)
+
+
+#: (smallest width, kernel size) of the EAGLE reference's IGOS++ blur, widest first (baselines/IGOS_pp/utils.py,
+#: ``get_kernel_size``, applied to the PIL size's first entry, the width); its sigma is the kernel size - 1
+REFERENCE_BLUR_KERNELS = ((2000, 501), (800, 301), (500, 201), (0, 101))
+
+
+def reference_blur_kernel(width: int) -> int:
+    """The reference's IGOS++ blur kernel for an image `width` pixels wide: 501 from 2000 px, 301 from 800, 201
+    from 500, else 101."""
+    return next(k for least, k in REFERENCE_BLUR_KERNELS if width >= least)
+
+
+def decoder_submodule(tf, layer: int, submodule: str | None, setting: str = "layer"):
+    """The module ``tf.decoder_layers[layer]`` or its (dotted) `submodule` of it, with errors naming `setting`."""
+    layers = tf.decoder_layers
+    n = len(layers)
+    if not -n <= int(layer) < n:
+        raise ValueError(f"{setting} {layer} is outside the model's {n} decoder layers (0..{n - 1}); pick one of them")
+    module = layers[int(layer)]
+    for name in (submodule or "").split(".") if submodule else ():
+        if not hasattr(module, name):
+            children = sorted(child for child, _ in module.named_children())
+            raise ValueError(f"decoder layer {layer} ({type(layers[int(layer)]).__name__}) has no submodule "
+                             f"{submodule!r}; its submodules: {children}")
+        module = getattr(module, name)
+    return module
+
+
+@contextmanager
+def capture_output(module: torch.nn.Module) -> Iterator[list]:
+    """Records the output of `module` (its first element when it returns a tuple) at every forward pass inside the
+    block, in order; the tensors stay in the autograd graph, so a target can be differentiated with respect to
+    them (what a forward hook plus ``retain_grad`` gives Grad-CAM code)."""
+    captured: list = []
+
+    def hook(_module, _args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def normalise(values: np.ndarray) -> np.ndarray:

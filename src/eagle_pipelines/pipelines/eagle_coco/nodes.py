@@ -8,15 +8,22 @@ from PIL import Image
 
 from eagle_pipelines.data.coco_sample import EvalDataParams, coco_eval_split
 from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.data.reference_list import reference_eval_split
 from eagle_pipelines.data.shapes import generate_split
 
 logger = logging.getLogger(__name__)
 
 
-def prepare_eval_split(eval_data: EvalDataParams, shapes: ShapesParams, coco_val2017) -> tuple[dict, dict, dict]:
+def prepare_eval_split(eval_data: EvalDataParams, shapes: ShapesParams, coco_val2017,
+                       reference_list) -> tuple[dict, dict, dict]:
     """The evaluation split, from the source `eval_data.source` names: ``shapes`` generates the embedded eval
     split; ``coco`` draws the seeded sample of the COCO-format dataset `coco_val2017` (a lazy ``CocoFolder``,
-    read only here). Both return images keyed by file stem, instances and captions."""
+    read only here); ``reference_list`` takes the images, answers and targets of a reference evaluation list (a
+    lazy ``ReferenceList``) with `coco_val2017`'s images. All return images keyed by file stem, instances and
+    captions."""
+    if eval_data.source == "reference_list":
+        return reference_eval_split(reference_list.entries(), coco_val2017.images(), coco_val2017.instances(),
+                                    source=reference_list.name)
     if eval_data.source == "shapes":
         data = generate_split(shapes, "eval")
         logger.info("shapes eval split: %d images, %d objects", len(data.images), len(data.instances["annotations"]))

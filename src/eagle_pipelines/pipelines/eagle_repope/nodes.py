@@ -23,7 +23,8 @@ from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
-from eagle_pipelines.core.regions import RegionMap, params_hash, slico
+from eagle_pipelines.core.regions import RegionMap, params_hash
+from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
@@ -132,9 +133,10 @@ def confounded(objects, anchor: str, companion: str) -> bool:
 
 
 def build_question_list(pope_questions: str, question_split: CocoSplit, max_questions: int | None,
-                        prompt_suffix: str) -> pd.DataFrame:
-    """The questions to answer, resolved against the split's instances: image id, prompt, label, the object asked
-    about, and (where known) the true cause object's annotation id. Reads the POPE/RePOPE format."""
+                        prompt_template: str, prompt_suffix: str) -> pd.DataFrame:
+    """The questions to answer, resolved against the split's instances: image id, prompt (the question inside
+    `prompt_template`, then `prompt_suffix`), label, the object asked about, and (where known) the true cause
+    object's annotation id. Reads the POPE/RePOPE format."""
     records = hal.read_pope_questions(pope_questions, source="eagle_repope.pope_questions")
     if max_questions:
         records = records[:max_questions]
@@ -157,7 +159,8 @@ def build_question_list(pope_questions: str, question_split: CocoSplit, max_ques
                                       f"image {image_id}")
             cause_ann = max(objs, key=lambda o: int(o.mask.sum())).annotation_id
         rows.append({"question_id": r["question_id"], "image_id": image_id, "file_name": r["image"],
-                     "text": r["text"], "prompt": r["text"] + prompt_suffix, "label": r["label"],
+                     "text": r["text"], "prompt": hal.question_prompt(prompt_template, r["text"], prompt_suffix),
+                     "label": r["label"],
                      "object": r["object"], "kind": r.get("kind", "repope"), "cause": cause or "",
                      "cause_annotation_id": cause_ann})
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
@@ -184,10 +187,13 @@ def question_facts(questions: pd.DataFrame) -> list[dict]:
 
 # --- answers ------------------------------------------------------------------------------------------------------
 def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, batch_size: int,
-                     max_new_tokens: int) -> dict:
-    """Greedy answers to every question (batched per prompt); each is parsed to yes/no and compared with the
-    label, and records the hash of the image bytes it was made from. Unreadable images are recorded under
-    ``errors`` with the reason."""
+                     max_new_tokens: int, answer_reading: str = "ours") -> dict:
+    """Greedy answers to every question (batched per prompt); each is read as yes/no (`answer_reading`:
+    ``hallucination.READINGS``), compared with the label, marked ``wrong`` when it is to be explained, and records
+    the hash of the image bytes it was made from. Wrong: any answer that is not correct (``ours``), or an answer
+    read as the opposite of the label (``reference``: the reference explains a "Yes" on a no-question and a "No"
+    on a yes-question, never an answer that reads as neither). Unreadable images are recorded under ``errors``
+    with the reason."""
     rows = question_facts(questions)
     answers, errors = [], []
     by_prompt: dict[str, list[dict]] = {}
@@ -208,9 +214,11 @@ def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, ba
                 outs = (vlm.generate_batch([i.pixels for i in images], prompt, max_new_tokens=max_new_tokens)
                         if images else [])
                 for row, loaded, answer in zip(chunk, images, outs):
-                    parsed = hal.parse_yes_no(answer.text)
+                    parsed = hal.read_answer(answer.text, answer_reading)
+                    wrong = (parsed != row["label"] if answer_reading == "ours"
+                             else parsed is not None and parsed != row["label"])
                     answers.append({**row, "image_sha": loaded.sha, "parsed": parsed,
-                                    "correct": parsed == row["label"], **answer.to_dict()})
+                                    "correct": parsed == row["label"], "wrong": wrong, **answer.to_dict()})
                 bar.update(len(group[lo:lo + batch_size]))
     answers.sort(key=lambda a: str(a["question_id"]))
     summary = answer_summary(answers)
@@ -218,14 +226,15 @@ def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, ba
                 summary["questions"], summary["accuracy"], summary["wrong"], summary["biased_yes"],
                 summary["biased"])
     return {"model": vlm.name, "model_fingerprint": vlm.fingerprint, "answers": answers, "errors": errors,
-            "summary": summary, "settings": {"batch_size": batch_size, "max_new_tokens": max_new_tokens}}
+            "summary": summary, "settings": {"batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                                             "answer_reading": answer_reading}}
 
 
 def answer_summary(answers: list[dict]) -> dict:
     """Counts: questions, accuracy, wrong answers, and per kind (biased / absent / present / repope)."""
     n = len(answers)
     out = {"questions": n, "accuracy": float(np.mean([a["correct"] for a in answers])) if n else float("nan"),
-           "wrong": sum(not a["correct"] for a in answers),
+           "wrong": sum(_is_wrong(a) for a in answers),
            "false_positives": sum(a["label"] == "no" and a["parsed"] == "yes" for a in answers),
            "false_negatives": sum(a["label"] == "yes" and a["parsed"] == "no" for a in answers),
            "unparsed": sum(a["parsed"] is None for a in answers)}
@@ -238,8 +247,13 @@ def answer_summary(answers: list[dict]) -> dict:
     return out
 
 
+def _is_wrong(answer: dict) -> bool:
+    """Whether an answer is explained (its ``wrong`` mark; answers recorded before the mark: not correct)."""
+    return bool(answer.get("wrong", not answer["correct"]))
+
+
 def _wrong(answers: dict) -> list[dict]:
-    return [a for a in answers["answers"] if not a["correct"]]
+    return [a for a in answers["answers"] if _is_wrong(a)]
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
@@ -247,6 +261,10 @@ def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: It
                         superpixels: SuperpixelParams) -> dict:
     """SLICO label maps at model resolution of every image with a wrong answer (key: image id), filed under the
     hash of the image's bytes, the model's resolution and the SLIC parameters."""
+    compose = getattr(superpixels, "compose", "pixel_values")
+    if compose != "pixel_values":
+        raise ValueError(f"eagle_repope regenerates from the image the model sees: superpixels.compose: {compose} "
+                         "is not supported here; run it with superpixels.compose: pixel_values")
     spec = vlm.resolution_spec()
     jobs: dict[str, Job] = {}
     for a in _wrong(answers):
@@ -255,7 +273,7 @@ def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: It
             continue
 
         def compute(image_id=int(a["image_id"]), sha=a["image_sha"]):
-            return slico(vlm.model_image(question_split.pixels(image_id, sha)), **superpixels.model_dump())
+            return make_regions(vlm.model_image(question_split.pixels(image_id, sha)), **superpixels.region_params())
 
         jobs[key] = Job(key, fingerprint("slico", a["image_sha"], spec, superpixels), compute,
                         {"image_id": int(a["image_id"]), "image_sha": a["image_sha"]})
@@ -318,6 +336,19 @@ def _meta(q: dict) -> dict:
 
 
 # --- correction by removal ----------------------------------------------------------------------------------------
+CorrectionProtocol = EagleRepopeParams.Correction
+
+
+@dataclass(frozen=True)
+class Regeneration:
+    """How answers are regenerated and read (the fields of ``params:eagle_repope`` for it)."""
+
+    max_new_tokens: int
+    batch_size: int
+    stop_at_first: bool
+    answer_reading: str = "ours"
+
+
 @dataclass(frozen=True)
 class Removal:
     """The fields of ``params:eagle_repope`` that the corrections depend on (and nothing else of it)."""
@@ -328,32 +359,76 @@ class Removal:
     batch_size: int
     stop_at_first: bool
     cause_min_overlap: float
+    answer_reading: str = "ours"
+    correction: CorrectionProtocol = CorrectionProtocol()
+
+    def pixel_protocol(self, method: str) -> bool:
+        """Whether `method`'s map goes through the pixel protocol (its saliency bands) instead of the regions."""
+        return method not in ("eagle", "random") and self.correction.baseline_maps == "pixels"
+
+    def protocol_facts(self, method: str) -> dict:
+        """What of the reading and removal protocol differs from ours for `method` (empty under ours: the
+        fingerprints of our protocol's records stay as they were before these settings existed)."""
+        facts = {}
+        if self.answer_reading != "ours":
+            facts["answer_reading"] = self.answer_reading
+        if self.correction.removal_steps != "ours":
+            facts["removal_steps"] = self.correction.removal_steps
+        if self.pixel_protocol(method):
+            facts["pixel_steps"] = self.correction.pixel_steps
+        if method in self.correction.invert_maps:
+            facts["inverted"] = True
+        return facts
 
 
-def removal_settings(methods: list[str], random_seed: int, max_new_tokens: int, batch_size: int,
-                     stop_at_first: bool, cause_min_overlap: float) -> Removal:
+def regeneration_settings(max_new_tokens: int, batch_size: int, stop_at_first: bool,
+                          answer_reading: str) -> Regeneration:
+    """The regeneration settings as one value (the removal settings would otherwise take more than six inputs)."""
+    return Regeneration(int(max_new_tokens), int(batch_size), bool(stop_at_first), str(answer_reading))
+
+
+def removal_settings(methods: list[str], random_seed: int, cause_min_overlap: float, correction: CorrectionProtocol,
+                     regeneration: Regeneration) -> Removal:
     """The correction settings as one value (the correction node would otherwise take more than six inputs)."""
-    return Removal(tuple(methods), int(random_seed), int(max_new_tokens), int(batch_size), bool(stop_at_first),
-                   float(cause_min_overlap))
+    if not isinstance(correction, CorrectionProtocol):
+        correction = CorrectionProtocol.model_validate(correction)
+    return Removal(tuple(methods), int(random_seed), regeneration.max_new_tokens, regeneration.batch_size,
+                   regeneration.stop_at_first, float(cause_min_overlap), regeneration.answer_reading, correction)
 
 
-def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
-                 seed: int, question_id, settings: dict) -> tuple[np.ndarray, dict]:
-    """The region order a method gives the counter token, and facts about it (a baseline's seconds and peak
-    memory): EAGLE's own order, a seeded random one, or a baseline's pixel map ranked per region (mean saliency,
-    highest first; the baselines of ``core/baselines`` with their `settings`)."""
-    if method == "eagle":
-        return np.asarray(attribution.order), {"seconds": attribution.seconds}
-    if method == "random":
-        qid = int(question_id) if str(question_id).lstrip("-").isdigit() else int(params_hash({"q": question_id}), 16)
-        return random_order(regions.n_regions, seed, qid), {}
+def baseline_map(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
+                 settings: dict, invert: bool = False) -> tuple[np.ndarray, dict]:
+    """A baseline's pixel map of the counter token (``core/baselines`` with its `settings`), upside down when
+    `invert` (``hallucination.inverted``), and its seconds and peak memory."""
     from eagle_pipelines.core.baselines import BASELINES, run_baseline
 
     if method not in BASELINES:
         raise ValueError(f"eagle_repope.methods lists {method!r}; known: eagle, random, {', '.join(BASELINES)}")
     tf = vlm.teacher_forced(image, prompt, list(attribution.target_token_ids))
     result = run_baseline(method, tf, list(range(len(attribution.target_token_ids))), regions.labels, **settings)
-    return region_ranking(np.asarray(result.map, dtype=np.float64), regions), result.info()
+    saliency = np.asarray(result.map, dtype=np.float64)
+    return (hal.inverted(saliency) if invert else saliency), result.info()
+
+
+def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
+                 seed: int, question_id, settings: dict, invert: bool = False) -> tuple[np.ndarray, dict]:
+    """The region order a method gives the counter token, and facts about it (a baseline's seconds and peak
+    memory): EAGLE's own order, a seeded random one, or a baseline's pixel map (`baseline_map`, upside down when
+    `invert`) ranked per region (mean saliency, highest first)."""
+    if method == "eagle":
+        return np.asarray(attribution.order), {"seconds": attribution.seconds}
+    if method == "random":
+        qid = int(question_id) if str(question_id).lstrip("-").isdigit() else int(params_hash({"q": question_id}), 16)
+        return random_order(regions.n_regions, seed, qid), {}
+    saliency, facts = baseline_map(method, attribution, vlm, image, prompt, regions, settings, invert)
+    return region_ranking(saliency, regions), facts
+
+
+def pixel_units(saliency: np.ndarray, steps: int) -> tuple[RegionMap, np.ndarray]:
+    """The pixel protocol as removable units: the map's saliency bands (``hallucination.pixel_bands``) and their
+    order (band 0, the most salient, first), so that removing the k lowest-ranked bands keeps the top
+    (steps - k)/steps of the pixels."""
+    return RegionMap(hal.pixel_bands(saliency, steps), {"method": "pixel_bands", "steps": steps}), np.arange(steps)
 
 
 def region_ranking(saliency: np.ndarray, regions: RegionMap) -> np.ndarray:
@@ -380,9 +455,11 @@ def _cause_annotation(question_split: CocoSplit, q: dict) -> dict | None:
 def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, store: ItemStore,
                           removal: Removal, baselines: BaselinesParams) -> dict:
     """For each explained wrong answer and each method (key ``<method>/<question id>``): the answers regenerated
-    with the method's k lowest-ranked regions removed until the answer is correct, AMCR, the cause hit, and the
-    counter token's insertion AUC and highest confidence under that order. Each is filed under the hash of its
-    attribution, the method's settings, the removal settings, the cause object and the model."""
+    with the method's k lowest-ranked units removed (superpixels; a baseline's saliency bands under the pixel
+    protocol) until the answer reads as correct, AMCR, the cause hit, and the counter token's insertion AUC and
+    highest confidence under that order. Each is filed under the hash of its attribution, the method's settings,
+    the removal settings (the reading and removal protocol where it is not ours), the cause object and the
+    model."""
     scorer_batch = int(attributions.params.get("attribution", {}).get("batch_size", 64))
     regeneration = {"max_new_tokens": removal.max_new_tokens, "batch_size": removal.batch_size,
                     "stop_at_first": removal.stop_at_first}
@@ -392,14 +469,16 @@ def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest
         cause = {"annotation": _cause_annotation(question_split, q), "min_overlap": removal.cause_min_overlap}
         for method in removal.methods:
             settings = _method_settings(method, removal, baselines)
-            fp = fingerprint("correction", q["fp"], method, settings, regeneration, cause, vlm.fingerprint,
+            fp = fingerprint("correction", q["fp"], method, settings,
+                             {**regeneration, **removal.protocol_facts(method)}, cause, vlm.fingerprint,
                              None if method == "eagle" else scorer_batch)
             info = {"method": method, **{k: q[k] for k in FACTS}}
             jobs.append(Job(f"{method}/{qid}", fp, _correction_job(vlm, question_split, attributions, qid, method,
                                                                    settings, removal, scorer_batch), info))
     return run_jobs(store, jobs, "correction by removal", {
         "removal": {"methods": list(removal.methods), "random_seed": removal.random_seed, **regeneration,
-                    "cause_min_overlap": removal.cause_min_overlap},
+                    "cause_min_overlap": removal.cause_min_overlap, "answer_reading": removal.answer_reading,
+                    "correction": removal.correction.model_dump(mode="json")},
         "baselines": {m: baselines.settings(m) for m in removal.methods if m not in ("eagle", "random")}})
 
 
@@ -415,28 +494,36 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
         if q["cause_annotation_id"] is not None:
             obj = next(o for o in question_split.index.objects(int(q["image_id"]))
                        if o.annotation_id == int(q["cause_annotation_id"]))
-            cause_mask, _ = object_at(image.shape[:2], obj.mask, obj.bbox)
-        order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, removal.random_seed,
-                                    q["question_id"], settings)
+            cause_mask, _ = object_at(vlm.photo_grid(*obj.mask.shape), obj.mask, obj.bbox)
+        invert = method in removal.correction.invert_maps
+        if removal.pixel_protocol(method):
+            saliency, facts = baseline_map(method, attr, vlm, image, q["prompt"], regions, settings, invert)
+            units, order = pixel_units(saliency, removal.correction.pixel_steps)
+        else:
+            units = regions
+            order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, removal.random_seed,
+                                        q["question_id"], settings, invert)
         if method == "eagle":
             curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
         else:
             scorer = vlm.scorer(image, q["prompt"], list(attr.target_token_ids),
                                 list(range(len(attr.target_token_ids))), batch_size=scorer_batch)
-            curves = region_curves(scorer, regions, order)
+            curves = region_curves(scorer, units, order)
 
         def answer(keep: np.ndarray) -> list[str]:
-            masks = regions.masks(keep)
+            masks = units.masks(keep)
             outs = vlm.generate_batch([image * m[..., None].astype(image.dtype) for m in masks], q["prompt"],
                                       max_new_tokens=removal.max_new_tokens)
             return [o.text for o in outs]
 
-        fix = hal.correct_by_removal(answer, order, regions.areas(), q["label"], batch_size=removal.batch_size,
-                                     stop_at_first=removal.stop_at_first)
-        return {"method": method, **{k: q[k] for k in FACTS}, "n_regions": regions.n_regions,
+        fix = hal.correct_by_removal(answer, order, units.areas(), q["label"], batch_size=removal.batch_size,
+                                     stop_at_first=removal.stop_at_first, reading=removal.answer_reading,
+                                     steps=removal.correction.removal_steps)
+        return {"method": method, **{k: q[k] for k in FACTS}, "n_regions": units.n_regions,
+                "units": "pixel_bands" if removal.pixel_protocol(method) else "regions",
                 "order": [int(r) for r in order], **fix.to_dict(), "corrected": fix.corrected,
-                "cause_hit": hal.cause_hit(regions.labels, fix, cause_mask, removal.cause_min_overlap),
-                "cause_removed_fraction": hal.removed_cause_fraction(regions.labels, fix, cause_mask),
+                "cause_hit": hal.cause_hit(units.labels, fix, cause_mask, removal.cause_min_overlap),
+                "cause_removed_fraction": hal.removed_cause_fraction(units.labels, fix, cause_mask),
                 "insertion_auc": insertion_auc(curves), "highest_confidence": highest_confidence(curves),
                 "p_counter_full": float(curves.full_score.mean()), **facts}
 

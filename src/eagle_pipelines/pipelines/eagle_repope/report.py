@@ -59,7 +59,7 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
         if info["cause_annotation_id"] is not None:
             obj = next(o for o in question_split.index.objects(int(info["image_id"]))
                        if o.annotation_id == int(info["cause_annotation_id"]))
-            cause_mask, _ = object_at(image.shape[:2], obj.mask, obj.bbox)
+            cause_mask, _ = object_at(vlm.photo_grid(*obj.mask.shape), obj.mask, obj.bbox)
         samples.append({"image": image, "attribution": attributions.load(qid), "correction": r["methods"]["eagle"],
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})
@@ -121,7 +121,8 @@ def correction_figure(samples: list[dict]):
             after = image * (~removed)[..., None].astype(image.dtype)
             if s.get("cause_mask") is not None:
                 after = _outline(after, s["cause_mask"], (40, 220, 40))
-            after = _outline(after, labels == fix["correcting_region"], (255, 60, 60))
+            if fix["correcting_region"] is not None:  # None: correct on the intact image (reference steps, k = 0)
+                after = _outline(after, labels == fix["correcting_region"], (255, 60, 60))
             answer_after = fix["answers"][fix["ks"].index(k)]
             title = (f"{k} lowest-ranked region(s) removed ({100 * fix['amcr']:.1f}% of the image)\n"
                      f"answer: {answer_after}")

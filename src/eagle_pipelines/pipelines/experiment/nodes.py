@@ -19,9 +19,11 @@ from eagle_pipelines.core.baselines import BASELINES, run_baseline
 from eagle_pipelines.core.evaluate import object_at, order_saliency, random_order, region_curves, score_methods
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
-from eagle_pipelines.core.regions import RegionMap, slico
+from eagle_pipelines.core.geometry import PhotoGrid
+from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
 from eagle_pipelines.core.targets import phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.data.reference_list import reference_targets, split_answer
 from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
@@ -79,6 +81,19 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
                     logger.error("item %s skipped: %s", row.item, exc)
                     errors.append({"item": row.item, "image_id": int(row.image_id), "error": str(exc)})
                     continue
+                record = eval_split.index.image_info(int(row.image_id)).get("reference")
+                if record is not None:  # a reference list's answer: teacher-forced as listed, not regenerated
+                    try:
+                        answer, extra = _listed_answer(vlm, loaded.pixels, row, record)
+                    except ValueError as exc:
+                        logger.error("item %s skipped: %s", row.item, exc)
+                        errors.append({"item": row.item, "image_id": int(row.image_id), "error": str(exc)})
+                        continue
+                    reference = "" if pd.isna(row.reference) else str(row.reference)
+                    answers.append({"item": row.item, "image_id": int(row.image_id), "image_sha": loaded.sha,
+                                    "reference": reference, "exact_match": answer.text == reference,
+                                    **answer.to_dict(), **extra})
+                    continue
                 images.append(loaded)
                 chunk.append(row)
             for prompt in dict.fromkeys(r.prompt for r in chunk):
@@ -101,11 +116,56 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
             "summary": {"items": len(answers), "skipped": len(errors), "exact_match": exact}}
 
 
+def _listed_answer(vlm, pixels: np.ndarray, row, record: dict) -> tuple[Answer, dict]:
+    """The answer a reference list gives for an image: its generated ids after the prompt this model makes for
+    the image (which must be the list's own prompt tokens), each token's probability teacher-forced on the
+    intact image, and the list's targets (``data/reference_list.py``)."""
+    image = vlm.model_image(pixels)
+    prompt_ids = vlm.encode([image], row.prompt)["input_ids"][0].tolist()
+    tok = vlm.processor.tokenizer
+    gen = vlm.model.generation_config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
+    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), str(row.item))
+    full = ids + ([end] if end is not None else [])
+    probs = vlm.scorer(image, row.prompt, full, list(range(len(full))), memory_budget_mb=0)(
+        np.ones((1, *image.shape[:2]), dtype=bool))[0]
+    answer = Answer(prompt=row.prompt, token_ids=tuple(ids), tokens=tuple(tok.convert_ids_to_tokens(ids)),
+                    text=tok.decode(ids, skip_special_tokens=True), token_probs=tuple(float(p) for p in probs[:len(ids)]),
+                    finished=end is not None, end_token_id=end)
+    if record.get("text") and answer.text.strip() != record["text"].strip():
+        logger.warning("item %s: the list's sentence %r decodes here as %r", row.item, record["text"], answer.text)
+    return answer, {"listed": {"format": record["format"], "entry": record["index"],
+                               "targets": reference_targets(record, full, str(row.item))}}
+
+
 # --- superpixels --------------------------------------------------------------------------------------------------
+def working_image(vlm, pixels: np.ndarray, compose: str) -> np.ndarray:
+    """The image regions, masks and maps live on: the one the model sees (``compose: pixel_values``) or the
+    photo itself, resized by the processor after masking (``compose: processor``, the reference's protocol)."""
+    return pixels if compose == "processor" else vlm.model_image(pixels)
+
+
+def photo_grid(vlm, photo_shape: tuple[int, int], compose: str) -> PhotoGrid:
+    """How photo pixels land on the working image (``core/geometry.py``): the model processor's own resize, crop
+    and padding, or the identity when the working image is the photo."""
+    if compose == "processor":
+        return PhotoGrid.identity(photo_shape)
+    if hasattr(vlm, "photo_grid"):
+        return vlm.photo_grid(*photo_shape)
+    raise TypeError(f"the model '{vlm.name}' does not say how its processor maps a photo (photo_grid); "
+                    "set superpixels.compose: processor to work on the photo itself")
+
+
+def compose_of(manifest: Manifest) -> str:
+    """Where the regions of a superpixel manifest (or of a consumer that recorded them) were made."""
+    return manifest.params.get("superpixels", {}).get("compose", "pixel_values")
+
+
 def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemStore,
                         superpixels: SuperpixelParams) -> dict:
-    """SLICO label maps at model resolution of every answered image (key: image id), filed under the hash of
-    the image's bytes, the model's resolution and the SLIC parameters."""
+    """SLICO label maps of every answered image (key: image id) on the working image (the model's resolution,
+    or the photo with ``compose: processor``), filed under the hash of the image's bytes, the model's resolution
+    and the region settings."""
     spec = vlm.resolution_spec()
     jobs = {}
     for a in answers["answers"]:
@@ -114,7 +174,7 @@ def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemSt
 
         def compute(image_id=image_id, sha=a["image_sha"]):
             loaded = eval_split.pixels(image_id, sha)
-            return slico(vlm.model_image(loaded), **superpixels.model_dump())
+            return make_regions(working_image(vlm, loaded, superpixels.compose), **superpixels.region_params())
 
         jobs[str(image_id)] = Job(str(image_id), fp, compute, {"image_id": image_id, "image_sha": a["image_sha"]})
     return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
@@ -131,14 +191,29 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
     targets, skipped = [], []
     for a in answers["answers"]:
         answer = Answer.from_dict(a)
+        token_ids = [int(t) for t in answer.token_ids]
+        listed = a.get("listed")
+        if (attribution.end_token or listed) and answer.end_token_id is not None:
+            token_ids.append(int(answer.end_token_id))  # teacher-forced too: causal, earlier tokens unchanged
         base = {"item": a["item"], "image_id": int(a["image_id"]), "image_sha": a["image_sha"],
-                "prompt": answer.prompt, "token_ids": [int(t) for t in answer.token_ids], "answer": answer.text}
+                "prompt": answer.prompt, "token_ids": token_ids, "answer": answer.text}
+        if listed:  # a reference list's own targets
+            targets.extend(_listed_targets(listed, base, attribution.levels, index, int(a["image_id"]), skipped))
+            continue
         for level in attribution.levels:
             if level == "sentence":
+                if attribution.end_token and answer.end_token_id is None:
+                    skipped.append({"key": f"sentence/{a['item']}", "level": level, **base, "meta": {},
+                                    "reason": "the answer did not end by itself (max_new_tokens reached): it has "
+                                              "no end-of-turn token to explain"})
+                    continue
                 targets.append({"key": f"sentence/{a['item']}", "level": level, **base,
-                                "positions": list(range(len(answer.token_ids))), "meta": {}})
+                                "positions": list(range(len(token_ids))), "meta": {}})
                 continue
-            for suffix, positions, meta in _word_targets(attribution, index, int(a["image_id"]), answer, decode):
+            words = _word_targets(attribution, index, int(a["image_id"]), answer, decode)
+            if attribution.word_selection == "once":
+                words = _first_named(words)
+            for suffix, positions, meta in words:
                 key = f"word/{a['item']}_{suffix}"
                 if not positions:
                     skipped.append({"key": key, "level": level, **base, "meta": meta,
@@ -173,6 +248,35 @@ def _word_targets(params: AttributionParams, index, image_id: int, answer: Answe
         yield str(target), positions, {"word": target}
 
 
+def _listed_targets(listed: dict, base: dict, levels, index, image_id: int, skipped: list) -> list[dict]:
+    """The targets a reference list names for one image: its sentence positions (caption lists) or its one word
+    position with the list's object (object lists); a level the list does not cover is recorded as skipped."""
+    out = []
+    for level in levels:
+        found = listed["targets"].get(level)
+        key = f"{level}/{base['item']}" if level == "sentence" else f"word/{base['item']}_listed"
+        if found is None:
+            skipped.append({"key": key, "level": level, **base, "meta": {},
+                            "reason": f"a {listed['format']} reference list has no {level}-level target"})
+        elif level == "sentence":
+            out.append({"key": key, "level": level, **base, "positions": list(found), "meta": {"listed": True}})
+        else:
+            obj = index.objects(image_id)[0]
+            out.append({"key": key, "level": level, **base, "positions": [found["position"]],
+                        "meta": {"annotation_id": obj.annotation_id, "category": obj.category,
+                                 "bbox": list(obj.bbox), "listed": True}})
+    return out
+
+
+def _first_named(words):
+    """One target per image: the first object the answer names, explained by the first token of its word (the
+    reference's coco_single_target_once lists: one image, one category, one token)."""
+    for suffix, positions, meta in words:
+        if positions:
+            yield suffix, list(positions)[:1], {**meta, "selection": "once"}
+            return
+
+
 def _target_info(t: dict) -> dict:
     return {k: t[k] for k in ("level", "item", "image_id", "image_sha", "prompt", "token_ids", "answer", "positions",
                               "meta")}
@@ -197,7 +301,8 @@ def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Mani
     for t in targets["targets"]:
         sp_fp = superpixels.info(str(t["image_id"]))["fp"] if str(t["image_id"]) in superpixels else None
         fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
-        jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution), _target_info(t)))
+        jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution),
+                        {**_target_info(t), "compose": compose_of(superpixels)}))
     return run_jobs(store, jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
                                            "model_fingerprint": vlm.fingerprint, **superpixels.params})
 
@@ -208,15 +313,17 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
         if found is None:
             return Skipped(f"image {t['image_id']} has no superpixels: "
                            f"{superpixels.not_made().get(str(t['image_id']), 'not answered')}")
-        image = vlm.model_image(eval_split.pixels(t["image_id"], t["image_sha"]))
+        compose = compose_of(superpixels)
+        image = eval_split.pixels(t["image_id"], t["image_sha"])
         answer = Answer(prompt=t["prompt"], token_ids=tuple(t["token_ids"]), tokens=(), text=t["answer"],
                         token_probs=(), finished=True)
         positions = None if t["level"] == "sentence" else t["positions"]
         return explain(vlm, image, t["prompt"], tokens=positions, strategy=params.strategy,
                        lambda1=params.lambda1, lambda2=params.lambda2, batch_size=params.batch_size,
                        memory_budget_mb=params.memory_budget_mb, answer=answer, regions=found[1],
-                       search_params=params.search_params(),
-                       meta={"image_id": t["image_id"], "level": t["level"], "item": t["item"], **t["meta"]})
+                       search_params=params.search_params(), compose=compose,
+                       meta={"compose": compose, "image_id": t["image_id"], "level": t["level"],
+                             "item": t["item"], **t["meta"]})
 
     return compute
 
@@ -237,12 +344,14 @@ def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manife
         for t in targets["targets"]:
             sp = str(t["image_id"])
             sp_fp = superpixels.info(sp)["fp"] if needs_labels and sp in superpixels else None
+            compose = compose_of(superpixels)
             fp = fingerprint("baseline", method, baselines.settings(method), _target_info(t), sp_fp,
-                             vlm.fingerprint)
+                             vlm.fingerprint, *([compose] if compose != "pixel_values" else []))
             jobs.append(Job(f"{method}/{t['key']}", fp,
                             _baseline_job(vlm, eval_split, superpixels, method, baselines.settings(method), t),
-                            {"method": method, **_target_info(t)}))
-    return run_jobs(store, jobs, "baselines", {"baselines": baselines.model_dump(mode="json")})
+                            {"method": method, **_target_info(t), "compose": compose}))
+    return run_jobs(store, jobs, "baselines", {"baselines": baselines.model_dump(mode="json"),
+                                               "superpixels": superpixels.params.get("superpixels", {})})
 
 
 def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: dict):
@@ -253,7 +362,13 @@ def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: 
             if found is None:
                 return Skipped(f"image {t['image_id']} has no superpixels")
             labels = found[1].labels
-        image = vlm.model_image(eval_split.pixels(t["image_id"], t["image_sha"]))
+        compose = compose_of(superpixels)
+        photo = eval_split.pixels(t["image_id"], t["image_sha"])
+        image = vlm.model_image(photo)  # the gradient and activation methods work on what the model sees
+        if labels is not None and labels.shape != image.shape[:2]:
+            raise ValueError(f"{method} works over superpixels of the model image ({image.shape[1]}x"
+                             f"{image.shape[0]}); these are of the photo (superpixels.compose: processor): drop "
+                             f"{method} from baselines.methods or use compose: pixel_values")
         info = {"method": method, "image_id": t["image_id"], "level": t["level"], "positions": t["positions"],
                 **t["meta"]}
         import time
@@ -262,7 +377,11 @@ def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: 
         with PeakMemory(vlm.device) as peak:
             tf = vlm.teacher_forced(image, t["prompt"], t["token_ids"])
             result = run_baseline(method, tf, t["positions"], labels, **settings)
-        return result.map, {**info, "seconds": time.perf_counter() - start, "peak_memory_mb": peak.mb,
+        saliency = result.map
+        if compose == "processor" and saliency.shape != photo.shape[:2]:
+            # the map goes where EAGLE's regions and the scorer's masks are: on the photo
+            saliency = photo_grid(vlm, photo.shape[:2], "pixel_values").to_photo(saliency)
+        return saliency, {**info, "seconds": time.perf_counter() - start, "peak_memory_mb": peak.mb,
                             "method_seconds": result.seconds}
 
     return compute
@@ -292,20 +411,23 @@ def _annotation(eval_split: CocoSplit, info: dict):
     return None if ann_id is None else eval_split.instances and eval_split.index.instances.anns.get(int(ann_id))
 
 
-def _object(eval_split: CocoSplit, image_id: int, annotation_id, shape):
+def _object(eval_split: CocoSplit, image_id: int, annotation_id, grid: PhotoGrid):
+    """The annotated object's mask and box on the working image (through the processor's own geometry)."""
     if annotation_id is None:
         return None
     found = [o for o in eval_split.index.objects(image_id) if o.annotation_id == int(annotation_id)]
-    return object_at(shape, found[0].mask, found[0].bbox) if found else None
+    return object_at(grid, found[0].mask, found[0].bbox) if found else None
 
 
 def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: EvaluationParams, method: str | None):
     info = manifest.info(key)
 
     def compute():
-        image = vlm.model_image(eval_split.pixels(info["image_id"], info["image_sha"]))
+        compose = info.get("compose", "pixel_values")
+        photo = eval_split.pixels(info["image_id"], info["image_sha"])
+        image = working_image(vlm, photo, compose)
         scorer = vlm.scorer(image, info["prompt"], info["token_ids"], info["positions"],
-                            batch_size=params.batch_size)
+                            batch_size=params.batch_size, compose=compose)
         ann_id = info["meta"].get("annotation_id")
         if method is None:  # EAGLE and the random floor over the same regions
             a = manifest.load(key)
@@ -320,7 +442,15 @@ def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: Evaluat
             maps = {method: (saliency, None)}
             facts = {method: (map_info.get("seconds"), map_info.get("peak_memory_mb"))}
             shape = saliency.shape
-        rows = score_methods(scorer, maps, params.pixel_steps, _object(eval_split, info["image_id"], ann_id, shape))
+        if shape != image.shape[:2]:
+            raise ValueError(f"the map of {key} is {shape[1]}x{shape[0]}, the image it explains "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        obj = None if ann_id is None else _object(eval_split, info["image_id"], ann_id,
+                                                  photo_grid(vlm, photo.shape[:2], compose))
+        if obj is not None and not obj[0].any():
+            logger.warning("%s: the object lies outside what the model sees (its processor crops it off): "
+                           "Point Game left undefined", key)
+        rows = score_methods(scorer, maps, params.pixel_steps, obj)
         for row in rows:
             row.update({"image_id": info["image_id"], "item": info["item"], "level": info["level"],
                         "target": info["meta"].get("category", info["meta"].get("word", "")),
