@@ -16,7 +16,8 @@ from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 from tests.coco_fixtures import make_coco
 
 ROOT = Path(__file__).parents[1]
-PAPER_PROMPT = "Describe the image in one factual English sentence of no more than 20 words."
+PAPER_PROMPT = ("Describe the image in one factual English sentence of no more than 20 words. Do not include "
+                "information that is not clearly visible.")  # the reference's caption prompt, both sentences
 
 
 def _context(project: Path, runtime_params: dict | None = None):
@@ -36,6 +37,12 @@ def test_the_paper_configuration_resolves_to_the_papers_setting(project):
     for group in PARAMETER_MODELS.keys() & params.keys():
         parse(group, params[group])  # every group is valid
     assert params["superpixels"]["n_segments"] == 64
+    # the reference's regions: OpenCV SLICO (ruler 20, 20 iterations) on the photo, masked before the processor
+    assert (params["superpixels"]["backend"], params["superpixels"]["ruler"], params["superpixels"]["num_iterations"],
+            params["superpixels"]["compose"]) == ("opencv", 20.0, 20, "processor")
+    # the reference's targets: the end-of-turn token at sentence level, one token per image at word level
+    assert params["attribution"]["end_token"] is True and params["attribution"]["word_selection"] == "once"
+    assert params["reporting"]["headline_protocol"] == "regions"
     assert params["attribution"]["lambda1"] == params["attribution"]["lambda2"] == 1.0
     assert params["attribution"]["strategy"] == "greedy" and params["attribution"]["word_targets"] == "objects"
     assert params["eagle_coco"]["prompt"] == PAPER_PROMPT
@@ -112,6 +119,9 @@ TINY = {
     "evaluation": {"pixel_steps": 4},
     "reporting": {"figure_samples": 2},
     "baselines": {"methods": []},  # the COCO path of EAGLE only (the baselines have their own tests)
+    # the tiny random model never ends an answer within 4 tokens, so there is no end token to explain
+    # (tests/test_reference_list.py runs the paper targets end to end)
+    "attribution": {"end_token": False},
 }
 
 

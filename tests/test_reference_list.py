@@ -163,3 +163,89 @@ def test_a_paper_run_on_a_reference_list_explains_the_listed_answers(fmt, projec
         assert all(t["meta"]["listed"] and t["meta"]["category"] == "person" for t in targets["targets"])
     metrics = (project / "data/08_reporting/eagle_coco_paper/toy/metrics.csv").read_text()
     assert ("sentence" if fmt == "caption" else "word") in metrics
+
+
+def test_end_token_and_one_target_per_image_in_select_targets():
+    """conf/paper's targets: sentence level adds the end-of-turn token the answer ended with (an answer cut off
+    by max_new_tokens has none: skipped with the reason); word level `once` keeps one object per image and the
+    first token of its word."""
+    from types import SimpleNamespace
+
+    from eagle_pipelines.data.coco import CocoObject
+    from eagle_pipelines.parameters import AttributionParams
+    from eagle_pipelines.pipelines.experiment.nodes import select_targets
+
+    words = {1: "a", 2: "red", 3: "circle", 4: "blue", 5: "square", 9: "<end>"}
+    tokenizer = SimpleNamespace(decode=lambda ids, **_: " ".join(words[i] for i in ids))
+    objects = [CocoObject(7, "blue square", (0, 0, 2, 2), np.ones((4, 4), np.uint8)),
+               CocoObject(8, "red circle", (0, 0, 2, 2), np.ones((4, 4), np.uint8))]
+    split = SimpleNamespace(index=SimpleNamespace(objects=lambda image_id: objects))
+    vlm = SimpleNamespace(processor=SimpleNamespace(tokenizer=tokenizer))
+
+    def answer(item, ids, end):
+        return {"item": item, "image_id": int(item), "image_sha": "s", "prompt": "p", "token_ids": ids,
+                "tokens": [], "text": " ".join(words[i] for i in ids), "token_probs": [0.5] * len(ids),
+                "finished": end is not None, "end_token_id": end}
+
+    answers = {"answers": [answer("1", [1, 2, 3, 1, 4, 5], 9), answer("2", [1, 2, 3], None)]}
+    params = AttributionParams(end_token=True, word_selection="once")
+    out = select_targets(vlm, split, answers, params)
+    sentence = [t for t in out["targets"] if t["level"] == "sentence"]
+    assert [(t["item"], t["token_ids"], t["positions"]) for t in sentence] == [("1", [1, 2, 3, 1, 4, 5, 9],
+                                                                                list(range(7)))]
+    assert [s["key"] for s in out["skipped"] if s["level"] == "sentence"] == ["sentence/2"]
+    assert "no end-of-turn token" in out["skipped"][0]["reason"]
+    word = [(t["item"], t["meta"]["category"], t["positions"]) for t in out["targets"] if t["level"] == "word"]
+    assert word == [("1", "blue square", [4]), ("2", "red circle", [1])]  # the first named object, first token
+    each = select_targets(vlm, split, answers, AttributionParams())
+    assert [(t["item"], t["meta"]["category"], t["positions"]) for t in each["targets"] if t["level"] == "word"] == [
+        ("1", "blue square", [4, 5]), ("1", "red circle", [1, 2]), ("2", "red circle", [1, 2])]
+    assert all(t["token_ids"][-1] != 9 for t in each["targets"])
+
+
+def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project):
+    """eagle_mmvp with `source: reference_list`: the question as the reference asks it (the bare question), the
+    listed answer teacher-forced (not regenerated) and every listed position explained (the shipped model, two
+    shapes images written as an MMVP folder)."""
+    from eagle_pipelines.data.params import ShapesParams
+    from eagle_pipelines.data.shapes import generate_split
+    from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
+
+    root = Path(__file__).parents[1]
+    vlm = VisionLanguageModelDataset(path=str(root / "data/06_models/toy_qwen2_5_vl"), family="auto").load()
+    (project / "data/06_models").mkdir(parents=True)
+    (project / "data/06_models/toy_qwen2_5_vl").symlink_to(root / "data/06_models/toy_qwen2_5_vl")
+    raw = project / "data/01_raw/mmvp"
+    (raw / "MMVP Images").mkdir(parents=True)
+    (raw / "Questions.csv").write_text("Index,Question,Options,Correct Answer\n")
+    import yaml
+
+    shapes = yaml.safe_load((root / "conf/base/parameters_data_preparation.yml").read_text())["shapes"]
+    split = generate_split(ShapesParams(**{**shapes, "splits": {"train": 1, "val": 1, "eval": 2}}), "eval")
+    tok = vlm.processor.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    entries = []
+    for k, (name, pixels) in enumerate(sorted(split.images.items()), start=1):
+        Image.fromarray(pixels).save(raw / "MMVP Images" / f"{k}.jpg", quality=95)
+        ann = next(a for a in split.instances["annotations"] if a["image_id"] == split.instances["images"][k - 1]["id"])
+        shape = next(c["name"] for c in split.instances["categories"] if c["id"] == ann["category_id"])
+        question = f"Is there a {shape} in the image?"
+        prompt_ids = vlm.encode([vlm.model_image(pixels)], question)["input_ids"][0].tolist()
+        answer = [tok.convert_tokens_to_ids("No" if k == 1 else "Yes"), end]  # listed, whatever the model says
+        entries.append({"question_id": str(k), "image_filename": f"{k}.jpg", "question": question,
+                        "options": ["Yes", "No"], "answer": "a", "generate_sentence": tok.decode(answer[:1]),
+                        "generated_ids": [prompt_ids + answer], "selected_interpretation_token_id": [0, 1],
+                        "selected_interpretation_token_word_id": answer, "words": ["", ""]})
+    (project / "list.json").write_text(json.dumps(entries))
+    params = {"reference_list": str(project / "list.json"), "superpixels": {"n_segments": 6},
+              "eagle_mmvp": {"source": "reference_list"}, "evaluation": {"pixel_steps": 4},
+              "reporting": {"figure_samples": 1}, "baselines": {"methods": []}}
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=["eagle_mmvp"])
+    answers = json.loads((project / "data/07_model_output/eagle_mmvp/answers.json").read_text())
+    assert [(a["item"], a["prompt"], a["token_ids"], a["end_token_id"]) for a in answers["answers"]] == [
+        (e["question_id"], e["question"], e["generated_ids"][0][-2:-1], end) for e in entries]
+    targets = json.loads((project / "data/05_model_input/eagle_mmvp/targets.json").read_text())
+    assert [(t["item"], t["positions"], t["token_ids"]) for t in targets["targets"]] == [
+        (e["question_id"], [0, 1], e["generated_ids"][0][-2:]) for e in entries]
+    assert (project / "data/08_reporting/eagle_mmvp/metrics.csv").read_text().count("sentence") >= 2

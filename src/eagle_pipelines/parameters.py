@@ -157,6 +157,11 @@ class ReportingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     figure_samples: PositiveInt = Field(default=6, description="images shown in the overlay figures")
+    headline_protocol: Literal["pixels", "regions"] = Field(
+        default="pixels",
+        description="the protocol of the methods that order regions (EAGLE, random) in the report's headline table: "
+                    "pixels (every method alike) or regions (their own region curves, as the reference scores "
+                    "EAGLE: evals/eval_AUC_faithfulness.py); the baselines are always under pixels")
 
 
 class RepopeQuestionParams(BaseModel):
@@ -243,9 +248,10 @@ class EagleMmvpParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: Literal["embedded", "mmvp"] = Field(
+    source: Literal["embedded", "mmvp", "reference_list"] = Field(
         default="embedded", description="embedded: the question set drawn from the shapes benchmark; mmvp: the "
-                                        "local MMVP copy of the catalog entry `mmvp_source`")
+                                        "local MMVP copy of the catalog entry `mmvp_source`; reference_list: the "
+                                        "reference's MMVP list (`reference_list`) on that copy's images")
     embedded: Embedded = Embedded()
     instruction: str = Field(default="Answer with the option's letter from the given choices directly.",
                              description="mmvp: appended to every question, after its options")

@@ -13,8 +13,11 @@ regenerate: they read where the answer starts as the length of the processor's p
   ``generate_sentence``, ``generated_ids`` (flat), ``output_word_id`` (the answer's ids), ``select_category``,
   ``location`` (x1 y1 x2 y2, photo pixels), ``segmentation`` (COCO polygon), ``target_generated_index`` (one answer
   position), ``target_generated_id``, ``target_generated_token``;
-- ``repope`` (``<model>-RePOPE-FP/TN.json``) and ``mmvp`` (``<model>-MMVP-VQA.json``): recognised and refused by
-  eagle_coco with the pipeline that reads them.
+- ``mmvp`` (``<model>-MMVP-VQA.json``): ``question_id``, ``image_filename``, ``question`` (the whole prompt: the
+  reference asks the bare question), ``options``, ``answer``, and the caption fields; read by eagle_mmvp;
+- ``repope`` (``<model>-RePOPE-FP/TN.json``): ``id``, ``image_name`` (COCO val2014), ``question``, ``label``,
+  ``counter_word_id`` (the correct answer's token, explained instead of the model's) and the caption fields;
+  recognised here, refused by eagle_coco and eagle_mmvp with the pipeline that reads it.
 
 ``reference_eval_split`` turns a caption or object list into eagle_coco's COCO-format split: images from the local
 COCO folder (by file name), the object of an object list as its annotation (the list's own polygon and box), and
@@ -72,9 +75,11 @@ def reference_record(entry: dict, fmt: str, index: int) -> dict:
     them (checked against the sequence once the prompt length is known)."""
     record = {"format": fmt, "index": index, "sequence": flat_ids(entry["generated_ids"]),
               "text": str(entry.get("generate_sentence", ""))}
-    if fmt == "caption":
+    if fmt in ("caption", "mmvp", "repope"):
         record["sentence_positions"] = [int(p) for p in entry["selected_interpretation_token_id"]]
         record["sentence_ids"] = [int(t) for t in entry.get("selected_interpretation_token_word_id", [])]
+        if fmt == "repope":  # the correct answer's token, explained in place of the model's (wrong) one
+            record["counter_ids"] = [int(t) for t in entry["counter_word_id"]]
     else:
         record["answer_ids"] = [int(t) for t in entry["output_word_id"]]
         record["word"] = {"position": int(entry["target_generated_index"]),
@@ -188,7 +193,7 @@ def reference_targets(record: dict, token_ids: list[int], item: str) -> dict:
     """The list's targets over `token_ids` (the answer with its end token): ``sentence`` positions (caption lists)
     or the one ``word`` position (object lists), each checked against the ids the list expects there."""
     out = {}
-    if record["format"] == "caption":
+    if record["format"] != "object":
         positions = record["sentence_positions"]
         if positions and max(positions) >= len(token_ids):
             raise ValueError(f"item {item}: the list explains answer position {max(positions)}, the answer has "
@@ -206,3 +211,34 @@ def reference_targets(record: dict, token_ids: list[int], item: str) -> dict:
                              f"target_generated_id {word['token_id']} in the answer")
         out["word"] = {"position": p, "category": word["category"]}
     return out
+
+
+def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], Any]],
+                             source: str = "reference list") -> tuple[dict, list[dict], list[dict]]:
+    """eagle_mmvp's split and list for an MMVP list: the images (from the local MMVP images folder, by file name),
+    their entries with the list's ``reference`` record, and one question per entry whose prompt is the list's
+    question as the reference asks it (no options, no instruction)."""
+    fmt = list_format(entries, source)
+    if fmt != "mmvp":
+        raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_mmvp "
+                              f"(docs/paper.md#reference-lists)")
+    loaded, info, rows = {}, [], []
+    for k, entry in enumerate(entries):
+        name = PurePosixPath(str(entry["image_filename"])).name
+        stem = name.rsplit(".", 1)[0]
+        if stem in loaded:
+            raise CocoFormatError(f"{source}: entry {k} lists '{name}' a second time; a list explains each image once")
+        if stem not in images:
+            raise CocoFormatError(f"{source}: entry {k}'s image '{name}' is not in the MMVP images folder")
+        image = images[stem]()
+        loaded[stem] = image.convert("RGB")
+        image_id = _id_of(stem, k)
+        options = entry.get("options") or []
+        letter = str(entry.get("answer", "")).strip("() ").lower()
+        pick = ord(letter) - ord("a") if len(letter) == 1 else -1
+        reference = f"({letter}) {options[pick]}" if 0 <= pick < len(options) else str(entry.get("answer", ""))
+        info.append({"id": image_id, "file_name": f"{stem}.png", "width": image.width, "height": image.height,
+                     "mmvp_file": name, "pair": (image_id - 1) // 2, "reference": reference_record(entry, fmt, k)})
+        rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": f"{stem}.png",
+                     "prompt": str(entry["question"]), "reference": reference, "pair": (image_id - 1) // 2})
+    return loaded, info, rows

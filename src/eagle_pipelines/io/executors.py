@@ -29,6 +29,7 @@ import io
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -381,11 +382,9 @@ class _Worker:
     def __init__(self, slot: int, workdir: str, threads: float, gpus: float):
         self.slot = slot
         self.run_id: str | None = None
+        self.threads = max(1, int(threads))
         if workdir and os.path.isdir(workdir):
             os.chdir(workdir)  # relative paths of the catalog resolve as in the driver
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
         if gpus > 0:
             from eagle_pipelines.io import model_dataset
 
@@ -416,6 +415,9 @@ class _Worker:
             compute = cloudpickle.loads(blob)
         except Exception as exc:  # noqa: BLE001 - e.g. the model folder is not on this host
             return Outcome("failed", reason=f"{type(exc).__name__}: {exc}", **where), 0
+        torch = sys.modules.get("torch")  # imported by the job's model: as many threads as reserved CPUs
+        if torch is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         outcome = attempt(compute, self.slot)
         try:
             size = len(pickle.dumps(outcome, protocol=5))
@@ -447,6 +449,11 @@ def current():
             else:
                 _STATE["executor"] = RayExecutor(params.ray)
         return _STATE["executor"]
+
+
+def active():
+    """The executor the current run has built so far, or None (for monitoring: builds nothing)."""
+    return _STATE["executor"]
 
 
 def close() -> None:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from eagle_pipelines.data.mmvp import MmvpParams, mmvp_eval_list
 from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.data.reference_list import mmvp_reference_questions
 from eagle_pipelines.data.shapes import DrawnObject, generate_image
 from eagle_pipelines.parameters import EagleMmvpParams
 
@@ -32,11 +33,17 @@ SPLIT = "mmvp"
 EVAL_LIST_COLUMNS = ["item", "image_id", "file_name", "prompt", "reference", "pair"]
 
 
-def prepare_questions(eagle_mmvp: EagleMmvpParams, shapes: ShapesParams, mmvp_source) -> tuple[tuple, pd.DataFrame]:
+def prepare_questions(eagle_mmvp: EagleMmvpParams, shapes: ShapesParams, mmvp_source,
+                      reference_list) -> tuple[tuple, pd.DataFrame]:
     """The evaluation split (images keyed by file stem, COCO instances without annotations, no captions) and the
     evaluation list (item = the question's index, image_id, file_name, prompt, reference, pair) of the source
-    `eagle_mmvp.source` names. `mmvp_source` is lazy: read only when the source is ``mmvp``."""
-    if eagle_mmvp.source == "mmvp":
+    `eagle_mmvp.source` names. `mmvp_source` and `reference_list` are lazy: read only when the source needs them
+    (``reference_list``: the reference's MMVP list, answers and targets as listed, images from `mmvp_source`)."""
+    if eagle_mmvp.source == "reference_list":
+        images, info, rows = mmvp_reference_questions(reference_list.entries(), mmvp_source.images(),
+                                                      source=reference_list.name)
+        description = f"the reference list {reference_list.name} on MMVP images ({mmvp_source.name})"
+    elif eagle_mmvp.source == "mmvp":
         images, info, rows = _mmvp_questions(eagle_mmvp, mmvp_source)
         description = f"MMVP questions' images ({mmvp_source.name})"
     else:

@@ -13,7 +13,7 @@ from kedro.pipeline import Node, Pipeline
 from eagle_pipelines.pipelines.eagle_mmvp.nodes import prepare_questions
 from eagle_pipelines.pipelines.experiment import instantiate
 
-LOADER_INPUTS = ["params:eagle_mmvp", "params:shapes", "mmvp_source"]
+LOADER_INPUTS = ["params:eagle_mmvp", "params:shapes", "mmvp_source", "reference_list"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
+from eagle_pipelines.core.geometry import PhotoGrid
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
 from eagle_pipelines.core.regions import RegionMap, params_hash
 from eagle_pipelines.core.regions import superpixels as make_regions
@@ -257,14 +258,30 @@ def _wrong(answers: dict) -> list[dict]:
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
+def working_image(vlm, photo: np.ndarray, compose: str) -> np.ndarray:
+    """The image regions, masks and regenerations live on: the one the model sees (``compose: pixel_values``) or
+    the photo itself, the processor resizing every masked copy (``compose: processor``, the reference's
+    protocol: its RePOPE scripts mask the photo as OpenCV reads it and hand it to the processor)."""
+    return photo if compose == "processor" else vlm.model_image(photo)
+
+
+def compose_of(manifest: Manifest) -> str:
+    """Where the regions of a superpixel manifest (or of a consumer that recorded its params) were made."""
+    return manifest.params.get("superpixels", {}).get("compose", "pixel_values")
+
+
+def cause_grid(vlm, photo_shape: tuple[int, int], compose: str) -> PhotoGrid:
+    """How the photo's annotations land on the working image: the processor's own geometry, or the identity when
+    the working image is the photo."""
+    return PhotoGrid.identity(photo_shape) if compose == "processor" else vlm.photo_grid(*photo_shape)
+
+
 def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: ItemStore,
                         superpixels: SuperpixelParams) -> dict:
-    """SLICO label maps at model resolution of every image with a wrong answer (key: image id), filed under the
-    hash of the image's bytes, the model's resolution and the SLIC parameters."""
+    """Superpixel label maps (``superpixels.backend``) of every image with a wrong answer (key: image id), on the
+    working image (`working_image`), filed under the hash of the image's bytes, the model's resolution and the
+    region settings."""
     compose = getattr(superpixels, "compose", "pixel_values")
-    if compose != "pixel_values":
-        raise ValueError(f"eagle_repope regenerates from the image the model sees: superpixels.compose: {compose} "
-                         "is not supported here; run it with superpixels.compose: pixel_values")
     spec = vlm.resolution_spec()
     jobs: dict[str, Job] = {}
     for a in _wrong(answers):
@@ -273,7 +290,8 @@ def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: It
             continue
 
         def compute(image_id=int(a["image_id"]), sha=a["image_sha"]):
-            return make_regions(vlm.model_image(question_split.pixels(image_id, sha)), **superpixels.region_params())
+            return make_regions(working_image(vlm, question_split.pixels(image_id, sha), compose),
+                                **superpixels.region_params())
 
         jobs[key] = Job(key, fingerprint("slico", a["image_sha"], spec, superpixels), compute,
                         {"image_id": int(a["image_id"]), "image_sha": a["image_sha"]})
@@ -311,7 +329,8 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
         jobs.append(Job(str(a["question_id"]), fp,
                         _explain_job(vlm, question_split, superpixels, info, counter, attribution), info))
     return run_jobs(store, jobs, "EAGLE (counter token)", {
-        "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint})
+        "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint,
+        **superpixels.params})
 
 
 def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict, counter: Answer,
@@ -322,11 +341,13 @@ def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict,
             return Skipped(f"image {q['image_id']} has no superpixels: "
                            f"{superpixels.not_made().get(key, 'not made')}")
         regions = superpixels.load(key)
-        image = vlm.model_image(question_split.pixels(q["image_id"], q["image_sha"]))
-        return explain(vlm, image, q["prompt"], tokens=None, strategy=params.strategy, lambda1=params.lambda1,
-                       lambda2=params.lambda2, batch_size=params.batch_size,
-                       memory_budget_mb=params.memory_budget_mb, answer=counter, regions=regions,
-                       search_params=params.search_params(), meta=_meta(q))
+        compose = compose_of(superpixels)
+        photo = question_split.pixels(q["image_id"], q["image_sha"])
+        # explain() brings a photo to the model's resolution itself (pixel_values) or masks the photo (processor)
+        return explain(vlm, photo if compose == "processor" else vlm.model_image(photo), q["prompt"], tokens=None,
+                       strategy=params.strategy, lambda1=params.lambda1, lambda2=params.lambda2,
+                       batch_size=params.batch_size, memory_budget_mb=params.memory_budget_mb, answer=counter,
+                       regions=regions, search_params=params.search_params(), compose=compose, meta=_meta(q))
 
     return compute
 
@@ -397,21 +418,32 @@ def removal_settings(methods: list[str], random_seed: int, cause_min_overlap: fl
 
 
 def baseline_map(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
-                 settings: dict, invert: bool = False) -> tuple[np.ndarray, dict]:
-    """A baseline's pixel map of the counter token (``core/baselines`` with its `settings`), upside down when
-    `invert` (``hallucination.inverted``), and its seconds and peak memory."""
+                 settings: dict, invert: bool = False, compose: str = "pixel_values") -> tuple[np.ndarray, dict]:
+    """A baseline's pixel map of the counter token (``core/baselines`` with its `settings`) on the working
+    `image`, upside down when `invert` (``hallucination.inverted``), and its seconds and peak memory. The
+    gradient and activation methods run on what the model sees; under ``compose: processor`` their map is carried
+    to the photo (the reference resizes its maps to the photo too)."""
     from eagle_pipelines.core.baselines import BASELINES, run_baseline
 
     if method not in BASELINES:
         raise ValueError(f"eagle_repope.methods lists {method!r}; known: eagle, random, {', '.join(BASELINES)}")
-    tf = vlm.teacher_forced(image, prompt, list(attribution.target_token_ids))
+    on_photo = compose == "processor"
+    if on_photo and BASELINES[method].needs_labels:
+        raise ValueError(f"{method} works over superpixels of the model image; these are of the photo "
+                         f"(superpixels.compose: processor): drop {method} from eagle_repope.methods or use "
+                         f"compose: pixel_values")
+    seen = vlm.model_image(image) if on_photo else image
+    tf = vlm.teacher_forced(seen, prompt, list(attribution.target_token_ids))
     result = run_baseline(method, tf, list(range(len(attribution.target_token_ids))), regions.labels, **settings)
     saliency = np.asarray(result.map, dtype=np.float64)
+    if on_photo:
+        saliency = vlm.photo_grid(*image.shape[:2]).to_photo(saliency)
     return (hal.inverted(saliency) if invert else saliency), result.info()
 
 
 def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
-                 seed: int, question_id, settings: dict, invert: bool = False) -> tuple[np.ndarray, dict]:
+                 seed: int, question_id, settings: dict, invert: bool = False,
+                 compose: str = "pixel_values") -> tuple[np.ndarray, dict]:
     """The region order a method gives the counter token, and facts about it (a baseline's seconds and peak
     memory): EAGLE's own order, a seeded random one, or a baseline's pixel map (`baseline_map`, upside down when
     `invert`) ranked per region (mean saliency, highest first)."""
@@ -420,7 +452,7 @@ def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, 
     if method == "random":
         qid = int(question_id) if str(question_id).lstrip("-").isdigit() else int(params_hash({"q": question_id}), 16)
         return random_order(regions.n_regions, seed, qid), {}
-    saliency, facts = baseline_map(method, attribution, vlm, image, prompt, regions, settings, invert)
+    saliency, facts = baseline_map(method, attribution, vlm, image, prompt, regions, settings, invert, compose)
     return region_ranking(saliency, regions), facts
 
 
@@ -488,26 +520,28 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
 
     def compute():
         attr = attributions.load(qid)
-        image = vlm.model_image(question_split.pixels(q["image_id"], q["image_sha"]))
+        compose = compose_of(attributions)
+        image = working_image(vlm, question_split.pixels(q["image_id"], q["image_sha"]), compose)
         regions = RegionMap(attr.labels, attr.meta.get("regions", {}))
         cause_mask = None
         if q["cause_annotation_id"] is not None:
             obj = next(o for o in question_split.index.objects(int(q["image_id"]))
                        if o.annotation_id == int(q["cause_annotation_id"]))
-            cause_mask, _ = object_at(vlm.photo_grid(*obj.mask.shape), obj.mask, obj.bbox)
+            cause_mask, _ = object_at(cause_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
         invert = method in removal.correction.invert_maps
         if removal.pixel_protocol(method):
-            saliency, facts = baseline_map(method, attr, vlm, image, q["prompt"], regions, settings, invert)
+            saliency, facts = baseline_map(method, attr, vlm, image, q["prompt"], regions, settings, invert, compose)
             units, order = pixel_units(saliency, removal.correction.pixel_steps)
         else:
             units = regions
             order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, removal.random_seed,
-                                        q["question_id"], settings, invert)
+                                        q["question_id"], settings, invert, compose)
         if method == "eagle":
             curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
         else:
             scorer = vlm.scorer(image, q["prompt"], list(attr.target_token_ids),
-                                list(range(len(attr.target_token_ids))), batch_size=scorer_batch)
+                                list(range(len(attr.target_token_ids))), batch_size=scorer_batch,
+                                **({"compose": compose} if compose != "pixel_values" else {}))
             curves = region_curves(scorer, units, order)
 
         def answer(keep: np.ndarray) -> list[str]:

@@ -20,7 +20,12 @@ from eagle_pipelines.data.coco import CocoFormatError  # noqa: E402
 from eagle_pipelines.io.items import Manifest  # noqa: E402
 from eagle_pipelines.io.split_dataset import CocoSplit  # noqa: E402
 from eagle_pipelines.parameters import EagleRepopeParams  # noqa: E402
-from eagle_pipelines.pipelines.eagle_repope.nodes import question_records  # noqa: E402
+from eagle_pipelines.pipelines.eagle_repope.nodes import (  # noqa: E402
+    cause_grid,
+    compose_of,
+    question_records,
+    working_image,
+)
 from eagle_pipelines.reporting import html_page as pages  # noqa: E402
 from eagle_pipelines.reporting.figures import placeholder  # noqa: E402
 
@@ -51,15 +56,16 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
         if qid not in attributions or "eagle" not in r["methods"]:
             continue
         info = attributions.info(qid)
+        compose = compose_of(attributions)
         try:
-            image = vlm.model_image(question_split.image(int(info["image_id"])).pixels)
+            image = working_image(vlm, question_split.image(int(info["image_id"])).pixels, compose)
         except CocoFormatError:
             continue
         cause_mask = None
         if info["cause_annotation_id"] is not None:
             obj = next(o for o in question_split.index.objects(int(info["image_id"]))
                        if o.annotation_id == int(info["cause_annotation_id"]))
-            cause_mask, _ = object_at(vlm.photo_grid(*obj.mask.shape), obj.mask, obj.bbox)
+            cause_mask, _ = object_at(cause_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
         samples.append({"image": image, "attribution": attributions.load(qid), "correction": r["methods"]["eagle"],
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})

@@ -60,7 +60,7 @@ def template(loader: Pipeline, eval_list_node: bool = True) -> Pipeline:
             Node(report.build_figures, ["vlm", "eval_split", "attributions", "baselines", "evaluation",
                                         "params:reporting"], "figures", name="build_figures"),
             Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
-                                         "params:experiment"], "report", name="publish_report"),
+                                         "params:experiment", "params:reporting"], "report", name="publish_report"),
         ]),
     ])
 

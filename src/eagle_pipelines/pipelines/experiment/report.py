@@ -12,7 +12,7 @@ from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.parameters import ReportingParams
-from eagle_pipelines.pipelines.experiment.nodes import common_targets
+from eagle_pipelines.pipelines.experiment.nodes import common_targets, working_image
 from eagle_pipelines.reporting import figures, html_page
 
 
@@ -32,13 +32,15 @@ def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluat
 
 
 def _samples(vlm, eval_split: CocoSplit, attributions: Manifest, level: str, limit: int) -> list:
-    """(model-resolution image, attribution) of the first `limit` attributions of `level` whose image reads."""
+    """(working image, attribution) of the first `limit` attributions of `level` whose image reads: the image the
+    attribution's regions are on (the model's resolution, or the photo with ``compose: processor``)."""
     out = []
     for key, info in attributions.items.items():
         if info["level"] != level:
             continue
         try:
-            image = vlm.model_image(eval_split.image(int(info["image_id"])).pixels)
+            image = working_image(vlm, eval_split.image(int(info["image_id"])).pixels,
+                                  info.get("compose", "pixel_values"))
         except CocoFormatError:
             continue
         out.append((key, image, attributions.load(key)))
@@ -95,17 +97,34 @@ CAPTIONS = {
 }
 
 
-def headline(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The table a reader compares methods by: the pixel protocol (the one every method is scored under), the
-    main columns, sentence level first, methods by insertion AUC (best first) within each level."""
-    rows = metrics[metrics["protocol"] == "pixels"] if "protocol" in metrics else metrics
+HEADLINE_NOTE = {
+    "pixels": "The table ranks the methods by insertion AUC under the pixel protocol.",
+    "regions": "The table ranks the methods by insertion AUC, EAGLE (and the random floor) under the region "
+               "protocol, as the reference scores EAGLE (its evals/eval_AUC_faithfulness.py), the baselines under "
+               "the pixel protocol (the protocol column says which).",
+}
+
+
+def headline(metrics: pd.DataFrame, protocol: str = "pixels") -> pd.DataFrame:
+    """The table a reader compares methods by: the main columns, sentence level first, methods by insertion AUC
+    (best first) within each level. `protocol` ``pixels``: every method under the pixel protocol; ``regions``: the
+    methods that order regions (EAGLE, random) under their own region curves, as the reference scores EAGLE, and
+    the baselines (which have no regions) under the pixel protocol; a ``protocol`` column says which."""
+    if "protocol" not in metrics:
+        rows = metrics
+    elif protocol == "regions":
+        has_regions = set(metrics.loc[metrics["protocol"] == "regions", "method"])
+        rows = metrics[(metrics["protocol"] == "regions") | ~metrics["method"].isin(has_regions)]
+    else:
+        rows = metrics[metrics["protocol"] == "pixels"]
     rows = rows.assign(_level=rows["level"].map({"sentence": 0, "word": 1}).fillna(2))
     rows = rows.sort_values(["_level", "insertion_auc"], ascending=[True, False], kind="stable")
-    return rows[[c for c in HEADLINE if c in rows.columns]].reset_index(drop=True)
+    columns = HEADLINE if protocol == "pixels" else HEADLINE[:2] + ["protocol"] + HEADLINE[2:]
+    return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
 
 
 def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
-                   experiment) -> dict:
+                   experiment, reporting: ReportingParams | None = None) -> dict:
     """Everything one run publishes, as one bundle (the report dataset writes it whole or not at all): the
     tables, what was not made and why (``skipped.csv``), the figures, the self-contained HTML page and
     ``run.json`` (the run's facts and parameters)."""
@@ -119,7 +138,8 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
            "model": params.get("model", ""), "model fingerprint": params.get("model_fingerprint", ""),
            **{f"targets ({level})": n for level, n in coverage["n_targets"].items()},
            "items not made": len(coverage["not_made"])}
-    page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params})
+    protocol = reporting.headline_protocol if reporting is not None else "pixels"
+    page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol)
     skipped = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "skipped.csv": skipped,
               "report.html": page,
@@ -128,7 +148,8 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     return bundle
 
 
-def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict) -> str:
+def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict,
+          protocol: str = "pixels") -> str:
     encoded = {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items() if name != "table"}
     not_made = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     left_out = [f"{level}: {method} has {len(keys)} targets the others lack ({', '.join(keys[:5])})"
@@ -147,9 +168,9 @@ def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: di
 curves of the method's own region order; <em>pixels</em>: the method's map ranked into equal pixel fractions.
 Insertion AUC and AHC: higher is better; deletion AUC: lower is better; Point Game (word level): fraction of objects
 where the map's maximum falls in the box / mask. The baselines (docs/baselines.md) are scored under the pixel
-protocol; seconds and peak memory are per explained sample. The table ranks the methods by insertion AUC under the
-pixel protocol; the full table is folded under it and in metrics.csv.</p>
-{html_page.table(headline(metrics))}
+protocol; seconds and peak memory are per explained sample. {HEADLINE_NOTE[protocol]} The full table is folded
+under it and in metrics.csv.</p>
+{html_page.table(headline(metrics, protocol))}
 <details><summary>All columns, both protocols</summary>{html_page.table(metrics)}</details>
 {skipped_block}
 <h2>Figures</h2>
