@@ -35,12 +35,9 @@ import yaml
 from PIL import Image
 from scipy.stats import kendalltau, spearmanr
 
-from eagle_pipelines.api import STRATEGIES, explain, load_model
+from eagle_pipelines.api import explain, load_model
 from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
 from eagle_pipelines.core.regions import RegionMap, superpixels
-from eagle_pipelines.core.scoring import RegionScorer
-from eagle_pipelines.core.search import CountingScorer
-from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.data.shapes import generate_split
 from eagle_pipelines.parameters import parse
 
@@ -102,13 +99,12 @@ def at_model_resolution(model, image: np.ndarray, answer, regions: RegionMap, st
 
 
 def on_the_original(model, photo: np.ndarray, answer, regions: RegionMap, strategy: str) -> Run:
-    """The reference's masking site: `regions` on the photo, each masked photo resized by the processor."""
-    positions = resolve_targets(model.processor.tokenizer.decode, answer.token_ids, None)
-    scorer = model.scorer(photo, PROMPT, answer.token_ids, positions, batch_size=64, compose="processor")
-    counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
-    trace = STRATEGIES[strategy](counting)
-    return Run(trace.order, Curves(regions.cumulative_area(trace.order), trace.insertion, trace.deletion), regions,
-               counting.forward_passes)
+    """The reference's masking site through api.explain: `regions` on the photo, each masked photo resized by the
+    processor (``compose="processor"``; the same as ``model.scorer(photo, ..., compose="processor")`` under the
+    search)."""
+    a = explain(model, photo, PROMPT, strategy=strategy, regions=regions, answer=answer, batch_size=64,
+                compose="processor")
+    return Run(a.order, Curves(a.area, a.insertion, a.deletion), regions, a.forward_passes)
 
 
 def spearman(a: Run, b: Run, shape: tuple[int, int]) -> float:

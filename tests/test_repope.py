@@ -635,6 +635,32 @@ def test_eagle_repope_runs_and_writes_its_outputs(project):
     assert json.loads((project / OUT / "corrections.json").read_text())["items"] == corrections["items"]
 
 
+def test_the_reference_protocol_runs_on_the_photo(project):
+    """The paper environment's protocol on the embedded data: the reference's reading, removal steps from the
+    intact image, TAM inverted and corrected by pixel bands, regions and masks on the photo (compose: processor)."""
+    reference = {"answer_reading": "reference", "correction": {"removal_steps": "reference", "baseline_maps": "pixels",
+                                                                "pixel_steps": 16, "invert_maps": ["tam"]}}
+    params = {"eagle_repope": {**TINY["eagle_repope"], **reference},
+              "superpixels": {**TINY["superpixels"], "compose": "processor"}}
+    _run(project, params)
+    answers = json.loads((project / OUT / "answers.json").read_text())
+    assert answers["settings"]["answer_reading"] == "reference"
+    assert all(a["parsed"] == hal.read_reference(a["text"]) for a in answers["answers"])
+    wrong = {str(a["question_id"]) for a in answers["answers"] if a["wrong"]}
+    assert wrong and wrong == {str(a["question_id"]) for a in answers["answers"]
+                               if a["parsed"] not in (None, a["label"])}
+    corrections = json.loads((project / OUT / "corrections.json").read_text())
+    assert corrections["params"]["removal"]["correction"] == reference["correction"]
+    assert set(corrections["items"]) == {f"{m}/{q}" for m in ("eagle", "random", "tam") for q in wrong}
+    for key, info in corrections["items"].items():
+        record = json.loads((project / OUT / "corrections" / f"{key}.{info['fp']}.json").read_text())
+        assert record["ks"][0] == 0 and record["removed_area"][0] == 0.0  # the intact image first
+        assert record["units"] == ("pixel_bands" if record["method"] == "tam" else "regions")
+        n = record["n_regions"]
+        assert (n == 16) == (record["method"] == "tam") and max(record["ks"]) <= n - 1  # never a black image
+        assert record["corrected"] == any(hal.read_reference(t) == record["label"] for t in record["answers"])
+
+
 def test_a_new_csr_threshold_reruns_only_the_tables_and_the_report(project):
     import pandas as pd
 

@@ -257,16 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("eagle-explain: %(message)s"))
     package, api_logger = logging.getLogger("eagle_pipelines"), logging.getLogger("eagle_pipelines.api")
-    levels = package.level, api_logger.level
+    levels, propagate = (package.level, api_logger.level), package.propagate
     package.addHandler(handler)
     package.setLevel(min(package.getEffectiveLevel(), logging.INFO))
     api_logger.setLevel(logging.DEBUG)  # the expected forward passes
+    # only this handler: handlers an embedding program put on the root logger (a stdout handler, e.g. Kedro's
+    # logging setup) would mix these records into the explanation printed on stdout
+    package.propagate = False
     try:
         return _run(args)
     finally:
         package.removeHandler(handler)
         package.setLevel(levels[0])
         api_logger.setLevel(levels[1])
+        package.propagate = propagate
 
 
 def _run(args) -> int:

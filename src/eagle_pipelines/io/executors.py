@@ -117,6 +117,7 @@ class RayExecutor:
         self.in_flight: dict[int, tuple[str, float]] = {}  # worker -> (item key, since when: time.monotonic())
         self.restarts: list[dict] = []  # every worker restart seen: worker, old pid, new pid
         self.retried: list[str] = []  # items made by a worker's new process after the one they were sent to died
+        self.stats: list[dict] = []  # per node: items, wall seconds, bytes moved, per-worker items and seconds
         self._owns_ray = False
         self._lock = threading.RLock()
 
@@ -265,6 +266,9 @@ class RayExecutor:
                 while queue:
                     yield queue.popleft(), Outcome("failed", reason=reason)
         wall = time.perf_counter() - begin
+        self.stats.append({"description": description, "items": len(jobs), "seconds": wall,
+                           "shared_bytes": shared_bytes, "job_bytes": job_bytes, "out_bytes": out_bytes,
+                           "workers": [{"items": o.items, "seconds": o.seconds} for o in self.slots]})
         self._log(description, len(jobs), wall, shared_bytes, job_bytes, out_bytes)
 
     def _alive(self, slot: _Slot, description: str) -> bool:
@@ -294,7 +298,7 @@ class RayExecutor:
                     shared_bytes / 1e3, job_bytes / n / 1e3, out_bytes / n / 1e3)
         for s, slot in enumerate(self.slots):
             rate = slot.items / slot.seconds if slot.seconds else 0.0
-            logger.info("%s: worker %d (%s, pid %s): %d items, %.1f s computing, %.3f items/s%s", description, s,
+            logger.info("%s: worker %d (%s, pid %s): items %d, %.1f s busy, %.3f items/s%s", description, s,
                         slot.host, slot.pids[-1] if slot.pids else "?", slot.items, slot.seconds, rate,
                         f", restarted {len(slot.pids) - 1} times" if len(slot.pids) > 1 else "")
 
@@ -407,6 +411,7 @@ class _Worker:
         if run_id != self.run_id:  # a new node: forget the previous one's shared objects
             _WORKER_SHARED.clear()
             self.run_id = run_id
+        begin = time.perf_counter()
         where = {"worker": self.slot, "pid": os.getpid(), "host": socket.gethostname()}
         try:
             for token, ref in shared.items():
@@ -419,6 +424,7 @@ class _Worker:
         if torch is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         outcome = attempt(compute, self.slot)
+        outcome.seconds = time.perf_counter() - begin  # busy time: unpacking (the model, at first) included
         try:
             size = len(pickle.dumps(outcome, protocol=5))
         except Exception as exc:  # noqa: BLE001 - a value that cannot travel
