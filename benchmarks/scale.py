@@ -14,6 +14,10 @@ Measures, each in a fresh copy of the project's configuration (under a temporary
   value out, inputs shared once per node);
 - memory: the resident size of each worker process at the end (model loaded).
 
+The sequential run uses as many torch threads as one worker (``--driver-threads``, 1), so that 1 worker against
+sequential shows Ray's cost and not a thread count; on a busy machine more threads than free cores slow torch down
+many times over.
+
 Writes data/08_reporting/benchmarks/scale.json and prints it. Not part of the test suite; Ray's files go under the
 temporary folder (HOME and RAY_TMPDIR), so nothing is left in ~/.ray.
 """
@@ -156,7 +160,12 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--trivial", type=int, default=200, help="trivial jobs of the per-task overhead")
+    parser.add_argument("--driver-threads", type=int, default=1,
+                        help="torch threads of this process (the sequential run), like a worker's cpus_per_worker")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.driver_threads)
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     params = {"shapes": {"splits": {"eval": args.images}}, "superpixels": {"n_segments": args.segments},
               "evaluation": {"pixel_steps": 8}, "reporting": {"figure_samples": 1},
@@ -167,7 +176,8 @@ def main() -> None:
         (tmp / "home").mkdir()
         os.environ["HOME"] = str(tmp / "home")  # Ray writes ~/.ray/auth_token
         os.environ["RAY_TMPDIR"] = str(tmp / "ray")
-        result = {"machine": {"cpus": os.cpu_count()}, "params": params,
+        result = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
+                              "driver_threads": args.driver_threads}, "params": params,
                   "overhead": overhead(tmp / "overhead", args.trivial),
                   "sequential": pipeline(tmp / "sequential", params, {"executor": "sequential"})}
         for n in args.workers:

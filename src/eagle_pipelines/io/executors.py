@@ -136,8 +136,13 @@ class RayExecutor:
             begin = time.perf_counter()
             if not ray.is_initialized():
                 # "local" starts a new instance; "auto" and an address join a running cluster
-                ray.init(address=p.address, runtime_env=p.runtime_env, include_dashboard=False,
-                         log_to_driver=True, logging_level=logging.WARNING)
+                try:
+                    ray.init(address=p.address, runtime_env=p.runtime_env, include_dashboard=False,
+                             log_to_driver=True, logging_level=logging.WARNING)
+                except ConnectionError as exc:
+                    raise RuntimeError(f"compute.ray.address is '{p.address}' but no Ray cluster answers there "
+                                       f"({str(exc).strip().splitlines()[0][:200]}): start one (`ray start --head` "
+                                       f"on this host; docs/scale.md) or set compute.ray.address: local") from None
                 self._owns_ray = True
             resources = ray.cluster_resources()
             needed_gpus = p.workers * p.gpus_per_worker
