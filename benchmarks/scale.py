@@ -12,7 +12,8 @@ Measures, each in a fresh copy of the project's configuration (under a temporary
 - throughput: eagle_coco (sentence level, the TAM baseline) sequentially and on 1, 2... workers: items/s of each
   per-item node (from its manifest's seconds), the pipeline's wall time, and the bytes moved per item (job in,
   value out, inputs shared once per node);
-- memory: the resident size of each worker process at the end (model loaded).
+- memory: the resident size of each worker process at the end (model loaded);
+- parallelism without CPU contention: jobs that wait 0.25 s each (as if a GPU made them) on 1 and 2 workers.
 
 The sequential run uses as many torch threads as one worker (``--driver-threads``, 1), so that 1 worker against
 sequential shows Ray's cost and not a thread count; on a busy machine more threads than free cores slow torch down
@@ -148,10 +149,31 @@ def overhead(folder: Path, jobs: int) -> dict:
     run_jobs(ItemStore(folder / "ray", "record"), [trivial(k) for k in range(jobs)], "trivial")
     on_ray = (time.perf_counter() - start) / jobs
     stats = executor.stats[-1]
+    waiting = {1: _waiting(folder / "waiting1")}
+    executors.configure(ComputeParams(executor="ray", ray={"workers": 2}))
+    start = time.perf_counter()
+    executors.current().start()
+    start_2 = time.perf_counter() - start
+    waiting[2] = _waiting(folder / "waiting2")
     executors.reset()
     return {"jobs": jobs, "driver_ms_per_item": round(driver * 1e3, 2), "ray_ms_per_item": round(on_ray * 1e3, 2),
             "ray_overhead_ms_per_item": round((on_ray - driver) * 1e3, 2), "start_1_worker_s": round(start_1, 2),
-            "bytes_in_per_item": round(stats["job_bytes"] / jobs), "bytes_out_per_item": round(stats["out_bytes"] / jobs)}
+            "start_2_workers_s": round(start_2, 2), "bytes_in_per_item": round(stats["job_bytes"] / jobs),
+            "bytes_out_per_item": round(stats["out_bytes"] / jobs),
+            "waiting_jobs_items_per_s": {n: round(v, 2) for n, v in waiting.items()}}
+
+
+def _waiting(folder: Path, jobs: int = 16, seconds: float = 0.25) -> float:
+    """Items/s of jobs that wait `seconds` each without using a CPU (stand-ins for items a GPU makes: they do not
+    compete for this machine's cores), on the current executor's workers."""
+    from eagle_pipelines.io.items import ItemStore, Job, run_jobs
+
+    def wait(k: int) -> Job:
+        return Job(f"w{k}", "fp", lambda k=k: (time.sleep(seconds), {"k": k})[1])
+
+    start = time.perf_counter()
+    run_jobs(ItemStore(folder, "record"), [wait(k) for k in range(jobs)], "waiting")
+    return jobs / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -67,13 +67,14 @@ def test_lambda_weights_choose_between_insight_and_necessity():
     assert necessity.order[0] == 1
 
 
+@pytest.mark.parametrize("search", [efficient, bidirectional])
 @pytest.mark.parametrize("n", [1, 2, 7, 30])
-def test_efficient_returns_a_permutation_with_consistent_curves(n):
+def test_efficient_returns_a_permutation_with_consistent_curves(n, search):
     rng = np.random.default_rng(n)
     w = rng.random(n)
     w /= w.sum()
     scorer = CountingScorer(additive(w), n)
-    trace = efficient(scorer, search_scope=3, pending_samples=2, update_step=2)
+    trace = search(scorer, search_scope=3, pending_samples=2, update_step=2)
     assert sorted(trace.order.tolist()) == list(range(n))
     np.testing.assert_allclose(trace.insertion[:, 0], np.cumsum(w[trace.order]), atol=1e-12)
     np.testing.assert_allclose(trace.deletion[:, 0], 1 - np.cumsum(w[trace.order]), atol=1e-12)
@@ -218,6 +219,19 @@ def test_efficient_by_hand_on_interacting_regions():
     order, insertion, deletion, smdl, passes = reference_efficient(_contextual, 8, 1.0, 0.25, 2, 3, 2)
     assert order == trace.order.tolist() and passes == 44
     np.testing.assert_allclose(smdl, trace.objective)
+
+
+def test_bidirectional_differs_from_efficient_in_the_three_points():
+    """Our earlier reading of the variant, kept as ``bidirectional``, on the same regions and settings: its first
+    backward pick is scored (7, whose removal from the full image hurts least; 6 passes), it keeps picking backward
+    with three candidates left (it removes 4 and breaks the 3+4 pair) and it records the λ-weighted objective."""
+    counting = CountingScorer(_contextual, 8)
+    trace = bidirectional(counting, 1.0, 0.25, search_scope=2, pending_samples=3, update_step=2)
+    assert trace.order.tolist() == [0, 5, 3, 1, 2, 4, 6, 7]
+    # steps 0-3 forward + backward: 16 + 6, 4 + 6, 8 + 6, 4 + 2; then the full image's curves: 2
+    assert counting.forward_passes == 54 == bidirectional_passes(8, 2, 3, 2)
+    np.testing.assert_allclose(trace.insertion[:, 0], [.35, .44, .49, .50, .75, .94, .97, .91])
+    np.testing.assert_allclose(trace.objective, trace.insertion[:, 0] + 0.25 * (1 - trace.deletion[:, 0]))
 
 
 def test_efficient_schedule_costs():

@@ -117,8 +117,9 @@ def max_regions(*shapes: tuple[int, ...]) -> int:
 
 def expected_forward_passes(strategy: str, n: int, search_params: dict | None = None) -> tuple[int, bool]:
     """(forward passes, exact) of `strategy` over `n` regions, as ``core/search.py`` counts them (one per masked
-    image): greedy n(n+1); pooled 2n + K(K−1) + 2(n−K) for its pool of K; efficient by replaying its schedule;
-    lazy only a lower bound, 2 + 2n + 2·Σ min(refresh, remaining) (stale bounds may need more rounds)."""
+    image): greedy n(n+1); pooled 2n + K(K−1) + 2(n−K) for its pool of K; efficient and bidirectional by
+    replaying their schedules (``core/search.py``); lazy only a lower bound, 2 + 2n + 2·Σ min(refresh, remaining)
+    (stale bounds may need more rounds)."""
     params = dict(search_params or {})
     model = _search_models().get(strategy)
     if model is not None:
@@ -172,10 +173,13 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             (``core/images.py: as_rgb``); the attribution is made at the model's resolution.
         tokens: None (every answer token: sentence level), positions in the answer, or words/phrases
             (word level, e.g. ``["red", "circle"]``).
-        strategy: ``pooled`` (default: greedy inside a pool of the best-ranked regions, the rest in first-step
-            rank; `search_params`: pool_size, budget), ``greedy`` (the exact definition, n(n+1) forward passes),
-            ``efficient`` (the paper's bidirectional variant; `search_params`: search_scope, pending_samples,
-            update_step) or ``lazy`` (lazy greedy; `search_params`: refresh).
+        strategy: ``pooled`` (default; this project's own strategy, not the paper's: greedy inside a pool of
+            the regions best ranked alone, the rest in that rank, about 10 % of greedy's passes; a region worthless
+            alone but decisive in context never enters the pool; `search_params`: pool_size, budget), ``greedy``
+            (the paper's definition, n(n+1) forward passes), ``efficient`` (the paper's faster variant as the
+            authors' code runs it; `search_params`: search_scope, pending_samples, update_step),
+            ``bidirectional`` (this project's earlier reading of it; the same `search_params`) or ``lazy`` (lazy
+            greedy; `search_params`: refresh). See docs/method.md.
         batch_size, memory_budget_mb: the most masked images per forward pass, lowered to fit the memory budget
             (MB; None: what the device has; 0: no planning) and halved on out-of-memory.
         answer: the answer to explain; generated greedily (at most `max_new_tokens` tokens) when not given.
