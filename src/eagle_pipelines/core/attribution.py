@@ -29,7 +29,8 @@ class Attribution:
     order: np.ndarray  # (n,) region ids, most important first
     insertion: np.ndarray  # (n, T) p(y_t | keep order[:k+1])
     deletion: np.ndarray  # (n, T) p(y_t | remove order[:k+1])
-    objective: np.ndarray  # (n,) λ1·mean insertion + λ2·(1 − mean deletion) of each prefix
+    objective: np.ndarray  # (n,) the search's recorded score of each prefix: λ1·mean insertion + λ2·(1 − mean
+                           # deletion); strategy `efficient` records insertion + 1 − deletion (no λ), as the reference
     area: np.ndarray  # (n,) cumulative area fraction of each prefix
     full_score: np.ndarray  # (T,) p with the whole image (= insertion[-1])
     empty_score: np.ndarray  # (T,) p with a black image (= deletion[-1])
@@ -71,7 +72,8 @@ class Attribution:
           out of the normalisation, so after one decisive region the next one is painted nearly as bright as it,
           whatever it holds.
         """
-        start = self.lambda1 * self.empty_score.mean() + self.lambda2 * (1.0 - self.full_score.mean())
+        l1, l2 = (1.0, 1.0) if self.strategy == "efficient" else (self.lambda1, self.lambda2)  # as recorded
+        start = l1 * self.empty_score.mean() + l2 * (1.0 - self.full_score.mean())
         gains = np.diff(np.concatenate([[start], self.objective]))
         if style == "remaining":
             gains = np.maximum(gains, 0.0)

@@ -213,7 +213,7 @@ class RayExecutor:
         run_id = uuid.uuid4().hex
         begin = time.perf_counter()
         packer = _Packer(run_id)
-        blobs = [packer.pack(job.compute) for job in jobs]
+        blobs = [packer.pack(job, description) for job in jobs]
         shared_bytes = sum(size for _, _, size in packer.shared.values())
         job_bytes = sum(len(b) for b, _ in blobs)
         self.bytes_in += shared_bytes + job_bytes
@@ -310,12 +310,14 @@ class RayExecutor:
 
 # --- shipping a job -----------------------------------------------------------------------------------------------
 def _shared_types() -> dict[type, tuple[str, ...]]:
-    """Types whose objects many jobs capture, sent once per node; each with the cache attributes it rebuilds
-    itself (not sent)."""
+    """Types whose objects many jobs capture, sent once per node (subclasses too); each with the cache attributes
+    it rebuilds itself (not sent). A model adapter that was not loaded by the catalog (no load spec) is sent whole,
+    once per node."""
     from eagle_pipelines.io.items import Manifest
     from eagle_pipelines.io.split_dataset import CocoSplit
+    from eagle_pipelines.models.adapter import TransformersAdapter
 
-    return {CocoSplit: ("_index",), Manifest: ()}
+    return {CocoSplit: ("_index",), Manifest: (), TransformersAdapter: ()}
 
 
 def _rebuild(cls: type, state: dict):
@@ -341,13 +343,23 @@ class _Packer:
     def __init__(self, run_id: str):
         self.run_id = run_id
         self.types = _shared_types()
+        self._caches: dict[type, tuple[str, ...] | None] = {}  # per concrete type: its entry in `types`, or None
         self.shared: dict[str, tuple[Any, Any, int]] = {}  # token -> (object, ObjectRef, bytes)
         self._tokens: dict[int, str] = {}
 
-    def pack(self, compute) -> tuple[bytes, tuple[str, ...]]:
+    def caches(self, cls: type) -> tuple[str, ...] | None:
+        if cls not in self._caches:
+            self._caches[cls] = next((c for base, c in self.types.items() if issubclass(cls, base)), None)
+        return self._caches[cls]
+
+    def pack(self, job: Job, description: str) -> tuple[bytes, tuple[str, ...]]:
         """The job's bytes and the tokens of the shared objects it needs."""
         used: set[str] = set()
-        return self._dumps(compute, used, root=None), tuple(sorted(used))
+        try:
+            return self._dumps(job.compute, used, root=None), tuple(sorted(used))
+        except Exception as exc:  # noqa: BLE001 - named with the fix
+            raise RuntimeError(f"{description}: item {job.key} cannot be sent to a Ray worker ({type(exc).__name__}: "
+                               f"{exc}); run it with compute.executor: sequential") from exc
 
     def _dumps(self, obj, used: set[str], root) -> bytes:
         from ray import cloudpickle
@@ -359,7 +371,7 @@ class _Packer:
                 spec = model_reference(value)
                 if spec is not None:
                     return model_from_spec, (spec,)
-                caches = packer.types.get(type(value))
+                caches = packer.caches(type(value))
                 if caches is not None:
                     if value is root:
                         state = {k: (None if k in caches else v) for k, v in vars(value).items()}
