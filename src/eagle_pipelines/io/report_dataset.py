@@ -1,7 +1,7 @@
 """Figures and published reports.
 
-- ``FiguresDataset``: a folder of PNGs, saved from ``{name: matplotlib Figure}``, loaded as ``{name: PNG bytes}``;
-  kedro-viz previews the first figure.
+- ``FiguresDataset``: a folder of PNGs, saved from ``{name: matplotlib Figure}``, loaded as ``{name: PNG bytes}``
+  (a ``dict`` value, the report explorer's data, goes to ``<name>.json``); kedro-viz previews the curves.
 - ``PublishedReportDataset``: one run's report, published whole or not at all. ``save`` writes every file of the
   run (tables, figures, the HTML page, ``run.json``) into ``history/<time>/`` and then points the ``latest`` link
   at it in one atomic rename; ``metrics.csv``, ``metrics_per_sample.csv`` and ``report.html`` beside ``latest``
@@ -41,7 +41,10 @@ def figure_png(fig, dpi: int = 110) -> bytes:
 
 
 class FiguresDataset(AbstractDataset[dict, dict]):
-    """``{name: Figure or PNG bytes}`` as ``<path>/<name>.png`` (each written atomically)."""
+    """``{name: Figure or PNG bytes}`` as ``<path>/<name>.png``, and ``{name: dict}`` (the report explorer's data) as
+    ``<path>/<name>.json``, each written atomically. A save replaces the folder's figures: a PNG or JSON file that
+    the new figures do not name (a figure an earlier run drew) is removed, so it cannot reach the next report.
+    ``load`` gives ``{name: PNG bytes or dict}``."""
 
     def __init__(self, path: str, dpi: int = 110, metadata: dict | None = None):
         self._path = Path(path)
@@ -49,14 +52,30 @@ class FiguresDataset(AbstractDataset[dict, dict]):
         self.metadata = metadata
 
     def save(self, data: dict) -> None:
-        for name, fig in data.items():
-            png = fig if isinstance(fig, bytes) else figure_png(fig, self._dpi)
-            atomic_write(self._path / f"{name}.png", lambda f, b=png: f.write(b))
+        written = set()
+        for name, value in data.items():
+            if isinstance(value, dict):
+                text = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+                atomic_write(self._path / f"{name}.json", lambda f, b=text: f.write(b))
+                written.add(f"{name}.json")
+            else:
+                png = value if isinstance(value, bytes) else figure_png(value, self._dpi)
+                atomic_write(self._path / f"{name}.png", lambda f, b=png: f.write(b))
+                written.add(f"{name}.png")
+        for stale in [*self._path.glob("*.png"), *self._path.glob("*.json")]:
+            if stale.name not in written:
+                stale.unlink(missing_ok=True)
 
-    def load(self) -> dict[str, bytes]:
+    def load(self) -> dict[str, bytes | dict]:
         if not self._path.is_dir():
             raise DatasetError(f"no figures at '{self._path}': their node has not run")
-        return {p.stem: p.read_bytes() for p in sorted(self._path.glob("*.png"))}
+        out: dict[str, bytes | dict] = {p.stem: p.read_bytes() for p in sorted(self._path.glob("*.png"))}
+        for file in sorted(self._path.glob("*.json")):
+            try:
+                out[file.stem] = json.loads(file.read_text())
+            except ValueError as exc:
+                raise DatasetError(f"'{file}' is damaged ({exc}); run build_figures again") from None
+        return out
 
     def _exists(self) -> bool:
         return self._path.is_dir() and any(self._path.glob("*.png"))
@@ -65,8 +84,8 @@ class FiguresDataset(AbstractDataset[dict, dict]):
         return {"path": str(self._path)}
 
     def preview(self) -> ImagePreview:
-        """kedro-viz: the first figure (curves when there is one)."""
-        figures = self.load()
+        """kedro-viz: the curves of every method (or the first figure)."""
+        figures = {name: value for name, value in self.load().items() if isinstance(value, bytes)}
         name = "curves" if "curves" in figures else next(iter(figures), None)
         return ImagePreview(base64.b64encode(figures[name]).decode("ascii") if name else "")
 

@@ -35,10 +35,32 @@ def run_table(run: dict) -> str:
     return f'<table class="run">{rows}</table>'
 
 
-def figures(pngs: dict[str, str], captions: dict[str, str]) -> str:
-    """<figure> elements of base64 PNGs, each with its caption (or its name)."""
-    return "\n".join(f'<figure><img alt="{name}" src="data:image/png;base64,{png}"><figcaption>'
-                     f"{captions.get(name, name)}</figcaption></figure>" for name, png in pngs.items())
+#: a figure whose PNG is larger than this is embedded in the page as a JPEG (the PNG is still published)
+JPEG_ABOVE = 300_000
+
+
+def image_src(png: bytes | str, jpeg_above: int = JPEG_ABOVE) -> str:
+    """The data URL of a figure (PNG bytes, or base64 PNG text): the PNG itself, or for a large one (photos in a
+    figure compress badly as PNG) a JPEG of it, so the page stays small."""
+    import base64
+    import io
+
+    blob = base64.b64decode(png) if isinstance(png, str) else png
+    if len(blob) <= jpeg_above:
+        return "data:image/png;base64," + base64.b64encode(blob).decode("ascii")
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(blob)).convert("RGB").save(buf, format="JPEG", quality=88, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def figures(pngs: dict[str, bytes | str], captions: dict[str, str]) -> str:
+    """<figure> elements of the figures (PNG bytes or base64 PNG text), each with its caption (or its name);
+    large ones as JPEG (``image_src``)."""
+    return "\n".join(f'<figure id="figure-{html.escape(name)}"><img alt="{html.escape(name)}" '
+                     f'src="{image_src(png)}"><figcaption>{captions.get(name, name)}</figcaption></figure>'
+                     for name, png in pngs.items())
 
 
 def document(title: str, run: dict, body: str, params: dict) -> str:

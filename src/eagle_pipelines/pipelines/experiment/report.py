@@ -3,8 +3,6 @@ report (tables, figures, HTML page and run facts, published together)."""
 
 from __future__ import annotations
 
-import base64
-
 import pandas as pd
 
 from eagle_pipelines.core.baselines.common import normalise
@@ -60,38 +58,108 @@ def _baseline_maps(samples: list, baselines: Manifest) -> list[dict]:
     return out
 
 
+def _curves_of(evaluation: Manifest, protocol: str) -> dict[str, dict[str, dict]]:
+    """Per target key, each method's curve as the report compares them: under `protocol` (``regions``: EAGLE and
+    the random floor under their own region curves, the baselines under pixels)."""
+    out: dict[str, dict[str, dict]] = {}
+    for key, info in evaluation.items.items():
+        rows = evaluation.load(key)["rows"]
+        with_regions = {r["method"] for r in rows if r["protocol"] == "regions"}
+        for r in rows:
+            wanted = "regions" if protocol == "regions" and r["method"] in with_regions else "pixels"
+            if r["protocol"] == wanted:
+                out.setdefault(info["target"], {})[r["method"]] = r["curve"]
+    return out
+
+
+def _explorer(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, evaluation: Manifest,
+              reporting: ReportingParams, seed: int) -> dict:
+    """The report explorer's data (reporting/explorer.py) for the first ``figure_samples`` images: each image's
+    sentence- and word-level attributions, the baselines' maps and random floor of each, and their curves."""
+    from eagle_pipelines.core.evaluate import random_order
+    from eagle_pipelines.reporting.explorer import ExplorerImage, explorer_data
+
+    by_image: dict[int, dict] = {}
+    for key, info in attributions.items.items():
+        entry = by_image.setdefault(int(info["image_id"]), {"compose": info.get("compose", "pixel_values"),
+                                                             "sentence": None, "words": []})
+        if info["level"] == "sentence":
+            entry["sentence"] = key
+        else:
+            entry["words"].append(key)
+    curves = _curves_of(evaluation, reporting.headline_protocol)
+    items = []
+    for image_id, entry in by_image.items():
+        if len(items) >= reporting.figure_samples:
+            break
+        try:
+            image = working_image(vlm, eval_split.image(image_id).pixels, entry["compose"])
+        except CocoFormatError:
+            continue
+        item = ExplorerImage(image_id, image)
+        for key in [entry["sentence"], *entry["words"]] if entry["sentence"] else entry["words"]:
+            a = attributions.load(key)
+            if a.labels.shape != image.shape[:2]:
+                continue
+            if key == entry["sentence"]:
+                item.sentence = (key, a)
+            else:
+                item.words.append((key, a))
+            ann = int(attributions.info(key).get("meta", {}).get("annotation_id") or 0)
+            item.random[key] = random_order(a.n_regions, seed, image_id, ann)
+            item.maps[key] = _baseline_maps([(key, image, a)], baselines)[0]
+            item.curves[key] = curves.get(key, {})
+        if item.sentence or item.words:
+            items.append(item)
+    return explorer_data(items, reporting.headline_protocol)
+
+
 def build_figures(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, evaluation: Manifest,
                   reporting: ReportingParams) -> dict:
-    """Overlays of EAGLE beside the random floor and the baselines (sentence and word level), the mean curves
-    and the per-token influence."""
+    """The report's figures: the sentence-level figure (EAGLE beside the random floor and the baselines, the
+    answer's tokens coloured by influence), the word-level figure (each object's box, EAGLE scaled by the word's
+    sensitivity, the word highlighted in the answer), the curves of every method per level (``curves``: the first
+    level, ``curves_word`` when both ran), the per-token influence, and ``explorer`` (the data of the page's
+    interactive explorer: a dict, saved as JSON beside the PNGs)."""
     figs = {}
     levels = {info["level"] for info in attributions.items.values()}
     seed = evaluation.params.get("evaluation", {}).get("random_seed", 0)
+    tokens: dict[int, list[str]] = {}
     if "sentence" in levels:
         samples = _samples(vlm, eval_split, attributions, "sentence", reporting.figure_samples)
-        figs["sentence_overlays"] = figures.sentence_overlays([(i, a) for _, i, a in samples], seed,
-                                                              _baseline_maps(samples, baselines))
-        figs["influence"] = figures.influence_bars(
-            [attributions.load(k) for k, v in attributions.items.items() if v["level"] == "sentence"])
+        figs["sentence"] = figures.sentence_figure([(i, a) for _, i, a in samples], seed,
+                                                   _baseline_maps(samples, baselines))
+        sentence = [attributions.load(k) for k, v in attributions.items.items() if v["level"] == "sentence"]
+        figs["influence"] = figures.influence_bars(sentence)
+        tokens = {int(a.meta.get("image_id", -1)): list(a.target_words) for a in sentence}
     if "word" in levels:
         samples = _samples(vlm, eval_split, attributions, "word", 2 * reporting.figure_samples)
-        figs["word_overlays"] = figures.word_overlays([(i, a) for _, i, a in samples],
-                                                      _baseline_maps(samples, baselines))
+        figs["word"] = figures.word_figure([(i, a) for _, i, a in samples], _baseline_maps(samples, baselines),
+                                           [tokens.get(int(a.meta.get("image_id", -1))) for _, _, a in samples])
     common, _ = common_targets(evaluation)
     rows = [r for key, info in evaluation.items.items() if info["target"] in common.get(info["level"], ())
             for r in evaluation.load(key)["rows"]]
-    figs["curves"] = figures.mean_curves(rows, "sentence" if "sentence" in levels else "word")
+    ran = [level for level in ("sentence", "word") if level in levels]
+    for n, level in enumerate(ran):
+        figs["curves" if n == 0 else f"curves_{level}"] = figures.method_curves(rows, level,
+                                                                                reporting.headline_protocol)
+    figs["explorer"] = _explorer(vlm, eval_split, attributions, baselines, evaluation, reporting, seed)
     return figs
 
 
 HEADLINE = ["level", "method", "n_samples", "insertion_auc", "deletion_auc", "point_game_box", "point_game_mask",
             "seconds_per_sample", "peak_memory_mb"]
 CAPTIONS = {
-    "sentence_overlays": "Sentence level: EAGLE's saliency (earlier-ranked regions brighter) beside the random "
-                         "floor and the baselines (each map min-max normalised).",
-    "word_overlays": "Word level: one attribution per object the answer mentions, EAGLE beside the baselines; the "
-                     "white box is the object.",
-    "curves": "Mean insertion (higher is better) and deletion (lower is better) curves.",
+    "sentence": "Sentence level: EAGLE beside the random floor and the baselines (each map min-max normalised, "
+                "viridis on a greyscale copy, smoothed as the reference smooths its maps). Bright: the top quarter "
+                "of the image by each method's ranking, the rest dimmed; numbers: the first three regions. Under "
+                "each row, the answer's tokens coloured by their influence.",
+    "word": "Word level: one attribution per object the answer mentions (white box: the object), EAGLE's map "
+            "multiplied by min(1, 1.5 \u00d7 (max insertion \u2212 empty score)) as the reference draws it, so a "
+            "word the image barely moves shows a dark map; the explained word highlighted in the answer.",
+    "curves": "Mean insertion (higher is better) and deletion (lower is better) curves of every method, first "
+              "level (AUCs in the legend).",
+    "curves_word": "The same curves at the word level.",
     "influence": "Per-token influence: how much each word relies on the image rather than language priors.",
     "table": "The metrics table as a figure.",
 }
@@ -131,7 +199,8 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     from eagle_pipelines.io.report_dataset import figure_png
 
     experiment = experiment.model_dump(mode="json") if hasattr(experiment, "model_dump") else dict(experiment)
-    pngs = dict(figures_png)
+    pngs = {name: value for name, value in figures_png.items() if isinstance(value, bytes)}
+    explorer_data = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
     pngs["table"] = figure_png(figures.table_figure(metrics))
     params = coverage["params"]
     run = {"generated": html_page.now(), "git commit": html_page.git_commit(),
@@ -139,18 +208,22 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
            **{f"targets ({level})": n for level, n in coverage["n_targets"].items()},
            "items not made": len(coverage["not_made"])}
     protocol = reporting.headline_protocol if reporting is not None else "pixels"
-    page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol)
+    page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol, explorer_data)
     skipped = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "skipped.csv": skipped,
               "report.html": page,
               "run.json": {**run, "params": {"experiment": experiment, **params}, "coverage": coverage}}
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
+    if explorer_data is not None:
+        bundle["figures/explorer.json"] = explorer_data
     return bundle
 
 
 def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict,
-          protocol: str = "pixels") -> str:
-    encoded = {name: base64.b64encode(png).decode("ascii") for name, png in pngs.items() if name != "table"}
+          protocol: str = "pixels", explorer_data: dict | None = None) -> str:
+    from eagle_pipelines.reporting.explorer import explorer_html
+
+    shown = {name: png for name, png in pngs.items() if name != "table"}
     not_made = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     left_out = [f"{level}: {method} has {len(keys)} targets the others lack ({', '.join(keys[:5])})"
                 for level, methods in coverage["left_out"].items() for method, keys in methods.items()]
@@ -173,6 +246,7 @@ under it and in metrics.csv.</p>
 {html_page.table(headline(metrics, protocol))}
 <details><summary>All columns, both protocols</summary>{html_page.table(metrics)}</details>
 {skipped_block}
+{explorer_html(explorer_data)}
 <h2>Figures</h2>
-{html_page.figures(encoded, CAPTIONS)}"""
+{html_page.figures(shown, CAPTIONS)}"""
     return html_page.document("EAGLE report", run, body, params)
