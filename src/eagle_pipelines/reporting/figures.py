@@ -50,14 +50,14 @@ INFLUENCE_CMAP = "Blues"
 HIGHLIGHT = (0.8, 1.0, 0.8)
 #: Okabe-Ito colours (distinguishable with colour-blindness), a dash pattern and a marker per method
 STYLES = {
-    "eagle": {"color": "#D55E00", "ls": "-", "marker": "o", "lw": 4.0, "alpha": 0.55},
+    "eagle": {"color": "#D55E00", "ls": "-", "marker": "o", "lw": 4.0, "alpha": 0.7},
     "random": {"color": "#555555", "ls": (0, (1, 1.5)), "marker": None, "lw": 1.8},
     "llava_cam": {"color": "#0072B2", "ls": (0, (6, 2)), "marker": "s", "lw": 1.8},
     "igos_pp": {"color": "#009E73", "ls": (0, (4, 1.5, 1, 1.5)), "marker": "^", "lw": 1.8},
     "tam": {"color": "#CC79A7", "ls": (0, (2.5, 1.5)), "marker": "D", "lw": 1.8},
-    "captum": {"color": "#E69F00", "ls": (0, (7, 1.5, 1, 1.5, 1, 1.5)), "marker": "v", "lw": 1.8},
+    "captum": {"color": "#000000", "ls": (0, (7, 1.5, 1, 1.5, 1, 1.5)), "marker": "v", "lw": 1.5},
 }
-_EXTRA = ["#56B4E9", "#F0E442", "#000000", "#882255"]
+_EXTRA = ["#56B4E9", "#E69F00", "#882255", "#117733"]
 
 
 def display_name(method: str) -> str:
@@ -156,9 +156,7 @@ def sentence_figure(samples: list[tuple[np.ndarray, Attribution]], seed: int = 0
     methods = sorted({m for maps in baselines for m in maps})
     cols = 3 + len(methods)
     norm = _influence_norm([a for _, a in samples])
-    fig = plt.figure(figsize=(2.55 * cols + 0.9, 3.55 * len(samples) + 0.5))
-    outer = fig.add_gridspec(len(samples), 1, hspace=0.35, top=1 - 0.5 / fig.get_figheight(), bottom=0.02,
-                             left=0.01, right=0.99)
+    fig, outer = _blocks(len(samples), 2.55 * cols + 0.9, 3.45)
     for block, (image, a), maps in zip(outer, samples, baselines):
         inner = block.subgridspec(2, cols + 1, height_ratios=[2.55, 0.62], width_ratios=[1] * cols + [0.07],
                                   hspace=0.12, wspace=0.06)
@@ -176,14 +174,28 @@ def sentence_figure(samples: list[tuple[np.ndarray, Attribution]], seed: int = 0
             _show(fig.add_subplot(inner[0, col]), picture, title, TITLE)
         colour_bar(fig, None, cax=fig.add_subplot(inner[0, cols]), label="saliency")
         strip = fig.add_subplot(inner[1, :cols])
-        strip.set_title("answer, each token coloured by its influence (dark: visual evidence, pale: language prior)",
-                        fontsize=LABEL, loc="left", pad=2)
+        strip.set_title("the answer, each token coloured by its influence (dark: visual evidence, pale: language "
+                        "prior)", fontsize=LABEL, loc="left", pad=2)
         token_strip(strip, a.target_words, influence_colours(a.influence, norm))
         bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=INFLUENCE_CMAP), cax=fig.add_subplot(inner[1, cols]))
         bar.ax.tick_params(labelsize=SMALL - 1)
-    fig.suptitle("Sentence level: the regions the whole answer relies on (bright: the top quarter by each method; "
-                 "numbers: rank)", fontsize=TITLE + 1)
+        bar.set_label("influence", fontsize=SMALL - 1)
+    _title(fig, "Sentence level: the regions the whole answer relies on (bright: the top quarter of the image by each "
+                "method; numbers: rank)")
     return fig
+
+
+def _blocks(n: int, width: float, block: float, top: float = 0.6):
+    """A figure of `n` stacked blocks of `block` inches under a `top`-inch title band, and their grid."""
+    height = top + n * block + 0.1
+    fig = plt.figure(figsize=(width, height))
+    grid = fig.add_gridspec(n, 1, hspace=0.16, top=1 - top / height, bottom=0.1 / height, left=0.01, right=0.99)
+    return fig, grid
+
+
+def _title(fig, text: str) -> None:
+    """The figure's title in the band above the panels (never over them)."""
+    fig.suptitle(text, fontsize=TITLE + 1, y=1 - 0.14 / fig.get_figheight(), va="top")
 
 
 def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[dict[str, np.ndarray]] | None = None,
@@ -198,9 +210,7 @@ def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[d
     answers = answers or [None for _ in samples]
     methods = sorted({m for maps in baselines for m in maps})
     cols = 1 + len(methods)
-    fig = plt.figure(figsize=(max(2.7 * cols + 0.9, 6.0), 3.75 * len(samples) + 0.5))
-    outer = fig.add_gridspec(len(samples), 1, hspace=0.4, top=1 - 0.5 / fig.get_figheight(), bottom=0.02,
-                             left=0.02, right=0.98)
+    fig, outer = _blocks(len(samples), max(2.7 * cols + 0.9, 6.0), 3.7)
     for block, (image, a), maps, tokens in zip(outer, samples, baselines, answers):
         inner = block.subgridspec(2, cols + 1, height_ratios=[2.6, 0.5], width_ratios=[1] * cols + [0.07],
                                   hspace=0.15, wspace=0.06)
@@ -214,7 +224,7 @@ def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[d
         for method in methods:
             saliency = maps.get(method)
             panels.append((attribution_display(image, saliency, keep=keep, boxes=box).rgb if saliency is not None
-                           else _blank(a.labels.shape), f"{display_name(method)}\n(unscaled)"))
+                           else _blank(a.labels.shape), display_name(method)))
         for col, (picture, title) in enumerate(panels):
             _show(fig.add_subplot(inner[0, col]), picture, title, TITLE - 0.5)
         colour_bar(fig, None, cax=fig.add_subplot(inner[0, cols]), label="saliency")
@@ -223,7 +233,8 @@ def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[d
                         loc="left", pad=2)
         words, colours = _highlighted(a, tokens)
         token_strip(strip, words, colours)
-    fig.suptitle("Word level: the regions each object's word relies on (white box: the object)", fontsize=TITLE + 1)
+    _title(fig, "Word level: the regions each object's word relies on (white box: the object; EAGLE's map scaled by "
+                "the word's sensitivity)")
     return fig
 
 
@@ -310,8 +321,8 @@ def hallucination_figure(samples: list[dict], most_steps: int = 4):
             ax.set_yticks([])
         ax = fig.add_subplot(grid[row, cols - 1])
         _score_curve(ax, a, fix)
-    fig.suptitle("Hallucination: removing EAGLE's lowest-ranked regions of the counter token until the answer is "
-                 "right (red: trigger, green: true cause, yellow: removed at that step)", fontsize=TITLE + 1)
+    _title(fig, "Hallucination: EAGLE's lowest-ranked regions of the counter token removed until the answer is "
+                "right (red: the trigger, green: the true cause, yellow: removed at that step)")
     return fig
 
 
@@ -384,7 +395,10 @@ def method_curves(rows: list[dict], level: str = "sentence", protocol: str = "pi
               f"ins {handles[m][0]:.3f}, del {handles[m][1]:.3f}" for m in methods]
     fig.legend([lines[m] for m in methods], labels, loc="lower center", ncol=min(3, len(methods)),
                fontsize=SMALL + 0.5, frameon=False, title=f"mean AUC over n = {n} targets", title_fontsize=SMALL)
-    fig.suptitle(f"{level.capitalize()} level: insertion and deletion curves of every method", fontsize=TITLE + 1)
+    how = ("EAGLE and random under their own region order, the baselines under pixels" if protocol == "regions"
+           else "every map ranked into equal pixel fractions")
+    fig.suptitle(f"{level.capitalize()} level: insertion and deletion curves of every method ({how})",
+                 fontsize=TITLE + 1)
     rows_of_legend = int(np.ceil(len(methods) / 3))
     fig.tight_layout(rect=(0, (0.35 + 0.22 * rows_of_legend) / fig.get_figheight(), 1, 1))
     return fig
