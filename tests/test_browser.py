@@ -3,6 +3,10 @@
 The module shares one tiny eagle_coco run (the shipped toy model, 3 images, TAM as the only baseline) and one
 ``kedro viz build --include-previews`` of it, served on 127.0.0.1 by a server the module starts and stops.
 
+The report's explorer is driven the same way: clicking a token of the answer shows that token's map (the DOM's
+image and caption change, and so do the pixels on screen), the method selector shows TAM's map of the same target,
+an object shows its own word-level map and another image its own answer.
+
 The kedro-viz checks drive the real app through the Chrome DevTools protocol (a websocket client: ``websockets``,
 which kedro-viz's server brings in): the layer bands are drawn with their names in flow order, clicking the
 ``eagle_coco`` box expands the namespace into its stages, clicking ``eagle_coco.reporting`` expands that stage,
@@ -225,6 +229,88 @@ def test_report_renders_the_table_and_figures(eagle_coco_run, tmp_path):
     assert shot.stat().st_size > 10_000
     # the embedded figures are drawn: far more colours than text on white would give
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+
+
+EXPLORER = """(() => {
+    const map = document.getElementById('ex-map');
+    if (!map || !map.complete || map.naturalWidth === 0 || !map.dataset.view) return null;
+    return {src: map.src, view: map.dataset.view, method: map.dataset.method,
+            caption: document.getElementById('ex-map-caption').textContent,
+            note: document.getElementById('ex-note').textContent,
+            facts: document.getElementById('ex-facts').textContent,
+            tokens: [...document.querySelectorAll('#ex-answer .ex-token')].map(b => b.dataset.view),
+            objects: [...document.querySelectorAll('#ex-objects .ex-object')].map(b => b.dataset.view),
+            curves: [...document.querySelectorAll('#ex-ins polyline')].map(
+                l => l.dataset.method + ':' + l.getAttribute('stroke-width'))};
+})()"""
+
+
+def _explorer_after(page: DevToolsPage, action: str, view: str, method: str) -> dict:
+    """Runs `action` in the page, then waits for the map of `view` under `method` to be shown."""
+    page.js(action)
+    check = (f"(() => {{ const s = {EXPLORER.strip()}; return s && s.view === {json.dumps(view)} && "
+             f"s.method === {json.dumps(method)} ? s : null; }})()")
+    return page.wait(check, timeout=20, what=f"the explorer's map of {view} under {method}")
+
+
+def _map_pixels(page: DevToolsPage) -> np.ndarray:
+    """The explorer's map as drawn on screen (a crop of a screenshot at its box)."""
+    page.js("document.getElementById('ex-map').scrollIntoView({block: 'start'})")
+    box = page.js("(() => { const r = document.getElementById('ex-map').getBoundingClientRect(); "
+                  "return [r.x, r.y, r.width, r.height]; })()")
+    shot = np.asarray(_png(page.send("Page.captureScreenshot", format="png")["data"]).convert("RGB"))
+    x, y, w, h = (int(round(v)) for v in box)
+    return shot[y + 2:y + h - 2, x + 2:x + w - 2].astype(int)
+
+
+def test_report_explorer_shows_the_map_of_the_clicked_token(eagle_coco_run, tmp_path):
+    report = eagle_coco_run / "data/08_reporting/eagle_coco/report.html"
+    page_text = report.read_text()
+    # one self-contained file: nothing fetched, and of a reasonable size
+    assert 'src="http' not in page_text and "<link" not in page_text and len(page_text) < 4_000_000
+    with _devtools(tmp_path, report.as_uri()) as page:
+        start = page.wait(EXPLORER, what="the explorer's first map")
+        assert start["view"] == "answer" and start["method"] == "eagle" and len(start["tokens"]) >= 2
+        assert start["src"].startswith("data:image/jpeg;base64,")
+        whole = _map_pixels(page)
+
+        # click each token: its own map, caption and influence
+        seen = {}
+        for view in start["tokens"]:
+            state = _explorer_after(page, f"document.querySelector('.ex-token[data-view=\"{view}\"]').click()",
+                                    view, "eagle")
+            assert "token" in state["caption"] and "influence" in state["facts"], state
+            seen[view] = state
+        changed = [v for v, state in seen.items() if state["src"] != start["src"]]
+        assert changed, "no token's map differs from the whole answer's"
+        token = changed[0]
+        state = _explorer_after(page, f"document.querySelector('.ex-token[data-view=\"{token}\"]').click()",
+                                token, "eagle")
+        on_screen = _map_pixels(page)
+        assert on_screen.shape == whole.shape and np.abs(on_screen - whole).mean() > 1.0, "the map did not change"
+
+        # the method selector: a baseline's map for the same target (the whole answer's, said in the note)
+        pick = ("(() => { const s = document.getElementById('ex-method'); s.value = 'tam'; "
+                "s.dispatchEvent(new Event('change')); })()")
+        tam = _explorer_after(page, pick, token, "tam")
+        assert tam["src"] != state["src"] and "whole answer" in tam["note"]
+        assert "tam:3" in tam["curves"]  # TAM's curve drawn thick
+        back = _explorer_after(page, "document.querySelector('.ex-whole').click()", "answer", "tam")
+        assert back["src"] == tam["src"] and back["note"] == ""
+
+        # an explained object: its own word-level search
+        if start["objects"]:
+            obj = start["objects"][0]
+            word = _explorer_after(page, f"document.querySelector('.ex-object[data-view=\"{obj}\"]').click()",
+                                   obj, "tam")
+            assert "object" in word["caption"] and word["src"] != back["src"]
+
+        # another image: its own answer and map
+        page.js("document.querySelectorAll('#ex-images .ex-image')[1].click()")
+        other = page.wait(f"(() => {{ const s = {EXPLORER.strip()}; return s && s.src !== "
+                          f"{json.dumps(back['src'])} && s.view === 'answer' ? s : null; }})()", timeout=20,
+                          what="the second image's map")
+        assert other["tokens"] != start["tokens"] or other["src"] != start["src"]
 
 
 # --- kedro-viz -----------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -66,3 +68,23 @@ def test_an_unchanged_report_adds_no_history_entry(tmp_path):
     dataset.save(changed)
     assert len(_history(folder)) == 3
     assert dataset.load()["content_sha256"]
+
+
+def test_the_figures_and_the_explorer_are_published_where_the_readme_names_them(tmp_path):
+    """README: ``figures/`` (e.g. ``corrections.png``, ``amcr.png``) under ``data/08_reporting/<pipeline>/latest/``;
+    the report explorer's data beside them."""
+    folder = tmp_path / "report"
+    bundle = _bundle(0.5, "monday")
+    bundle.update({"figures/corrections.png": b"png-corrections", "figures/amcr.png": b"png-amcr",
+                   "figures/explorer.json": {"images": [{"id": 7, "tokens": []}]}})
+    PublishedReportDataset(str(folder)).save(bundle)
+    latest = folder / "latest" / "figures"
+    assert (latest / "corrections.png").read_bytes() == b"png-corrections"
+    assert (latest / "amcr.png").read_bytes() == b"png-amcr" and (latest / "curves.png").read_bytes() == b"png-5"
+    assert json.loads((latest / "explorer.json").read_text()) == {"images": [{"id": 7, "tokens": []}]}
+    # the explorer's data is part of what makes a report new
+    changed = _bundle(0.5, "tuesday")
+    changed.update({"figures/corrections.png": b"png-corrections", "figures/amcr.png": b"png-amcr",
+                    "figures/explorer.json": {"images": [{"id": 8, "tokens": []}]}})
+    PublishedReportDataset(str(folder)).save(changed)
+    assert len(_history(folder)) == 2

@@ -100,7 +100,7 @@ def top_mask(saliency: np.ndarray, keep: float, labels: np.ndarray | None = None
         count = int(np.searchsorted(np.cumsum(areas), keep - 1e-9)) + 1
         return np.isin(labels, np.asarray(order)[:min(count, len(order))])
     flat = np.asarray(saliency, dtype=float).ravel()
-    n_keep = max(1, int(round(keep * flat.size)))
+    n_keep = max(1, round(float(keep) * flat.size))
     chosen = np.zeros(flat.size, dtype=bool)
     chosen[np.argsort(-flat, kind="stable")[:n_keep]] = True
     return chosen.reshape(np.shape(saliency))
@@ -221,8 +221,8 @@ def attribution_display(image: np.ndarray, saliency: np.ndarray, *, labels: np.n
     draw = ImageDraw.Draw(canvas)
     for x, y, bw, bh in boxes or []:
         box = [x * factor, y * factor, (x + bw) * factor - 1, (y + bh) * factor - 1]
-        draw.rectangle(box, outline=(0, 0, 0), width=width + 2)
-        draw.rectangle(box, outline=(255, 255, 255), width=width)
+        draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline=(0, 0, 0), width=width + 3)
+        draw.rectangle(box, outline=(255, 255, 255), width=width + 1)  # white, edged in black on both sides
     if numbers and ranks:
         font = _font(max(12, min(size) // 14))
         for rank, row, col in ranks:
@@ -258,13 +258,18 @@ def plot_attribution(attribution, image=None, token_labels: list[str] | None = N
     deletion curves with their AUCs, and each token's influence."""
     import matplotlib.pyplot as plt
 
+    from matplotlib import patheffects
+
     a = attribution
     labels = token_labels or a.target_words or [str(p) for p in a.target_positions]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.1, 1, 1]})
     sal = a.saliency()
     base = as_rgb(image) if image is not None else np.full(sal.shape + (3,), 128, np.uint8)
-    shown = attribution_display(base, sal, labels=a.labels, order=a.order)
-    axes[0].imshow(shown.rgb)
+    shown = attribution_display(base, sal, labels=a.labels, order=a.order, min_side=1, numbers=False)
+    axes[0].imshow(shown.rgb)  # at the attribution's resolution; the ranks as text, sharp at any size
+    for rank, row, col in shown.ranks:
+        axes[0].text(col, row, str(rank), ha="center", va="center", color="white", fontsize=11, weight="bold",
+                     path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
     axes[0].set_title(f"EAGLE ({a.strategy}, {a.n_regions} regions): first 3 numbered", fontsize=10)
     axes[0].axis("off")
     colour_bar(fig, axes[0], label="share of the search's gain still ahead")

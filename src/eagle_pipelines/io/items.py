@@ -435,22 +435,75 @@ class ManifestDataset(AbstractDataset[dict, Manifest]):
 
 
 class AttributionManifestDataset(ManifestDataset):
-    """A manifest of attributions; kedro-viz previews the first one's saliency map as an image."""
+    """A manifest of attributions; kedro-viz previews the first one as the reports draw it: its map over its image
+    (``core.plotting.attribution_display``: viridis on a greyscale copy, the top regions lit and numbered, a colour
+    bar), titled with the explained words.
+
+    Args:
+        filepath: the manifest file.
+        images: the COCO-layout folder the attributions' images come from (``annotations/instances.json`` and the
+            images); by default the splits under ``data/01_raw/<namespace>/`` (the manifest's folder name) are
+            searched. An image is used only when its bytes still hash to the attribution's ``image_sha``; without
+            one the map is drawn over grey.
+    """
+
+    def __init__(self, filepath: str, images: str | None = None, metadata: dict | None = None):
+        super().__init__(filepath, metadata)
+        self._images = images
+
+    def _image_of(self, info: dict) -> np.ndarray | None:
+        """The photo an attribution explains, found by its image id and checked against its byte hash."""
+        from eagle_pipelines.core.images import read_image
+
+        if self._images is not None:
+            roots = [Path(self._images)]
+        else:
+            raw = self._filepath.parents[2] / "01_raw" / self._filepath.parent.name
+            roots = [f.parents[1] for f in sorted(raw.glob("**/annotations/instances.json"))] if raw.is_dir() else []
+        for root in roots:
+            try:
+                index = json.loads((root / "annotations" / "instances.json").read_text())
+                name = next(i["file_name"] for i in index.get("images", []) if i["id"] == int(info["image_id"]))
+                file = next(f for f in (root / "images" / name, root / name) if f.is_file())
+                data = file.read_bytes()
+            except (OSError, ValueError, StopIteration, KeyError, TypeError):
+                continue
+            if info.get("image_sha") and content_hash(data) != info["image_sha"]:
+                continue
+            try:
+                return read_image(file, data=data)
+            except ValueError:
+                continue
+        return None
 
     def preview(self) -> ImagePreview:
         import base64
         import io
 
-        from matplotlib import colormaps
-        from PIL import Image
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from eagle_pipelines.core.plotting import attribution_display, colour_bar
 
         manifest = self.load()
         if not manifest.items:
             return ImagePreview("")
-        saliency = manifest.load(next(iter(manifest.items))).saliency()
-        rgb = (colormaps["viridis"](saliency)[..., :3] * 255).astype(np.uint8)
+        key, info = next(iter(manifest.items.items()))
+        a = manifest.load(key)
+        photo = self._image_of(info)
+        image = photo if photo is not None else np.full((*a.labels.shape, 3), 128, np.uint8)
+        shown = attribution_display(image, a.saliency(), labels=a.labels, order=a.order)
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+        ax.imshow(shown.rgb)
+        ax.axis("off")
+        words = " ".join(w.strip() for w in a.target_words)
+        ax.set_title(f"{key}: \u201c{words[:60]}\u201d", fontsize=9)
+        colour_bar(fig, ax, label="saliency (1: ranked first)")
         buf = io.BytesIO()
-        Image.fromarray(rgb).resize((rgb.shape[1] * 3, rgb.shape[0] * 3), Image.NEAREST).save(buf, format="PNG")
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
         return ImagePreview(base64.b64encode(buf.getvalue()).decode("ascii"))
 
 

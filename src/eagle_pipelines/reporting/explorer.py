@@ -117,7 +117,7 @@ def _image_data(item: ExplorerImage, norm) -> dict:
                                item.image, token_saliency(a, t), labels=a.labels, order=a.order).rgb)},
                            "curves": {"eagle": _token_curve(a, t)}}
             tokens.append({"text": word, "view": name, "position": int(a.target_positions[t]),
-                           "bg": "#%02x%02x%02x" % tuple(int(255 * c) for c in colour[:3]),
+                           "bg": "#" + "".join(f"{int(255 * c):02x}" for c in colour[:3]),
                            "fg": "#000" if value < 0.6 * norm.vmax else "#fff"})
     for j, (key, a) in enumerate(item.words):
         name = f"w{j}"

@@ -113,7 +113,6 @@ def token_strip(ax, tokens: list[str], colours: list, fontsize: float = 10, line
             x = 0.005 + (x1 - x0)
         else:
             x = x1
-    return None
 
 
 def influence_colours(values, norm: Normalize, cmap: str = INFLUENCE_CMAP) -> list:
@@ -156,7 +155,8 @@ def sentence_figure(samples: list[tuple[np.ndarray, Attribution]], seed: int = 0
     methods = sorted({m for maps in baselines for m in maps})
     cols = 3 + len(methods)
     norm = _influence_norm([a for _, a in samples])
-    fig, outer = _blocks(len(samples), 2.55 * cols + 0.9, 3.45)
+    fig, outer = _blocks(len(samples), 2.55 * cols + 0.9, 3.45, "Sentence level: the regions the whole answer "
+                         "relies on (bright: the top quarter of the image by each method; numbers: rank)")
     for block, (image, a), maps in zip(outer, samples, baselines):
         inner = block.subgridspec(2, cols + 1, height_ratios=[2.55, 0.62], width_ratios=[1] * cols + [0.07],
                                   hspace=0.12, wspace=0.06)
@@ -180,22 +180,29 @@ def sentence_figure(samples: list[tuple[np.ndarray, Attribution]], seed: int = 0
         bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=INFLUENCE_CMAP), cax=fig.add_subplot(inner[1, cols]))
         bar.ax.tick_params(labelsize=SMALL - 1)
         bar.set_label("influence", fontsize=SMALL - 1)
-    _title(fig, "Sentence level: the regions the whole answer relies on (bright: the top quarter of the image by each "
-                "method; numbers: rank)")
     return fig
 
 
-def _blocks(n: int, width: float, block: float, top: float = 0.6):
-    """A figure of `n` stacked blocks of `block` inches under a `top`-inch title band, and their grid."""
+def _wrapped(text: str, width_in: float) -> str:
+    return textwrap.fill(text, max(40, int(width_in * 72 / (0.55 * (TITLE + 1)))))
+
+
+def _blocks(n: int, width: float, block: float, title: str, panel_title_lines: int = 1):
+    """A figure of `n` stacked blocks of `block` inches under its `title` (wrapped to the width) in a band tall
+    enough for the title and the first row's panel titles, and the blocks' grid."""
+    title = _wrapped(title, width)
+    top = 0.2 + 0.24 * (title.count("\n") + 1) + 0.2 * panel_title_lines
     height = top + n * block + 0.1
     fig = plt.figure(figsize=(width, height))
     grid = fig.add_gridspec(n, 1, hspace=0.16, top=1 - top / height, bottom=0.1 / height, left=0.01, right=0.99)
+    _title(fig, title)
     return fig, grid
 
 
 def _title(fig, text: str) -> None:
-    """The figure's title in the band above the panels (never over them)."""
-    fig.suptitle(text, fontsize=TITLE + 1, y=1 - 0.14 / fig.get_figheight(), va="top")
+    """The figure's title at the top of its band (wrapped to the figure's width)."""
+    fig.suptitle(_wrapped(text, fig.get_figwidth()), fontsize=TITLE + 1, y=1 - 0.1 / fig.get_figheight(),
+                 va="top")
 
 
 def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[dict[str, np.ndarray]] | None = None,
@@ -210,7 +217,8 @@ def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[d
     answers = answers or [None for _ in samples]
     methods = sorted({m for maps in baselines for m in maps})
     cols = 1 + len(methods)
-    fig, outer = _blocks(len(samples), max(2.7 * cols + 0.9, 6.0), 3.7)
+    fig, outer = _blocks(len(samples), max(2.7 * cols + 0.9, 6.0), 3.7, "Word level: the regions each object's "
+                         "word relies on (white box: the object; EAGLE's map scaled by the word's sensitivity)", 2)
     for block, (image, a), maps, tokens in zip(outer, samples, baselines, answers):
         inner = block.subgridspec(2, cols + 1, height_ratios=[2.6, 0.5], width_ratios=[1] * cols + [0.07],
                                   hspace=0.15, wspace=0.06)
@@ -233,8 +241,6 @@ def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[d
                         loc="left", pad=2)
         words, colours = _highlighted(a, tokens)
         token_strip(strip, words, colours)
-    _title(fig, "Word level: the regions each object's word relies on (white box: the object; EAGLE's map scaled by "
-                "the word's sensitivity)")
     return fig
 
 
@@ -261,7 +267,7 @@ def _removal_steps(ks: list[int], corrected_k: int | None, most: int) -> list[in
     shown = list(range(last + 1))
     if len(shown) <= most:
         return shown
-    return sorted({int(round(v)) for v in np.linspace(0, last, most)})
+    return sorted({round(float(v)) for v in np.linspace(0, last, most)})
 
 
 def hallucination_figure(samples: list[dict], most_steps: int = 4):
@@ -273,18 +279,29 @@ def hallucination_figure(samples: list[dict], most_steps: int = 4):
     corrected_k, amcr, correcting_region, order), question_id, text, label, answer, cause_mask."""
     if not samples:
         return placeholder("no wrong answer to show in this run")
+    plans = [_removal_steps(list(s["correction"]["ks"]), s["correction"].get("corrected_k"), most_steps)
+             if s["correction"]["ks"] else [] for s in samples]
+    most_steps = max(1, *(len(plan) for plan in plans))
     cols = 2 + most_steps
-    fig = plt.figure(figsize=(2.6 * cols + 1.0, 3.9 * len(samples) + 0.5))
-    grid = fig.add_gridspec(len(samples), cols, width_ratios=[1.1] + [1] * most_steps + [1.25], hspace=0.75,
-                            wspace=0.12, top=1 - 0.55 / fig.get_figheight(), bottom=0.9 / fig.get_figheight(),
-                            left=0.02, right=0.98)
-    for row, s in enumerate(samples):
+    width = 2.6 * cols + 1.2
+    title = _wrapped("Hallucination: EAGLE's lowest-ranked regions of the counter token removed until the answer is "
+                     "right (red: the trigger, green: the true cause, yellow: removed at that step)", width)
+    top = 0.3 + 0.24 * (title.count("\n") + 1) + 0.2 * 3
+    height = top + 3.9 * len(samples) - 0.3
+    fig = plt.figure(figsize=(width, height))
+    grid = fig.add_gridspec(len(samples), cols, width_ratios=[1.1] + [1] * most_steps + [1.25], hspace=0.55,
+                            wspace=0.15, top=1 - top / height, bottom=0.75 / height, left=0.02, right=0.98)
+    _title(fig, title)
+    for row, (s, steps) in enumerate(zip(samples, plans)):
         image, a, fix = s["image"], s["attribution"], s["correction"]
         order = np.asarray(fix.get("order") or a.order)
         trigger = fix.get("correcting_region")
-        marks = []
-        if s.get("cause_mask") is not None:
-            marks.append((s["cause_mask"], (40, 220, 40)))
+        cause = None
+        if s.get("cause_mask") is not None and np.any(s["cause_mask"]):  # drawn just outside the object, so a
+            from scipy import ndimage  # trigger on the same object (red, inside) leaves it visible
+
+            cause = ndimage.binary_dilation(np.asarray(s["cause_mask"], bool), iterations=2)
+        marks = [] if cause is None else [(cause, (40, 220, 40))]
         if trigger is not None:
             marks.append((a.labels == trigger, (255, 40, 40)))
         ax = fig.add_subplot(grid[row, 0])
@@ -294,7 +311,6 @@ def hallucination_figure(samples: list[dict], most_steps: int = 4):
             else "never corrected"
         ax.set_xlabel(f"hallucinated: {textwrap.shorten(s['answer'], 40)} (label {s['label']})\n"
                       f"revised: {textwrap.shorten(revised, 40)}", fontsize=LABEL, loc="left")
-        steps = _removal_steps(list(fix["ks"]), fix.get("corrected_k"), most_steps) if fix["ks"] else []
         for col in range(most_steps):
             ax = fig.add_subplot(grid[row, 1 + col])
             if col >= len(steps):
@@ -309,8 +325,8 @@ def hallucination_figure(samples: list[dict], most_steps: int = 4):
             outlines = [] if newest is None else [(a.labels == newest, (255, 215, 0))]
             if trigger is not None and k == fix.get("corrected_k"):
                 outlines = [(a.labels == trigger, (255, 40, 40))]
-            if s.get("cause_mask") is not None:
-                outlines.insert(0, (s["cause_mask"], (40, 220, 40)))
+            if cause is not None:
+                outlines.insert(0, (cause, (40, 220, 40)))
             ax.imshow(outlined(picture, outlines))
             corrected = k == fix.get("corrected_k")
             gap = "" if col == 0 or steps[col - 1] == i - 1 else "\u2026 "
@@ -321,8 +337,6 @@ def hallucination_figure(samples: list[dict], most_steps: int = 4):
             ax.set_yticks([])
         ax = fig.add_subplot(grid[row, cols - 1])
         _score_curve(ax, a, fix)
-    _title(fig, "Hallucination: EAGLE's lowest-ranked regions of the counter token removed until the answer is "
-                "right (red: the trigger, green: the true cause, yellow: removed at that step)")
     return fig
 
 
@@ -341,9 +355,8 @@ def _score_curve(ax, a: Attribution, fix: dict) -> None:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("area removed (lowest-ranked first)", fontsize=SMALL)
-    ax.set_ylabel(f"p(\u201c{a.answer.strip()}\u201d)", fontsize=SMALL)
     ax.tick_params(labelsize=SMALL)
-    ax.set_title("counter token's score", fontsize=LABEL)
+    ax.set_title(f"p(\u201c{textwrap.shorten(a.answer.strip(), 16)}\u201d) as regions go", fontsize=LABEL)
 
 
 # --- curves -------------------------------------------------------------------------------------------------------
@@ -417,8 +430,8 @@ def amcr_curves(records: list[dict], methods: list[str], threshold: float):
         finite = np.where(np.isfinite(amcr), amcr, 1.0)
         stats[method] = (float(finite.mean()), float((amcr <= threshold).mean()))
     ax.axvline(threshold, color="grey", lw=0.9, ls="--")
-    ax.text(threshold, 0.02, f" CSR threshold {threshold:g}", color="grey", fontsize=SMALL,
-            transform=ax.get_xaxis_transform())
+    ax.text(threshold, 0.5, f" CSR threshold {threshold:g}", color="grey", fontsize=SMALL, rotation=90,
+            va="center", ha="right", transform=ax.get_xaxis_transform())
     ax.set_xlabel("removed area fraction (each method's lowest-ranked regions first)", fontsize=LABEL)
     ax.set_ylabel("share of wrong answers corrected", fontsize=LABEL)
     ax.set_xlim(0, 1)

@@ -6,28 +6,21 @@ from __future__ import annotations
 
 import base64
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
-
-from eagle_pipelines.core.evaluate import object_at  # noqa: E402
-from eagle_pipelines.core.plotting import overlay  # noqa: E402
-from eagle_pipelines.data.coco import CocoFormatError  # noqa: E402
-from eagle_pipelines.io.items import Manifest  # noqa: E402
-from eagle_pipelines.io.split_dataset import CocoSplit  # noqa: E402
-from eagle_pipelines.parameters import EagleRepopeParams  # noqa: E402
-from eagle_pipelines.pipelines.eagle_repope.nodes import (  # noqa: E402
+from eagle_pipelines.core.evaluate import object_at
+from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.io.items import Manifest
+from eagle_pipelines.io.split_dataset import CocoSplit
+from eagle_pipelines.parameters import EagleRepopeParams
+from eagle_pipelines.pipelines.eagle_repope.nodes import (
     cause_grid,
     compose_of,
     question_records,
     working_image,
 )
-from eagle_pipelines.reporting import html_page as pages  # noqa: E402
-from eagle_pipelines.reporting.figures import placeholder  # noqa: E402
+from eagle_pipelines.reporting import figures
+from eagle_pipelines.reporting import html_page as pages
 
 
 # --- nodes ----------------------------------------------------------------------------------------------------------
@@ -69,8 +62,8 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
         samples.append({"image": image, "attribution": attributions.load(qid), "correction": r["methods"]["eagle"],
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})
-    return {"corrections": correction_figure(samples),
-            "amcr": amcr_figure(records, list(eagle_repope.methods), eagle_repope.csr_threshold)}
+    return {"corrections": figures.hallucination_figure(samples),
+            "amcr": figures.amcr_curves(records, list(eagle_repope.methods), eagle_repope.csr_threshold)}
 
 
 def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
@@ -93,78 +86,6 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
               "run.json": {**run, "params": params, "coverage": coverage}}
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
     return bundle
-
-
-# --- figures --------------------------------------------------------------------------------------------------------
-def _outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    out = picture.copy()
-    out[find_boundaries(mask, mode="inner")] = colour
-    return out
-
-
-def correction_figure(samples: list[dict]):
-    """The paper's hallucination figure, one row per wrong answer: the image with the question and the wrong
-    answer; EAGLE's saliency of the counter token; the image with the k lowest-ranked regions removed, the
-    triggering region (removed last) outlined in red and the true cause (when known) in green, with the answer
-    after removal."""
-    if not samples:
-        return placeholder("no wrong answer to show in this run")
-    fig, axes = plt.subplots(len(samples), 3, figsize=(8.4, 2.9 * len(samples)), squeeze=False)
-    for row, s in zip(axes, samples):
-        image, attr, fix = s["image"], s["attribution"], s["correction"]
-        labels = attr.labels
-        before = image.copy()
-        if s.get("cause_mask") is not None:
-            before = _outline(before, s["cause_mask"], (40, 220, 40))
-        row[0].imshow(before)
-        row[0].set_title(f"Q{s['question_id']}: {s['text']}\nanswer: {s['answer']} (label {s['label']})",
-                         fontsize=7)
-        row[1].imshow(overlay(image, attr.saliency()))
-        row[1].set_title(f"EAGLE for \u201c{attr.answer}\u201d (counter token)", fontsize=7)
-        if fix["corrected_k"] is not None:
-            k = fix["corrected_k"]
-            removed = np.isin(labels, fix["removed_regions"])
-            after = image * (~removed)[..., None].astype(image.dtype)
-            if s.get("cause_mask") is not None:
-                after = _outline(after, s["cause_mask"], (40, 220, 40))
-            if fix["correcting_region"] is not None:  # None: correct on the intact image (reference steps, k = 0)
-                after = _outline(after, labels == fix["correcting_region"], (255, 60, 60))
-            answer_after = fix["answers"][fix["ks"].index(k)]
-            title = (f"{k} lowest-ranked region(s) removed ({100 * fix['amcr']:.1f}% of the image)\n"
-                     f"answer: {answer_after}")
-        else:
-            after = np.zeros_like(image)
-            title = "never corrected (AMCR = 1)"
-        row[2].imshow(after)
-        row[2].set_title(title, fontsize=7)
-        for ax in row:
-            ax.axis("off")
-    fig.suptitle("Hallucination diagnosis: the region that triggers the wrong answer (red), the true cause (green)",
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # keep 0.4 inch for the title
-    return fig
-
-
-def amcr_figure(records: list[dict], methods: list[str], threshold: float):
-    """Cumulative share of wrong answers corrected against the removed area, one line per method."""
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    grid = np.linspace(0, 1, 201)
-    for method in methods:
-        per = [r["methods"][method] for r in records if method in r["methods"]]
-        if not per:
-            continue
-        amcr = np.array([p["amcr"] if p["corrected"] else np.inf for p in per])
-        ax.plot(grid, [(amcr <= g).mean() for g in grid], label=method)
-    ax.axvline(threshold, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("removed area fraction")
-    ax.set_ylabel("wrong answers corrected")
-    ax.set_title("Correction by removing the lowest-ranked regions", fontsize=9)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no wrong answers: nothing to correct", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    return fig
 
 
 HEADLINE = ["method", "n_explained", "insertion_auc", "ahc", "amcr", "csr", "corrected_rate", "cause_hit_rate",
