@@ -249,3 +249,61 @@ def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project):
     assert [(t["item"], t["positions"], t["token_ids"]) for t in targets["targets"]] == [
         (e["question_id"], [0, 1], e["generated_ids"][0][-2:]) for e in entries]
     assert (project / "data/08_reporting/eagle_mmvp/metrics.csv").read_text().count("sentence") >= 2
+
+
+def test_a_repope_list_is_read_by_eagle_repope_and_its_answers_teacher_forced(project):
+    """The reference's RePOPE FP list (`<model>-RePOPE-FP.json`) as eagle_repope's question list: its images from a
+    COCO val2014-style folder, its answers teacher-forced as listed (a "Yes" the shipped model would not give is
+    kept), a listed "Yes" on a no-question explained with the list's counter token."""
+    import yaml
+
+    from eagle_pipelines.data.shapes import generate_images
+    from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
+    from eagle_pipelines.parameters import parse
+
+    root = Path(__file__).parents[1]
+    (project / "data/06_models").mkdir(parents=True)
+    (project / "data/06_models/toy_qwen2_5_vl").symlink_to(root / "data/06_models/toy_qwen2_5_vl")
+    vlm = VisionLanguageModelDataset(path=str(root / "data/06_models/toy_qwen2_5_vl"), family="auto").load()
+    tok = vlm.processor.tokenizer
+    yes, no, end = (tok.convert_tokens_to_ids(t) for t in ("Yes", "No", "<|im_end|>"))
+    shapes = parse("shapes", yaml.safe_load((root / "conf/base/parameters_data_preparation.yml").read_text())
+                   ["shapes"])
+    split = generate_images(shapes, "eval", [0, 1])
+    coco = project / "fixture" / "coco"
+    (coco / "val2014").mkdir(parents=True)
+    (coco / "annotations").mkdir()
+    instances = split.instances
+    present = {c["name"] for c in instances["categories"]}
+    entries = []
+    for n, (info, (_, pixels)) in enumerate(zip(instances["images"], sorted(split.images.items()))):
+        info["file_name"] = f"COCO_val2014_{info['id']:012d}.jpg"
+        Image.fromarray(pixels).save(coco / "val2014" / info["file_name"], quality=95)
+        here = {c["name"] for c in instances["categories"] for a in instances["annotations"]
+                if a["image_id"] == info["id"] and a["category_id"] == c["id"]}
+        absent = sorted(present - here)[0]
+        question = f"Is there a {absent} in the image?"
+        prompt_ids = vlm.encode([vlm.model_image(pixels)], question)["input_ids"][0].tolist()
+        entries.append({"id": n + 1, "image_name": info["file_name"], "question": question, "label": "no",
+                        "generate_sentence": "Yes", "generated_ids": [prompt_ids + [yes, end]],
+                        "selected_interpretation_token_id": [0], "selected_interpretation_token_word_id": [yes],
+                        "words": ["Yes", ""], "counter_word_id": [no]})
+    (coco / "annotations" / "instances_val2014.json").write_text(json.dumps(instances))
+    listed = project / "fixture" / "Qwen-RePOPE-FP.json"
+    listed.write_text(json.dumps(entries))
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"repope_source": {
+        "type": "eagle_pipelines.pipelines.eagle_repope.datasets.RepopeSourceDataset",
+        "filepath": str(listed), "path": str(coco), "metadata": {"kedro-viz": {"layer": "raw"}}}}))
+    params = {"eagle_repope": {"source": "repope", "methods": ["eagle"], "answer_reading": "reference"},
+              "superpixels": {"n_segments": 6}}
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=["eagle_repope"])
+    out = project / "data/07_model_output/eagle_repope"
+    answers = json.loads((out / "answers.json").read_text())
+    assert [(a["question_id"], a["token_ids"], a["end_token_id"], a["parsed"], a["wrong"], a["listed"])
+            for a in answers["answers"]] == [(e["id"], [yes], end, "yes", True, True) for e in entries]
+    attributions = json.loads((out / "attributions.json").read_text())
+    assert sorted(attributions["items"]) == ["1", "2"]
+    for key, info in attributions["items"].items():
+        meta = json.loads((out / "attributions" / f"{key}.{info['fp']}.json").read_text())
+        assert meta["target_token_ids"] == [no]  # the list's counter token

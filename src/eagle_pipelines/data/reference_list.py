@@ -242,3 +242,20 @@ def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], An
         rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": f"{stem}.png",
                      "prompt": str(entry["question"]), "reference": reference, "pair": (image_id - 1) // 2})
     return loaded, info, rows
+
+
+def repope_records(entries: list, source: str = "reference list") -> list[dict]:
+    """The reference's RePOPE list (``<model>-RePOPE-FP.json`` / ``-TN.json``) as POPE question records for
+    eagle_repope: question id, image (COCO val2014 file name), question text, label, and the list's ``listed``
+    record (the whole generated sequence, the explained position, the counter token) that the answers stage
+    teacher-forces instead of generating."""
+    fmt = list_format(entries, source)
+    if fmt != "repope":
+        raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_repope "
+                              f"(docs/paper.md#reference-lists)")
+    records = []
+    for k, entry in enumerate(entries):
+        records.append({"question_id": entry.get("id", k + 1), "image": PurePosixPath(str(entry["image_name"])).name,
+                        "text": str(entry["question"]), "label": str(entry["label"]), "kind": "repope",
+                        "listed": reference_record(entry, fmt, k)})
+    return records

@@ -5,12 +5,14 @@ when ``eagle_repope.source`` is ``repope``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from kedro.io.core import DatasetError
 
 from eagle_pipelines.core.hallucination import read_pope_questions
+from eagle_pipelines.data.reference_list import repope_records
 from eagle_pipelines.io.coco_dataset import CocoFolder, CocoFolderDataset
 
 
@@ -19,8 +21,21 @@ class RepopeSource(CocoFolder):
     (and validated) on first use."""
 
     def records(self) -> list[dict]:
+        """The question records: a POPE/RePOPE list, or the reference's own RePOPE list (its FP or TN file,
+        ``datasets/<model>-RePOPE-FP.json``), whose generated answers are then teacher-forced as listed."""
         path = self._dataset._questions
-        return self._read("questions", lambda: read_pope_questions(Path(path).read_text(), source=path))
+        return self._read("questions", lambda: _records(Path(path).read_text(), path))
+
+
+def _records(text: str, path: str) -> list[dict]:
+    if text.lstrip().startswith("["):
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError:
+            entries = None
+        if isinstance(entries, list) and entries and isinstance(entries[0], dict) and "generated_ids" in entries[0]:
+            return read_pope_questions(json.dumps(repope_records(entries, path)), source=path)
+    return read_pope_questions(text, source=path)
 
 
 class RepopeSourceDataset(CocoFolderDataset):

@@ -11,6 +11,7 @@ returns a manifest that its consumers read. Parameters arrive as the pydantic mo
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -163,8 +164,10 @@ def build_question_list(pope_questions: str, question_split: CocoSplit, max_ques
                      "text": r["text"], "prompt": hal.question_prompt(prompt_template, r["text"], prompt_suffix),
                      "label": r["label"],
                      "object": r["object"], "kind": r.get("kind", "repope"), "cause": cause or "",
-                     "cause_annotation_id": cause_ann})
-    return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
+                     "cause_annotation_id": cause_ann,
+                     **({"listed": json.dumps(r["listed"])} if r.get("listed") else {})})
+    listed = any("listed" in row for row in rows)  # the reference's own list: its answers, teacher-forced
+    return pd.DataFrame(rows, columns=QUESTION_COLUMNS + (["listed"] if listed else []))
 
 
 def _plain(value):
@@ -182,7 +185,8 @@ def question_facts(questions: pd.DataFrame) -> list[dict]:
                     "question": str(r["text"]), "prompt": str(r["prompt"]), "label": str(r["label"]),
                     "object": str(r["object"]), "kind": str(r["kind"]),
                     "cause": "" if cause is None or pd.isna(cause) else str(cause),
-                    "cause_annotation_id": None if ann is None or pd.isna(ann) else int(ann)})
+                    "cause_annotation_id": None if ann is None or pd.isna(ann) else int(ann),
+                    **({"listed": json.loads(r["listed"])} if isinstance(r.get("listed"), str) else {})})
     return out
 
 
@@ -206,7 +210,18 @@ def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, ba
                 chunk, images = [], []
                 for row in group[lo:lo + batch_size]:
                     try:
-                        images.append(question_split.image(row["image_id"]))
+                        loaded = question_split.image(row["image_id"])
+                        if "listed" in row:  # the reference's list: its answer teacher-forced, not regenerated
+                            answer = _listed_repope_answer(vlm, loaded.pixels, row)
+                            parsed = hal.read_answer(answer.text, answer_reading)
+                            wrong = (parsed != row["label"] if answer_reading == "ours"
+                                     else parsed is not None and parsed != row["label"])
+                            facts = {k: v for k, v in row.items() if k != "listed"}
+                            answers.append({**facts, "image_sha": loaded.sha, "parsed": parsed,
+                                            "correct": parsed == row["label"], "wrong": wrong,
+                                            **answer.to_dict(), "listed": True})
+                            continue
+                        images.append(loaded)
                         chunk.append(row)
                     except (CocoFormatError, OSError, ValueError) as exc:
                         logger.error("question %s skipped: %s", row["question_id"], exc)
@@ -229,6 +244,25 @@ def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, ba
     return {"model": vlm.name, "model_fingerprint": vlm.fingerprint, "answers": answers, "errors": errors,
             "summary": summary, "settings": {"batch_size": batch_size, "max_new_tokens": max_new_tokens,
                                              "answer_reading": answer_reading}}
+
+
+def _listed_repope_answer(vlm, pixels: np.ndarray, row: dict) -> Answer:
+    """The answer the reference's RePOPE list gives for a question (``data/reference_list.py``): its generated ids
+    after this model's prompt for the image (which must be the list's own prompt tokens), and a check that the
+    list's counter token is the one eagle_repope explains for the label."""
+    from types import SimpleNamespace
+
+    from eagle_pipelines.pipelines.experiment.nodes import _listed_answer
+
+    record = row["listed"]
+    item = str(row["question_id"])
+    answer, _ = _listed_answer(vlm, pixels, SimpleNamespace(prompt=row["prompt"], item=item), record)
+    counter = list(counter_answer(vlm, row["prompt"], row["label"]).token_ids)
+    if record.get("counter_ids") and record["counter_ids"] != counter:
+        raise ValueError(f"question {item}: the list's counter_word_id {record['counter_ids']} is not this model's "
+                         f"token(s) {counter} for {hal.counter_word(row['label'])!r}: the list was made with another "
+                         "model")
+    return answer
 
 
 def answer_summary(answers: list[dict]) -> dict:
