@@ -139,18 +139,39 @@ def expected_forward_passes(strategy: str, n: int, search_params: dict | None = 
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
 
 
-def load_model(path: str, family: str = "auto", dtype: str = "float32", device: str = "cpu",
-               device_map: str | None = None, **options):
+def load_model(path: str | None = None, family: str = "auto", dtype: str = "float32", device: str = "cpu",
+               device_map: str | None = None, api_base: str | None = None, api_model: str | None = None,
+               backend: str = "transformers", **options):
     """Loads a saved model (a local folder, never downloads) as a model adapter: `family` ``auto`` picks the
     adapter from the checkpoint's config.json (``qwen_vl``, ``llava``, ``internvl``; docs/models.md); `dtype`
     ``auto`` is bfloat16/float16 on CUDA and float32 on the CPU; `device_map` (e.g. ``auto``) spreads the
     weights over the available devices instead of `device`; `options` are the family's (InternVL:
     ``max_tiles``). A folder that is not there or not a model is a ``DatasetError``; one whose files cannot be
-    read (a corrupt config, tokenizer or weights file) a ValueError naming the folder and the error."""
+    read (a corrupt config, tokenizer or weights file) a ValueError naming the folder and the error.
+
+    `api_base` and `api_model` instead: the model behind an OpenAI-compatible endpoint (`options`: ``api_key``,
+    ``max_requests``, ``max_concurrency``, ``cache_dir``... of ``models/api_model.py: ApiParams``; docs/api.md).
+    `backend` ``vllm``: the checkpoint at `path` generated and scored by an in-process vLLM engine (a GPU;
+    `options` go to ``vllm.LLM``; ``models/vllm_backend.py``)."""
     from kedro.io.core import DatasetError
 
     from eagle_pipelines.io import VisionLanguageModelDataset
 
+    if api_base is not None or api_model is not None:
+        if not api_base or not api_model or path is not None:
+            raise ValueError("an API model needs both api_base and api_model (and no path); got "
+                             f"api_base={api_base!r}, api_model={api_model!r}, path={path!r}")
+        from eagle_pipelines.models.api_model import load_api_model
+
+        return load_api_model(api_base, api_model, **options)
+    if path is None:
+        raise ValueError("load_model needs a model folder (path) or an endpoint (api_base and api_model)")
+    if backend == "vllm":
+        from eagle_pipelines.models.vllm_backend import VllmAdapter
+
+        return VllmAdapter.from_pretrained(path, family=family, dtype=dtype, **options)
+    if backend != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'vllm'; got {backend!r}")
     try:
         return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device,
                                           device_map=device_map, options=options).load()
@@ -237,6 +258,8 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
                " (a long search: fewer regions or strategy 'pooled' cut it)" if passes > LONG_SEARCH else "")
     scorer = model.scorer(image, prompt, answer.token_ids, positions, batch_size=batch_size, compose=compose,
                           memory_budget_mb=memory_budget_mb)
+    if hasattr(scorer, "announce"):  # an API model: the requests the search will send, against its budget
+        scorer.announce(passes, exact, f"{(meta or {})['image']}: " if "image" in (meta or {}) else "")
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     bar = None
     if progress:
@@ -260,5 +283,7 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
         answer=answer.text, prompt=prompt, lambda1=lambda1, lambda2=lambda2, strategy=strategy,
         search_params=dict(search_params or {}), forward_passes=counting.forward_passes, seconds=seconds,
         peak_memory_mb=peak.mb, meta={"regions": regions.params, "n_regions": regions.n_regions,
-                                     "memory_plan": getattr(scorer, "memory_plan", {}), **(meta or {})},
+                                     "memory_plan": getattr(scorer, "memory_plan", {}),
+                                     **(scorer.attribution_meta() if hasattr(scorer, "attribution_meta") else {}),
+                                     **(meta or {})},
     )

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device-map", default=None, help="e.g. auto: spread the weights over the GPUs (accelerate)")
     p.add_argument("--family", default="auto", help="model family (default: from the checkpoint's config.json; "
                                                     "qwen_vl, llava, internvl; docs/models.md)")
+    p.add_argument("--api-base", default=None, help="explain the model behind this OpenAI-compatible endpoint "
+                                                    "instead of --model (e.g. http://127.0.0.1:8000/v1; key: "
+                                                    "OPENAI_API_KEY; answers cached in <out>/api_cache; docs/api.md)")
+    p.add_argument("--api-model", default=None, help="the model name the --api-base endpoint serves")
     p.add_argument("--out", type=Path, default=Path("eagle_explanations"), help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--overwrite", action="store_true", help="recompute images already explained in --out")
@@ -210,6 +214,9 @@ def describe(a, verbose: bool) -> dict:
            "regions": a.n_regions, "strategy": a.strategy, "insertion_auc": insertion_auc(curves),
            "deletion_auc": deletion_auc(curves), "mean_influence": float(np.mean(a.influence)),
            "forward_passes": a.forward_passes, "seconds": a.seconds}
+    api = a.meta.get("api")
+    if api:  # an endpoint's answers: the share of target probabilities it returned (top-k protocol)
+        row.update(coverage=api["coverage"], api_requests=api["requests"], api_sent=api["sent"])
     if not verbose:
         return row
     print(f"answer: {a.answer}")
@@ -222,6 +229,12 @@ def describe(a, verbose: bool) -> dict:
         y, x = np.argwhere(a.labels == r).mean(axis=0)
         print(f"  {k + 1}. region {r}: ({x:.0f}, {y:.0f}), {100 * shares[k]:.1f}%")
     print(f"insertion AUC {row['insertion_auc']:.3f}, deletion AUC {row['deletion_auc']:.3f} (region protocol)")
+    if api:
+        print(f"endpoint: {api['requests']} requests ({api['sent']} sent, the rest cached), {api['scoring']} "
+              f"scoring, coverage {100 * api['coverage']:.1f}% ({api['missing']} of {api['scored']} target "
+              f"probabilities missing from the top-{api['top_logprobs']}, taken as 0)" if api["missing"] else
+              f"endpoint: {api['requests']} requests ({api['sent']} sent, the rest cached), {api['scoring']} "
+              f"scoring, coverage 100%")
     print("influence (high: visual evidence, low: language prior): "
           + ", ".join(f"{t}={v:.3f}" for t, v in zip(a.target_words, a.influence)))
     return row
@@ -300,6 +313,18 @@ def _run(args) -> int:
 
     from eagle_pipelines.api import load_model
 
+    if args.api_base or args.api_model:
+        if not (args.api_base and args.api_model):
+            _error("--api-base and --api-model go together: the endpoint and the model name it serves")
+            return 2
+        try:
+            model = load_model(api_base=args.api_base, api_model=args.api_model,
+                               cache_dir=str(args.out / "api_cache"))
+        except Exception as exc:  # noqa: BLE001 - a dead server, a refused key, a wrong model name
+            _error(f"--api-base {args.api_base}: {shown(exc)}")
+            return 2
+        _announce_requests(args, model, len(files))
+        return _explain_all(args, model, files, bad)
     try:
         model = load_model(args.model, family=args.family, dtype=args.dtype, device=args.device,
                            device_map=args.device_map)
@@ -307,6 +332,18 @@ def _run(args) -> int:
         _error(exc if shown(args.model) in str(exc) else f"--model '{shown(args.model)}': {exc}")
         return 2
     return _explain_all(args, model, files, bad)
+
+
+def _announce_requests(args, model, n_images: int) -> None:
+    """Before an API run: about how many requests it makes (images already explained in --out, and answers
+    already cached, cost none)."""
+    from eagle_pipelines.api import expected_forward_passes
+
+    passes, exact = expected_forward_passes(args.strategy, args.regions)
+    each = "1 request" if model.scoring == "prompt_logprobs" else "1 request per explained token"
+    _error(f"{n_images} image(s) through {model.params.api_base} ({model.server} server, {model.scoring} scoring): "
+           f"about {n_images} answer requests + {'' if exact else 'at least '}{passes} masked images per image, "
+           f"{each} each; cached answers are not sent again")
 
 
 def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]) -> int:
@@ -321,11 +358,18 @@ def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]
     single = len(files) == 1 and not bad
     rows = [{"image": path, "status": status, "error": reason} for path, status, reason in bad]
     with logging_redirect_tqdm(loggers=[logging.getLogger("eagle_pipelines")]):
+        stopped = None
         for file in tqdm(files, desc="explaining", unit="image", disable=single):
+            if stopped:  # the endpoint is gone or the budget spent: the rest are not started
+                rows.append({"image": shown(file), "status": "failed", "error": f"not started: {stopped}"})
+                continue
             try:
                 row = _explain_one(args, model, file, single)
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others: named, counted
-                known = isinstance(exc, (FileNotFoundError, ValueError))
+                stop = type(exc).__name__ in ("ServerUnavailable", "RequestBudgetExceeded")  # models/api_model.py
+                if stop:
+                    stopped = f"the run stopped at {shown(file)} ({type(exc).__name__})"
+                known = stop or isinstance(exc, (FileNotFoundError, ValueError))
                 reason = shown(exc) if known else f"failed unexpectedly ({type(exc).__name__}: {shown(exc)})"
                 reason = reason if shown(file) in reason else f"{shown(file)}: {reason}"
                 _error(reason)

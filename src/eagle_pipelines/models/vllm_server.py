@@ -124,6 +124,41 @@ def served_copy(model_dir: str | Path, dst: str | Path, min_pixels: int | None =
     return dst
 
 
+def vllm_environment(workdir: str | Path, kv_cache_gb: int = 1, pythonpath: str | Path | None = None) -> dict:
+    """The environment of a vLLM process: this one's, with its temporary, cache and home folders under `workdir`,
+    a KV cache of `kv_cache_gb` GB on CPUs, no usage reports, nothing fetched from the Hub; `pythonpath` (this
+    project's ``src``) when the process imports this package."""
+    workdir = Path(workdir).absolute()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    folders = {"TMPDIR": "tmp", "VLLM_CACHE_ROOT": "vllm-cache", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+               "HOME": "home", "XDG_CACHE_HOME": "home/.cache"}
+    for var, sub in folders.items():
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(workdir / sub)
+    env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gb), VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_LOGGING_LEVEL="INFO")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def score_in_venv(venv: str | Path, masks_file: str | Path, model_dir: str | Path, out_file: str | Path,
+                  workdir: str | Path, timeout: float = 900, **llm_options) -> dict:
+    """Runs ``models/vllm_backend.py: score_file`` on the vLLM environment's Python (this package from ``src``)
+    and returns its result; a failure raises with the end of its log."""
+    src = Path(__file__).parents[2]
+    log = Path(workdir) / "vllm-offline.log"
+    cmd = [str(venv_python(venv)), "-m", "eagle_pipelines.models.vllm_backend", str(Path(masks_file).absolute()),
+           str(Path(model_dir).absolute()), str(Path(out_file).absolute()), json.dumps(llm_options)]
+    with open(log, "wb") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, timeout=timeout,
+                              env=vllm_environment(workdir, pythonpath=src))
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"the vLLM backend exited with status {done.returncode}; the end of {log}:\n{tail}")
+    return json.loads(Path(out_file).read_text())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,15 +192,7 @@ class VllmServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def environment(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
-        folders = {"TMPDIR": "tmp", "VLLM_CACHE_ROOT": "vllm-cache", "TORCHINDUCTOR_CACHE_DIR": "inductor",
-                   "HOME": "home", "XDG_CACHE_HOME": "home/.cache"}
-        for var, sub in folders.items():
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-            env[var] = str(self.workdir / sub)
-        env.update(VLLM_CPU_KVCACHE_SPACE=str(self.kv_cache_gb), VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_LOGGING_LEVEL="INFO")
-        return env
+        return vllm_environment(self.workdir, self.kv_cache_gb)
 
     def start(self, timeout: float = 600.0) -> VllmServer:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,142 @@
+"""The API path and the vLLM scoring backend beside the local transformers path, on the embedded model.
+
+    python benchmarks/api.py                          # 3 eval images, 6 regions, greedy search
+    python benchmarks/api.py --images 5 --regions 16
+
+Builds (or reuses) the vLLM environment in .venvs/vllm (EAGLE_VLLM_VENV), serves a copy of the embedded model
+with vLLM's CPU build on 127.0.0.1, and measures per image:
+
+- ``local``: ``explain`` with the transformers adapter (answer generation included);
+- ``api prompt_logprobs``: the same through the server, exact teacher forcing, one request per masked image;
+- ``api top_logprobs``: the reference's top-20 protocol, one request per masked image and target token;
+- ``scorer transformers`` / ``scorer vllm backend``: the scorer alone on the same 64 masked copies of one image
+  (the vLLM offline engine in its own environment), s/image after a warm-up (transformers: the best of 3).
+
+Timings of explain are the best of --repeat runs per image (a fresh response cache each time).
+
+Each row says whether the orders equal the local ones, the largest probability difference and the coverage. Every
+API run starts from an empty response cache (repeats inside one search are still answered from it). Writes
+data/08_reporting/benchmarks/api.csv and prints it. Not part of the test suite; on 2 shared CPU cores the
+timings are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from eagle_pipelines.api import explain, load_model
+from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
+from eagle_pipelines.core.regions import superpixels
+from eagle_pipelines.data.shapes import generate_split
+from eagle_pipelines.models.vllm_server import VllmServer, ensure_venv, score_in_venv, served_copy
+from eagle_pipelines.parameters import parse
+
+ROOT = Path(__file__).parents[1]
+EMBEDDED = ROOT / "data/06_models/toy_qwen2_5_vl"
+PROMPT = "Describe the image."
+
+
+def _images(n: int) -> list[np.ndarray]:
+    shapes = parse("shapes", yaml.safe_load((ROOT / "conf/base/parameters_data_preparation.yml").read_text())["shapes"])
+    split = generate_split(shapes.model_copy(update={"splits": shapes.splits.model_copy(update={"eval": n})}), "eval")
+    return [split.images[k] for k in sorted(split.images)]
+
+
+def _aucs(a) -> tuple[float, float]:
+    curves = Curves(a.area, a.insertion, a.deletion)
+    return insertion_auc(curves), deletion_auc(curves)
+
+
+def scorer_rows(local, venv: Path, served: Path, image: np.ndarray, work: Path) -> list[dict]:
+    """s/image of the transformers scorer and of the vLLM offline backend on the same 64 masked copies."""
+    image = local.model_image(image)
+    answer = local.generate(image, PROMPT)
+    ids = [*answer.token_ids, answer.end_token_id]
+    masks = np.random.default_rng(0).random((64, *image.shape[:2])) > 0.4
+    scorer = local.scorer(image, PROMPT, ids, list(range(len(ids))), memory_budget_mb=0, batch_size=64)
+    scorer(masks[:4])
+    local_seconds = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        expected = scorer(masks)
+        local_seconds = min(local_seconds, (time.perf_counter() - start) / len(masks))
+    np.savez(work / "masks.npz", image=image, prompt=np.array(PROMPT), answer_ids=np.array(ids),
+             positions=np.arange(len(ids)), masks=masks)
+    out = score_in_venv(venv, work / "masks.npz", served, work / "vllm.json", work, dtype="float32",
+                        max_model_len=256, enforce_eager=True, max_num_seqs=64, repeat=3)
+    diff = float(np.abs(np.array(out["probs"]) - expected).max())
+    return [{"path": "scorer transformers", "images": 1, "s_per_image": local_seconds, "masked_per_image": 64},
+            {"path": "scorer vllm backend", "images": 1, "s_per_image": out["seconds_per_image"],
+             "masked_per_image": 64, "max_prob_diff": diff, "engine_start_s": out["engine_seconds"]}]
+
+
+def explain_rows(local, server: VllmServer, images: list[np.ndarray], n_regions: int, repeat: int) -> list[dict]:
+    """Per path: the best of `repeat` timings of each image's explain (a fresh response cache each time)."""
+    names = ("local", "api prompt_logprobs", "api top_logprobs")
+    runs: dict[str, list] = {k: [] for k in names}
+    seconds = {k: 0.0 for k in names}
+    requests = {k: 0 for k in names}
+    with tempfile.TemporaryDirectory() as cache:
+        for k, image in enumerate(images):
+            regions = superpixels(local.model_image(image), n_segments=n_regions)
+            for name in names:
+                best, found = float("inf"), None
+                for r in range(repeat):
+                    model = local if name == "local" else load_model(
+                        api_base=server.url, api_model=server.model_name, cache_dir=f"{cache}/{name}-{k}-{r}",
+                        scoring=name.split()[1])
+                    start = time.perf_counter()
+                    found = explain(model, image, PROMPT, strategy="greedy", regions=regions, memory_budget_mb=0)
+                    best = min(best, time.perf_counter() - start)
+                seconds[name] += best
+                requests[name] += found.meta.get("api", {}).get("sent", 0)
+                runs[name].append(found)
+    rows = []
+    for name, found in runs.items():
+        ref = runs["local"]
+        same = [a.order.tolist() == b.order.tolist() for a, b in zip(found, ref)]
+        auc = max(abs(x - y) for a, b in zip(found, ref) for x, y in zip(_aucs(a), _aucs(b)))
+        cover = [a.meta["api"]["coverage"] for a in found if "api" in a.meta]
+        rows.append({"path": name, "images": len(found), "s_per_image": seconds[name] / len(found),
+                     "masked_per_image": float(np.mean([a.forward_passes for a in found])),
+                     "requests_per_image": requests[name] / len(found) if name != "local" else None,
+                     "same_order": f"{sum(same)}/{len(same)}", "max_auc_diff": auc,
+                     "max_prob_diff": max(float(np.abs(a.insertion - b.insertion).max()) for a, b in zip(found, ref)),
+                     "coverage": min(cover) if cover else None})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--regions", type=int, default=6)
+    parser.add_argument("--repeat", type=int, default=3, help="timings per image and path; the best counts")
+    parser.add_argument("--out", type=Path, default=ROOT / "data/08_reporting/benchmarks/api.csv")
+    args = parser.parse_args()
+    venv = ensure_venv(os.environ.get("EAGLE_VLLM_VENV", ROOT / ".venvs/vllm"), python=sys.executable)
+    local = load_model(str(EMBEDDED))
+    images = _images(args.images)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        served = served_copy(EMBEDDED, work / "served" / EMBEDDED.name)
+        rows = scorer_rows(local, venv, served, images[min(1, len(images) - 1)], work)
+        with VllmServer(venv, served, work / "server") as server:
+            rows += explain_rows(local, server, images, args.regions, args.repeat)
+    table = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False, float_format="%.6g")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""vLLM as a fast local backend (``load_model(path, backend="vllm")``, a GPU): answers and teacher-forced scoring
+by an in-process ``vllm.LLM`` engine, everything else (the image the model sees, the photo grid, the tokenizer)
+by the checkpoint's own processor through its family's adapter class (docs/api.md).
+
+Scoring is exact teacher forcing: each masked copy is one prompt of the chat-formatted prompt's token ids (one
+image placeholder, which vLLM expands) followed by the answer's own ids, and
+``LLM.generate(..., SamplingParams(max_tokens=1, prompt_logprobs=0))`` returns the log-probability of every prompt
+token, the answer's at the end. vLLM batches the copies itself (continuous batching, paged attention), which is
+where its speed over the transformers scorer comes from on a GPU.
+
+``vllm`` is imported only when an engine is built: this module imports without it. vLLM pins its own torch and
+transformers, so it usually lives in an environment of its own (``models/vllm_server.py: ensure_venv``); this
+project's package then runs from ``src/`` on that environment's Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def _pil(image: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+
+
+class VllmAdapter:
+    """A checkpoint run by ``vllm.LLM`` behind the adapter interface (``generate``/``generate_batch``, ``scorer``,
+    ``model_image``, ``photo_grid``, ``resolution_spec``, ``name``/``fingerprint``, ``processor``).
+
+    `geometry` is an instance of the checkpoint's family adapter holding only its processor (no weights): it
+    decides the image the model sees exactly as the transformers backend does, so regions, masks and ground truth
+    are the same. No model internals: the gradient and activation baselines need the transformers backend."""
+
+    def __init__(self, llm, geometry, name: str, fingerprint: str):
+        self.llm = llm
+        self.geometry = geometry
+        self.processor = geometry.processor
+        self.family = geometry.family
+        self.name = name
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, family: str = "auto", dtype: str = "auto", name: str | None = None,
+                        **llm_options) -> VllmAdapter:
+        """Builds the engine for the local checkpoint `path` (never downloads). `llm_options` go to ``vllm.LLM``
+        (e.g. ``gpu_memory_utilization``, ``max_model_len``, ``enforce_eager``)."""
+        from eagle_pipelines.models.adapter import checkpoint_fingerprint
+        from eagle_pipelines.models.registry import family_for_checkpoint
+
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ImportError("backend 'vllm' needs vLLM installed in this environment (pip install vllm; on a "
+                              "CPU, models/vllm_server.py: ensure_venv builds one; docs/api.md)") from None
+        family_cls = family_for_checkpoint(path, family)
+        geometry = family_cls.__new__(family_cls)  # the family's processor logic without loading its weights
+        geometry.processor = family_cls.load_processor(path)
+        geometry.model = None
+        geometry.name = name or Path(path).name
+        geometry.fingerprint = checkpoint_fingerprint(path)
+        options = {"limit_mm_per_prompt": {"image": 1}, "seed": 0, **llm_options}
+        start = time.perf_counter()
+        llm = LLM(model=str(path), tokenizer=str(path), dtype=dtype, **options)
+        logger.info("vLLM engine for '%s' ready in %.0f s", geometry.name, time.perf_counter() - start)
+        return cls(llm, geometry, name=geometry.name, fingerprint=f"vllm-{geometry.fingerprint}")
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def save(self, path) -> None:
+        raise NotImplementedError("the vLLM backend does not save checkpoints; use the transformers backend")
+
+    # -- the image the model sees: the family's own processor logic ---------------------------------------------
+    def model_image(self, image: np.ndarray, resample=None) -> np.ndarray:
+        return self.geometry.model_image(image, resample=resample)
+
+    def source_pixels(self, height: int, width: int) -> np.ndarray:
+        return self.geometry.source_pixels(height, width)
+
+    def photo_grid(self, height: int, width: int):
+        return self.geometry.photo_grid(height, width)
+
+    def resolution_spec(self) -> dict:
+        return self.geometry.resolution_spec()
+
+    # -- prompts -----------------------------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The chat-formatted prompt's token ids with one image placeholder (vLLM expands it to the image's
+        tokens), ready for the answer."""
+        self.geometry.check_prompt(prompt)
+        text = self.geometry.chat_prompt(prompt)
+        return list(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _eos_ids(self) -> set[int]:
+        tok = self.processor.tokenizer
+        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        config = getattr(self.llm.llm_engine, "generation_config_fields", None) or {}
+        eos = config.get("eos_token_id") if isinstance(config, dict) else None
+        ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return {int(i) for i in ids if i is not None}
+
+    # -- generation --------------------------------------------------------------------------------------------
+    def generate(self, image: np.ndarray, prompt: str, max_new_tokens: int = 32):
+        return self.generate_batch([image], prompt, max_new_tokens=max_new_tokens)[0]
+
+    def generate_batch(self, images: list[np.ndarray], prompt: str, max_new_tokens: int = 32) -> list:
+        """Greedy answers with each chosen token's probability (vLLM's raw log-probabilities)."""
+        from vllm import SamplingParams
+
+        from eagle_pipelines.models.base import Answer
+
+        ids = self.prompt_ids(prompt)
+        prompts = [{"prompt_token_ids": ids, "multi_modal_data": {"image": _pil(self.model_image(im))}}
+                   for im in images]
+        params = SamplingParams(max_tokens=int(max_new_tokens), temperature=0.0, logprobs=0)
+        tok = self.processor.tokenizer
+        eos = self._eos_ids()
+        answers = []
+        for out in self.llm.generate(prompts, params, use_tqdm=False):
+            gen = out.outputs[0]
+            tokens, probs, finished, end = [], [], False, None
+            for step, t in enumerate(gen.token_ids):
+                if t in eos:
+                    finished, end = True, int(t)
+                    break
+                tokens.append(int(t))
+                probs.append(math.exp(gen.logprobs[step][t].logprob))
+            if gen.finish_reason == "stop" and end is None and len(tokens) < max_new_tokens:
+                finished = True
+            answers.append(Answer(prompt=prompt, token_ids=tuple(tokens),
+                                  tokens=tuple(tok.convert_ids_to_tokens(tokens)),
+                                  text=tok.decode(tokens, skip_special_tokens=True), token_probs=tuple(probs),
+                                  finished=finished, end_token_id=end))
+        return answers
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+    def scorer(self, image: np.ndarray, prompt: str, answer_ids, target_positions, batch_size: int = 256,
+               compose: str = "pixel_values", memory_budget_mb: float | None = None) -> VllmTokenScorer:
+        """A TokenScorer for `image` (at model resolution) teacher-forcing `prompt` + `answer_ids` in vLLM.
+        `batch_size`: masked copies handed to the engine per call (it schedules them itself); `compose` and
+        `memory_budget_mb` have no effect (vLLM runs its processor on each copy and manages its own memory)."""
+        return VllmTokenScorer(self.llm, image, self.prompt_ids(prompt), answer_ids, target_positions,
+                               batch_size=batch_size)
+
+
+class VllmTokenScorer:
+    """(B, H, W) keep-masks -> (B, T) teacher-forced probabilities of the target tokens, from vLLM's
+    ``prompt_logprobs`` of prompt + answer for every masked copy (removed pixels black)."""
+
+    def __init__(self, llm, image: np.ndarray, prompt_ids: list[int], answer_ids, target_positions,
+                 batch_size: int = 256):
+        self.llm = llm
+        self.image = np.ascontiguousarray(image)
+        self.height, self.width = self.image.shape[:2]
+        self.answer_ids = [int(t) for t in answer_ids]
+        self.target_positions = tuple(int(t) for t in target_positions)
+        if not self.target_positions:
+            raise ValueError("no tokens to explain: target_positions is empty")
+        if min(self.target_positions) < 0 or max(self.target_positions) >= len(self.answer_ids):
+            raise ValueError(f"target positions {self.target_positions} outside the answer of "
+                             f"{len(self.answer_ids)} tokens")
+        self.ids = list(prompt_ids) + self.answer_ids
+        self.batch_size = max(1, int(batch_size))
+        self.memory_plan: dict = {}
+
+    def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
+        from vllm import SamplingParams
+
+        keep_masks = np.asarray(keep_masks, dtype=bool)
+        if keep_masks.ndim != 3 or keep_masks.shape[1:] != (self.height, self.width):
+            raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        n = len(self.answer_ids)
+        out = np.zeros((len(keep_masks), len(self.target_positions)))
+        for lo in range(0, len(keep_masks), self.batch_size):
+            chunk = keep_masks[lo:lo + self.batch_size]
+            prompts = [{"prompt_token_ids": self.ids,
+                        "multi_modal_data": {"image": _pil(self.image * m[..., None].astype(self.image.dtype))}}
+                       for m in chunk]
+            for k, result in enumerate(self.llm.generate(prompts, params, use_tqdm=False)):
+                logprobs = result.prompt_logprobs
+                answer = logprobs[len(logprobs) - n:]
+                tail = list(result.prompt_token_ids[-n:])
+                if tail != self.answer_ids:
+                    raise RuntimeError(f"vLLM's prompt ends with {tail}, not the answer {self.answer_ids}")
+                out[lo + k] = [math.exp(answer[t][self.answer_ids[t]].logprob) for t in self.target_positions]
+        return out
+
+
+def _dataset_base():
+    try:
+        from kedro.io.core import AbstractDataset
+    except ImportError:  # vLLM's own environment has no Kedro: the adapter works, the dataset is unused
+        return object
+    return AbstractDataset
+
+
+class VllmModelDataset(_dataset_base()):
+    """The catalog's ``vlm`` run by vLLM (``backend: vllm`` of a GPU environment's catalog):
+
+        vlm:
+          type: eagle_pipelines.models.vllm_backend.VllmModelDataset
+          path: data/06_models/Qwen2.5-VL-3B-Instruct
+          dtype: auto
+          llm_options: {gpu_memory_utilization: 0.8, max_model_len: 4096}
+
+    Loads ``VllmAdapter.from_pretrained`` once per run (nothing is saved); its stamp is the checkpoint's
+    fingerprint, as the transformers dataset's."""
+
+    def __init__(self, path: str, family: str = "auto", dtype: str = "auto", llm_options: dict | None = None,
+                 metadata: dict | None = None):
+        self._path, self._family, self._dtype = path, family, dtype
+        self._llm_options = dict(llm_options or {})
+        self.metadata = metadata
+        self._loaded = None
+
+    def load(self) -> VllmAdapter:
+        if self._loaded is None:
+            from kedro.io.core import DatasetError
+
+            if not (Path(self._path) / "config.json").is_file():
+                raise DatasetError(f"No model checkpoint at '{self._path}' (nothing is downloaded; docs/models.md)")
+            self._loaded = VllmAdapter.from_pretrained(self._path, family=self._family, dtype=self._dtype,
+                                                       **self._llm_options)
+        return self._loaded
+
+    def save(self, data) -> None:
+        from kedro.io.core import DatasetError
+
+        raise DatasetError("the vLLM backend does not save checkpoints; use VisionLanguageModelDataset")
+
+    def _exists(self) -> bool:
+        return (Path(self._path) / "config.json").is_file()
+
+    def _release(self) -> None:
+        self._loaded = None
+
+    def stamp(self) -> str:
+        from eagle_pipelines.models.adapter import checkpoint_fingerprint
+
+        return f"vllm-{checkpoint_fingerprint(self._path)}" if self._exists() else f"absent:{self._path}"
+
+    def _describe(self) -> dict:
+        return {"path": self._path, "family": self._family, "dtype": self._dtype, "llm_options": self._llm_options}
+
+
+def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Path, repeat: int = 1,
+               **llm_options) -> dict:
+    """Builds the engine for `model_dir`, generates the answer for the image in `masks_file` (an .npz with
+    ``image``, ``prompt``, ``answer_ids``, ``positions``, ``masks``) and scores its masks; writes and returns the
+    probabilities, the answer and the timings (engine start; scoring s/image after one warm-up call, the best of
+    `repeat`). What the tests and benchmarks/api.py run in the vLLM environment
+    (``python -m eagle_pipelines.models.vllm_backend``)."""
+    import json
+
+    data = np.load(masks_file)
+    prompt = str(data["prompt"])
+    start = time.perf_counter()
+    model = VllmAdapter.from_pretrained(model_dir, **llm_options)
+    engine_seconds = time.perf_counter() - start
+    image = model.model_image(data["image"])
+    answer = model.generate(image, prompt)
+    scorer = model.scorer(image, prompt, [int(t) for t in data["answer_ids"]], [int(t) for t in data["positions"]])
+    masks = data["masks"]
+    scorer(masks[: min(4, len(masks))])  # warm-up
+    seconds = float("inf")
+    for _ in range(repeat):  # the best of `repeat` timings
+        start = time.perf_counter()
+        probs = scorer(masks)
+        seconds = min(seconds, time.perf_counter() - start)
+    result = {"probs": probs.tolist(), "answer_ids": list(answer.token_ids), "end_token_id": answer.end_token_id,
+              "answer_probs": list(answer.token_probs), "engine_seconds": engine_seconds,
+              "scoring_seconds": seconds, "seconds_per_image": seconds / max(1, len(masks))}
+    Path(out_file).write_text(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":  # python -m eagle_pipelines.models.vllm_backend MASKS.npz MODEL_DIR OUT.json [LLM options]
+    import json
+    import sys
+
+    logging.basicConfig(level=logging.INFO)
+    options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    score_file(sys.argv[1], sys.argv[2], sys.argv[3], **options)
