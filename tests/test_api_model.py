@@ -367,3 +367,20 @@ def test_a_pickled_model_answers_from_the_same_cache(router, tmp_path):
     assert copy.processor.tokenizer.id_of("red") == red
     assert np.array_equal(copy.scorer(IMAGE, "Describe.", [red], [0])(np.ones((1, 28, 28), bool)), first)
     assert route.call_count == 1 and copy.client.cache_hits == 1
+
+
+def test_the_report_counts_what_the_top_k_left_out():
+    """coverage() of an API model's run: the targets missing from the endpoint's top-k, over every attribution."""
+    from types import SimpleNamespace
+
+    from eagle_pipelines.pipelines.experiment.report import api_coverage
+
+    metas = {"a": {"scored": 40, "missing": 0, "coverage": 1.0, "scoring": "top_logprobs", "requests": 10, "sent": 10},
+             "b": {"scored": 60, "missing": 6, "coverage": 0.9, "scoring": "top_logprobs", "requests": 12, "sent": 2}}
+    manifest = SimpleNamespace(items=dict.fromkeys(metas),
+                               load=lambda k: SimpleNamespace(meta={"api": metas[k]}))
+    got = api_coverage(manifest)
+    assert got["missing"] == 6 and got["scored"] == 100 and abs(got["coverage"] - 0.94) < 1e-12
+    assert got["min_coverage"] == 0.9 and got["incomplete"] == 1 and (got["requests"], got["sent"]) == (22, 12)
+    local = SimpleNamespace(items={"a": None}, load=lambda k: SimpleNamespace(meta={}))
+    assert api_coverage(local) is None

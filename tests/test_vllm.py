@@ -192,6 +192,9 @@ def test_kedro_run_on_the_api_environment(server, project):
         a = Attribution.load(store / f"{key}.{info['fp']}.npz")
         assert a.meta["api"]["coverage"] == 1.0 and a.meta["api"]["scoring"] == "prompt_logprobs"
     assert (data / "07_model_output/api_cache/responses.sqlite").is_file()
+    run = json.loads((data / "08_reporting/eagle_coco/run.json").read_text())
+    assert run["coverage"]["api"]["coverage"] == 1.0 and run["coverage"]["api"]["missing"] == 0
+    assert "API coverage" in (data / "08_reporting/eagle_coco/report.html").read_text()
 
 
 def test_a_server_killed_mid_run_stops_cleanly_and_the_rerun_sends_nothing_twice(server, photos, tmp_path,

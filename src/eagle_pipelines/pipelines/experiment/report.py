@@ -24,9 +24,30 @@ def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluat
     for stage, manifest in (("EAGLE", attributions), ("baselines", baselines), ("evaluation", evaluation)):
         not_made += [{"stage": stage, "item": k, "reason": r} for k, r in sorted(manifest.not_made().items())]
     empty = [level for level in targets.get("levels", []) if not common.get(level)]
-    return {"n_targets": {level: len(keys) for level, keys in sorted(common.items())}, "empty_levels": empty,
-            "left_out": left_out, "not_made": not_made,
-            "params": {**attributions.params, **baselines.params, **evaluation.params}}
+    out = {"n_targets": {level: len(keys) for level, keys in sorted(common.items())}, "empty_levels": empty,
+           "left_out": left_out, "not_made": not_made,
+           "params": {**attributions.params, **baselines.params, **evaluation.params}}
+    # a model behind an API (models/api_model.py: fingerprints "api-..."): what its top-k left out
+    api = (api_coverage(attributions) if str(attributions.params.get("model_fingerprint", "")).startswith("api-")
+           else None)
+    if api:
+        out["api"] = api
+    return out
+
+
+def api_coverage(attributions: Manifest) -> dict | None:
+    """For a model behind an API (models/api_model.py): how many target probabilities the endpoint's top-k
+    log-probabilities left out (counted as 0), over every attribution; None for local models."""
+    facts = [attributions.load(k).meta.get("api") for k in attributions.items]
+    facts = [f for f in facts if f]
+    if not facts:
+        return None
+    scored, missing = sum(f["scored"] for f in facts), sum(f["missing"] for f in facts)
+    return {"attributions": len(facts), "scoring": sorted({f["scoring"] for f in facts}),
+            "scored": scored, "missing": missing, "coverage": 1.0 if scored == 0 else 1.0 - missing / scored,
+            "min_coverage": min(f["coverage"] for f in facts),
+            "incomplete": sum(f["coverage"] < 1.0 for f in facts),
+            "requests": sum(f["requests"] for f in facts), "sent": sum(f["sent"] for f in facts)}
 
 
 def _samples(vlm, eval_split: CocoSplit, attributions: Manifest, level: str, limit: int) -> list:
@@ -230,6 +251,14 @@ def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: di
     skipped_block = (f"<h2>Not in the tables</h2><p>{len(not_made)} items were not made (each with its reason); "
                      f"they are retried when their input changes.</p>{html_page.table(not_made)}"
                      if len(not_made) else "<h2>Not in the tables</h2><p>Every item was made.</p>")
+    api = coverage.get("api")
+    if api:
+        skipped_block += (f"<h2>API coverage</h2><p>The model answered through an API ({', '.join(api['scoring'])} "
+                          f"scoring): {api['missing']} of {api['scored']} target probabilities were not among the "
+                          f"endpoint's top log-probabilities and count as 0 (coverage {api['coverage']:.4f}; lowest "
+                          f"per attribution {api['min_coverage']:.4f}; {api['incomplete']} of {api['attributions']} "
+                          f"attributions incomplete). {api['requests']} requests, {api['sent']} sent (the rest "
+                          "from the response cache).</p>")
     for level in coverage.get("empty_levels", []):
         skipped_block += (f"<p>The {level} level has no target in this run (e.g. word level on a split without "
                           f"object annotations, or answers that name no annotated object).</p>")
