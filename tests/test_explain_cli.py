@@ -31,14 +31,11 @@ def test_eagle_explain_prints_the_explanation_and_writes_a_loadable_attribution(
     # log records mixed into the explanation
     root_handler = logging.StreamHandler(sys.stdout)
     root_handler.addFilter(logging.Filter("eagle_pipelines"))  # this package's records, as they reached it before
-    logging.getLogger().addHandler(root_handler)
-    previous = logging.getLogger().level
-    logging.getLogger().setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(root_handler)  # (records propagate to it whatever the root logger's level)
     try:
         assert main([str(photo), "--model", MODEL, "--regions", "12", "--out", str(out)]) == 0
     finally:
         logging.getLogger().removeHandler(root_handler)
-        logging.getLogger().setLevel(previous)
     printed = capsys.readouterr().out
     assert printed.startswith("answer: ")
     answer = printed.splitlines()[0].removeprefix("answer: ")
