@@ -102,6 +102,22 @@ def greedy(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0,
     return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
 
 
+def _backward_pick(scorer: CountingScorer, n: int, tail: list[int], pending: list[int], lambda1: float,
+                   lambda2: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """One backward step of the bidirectional searches: among the `pending` candidates, the region whose removal
+    (beside the regions already in `tail`) leaves the best objective. Appends it to `tail` and returns it with
+    p(keep), p(remove) of keeping everything but the tail, which is the prefix of the final order of length
+    n - len(tail) (its curve point, so nothing is scored again)."""
+    removed = np.zeros(n, dtype=bool)
+    removed[tail] = True
+    sets = np.repeat(removed[None], len(pending), axis=0)
+    sets[np.arange(len(pending)), pending] = True
+    keep_rest, keep_removed = scorer.keep_and_remove(~sets)
+    j = int(np.argmax(objective_of(keep_rest, keep_removed, lambda1, lambda2)))
+    tail.append(pending[j])
+    return pending[j], keep_rest[j], keep_removed[j]
+
+
 def _check_efficient(search_scope: int, pending_samples: int, update_step: int) -> None:
     for name, value in (("search_scope", search_scope), ("pending_samples", pending_samples),
                         ("update_step", update_step)):
@@ -165,16 +181,10 @@ def efficient(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0
             # removing {worst} = keeping V∖{worst}: the prefix before the tail
             known[n - 2] = (remove[worst], keep[worst])
         elif len(candidates) > pending_samples:
-            pending = candidates[-pending_samples:]
-            removed = np.zeros(n, dtype=bool)
-            removed[tail] = True
-            sets = np.repeat(removed[None], len(pending), axis=0)
-            sets[np.arange(len(pending)), pending] = True
-            keep_rest, keep_removed = scorer.keep_and_remove(~sets)
-            j = int(np.argmax(objective_of(keep_rest, keep_removed, lambda1, lambda2)))
-            tail.append(pending[j])
-            candidates.remove(pending[j])
-            known[n - len(tail) - 1] = (keep_rest[j], keep_removed[j])
+            region, keep_rest, keep_removed = _backward_pick(scorer, n, tail, candidates[-pending_samples:],
+                                                             lambda1, lambda2)
+            candidates.remove(region)
+            known[n - len(tail) - 1] = (keep_rest, keep_removed)
         step += 1
         if progress:
             progress(len(head) + len(tail))
@@ -245,18 +255,10 @@ def bidirectional(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float =
         known[len(head) - 1] = (keep[best], remove[best])
         if not placed.all():
             remaining = [r for r in ranked if not placed[r]]
-            pending = remaining[-pending_samples:]
-            removed = np.zeros(n, dtype=bool)
-            removed[tail] = True
-            sets = np.repeat(removed[None], len(pending), axis=0)
-            sets[np.arange(len(pending)), pending] = True
-            # keeping the complement of the removed set = the prefix of the final order before it
-            keep_rest, keep_removed = scorer.keep_and_remove(~sets)
-            j = int(np.argmax(objective_of(keep_rest, keep_removed, lambda1, lambda2)))
-            tail.append(pending[j])
-            placed[pending[j]] = True
-            # prefix length n - len(tail) keeps V minus the tail: its p(keep), p(remove) are known
-            known[n - len(tail) - 1] = (keep_rest[j], keep_removed[j])
+            region, keep_rest, keep_removed = _backward_pick(scorer, n, tail, remaining[-pending_samples:],
+                                                             lambda1, lambda2)
+            placed[region] = True
+            known[n - len(tail) - 1] = (keep_rest, keep_removed)
         step += 1
         if progress:
             progress(int(placed.sum()))
