@@ -48,17 +48,25 @@ def tiny_model(tiny_processor):
     return build_toy_model(tiny_processor, arch, seed=0)
 
 
-@pytest.fixture
-def project(tmp_path):
-    """A copy of the project's configuration in a fresh folder, so that Kedro runs write under tmp_path/data (the
-    package itself is installed)."""
+def copy_project(folder: Path, shipped_model: bool = False) -> Path:
+    """A copy of the project's configuration in `folder`, so that Kedro runs write under folder/data (the package
+    itself is installed); `shipped_model`: with the shipped model linked where the catalog looks for it."""
     from kedro.framework.startup import bootstrap_project
 
     root = Path(__file__).parents[1]
-    shutil.copytree(root / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / ".telemetry").write_text("consent: false\n")
-    (tmp_path / "src").mkdir()
-    bootstrap_project(tmp_path)
-    return tmp_path
+    shutil.copytree(root / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
+    (folder / "conf" / "local").mkdir()
+    shutil.copy(root / "pyproject.toml", folder / "pyproject.toml")
+    (folder / ".telemetry").write_text("consent: false\n")
+    (folder / "src").mkdir()
+    if shipped_model:
+        (folder / "data" / "06_models").mkdir(parents=True)
+        os.symlink(root / "data/06_models/toy_qwen2_5_vl", folder / "data/06_models/toy_qwen2_5_vl")
+    bootstrap_project(folder)
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's configuration in a fresh folder (``copy_project``)."""
+    return copy_project(tmp_path)

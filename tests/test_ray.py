@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -30,6 +29,7 @@ from kedro.framework.session import KedroSession  # noqa: E402
 from eagle_pipelines.io import executors  # noqa: E402
 from eagle_pipelines.io.items import ItemStore, Job, Skipped, run_jobs  # noqa: E402
 from eagle_pipelines.parameters import ComputeParams  # noqa: E402
+from tests.conftest import copy_project  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]
@@ -59,21 +59,6 @@ def ray_instance(tmp_path_factory):
         finally:
             executors.reset()
             ray.shutdown()
-
-
-def _project(folder: Path) -> Path:
-    """A copy of the configuration with the shipped model (as tests/test_reruns.py makes it)."""
-    from kedro.framework.startup import bootstrap_project
-
-    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
-    (folder / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    (folder / ".telemetry").write_text("consent: false\n")
-    (folder / "src").mkdir()
-    (folder / "data" / "06_models").mkdir(parents=True)
-    os.symlink(ROOT / "data/06_models/toy_qwen2_5_vl", folder / "data/06_models/toy_qwen2_5_vl")
-    bootstrap_project(folder)
-    return folder
 
 
 class BadImageAfterAnswers:
@@ -138,13 +123,13 @@ def _metrics(project: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
-    project = _project(tmp_path_factory.mktemp("sequential"))
+    project = copy_project(tmp_path_factory.mktemp("sequential"), shipped_model=True)
     _run(project)
     return project
 
 
 def test_a_ray_run_makes_the_same_items_and_metrics_as_a_sequential_run(ray_instance, sequential, tmp_path):
-    project = _project(tmp_path)
+    project = copy_project(tmp_path, shipped_model=True)
     _run(project, RAY)
     expected, got = _items(sequential), _items(project)
     assert sorted(got) == sorted(expected)
@@ -165,7 +150,7 @@ def test_a_ray_run_makes_the_same_items_and_metrics_as_a_sequential_run(ray_inst
 
 def test_a_worker_killed_mid_item_is_restarted_and_nothing_is_lost_or_made_twice(ray_instance, sequential, tmp_path,
                                                                                  monkeypatch):
-    project = _project(tmp_path)
+    project = copy_project(tmp_path, shipped_model=True)
     puts: Counter = Counter()
     put = ItemStore.put
 

@@ -6,8 +6,6 @@ run."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +13,7 @@ import pytest
 from kedro.framework.session import KedroSession
 
 from eagle_pipelines.provenance import StaleInputError
+from tests.conftest import copy_project
 
 ROOT = Path(__file__).parents[1]
 TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
@@ -64,17 +63,7 @@ def _history(project: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A project copy with the shipped model, after one full tiny run."""
-    from kedro.framework.startup import bootstrap_project
-
-    project = tmp_path_factory.mktemp("reruns")
-    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
-    (project / ".telemetry").write_text("consent: false\n")
-    (project / "src").mkdir()
-    (project / "data" / "06_models").mkdir(parents=True)
-    os.symlink(ROOT / "data/06_models/toy_qwen2_5_vl", project / "data/06_models/toy_qwen2_5_vl")
-    bootstrap_project(project)
+    project = copy_project(tmp_path_factory.mktemp("reruns"), shipped_model=True)
     MODELS.clear()
     assert len(_run(project)) == 12
     assert len(MODELS) == 7 and len(set(MODELS)) == 1  # seven nodes read the model; it was loaded once
