@@ -111,3 +111,21 @@ def _nearest(sources: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     half = max(step, 1.0) / 2
     seen = (target >= src[0] - half) & (target <= src[-1] + half)
     return model_idx[pick], seen
+
+
+def working_image(model, photo: np.ndarray, compose: str) -> np.ndarray:
+    """The image regions, masks and maps live on: the one the model sees (``compose: pixel_values``, the model's
+    ``model_image``) or the photo itself, resized by the processor after masking (``compose: processor``, the
+    reference's protocol)."""
+    return photo if compose == "processor" else model.model_image(photo)
+
+
+def photo_grid(model, photo_shape: tuple[int, int], compose: str) -> PhotoGrid:
+    """How photo pixels land on the working image: the model processor's own resize, crop and padding (the
+    model's ``photo_grid``), or the identity when the working image is the photo."""
+    if compose == "processor":
+        return PhotoGrid.identity(photo_shape)
+    if hasattr(model, "photo_grid"):
+        return model.photo_grid(*photo_shape)
+    raise TypeError(f"the model '{model.name}' does not say how its processor maps a photo (photo_grid); "
+                    "set superpixels.compose: processor to work on the photo itself")

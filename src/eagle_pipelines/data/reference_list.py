@@ -259,3 +259,28 @@ def repope_records(entries: list, source: str = "reference list") -> list[dict]:
                         "text": str(entry["question"]), "label": str(entry["label"]), "kind": "repope",
                         "listed": reference_record(entry, fmt, k)})
     return records
+
+
+def listed_answer(model, pixels: np.ndarray, prompt: str, item: str, record: dict):
+    """The answer a list entry gives for an image, as ``models/base.py: Answer``: its generated ids after the
+    prompt `model` makes for the image (which must be the list's own prompt tokens, ``split_answer``), each
+    token's probability teacher-forced on the intact image; and the list's targets over the answer with its end
+    token (``reference_targets``)."""
+    from eagle_pipelines.models.base import Answer
+
+    image = model.model_image(pixels)
+    prompt_ids = model.encode([image], prompt)["input_ids"][0].tolist()
+    tok = model.processor.tokenizer
+    gen = model.model.generation_config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
+    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), item)
+    full = ids + ([end] if end is not None else [])
+    probs = model.scorer(image, prompt, full, list(range(len(full))), memory_budget_mb=0)(
+        np.ones((1, *image.shape[:2]), dtype=bool))[0]
+    answer = Answer(prompt=prompt, token_ids=tuple(ids), tokens=tuple(tok.convert_ids_to_tokens(ids)),
+                    text=tok.decode(ids, skip_special_tokens=True),
+                    token_probs=tuple(float(p) for p in probs[:len(ids)]), finished=end is not None,
+                    end_token_id=end)
+    if record.get("text") and answer.text.strip() != record["text"].strip():
+        logger.warning("item %s: the list's sentence %r decodes here as %r", item, record["text"], answer.text)
+    return answer, reference_targets(record, full, item)

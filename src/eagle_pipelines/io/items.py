@@ -324,6 +324,12 @@ def _record(store: ItemStore, job: Job, outcome, description: str) -> tuple[str,
     return "items", {"fp": job.fp, **job.info}
 
 
+def compose_of(manifest: Manifest) -> str:
+    """Where the regions of a superpixel manifest (or of a consumer that recorded its params) were made
+    (``superpixels.compose``)."""
+    return manifest.params.get("superpixels", {}).get("compose", "pixel_values")
+
+
 # --- the manifest -------------------------------------------------------------------------------------------------
 class Manifest:
     """What a producer made in its last run: ``items`` (key -> fingerprint and facts), ``skipped`` and ``failed``

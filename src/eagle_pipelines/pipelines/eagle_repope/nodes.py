@@ -23,14 +23,15 @@ from tqdm.auto import tqdm
 from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
-from eagle_pipelines.core.geometry import PhotoGrid
+from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
 from eagle_pipelines.core.regions import RegionMap, params_hash
 from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import (
@@ -250,13 +251,9 @@ def _listed_repope_answer(vlm, pixels: np.ndarray, row: dict) -> Answer:
     """The answer the reference's RePOPE list gives for a question (``data/reference_list.py``): its generated ids
     after this model's prompt for the image (which must be the list's own prompt tokens), and a check that the
     list's counter token is the one eagle_repope explains for the label."""
-    from types import SimpleNamespace
-
-    from eagle_pipelines.pipelines.experiment.nodes import _listed_answer
-
     record = row["listed"]
     item = str(row["question_id"])
-    answer, _ = _listed_answer(vlm, pixels, SimpleNamespace(prompt=row["prompt"], item=item), record)
+    answer, _ = listed_answer(vlm, pixels, row["prompt"], item, record)
     counter = list(counter_answer(vlm, row["prompt"], row["label"]).token_ids)
     if record.get("counter_ids") and record["counter_ids"] != counter:
         raise ValueError(f"question {item}: the list's counter_word_id {record['counter_ids']} is not this model's "
@@ -292,24 +289,6 @@ def _wrong(answers: dict) -> list[dict]:
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
-def working_image(vlm, photo: np.ndarray, compose: str) -> np.ndarray:
-    """The image regions, masks and regenerations live on: the one the model sees (``compose: pixel_values``) or
-    the photo itself, the processor resizing every masked copy (``compose: processor``, the reference's
-    protocol: its RePOPE scripts mask the photo as OpenCV reads it and hand it to the processor)."""
-    return photo if compose == "processor" else vlm.model_image(photo)
-
-
-def compose_of(manifest: Manifest) -> str:
-    """Where the regions of a superpixel manifest (or of a consumer that recorded its params) were made."""
-    return manifest.params.get("superpixels", {}).get("compose", "pixel_values")
-
-
-def cause_grid(vlm, photo_shape: tuple[int, int], compose: str) -> PhotoGrid:
-    """How the photo's annotations land on the working image: the processor's own geometry, or the identity when
-    the working image is the photo."""
-    return PhotoGrid.identity(photo_shape) if compose == "processor" else vlm.photo_grid(*photo_shape)
-
-
 def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: ItemStore,
                         superpixels: SuperpixelParams) -> dict:
     """Superpixel label maps (``superpixels.backend``) of every image with a wrong answer (key: image id), on the
@@ -561,7 +540,7 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
         if q["cause_annotation_id"] is not None:
             obj = next(o for o in question_split.index.objects(int(q["image_id"]))
                        if o.annotation_id == int(q["cause_annotation_id"]))
-            cause_mask, _ = object_at(cause_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
+            cause_mask, _ = object_at(photo_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
         invert = method in removal.correction.invert_maps
         if removal.pixel_protocol(method):
             saliency, facts = baseline_map(method, attr, vlm, image, q["prompt"], regions, settings, invert, compose)

@@ -9,16 +9,12 @@ import base64
 import pandas as pd
 
 from eagle_pipelines.core.evaluate import object_at
+from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.data.coco import CocoFormatError
-from eagle_pipelines.io.items import Manifest
+from eagle_pipelines.io.items import Manifest, compose_of
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.parameters import EagleRepopeParams
-from eagle_pipelines.pipelines.eagle_repope.nodes import (
-    cause_grid,
-    compose_of,
-    question_records,
-    working_image,
-)
+from eagle_pipelines.pipelines.eagle_repope.nodes import question_records
 from eagle_pipelines.reporting import figures
 from eagle_pipelines.reporting import html_page as pages
 
@@ -58,7 +54,7 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
         if info["cause_annotation_id"] is not None:
             obj = next(o for o in question_split.index.objects(int(info["image_id"]))
                        if o.annotation_id == int(info["cause_annotation_id"]))
-            cause_mask, _ = object_at(cause_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
+            cause_mask, _ = object_at(photo_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
         samples.append({"image": image, "attribution": attributions.load(qid), "correction": r["methods"]["eagle"],
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})

@@ -19,12 +19,12 @@ from eagle_pipelines.core.baselines import BASELINES, run_baseline
 from eagle_pipelines.core.evaluate import object_at, order_saliency, random_order, region_curves, score_methods
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
-from eagle_pipelines.core.geometry import PhotoGrid
+from eagle_pipelines.core.geometry import PhotoGrid, photo_grid, working_image
 from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
 from eagle_pipelines.core.targets import phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
-from eagle_pipelines.data.reference_list import reference_targets, split_answer
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
+from eagle_pipelines.data.reference_list import listed_answer
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
 from eagle_pipelines.parameters import (
@@ -84,7 +84,9 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
                 record = eval_split.index.image_info(int(row.image_id)).get("reference")
                 if record is not None:  # a reference list's answer: teacher-forced as listed, not regenerated
                     try:
-                        answer, extra = _listed_answer(vlm, loaded.pixels, row, record)
+                        answer, listed = listed_answer(vlm, loaded.pixels, row.prompt, str(row.item), record)
+                        extra = {"listed": {"format": record["format"], "entry": record["index"],
+                                            "targets": listed}}
                     except ValueError as exc:
                         logger.error("item %s skipped: %s", row.item, exc)
                         errors.append({"item": row.item, "image_id": int(row.image_id), "error": str(exc)})
@@ -116,51 +118,7 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
             "summary": {"items": len(answers), "skipped": len(errors), "exact_match": exact}}
 
 
-def _listed_answer(vlm, pixels: np.ndarray, row, record: dict) -> tuple[Answer, dict]:
-    """The answer a reference list gives for an image: its generated ids after the prompt this model makes for
-    the image (which must be the list's own prompt tokens), each token's probability teacher-forced on the
-    intact image, and the list's targets (``data/reference_list.py``)."""
-    image = vlm.model_image(pixels)
-    prompt_ids = vlm.encode([image], row.prompt)["input_ids"][0].tolist()
-    tok = vlm.processor.tokenizer
-    gen = vlm.model.generation_config
-    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), str(row.item))
-    full = ids + ([end] if end is not None else [])
-    probs = vlm.scorer(image, row.prompt, full, list(range(len(full))), memory_budget_mb=0)(
-        np.ones((1, *image.shape[:2]), dtype=bool))[0]
-    answer = Answer(prompt=row.prompt, token_ids=tuple(ids), tokens=tuple(tok.convert_ids_to_tokens(ids)),
-                    text=tok.decode(ids, skip_special_tokens=True), token_probs=tuple(float(p) for p in probs[:len(ids)]),
-                    finished=end is not None, end_token_id=end)
-    if record.get("text") and answer.text.strip() != record["text"].strip():
-        logger.warning("item %s: the list's sentence %r decodes here as %r", row.item, record["text"], answer.text)
-    return answer, {"listed": {"format": record["format"], "entry": record["index"],
-                               "targets": reference_targets(record, full, str(row.item))}}
-
-
 # --- superpixels --------------------------------------------------------------------------------------------------
-def working_image(vlm, pixels: np.ndarray, compose: str) -> np.ndarray:
-    """The image regions, masks and maps live on: the one the model sees (``compose: pixel_values``) or the
-    photo itself, resized by the processor after masking (``compose: processor``, the reference's protocol)."""
-    return pixels if compose == "processor" else vlm.model_image(pixels)
-
-
-def photo_grid(vlm, photo_shape: tuple[int, int], compose: str) -> PhotoGrid:
-    """How photo pixels land on the working image (``core/geometry.py``): the model processor's own resize, crop
-    and padding, or the identity when the working image is the photo."""
-    if compose == "processor":
-        return PhotoGrid.identity(photo_shape)
-    if hasattr(vlm, "photo_grid"):
-        return vlm.photo_grid(*photo_shape)
-    raise TypeError(f"the model '{vlm.name}' does not say how its processor maps a photo (photo_grid); "
-                    "set superpixels.compose: processor to work on the photo itself")
-
-
-def compose_of(manifest: Manifest) -> str:
-    """Where the regions of a superpixel manifest (or of a consumer that recorded them) were made."""
-    return manifest.params.get("superpixels", {}).get("compose", "pixel_values")
-
-
 def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemStore,
                         superpixels: SuperpixelParams) -> dict:
     """SLICO label maps of every answered image (key: image id) on the working image (the model's resolution,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pandas as pd
 
 from eagle_pipelines.core.baselines.common import normalise
+from eagle_pipelines.core.geometry import working_image
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.parameters import ReportingParams
-from eagle_pipelines.pipelines.experiment.nodes import common_targets, working_image
+from eagle_pipelines.pipelines.experiment.nodes import common_targets
 from eagle_pipelines.reporting import figures, html_page
 
 
