@@ -215,10 +215,16 @@ class TransformersAdapter:
 
     def photo_grid(self, height: int, width: int):
         """The processor's geometric transform of a `height`×`width` photo (``core/geometry.py: PhotoGrid``):
-        carries ground truth in photo pixels onto the model image, and model-image maps back to the photo."""
+        carries ground truth in photo pixels onto the model image, and model-image maps back to the photo. It
+        depends on the photo's size alone, so it is read off the processor once per size (every word-level
+        evaluation item asks for it)."""
         from eagle_pipelines.core.geometry import PhotoGrid
 
-        return PhotoGrid.from_source(self.source_pixels(height, width), (height, width))
+        grids = self.__dict__.setdefault("_photo_grids", {})
+        key = (int(height), int(width))
+        if key not in grids:
+            grids[key] = PhotoGrid.from_source(self.source_pixels(*key), key)
+        return grids[key]
 
     def resolution_spec(self) -> dict:
         """What decides the model-resolution image (cache keys of superpixels)."""
