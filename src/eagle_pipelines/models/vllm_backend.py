@@ -279,10 +279,15 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
         start = time.perf_counter()
         probs = scorer(masks)
         seconds = min(seconds, time.perf_counter() - start)
+    engine_core = getattr(getattr(model.llm, "llm_engine", None), "engine_core", None)
+    if engine_core is not None:  # stop the engine process now, not in the interpreter's teardown
+        engine_core.shutdown()
     result = {"probs": probs.tolist(), "answer_ids": list(answer.token_ids), "end_token_id": answer.end_token_id,
               "answer_probs": list(answer.token_probs), "engine_seconds": engine_seconds,
               "scoring_seconds": seconds, "seconds_per_image": seconds / max(1, len(masks))}
-    Path(out_file).write_text(json.dumps(result))
+    partial = Path(out_file).with_name(Path(out_file).name + ".partial")
+    partial.write_text(json.dumps(result))
+    partial.replace(out_file)  # a result file that exists is a whole one
     return result
 
 
@@ -293,3 +298,14 @@ if __name__ == "__main__":  # python -m eagle_pipelines.models.vllm_backend MASK
     logging.basicConfig(level=logging.INFO)
     options = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     score_file(sys.argv[1], sys.argv[2], sys.argv[3], **options)
+    # score_file has shut the engine down and written the result; the interpreter's own teardown can still abort
+    # in vLLM's C++ threads ("terminate called without an active exception", SIGABRT, seen in CI), so leave
+    # without it.
+    import gc
+    import os
+
+    gc.collect()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
