@@ -186,7 +186,7 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             memory_budget_mb: float | None = None, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
             slic_params: dict | None = None, progress: bool = False, meta: dict | None = None,
-            compose: str = "pixel_values", max_new_tokens: int = 32) -> Attribution:
+            compose: str = "pixel_values", max_new_tokens: int = 32, **video_options) -> Attribution:
     """Explains `model`'s answer to `prompt` about `image`.
 
     Args:
@@ -212,7 +212,21 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             directly) or ``processor`` (the reference's protocol: regions and masks on the photo itself, the image
             processor re-run on every masked copy, so the attribution is at the photo's resolution; slower, and
             the resize then blends masked edges as the paper's scripts do).
+        video_options: for a video (`image` a video file, a folder of frames, a ``Clip`` or an (N, H, W, 3)
+            array): ``n_frames`` (8), ``rows``/``cols`` (5 × 5 cells per frame), ``region_method`` (``grid`` or
+            ``slico``), ``n_segments``, ``fps``; the result is a ``VideoAttribution`` (``api_video.explain_video``,
+            docs/video.md).
     """
+    from eagle_pipelines.api_video import explain_video, is_video_input
+
+    if is_video_input(image):  # a video file, a folder of frames, a Clip or (N, H, W, 3): docs/video.md
+        return explain_video(model, image, prompt, tokens=tokens, strategy=strategy, lambda1=lambda1,
+                             lambda2=lambda2, batch_size=batch_size, memory_budget_mb=memory_budget_mb,
+                             answer=answer, regions=regions, search_params=search_params, slic_params=slic_params,
+                             progress=progress, meta=meta, max_new_tokens=max_new_tokens, **video_options)
+    if video_options:
+        raise ValueError(f"{sorted(video_options)} apply to a video (a video file, a folder of frames or an "
+                         f"(N, H, W, 3) array); the image takes none")
     check_arguments(prompt, strategy, n_regions if regions is None else 2, lambda1, lambda2, batch_size,
                     memory_budget_mb, search_params)
     if answer is None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
@@ -287,3 +301,57 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
                                      **(scorer.attribution_meta() if hasattr(scorer, "attribution_meta") else {}),
                                      **(meta or {})},
     )
+
+
+def generate(model, image, prompt: str, guidance=None, max_new_tokens: int = 32):
+    """The model's greedy answer to `prompt` about `image` (any form ``explain`` takes), as an ``Answer``.
+
+    `guidance` (a ``parameters.GuidanceParams`` or its dict, e.g. ``{"strength": 1.0, "b": -1.0}``): evidence-
+    guided decoding (``models/guidance.py``, docs/mitigation.md), greedy otherwise unchanged; the returned
+    ``GuidedAnswer`` has the ``answer``, its cost (``decode_passes``, ``evidence_passes``, ``seconds``) and the
+    evidence vector before each step. Without it, the model's own ``generate``."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1; got {max_new_tokens!r}")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"prompt must be a non-empty string; got {prompt!r}")
+    given = as_rgb(image)
+    check_size(given)
+    if guidance is None:
+        return model.generate(model.model_image(given), prompt, max_new_tokens=max_new_tokens)
+    from pydantic import ValidationError
+
+    from eagle_pipelines.models.guidance import guided_generate
+    from eagle_pipelines.parameters import GuidanceParams
+
+    if not hasattr(model, "model") or not hasattr(model.model, "get_decoder"):
+        raise ValueError(f"guidance needs a transformers model (load_model of a checkpoint folder); got "
+                         f"{type(model).__name__}")
+    try:
+        guidance = guidance if isinstance(guidance, GuidanceParams) else GuidanceParams.model_validate(guidance)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"guidance[{'.'.join(str(p) for p in err['loc'])!r}]: {err['msg']} (got "
+                         f"{err.get('input')!r}); fields: {sorted(GuidanceParams.model_fields)}") from None
+    return guided_generate(model, given, prompt, guidance, max_new_tokens)
+
+
+def diagnose(model, image, prompt: str, answer: Answer | None = None, top_k: int = 3, n_regions: int = 16,
+             strategy: str = "pooled", eps: float = 1e-3, prior_threshold: float = 0.5, max_new_tokens: int = 32,
+             regions: RegionMap | None = None):
+    """Necessity and sufficiency of every answer token at every layer (``core/diagnostics.py``): the logit lens
+    with the image, without it, and with only the token's top-k EAGLE regions (one word-level attribution per
+    token over `n_regions` SLICO regions, or `regions`). Returns a ``Diagnostics`` (``.table()``, ``.plot()``)."""
+    from eagle_pipelines.core.diagnostics import diagnose as run
+    from eagle_pipelines.models.guidance import LogitLens
+
+    check_arguments(prompt, strategy, n_regions if regions is None else 2)
+    seen = model.model_image(as_rgb(image))
+    if answer is None:
+        answer = model.generate(seen, prompt, max_new_tokens=max_new_tokens)
+    if not answer.token_ids:
+        raise ValueError("the answer is empty: no tokens to diagnose")
+    regions = regions if regions is not None else superpixels(seen, n_segments=n_regions)
+    return run(LogitLens(model), seen, prompt, answer.token_ids, list(answer.tokens),
+               lambda t: explain(model, seen, prompt, tokens=[t], answer=answer, regions=regions,
+                                 strategy=strategy), top_k=top_k, eps=eps, prior_threshold=prior_threshold,
+               answer=answer.text)

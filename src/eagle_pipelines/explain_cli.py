@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     from eagle_pipelines.api import STRATEGIES
 
     p = _Parser(prog="eagle-explain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="+", help="image files or folders of images (any format PIL reads)")
+    p.add_argument("images", nargs="+", help="image files or folders of images (any format PIL reads); video files "
+                                             "(.mp4, .avi, .mov, .mkv, ...) are explained as clips, and with --video "
+                                             "each folder is the frames of one clip")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="a local model folder (default: the embedded model, data/06_models/toy_qwen2_5_vl)")
     p.add_argument("--prompt", default="Describe the image.")
@@ -70,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("eagle_explanations"), help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--overwrite", action="store_true", help="recompute images already explained in --out")
+    video = p.add_argument_group("video (docs/video.md)")
+    video.add_argument("--video", action="store_true", help="each folder given is the frames of one clip (name "
+                                                            "order), not a set of images")
+    video.add_argument("--frames", type=int, default=8, help="frames sampled evenly from each clip (even; default 8)")
+    video.add_argument("--grid", default="5x5", help="ROWSxCOLS cells per frame (default 5x5, the reference's)")
+    video.add_argument("--video-regions", default="grid", choices=["grid", "slico"],
+                       help="grid: --grid cells per frame (default); slico: about --segments SLICO regions "
+                            "per frame")
+    video.add_argument("--segments", type=int, default=25, help="SLICO regions per frame (--video-regions slico)")
     return p
 
 
@@ -223,11 +234,21 @@ def describe(a, verbose: bool) -> dict:
     print(f"explained: {row['explained']!r} ({len(a.target_positions)} tokens), {a.n_regions} regions, "
           f"{a.strategy}: {a.forward_passes} forward passes in {a.seconds:.1f} s")
     shares = np.diff(np.concatenate([[0.0], a.area]))
-    h, w = a.labels.shape
-    print(f"first-ranked regions (centre x, y in the {w}x{h} model image; share of the image):")
-    for k, r in enumerate(a.order[:5].tolist()):
-        y, x = np.argwhere(a.labels == r).mean(axis=0)
-        print(f"  {k + 1}. region {r}: ({x:.0f}, {y:.0f}), {100 * shares[k]:.1f}%")
+    if a.labels.ndim == 3:  # a clip: the frame of each region, and each frame's share of the gain
+        n, h, w = a.labels.shape
+        print(f"first-ranked regions (frame, centre x, y in the {w}x{h} frames; share of the clip):")
+        for k, r in enumerate(a.order[:5].tolist()):
+            f, y, x = np.argwhere(a.labels == r).mean(axis=0)
+            print(f"  {k + 1}. region {r}: frame {int(f) + 1}, ({x:.0f}, {y:.0f}), {100 * shares[k]:.1f}%")
+        if hasattr(a, "frame_importance"):
+            print("share of the search's gain per frame: "
+                  + ", ".join(f"{k + 1}: {100 * v:.0f}%" for k, v in enumerate(a.frame_importance())))
+    else:
+        h, w = a.labels.shape
+        print(f"first-ranked regions (centre x, y in the {w}x{h} model image; share of the image):")
+        for k, r in enumerate(a.order[:5].tolist()):
+            y, x = np.argwhere(a.labels == r).mean(axis=0)
+            print(f"  {k + 1}. region {r}: ({x:.0f}, {y:.0f}), {100 * shares[k]:.1f}%")
     print(f"insertion AUC {row['insertion_auc']:.3f}, deletion AUC {row['deletion_auc']:.3f} (region protocol)")
     if api:
         print(f"endpoint: {api['requests']} requests ({api['sent']} sent, the rest cached), {api['scoring']} "
@@ -286,10 +307,30 @@ def main(argv: list[str] | None = None) -> int:
         package.propagate = propagate
 
 
+def _is_clip(args, path: Path) -> bool:
+    """A clip: a video file, or with --video a folder (of frames)."""
+    from eagle_pipelines.api_video import VIDEO_SUFFIXES
+
+    return (args.video and path.is_dir()) or (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def _grid(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise ValueError(f"--grid must be ROWSxCOLS with both at least 1 (e.g. 5x5); got {text!r}")
+    return int(match[1]), int(match[2])
+
+
 def _run(args) -> int:
     try:
         _check_cli_arguments(args)
-        files, bad = image_files(args.images, args.out)
+        args.grid_shape = _grid(args.grid)
+        clips = [Path(p) for p in args.images if _is_clip(args, Path(p))]
+        if clips and (args.frames < 2 or args.frames % 2):
+            raise ValueError(f"--frames must be an even number >= 2 (Qwen-VL merges 2 frames per temporal patch); "
+                             f"got {args.frames}")
+        files, bad = image_files([p for p in args.images if Path(p) not in clips], args.out)
+        files = clips + files
     except ValueError as exc:
         _error(exc)
         return 2
@@ -392,10 +433,74 @@ def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]
     return 0
 
 
+def _clip_digest(path: Path) -> str:
+    """sha256 of a video file's bytes, or of a folder's frame names and bytes (name order)."""
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+        return digest.hexdigest()
+    for entry in sorted(path.iterdir()):
+        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            digest.update(entry.name.encode())
+            digest.update(entry.read_bytes())
+    return digest.hexdigest()
+
+
+def _explain_clip(args, model, file: Path, single: bool) -> dict:
+    """One clip: <out>/<name>[_<tokens>].{npz,json} (a VideoAttribution), .png (every frame with its map, the
+    curves, each frame's share) and .gif (the map over the clip)."""
+    from eagle_pipelines.api import explain
+    from eagle_pipelines.core.video import VideoAttribution
+
+    rows, cols = args.grid_shape
+    wanted = {**fingerprint(args, model, _clip_digest(file)), "n_regions": None, "slic": None,
+              "video": {"frames": args.frames, "regions": args.video_regions,
+                        **({"grid": [rows, cols]} if args.video_regions == "grid" else {"segments": args.segments})}}
+    base = output_base(args.out, file, args.tokens)
+    npz, meta, png, gif = (_with(base, s) for s in (".npz", ".json", ".png", ".gif"))
+    earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)
+    if earlier is not None and (args.no_plot or (png.exists() and gif.exists())):
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
+                   f"recomputes it)", file=sys.stdout)
+        return {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
+    if why:
+        _error(f"{shown(file)}: {why}")
+    a = explain(model, file, args.prompt, tokens=args.tokens, strategy=args.strategy, lambda1=args.lambda1,
+                lambda2=args.lambda2, batch_size=args.batch_size, progress=single,
+                max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted},
+                n_frames=args.frames, rows=rows, cols=cols, region_method=args.video_regions,
+                n_segments=args.segments)
+    row = {**describe(a, verbose=single), "status": "explained", "error": ""}
+    meta.unlink(missing_ok=True)
+    a.save(npz)
+    written = [npz, meta]
+    if not args.no_plot:
+        import matplotlib.pyplot as plt
+
+        from eagle_pipelines.core.attribution import atomic_write
+        from eagle_pipelines.models.video import read_frames
+
+        frames = model.model_clip(read_frames(file, args.frames)).frames
+        fig = VideoAttribution.plot(a, frames)
+        try:
+            atomic_write(png, lambda f: fig.savefig(f, dpi=110, format="png"))
+        finally:
+            plt.close(fig)
+        a.gif(frames, gif)
+        written += [png, gif]
+    if single:
+        print("wrote " + ", ".join(shown(p) for p in written))
+    return row
+
+
 def _explain_one(args, model, file: Path, single: bool) -> dict:
     from eagle_pipelines.api import explain
     from eagle_pipelines.core.images import read_image
 
+    if _is_clip(args, file):
+        return _explain_clip(args, model, file, single)
     data = file.read_bytes()
     wanted = fingerprint(args, model, hashlib.sha256(data).hexdigest())
     base = output_base(args.out, file, args.tokens)
@@ -403,7 +508,7 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
     earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)
     if earlier is not None:
         row = {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
-        if not args.no_plot and not png.exists():
+        if not args.no_plot and not png.exists() and earlier.labels.ndim == 2:
             _plot(earlier, read_image(file, data), png)
         from tqdm.auto import tqdm
 

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
+from eagle_pipelines.data.clips import ClipParams
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
 from eagle_pipelines.data.params import ShapesParams
@@ -260,6 +261,96 @@ class EagleMmvpParams(BaseModel):
     batch_size: PositiveInt = Field(default=32, description="images per generation batch")
 
 
+class GuidanceParams(BaseModel):
+    """Evidence-guided decoding (models/guidance.py, docs/mitigation.md): before each greedy step the attention
+    logits of the next token over the image tokens get λ·b·log(g_t/max g_t + ε) in the layers [start, end)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["eagle", "attention"] = Field(
+        default="eagle", description="eagle: each generated token's EAGLE attribution over the image-token cells; "
+                                     "attention: the attention its query paid to the image tokens")
+    strength: float = Field(default=1.0, ge=0, description="λ (0: plain greedy decoding)")
+    b: float = Field(default=1.0, description="the bias's scale and sign: > 0 keeps attention on the evidence, "
+                                              "< 0 pushes it to image tokens without evidence")
+    layers: tuple[int, int] | None = Field(
+        default=None, description="[start, end) decoder layers biased; null: the second half (middle to late)")
+    heads: list[int] | None = Field(default=None, description="heads biased in those layers; null: all")
+    eps: float = Field(default=0.05, gt=0, description="ε in log(g + ε): the floor of the bias")
+    weighting: Literal["uniform", "necessity"] = Field(
+        default="uniform", description="each token's evidence weighted equally, or by max(N_t, 0) (its necessity "
+                                       "at the last layer: prior-driven tokens add no evidence; one text pass each)")
+    draft: bool = Field(default=False, description="seed g_0 with an unguided draft answer's evidence (the first "
+                                                   "token, e.g. a yes/no answer, is otherwise never guided)")
+    strategy: Literal["pooled", "greedy", "efficient", "lazy", "bidirectional"] = "pooled"
+    search_params: dict = Field(default_factory=dict, description="the strategy's settings (explain())")
+    batch_size: PositiveInt = 32
+
+    def layer_range(self, n_layers: int) -> tuple[int, int]:
+        return tuple(self.layers) if self.layers is not None else (n_layers // 2, n_layers)
+
+    def label(self) -> str:
+        """A short name of the setting (tables)."""
+        if self.strength == 0 or self.b == 0:
+            return "greedy (no guidance)"
+        layers = "half" if self.layers is None else f"{self.layers[0]}-{self.layers[1]}"
+        extra = "".join([", draft" if self.draft else "", ", necessity" if self.weighting == "necessity" else "",
+                         f", heads {self.heads}" if self.heads is not None else ""])
+        return f"{self.source} λ={self.strength:g} b={self.b:g} layers {layers}{extra}"
+
+
+class MitigationDiagnosticsParams(BaseModel):
+    """Necessity and sufficiency per token and layer (core/diagnostics.py) on a few answers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    answers: int = Field(default=3, ge=0, description="answers diagnosed per kind (biased/control question, "
+                                                      "biased/unbiased caption)")
+    top_k: PositiveInt = Field(default=3, description="'part': the token's top-k EAGLE regions kept")
+    n_regions: int = Field(default=16, ge=2, description="SLICO regions of the diagnostics' EAGLE attributions")
+    eps: float = Field(default=1e-3, gt=0, description="ε of the sufficiency ratio")
+    prior_threshold: float = Field(default=0.5, description="a token is prior-driven when N_t (last layer, nats) "
+                                                            "is below this")
+
+
+class EagleMitigationParams(BaseModel):
+    """Evidence-guided decoding measured on the embedded data (docs/mitigation.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    questions: RepopeQuestionParams = RepopeQuestionParams(biased=40, controls=40)
+    question_template: str = "Is there a {name} in the image?"
+    caption_prompt: str = "Describe the image."
+    question_max_new_tokens: PositiveInt = 3
+    caption_max_new_tokens: PositiveInt = 16
+    guidance: GuidanceParams = GuidanceParams()
+    sweep: dict[str, list] = Field(
+        default_factory=dict, description="a grid over guidance fields, e.g. {strength: [0.5, 1], b: [1, -1]}; "
+                                          "every combination is one setting, beside plain greedy decoding")
+    max_drop: float = Field(default=0.02, ge=0, description="the best setting may lower unbiased accuracy and "
+                                                            "caption exact match by at most this")
+    threads: PositiveInt | None = Field(default=1, description="torch threads while decoding and diagnosing "
+                                                               "(restored after); null: torch's default")
+    diagnostics: MitigationDiagnosticsParams = MitigationDiagnosticsParams()
+
+    def settings(self) -> list[GuidanceParams]:
+        """Plain greedy decoding, then every combination of the sweep over the base guidance (validated)."""
+        import itertools
+
+        unknown = sorted(set(self.sweep) - set(GuidanceParams.model_fields))
+        if unknown:
+            raise ValueError(f"eagle_mitigation.sweep: unknown guidance fields {unknown}; allowed: "
+                             f"{sorted(GuidanceParams.model_fields)}")
+        base = self.guidance.model_dump()
+        out = [GuidanceParams(**{**base, "strength": 0.0})]
+        names = sorted(self.sweep)
+        for values in itertools.product(*(self.sweep[n] for n in names)):
+            setting = GuidanceParams(**{**base, **dict(zip(names, values))})
+            if setting not in out:
+                out.append(setting)
+        return out
+
+
 class RayParams(BaseModel):
     """Where and how ``compute.executor: ray`` runs the per-item jobs (docs/scale.md)."""
 
@@ -277,6 +368,44 @@ class RayParams(BaseModel):
                                                                 "before it is recorded as failed")
     runtime_env: dict | None = Field(default=None, description="Ray runtime_env of the workers (pip, env_vars, "
                                                                "working_dir), when the cluster's image lacks them")
+
+
+class EagleVideoParams(BaseModel):
+    """eagle_video (``params:eagle_video``, docs/video.md): which clips, the search over each clip's spatio-temporal
+    grid (rows × cols cells per frame) and the evaluation protocol shared by EAGLE and the random floor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_clips: int | None = Field(default=None, gt=0, description="explain only the first N clips of the split")
+    max_new_tokens: PositiveInt = 8
+    targets: Literal["event", "answer"] = Field(
+        default="event", description="event: the words naming the clip's event object ('red circle'); answer: "
+                                     "every answer token ('a red circle')")
+    rows: PositiveInt = 5
+    cols: PositiveInt = 5
+    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy"] = "pooled"
+    search_params: dict = Field(default_factory=dict, description="the strategy's own settings (pool_size...)")
+    lambda1: float = Field(default=1.0, ge=0)
+    lambda2: float = Field(default=1.0, ge=0)
+    batch_size: PositiveInt = Field(default=16, description="masked clips per forward pass")
+    curve_steps: PositiveInt = Field(default=16, description="prefix lengths at which every method's insertion "
+                                                             "and deletion curves are scored")
+    random_seed: int = 0
+    figures: int = Field(default=3, ge=0, description="clips drawn in the report (per-frame overlays and a GIF)")
+
+    def model_post_init(self, context) -> None:
+        """The search settings must fit the strategy (checked at start, not once per clip)."""
+        model = {"pooled": PooledParams, "efficient": EfficientParams, "bidirectional": EfficientParams,
+                 "lazy": LazyParams}.get(self.strategy)
+        if self.search_params and model is None:
+            raise ValueError(f"strategy {self.strategy!r} takes no search_params; got {self.search_params!r}")
+        if self.search_params:
+            try:
+                model.model_validate(self.search_params)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ValueError(f"search_params.{'.'.join(str(p) for p in err['loc'])} does not fit strategy "
+                                 f"{self.strategy!r}: {err['msg']}; allowed: {sorted(model.model_fields)}") from None
 
 
 class ComputeParams(BaseModel):
@@ -306,7 +435,10 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "reporting": ReportingParams,
     "eagle_repope": EagleRepopeParams,
     "eagle_mmvp": EagleMmvpParams,
+    "eagle_mitigation": EagleMitigationParams,
     "compute": ComputeParams,
+    "clips": ClipParams,
+    "eagle_video": EagleVideoParams,
 }
 PARAMETER_FILES = {
     "shapes": "conf/<env>/parameters_data_preparation.yml",
@@ -321,7 +453,10 @@ PARAMETER_FILES = {
     "reporting": "conf/<env>/parameters_reporting.yml",
     "eagle_repope": "conf/<env>/parameters_eagle_repope.yml",
     "eagle_mmvp": "conf/<env>/parameters_eagle_mmvp.yml",
+    "eagle_mitigation": "conf/<env>/parameters_eagle_mitigation.yml",
     "compute": "conf/<env>/parameters_compute.yml",
+    "clips": "conf/<env>/parameters_clips.yml",
+    "eagle_video": "conf/<env>/parameters_eagle_video.yml",
 }
 
 

@@ -7,7 +7,14 @@
   ``.reporting``...) runs one stage.
 - ``eagle_repope``: hallucination diagnosis on yes/no questions (the embedded question set, or RePOPE with
   ``--env=paper``): answers, EAGLE on the wrong ones, correction by removing the lowest-ranked regions.
+- ``eagle_mitigation``: evidence-guided decoding (the bias of EAGLE's evidence on the image tokens' attention)
+  measured with and without it on the embedded biased questions and captions, and the necessity/sufficiency
+  diagnostics of a few answers (docs/mitigation.md).
 - ``toy_model``: generates the train and val splits, trains the tiny Qwen2.5-VL, measures it.
+- ``toy_model_video``: continues that checkpoint on images and clips into the video-capable embedded model
+  (data/06_models/toy_qwen2_5_vl_video), measured on held-out images and clips.
+- ``eagle_video``: EAGLE on the embedded clips with a known cause (one shape appears in one frame), over each
+  clip's 5 × 5 grid per frame, beside a random order: ins/del AUC, temporal hit rate, spatio-temporal Point Game.
 - ``data_preparation``: the shapes benchmark's train and val splits.
 - ``mmvp``: MMVP's questions (a local copy) as an evaluation list.
 """
@@ -16,7 +23,15 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from eagle_pipelines.pipelines import data_preparation, eagle_coco, eagle_mmvp, eagle_repope, toy_model
+from eagle_pipelines.pipelines import (
+    data_preparation,
+    eagle_coco,
+    eagle_mitigation,
+    eagle_mmvp,
+    eagle_repope,
+    eagle_video,
+    toy_model,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -25,8 +40,11 @@ def register_pipelines() -> dict[str, Pipeline]:
         "data_preparation": data_preparation.create_pipeline(),
         "mmvp": data_preparation.create_mmvp_pipeline(),
         "toy_model": data_preparation.create_pipeline() + toy_model.create_pipeline(),
+        "toy_model_video": data_preparation.create_pipeline() + toy_model.create_video_pipeline(),
         "eagle_coco": coco,
         "eagle_repope": eagle_repope.create_pipeline(),
         "eagle_mmvp": eagle_mmvp.create_pipeline(),
+        "eagle_mitigation": eagle_mitigation.create_pipeline(),
+        "eagle_video": eagle_video.create_pipeline(),
         "__default__": coco,
     }

@@ -162,7 +162,7 @@ def _inconsistent(arrays: dict, meta: dict) -> str:
         if arrays[name].shape != shape:
             return f"{name} is {arrays[name].shape}, expected {shape} (n={n} regions, T={t} tokens)"
     labels = arrays["labels"]
-    if labels.ndim != 2 or labels.size == 0 or labels.min() < 0 or labels.max() >= n:
+    if labels.ndim not in (2, 3) or labels.size == 0 or labels.min() < 0 or labels.max() >= n:  # 3: a clip's
         return f"labels of shape {labels.shape} are not a map of the {n} regions"
     return ""
 

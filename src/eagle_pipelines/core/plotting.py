@@ -292,3 +292,129 @@ def plot_attribution(attribution, image=None, token_labels: list[str] | None = N
     fig.suptitle(f"{a.prompt!r} → {a.answer!r}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- the figures of a clip's attribution (core/video.py: VideoAttribution; docs/video.md) -------------------------
+def _clip_frames(attribution, frames) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames at the attribution's resolution (grey when none are given)."""
+    n, h, w = attribution.labels.shape
+    if frames is None:
+        return np.full((n, h, w, 3), 128, np.uint8)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or len(frames) != n:
+        raise ValueError(f"{n} frames expected for this attribution, got an array of shape {frames.shape}")
+    return frames
+
+
+def video_frame_displays(attribution, frames=None, keep: float = 0.1, top_k: int = 3,
+                         min_side: int = 224, numbers: bool = True) -> list[Display]:
+    """One ``attribution_display`` per frame of a clip's attribution, on one colour scale (the clip's saliency).
+    Lit: the first regions of the clip's order until they cover `keep` of the whole clip (a frame holding none of
+    them is dimmed throughout, so the moment stands out); numbered: the clip's first `top_k` regions, in
+    whichever frame they lie."""
+    sal = attribution.saliency()
+    labels = np.asarray(attribution.labels)
+    order = np.asarray(attribution.order)
+    frames = _clip_frames(attribution, frames)
+    lit = top_mask(sal, keep, labels, order)  # (N, H, W) over the whole clip
+    displays = []
+    for k in range(len(labels)):
+        # this frame's share of the lit regions: along the clip's order, the frame's areas reach it exactly at
+        # its last lit region (a frame with none: only order[0] would be lit, and it lies elsewhere)
+        share = float(lit[k].mean())
+        displays.append(attribution_display(frames[k], sal[k], labels=labels[k], order=order, top_k=top_k,
+                                            keep=max(share, 1e-9), min_side=min_side, numbers=numbers))
+    return displays
+
+
+def save_frame_overlays(attribution, frames, folder, keep: float = 0.1) -> list:
+    """Writes one PNG per frame (``frame_00.png``...; the display of ``video_frame_displays``) into `folder`,
+    atomically; returns the paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from eagle_pipelines.core.attribution import atomic_write
+
+    folder = Path(folder)
+    paths = []
+    for k, display in enumerate(video_frame_displays(attribution, frames, keep=keep)):
+        path = folder / f"frame_{k:02d}.png"
+        atomic_write(path, lambda f, rgb=display.rgb: Image.fromarray(rgb).save(f, format="PNG"))
+        paths.append(path)
+    return paths
+
+
+def save_video_gif(attribution, frames, path, duration_ms: int = 500, keep: float = 0.1):
+    """An animated GIF of the map over the clip (one frame per clip frame, looping; PIL), written atomically.
+    Each frame carries its index, time and share of the search's gain in a caption strip."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from eagle_pipelines.core.attribution import atomic_write
+
+    displays = video_frame_displays(attribution, frames, keep=keep)
+    shares = attribution.frame_importance() if hasattr(attribution, "frame_importance") else None
+    times = list(getattr(attribution, "timestamps", range(len(displays))))
+    pictures = []
+    for k, display in enumerate(displays):
+        h, w = display.rgb.shape[:2]
+        strip = max(14, h // 12)
+        canvas = Image.new("RGB", (w, h + strip), (0, 0, 0))
+        canvas.paste(Image.fromarray(display.rgb), (0, strip))
+        text = f"frame {k + 1}/{len(displays)}  t={float(times[k]):.1f}s"
+        if shares is not None:
+            text += f"  gain {100 * shares[k]:.0f}%"
+        ImageDraw.Draw(canvas).text((4, strip // 2), text, fill=(255, 255, 255), font=_font(max(10, strip - 4)),
+                                    anchor="lm")
+        pictures.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    path = Path(path)
+    atomic_write(path, lambda f: pictures[0].save(f, format="GIF", save_all=True, append_images=pictures[1:],
+                                                  duration=int(duration_ms), loop=0))
+    return path
+
+
+def plot_video_attribution(attribution, frames=None, token_labels: list[str] | None = None, keep: float = 0.1):
+    """Every frame with its map (one colour scale; the clip's first three regions numbered; the clip's top `keep`
+    lit), titled with its time and share of the gain, above the faithfulness curves and each frame's share."""
+    import matplotlib.pyplot as plt
+    from matplotlib import patheffects
+
+    a = attribution
+    displays = video_frame_displays(a, frames, keep=keep, min_side=1, numbers=False)
+    n = len(displays)
+    shares = a.frame_importance()
+    times = a.timestamps
+    fig = plt.figure(figsize=(max(8.0, 2.1 * n), 6.2))
+    grid = fig.add_gridspec(2, max(n, 2), height_ratios=[1.1, 1])
+    for k, display in enumerate(displays):
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(display.rgb)
+        for rank, row, col in display.ranks:
+            ax.text(col, row, str(rank), ha="center", va="center", color="white", fontsize=10, weight="bold",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
+        ax.set_title(f"frame {k + 1} (t={float(times[k]):.1f}s)\ngain {100 * shares[k]:.0f}%", fontsize=9)
+        ax.axis("off")
+    half = max(n, 2) // 2
+    ax = fig.add_subplot(grid[1, :half])
+    x = np.concatenate([[0.0], a.area])
+    ins = np.concatenate([[a.deletion[-1].mean()], a.insertion.mean(axis=1)])
+    dele = np.concatenate([[a.insertion[-1].mean()], a.deletion.mean(axis=1)])
+    ax.plot(x, ins, color="#1b7837", lw=2, label=f"insertion (AUC {np.trapezoid(ins, x):.3f})")
+    ax.plot(x, dele, color="#762a83", lw=2, ls="--", label=f"deletion (AUC {np.trapezoid(dele, x):.3f})")
+    ax.set_xlabel("share of the clip inserted / deleted", fontsize=9)
+    ax.set_ylabel("mean p(explained tokens)", fontsize=9)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[1, half:])
+    ax.bar(range(1, n + 1), shares, color="#3b528b")
+    ax.set_xticks(range(1, n + 1))
+    ax.set_xlabel("frame", fontsize=9)
+    ax.set_ylabel("share of the search's gain", fontsize=9)
+    ax.set_title("which moment", fontsize=10)
+    words = " ".join(token_labels or a.target_words)
+    fig.suptitle(f"{a.prompt!r} → {a.answer!r}\nexplained: {words!r}; {a.strategy} search over {a.n_regions} "
+                 f"regions of {n} frames", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -140,3 +140,70 @@ def superpixels(image: np.ndarray, backend: str = "skimage", **params) -> Region
 def params_hash(params: dict) -> str:
     """A short stable hash of a parameter dictionary (cache keys)."""
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+# -- spatio-temporal regions of a clip (docs/video.md) ------------------------------------------------------------
+# A clip's label map is (N, H, W) int32 over all its frames; a region is one piece of one frame, and the ids run
+# frame-major (every region of frame 0, then frame 1...). ``RegionMap.masks``, ``areas`` and ``cumulative_area``
+# work on it unchanged, so ``RegionScorer`` turns region keep-indicators into (B, N, H, W) pixel keep-masks.
+
+
+def grid_edges(size: int, parts: int) -> np.ndarray:
+    """The reference's cell edges along one side: ``np.linspace(0, size, parts + 1, dtype=int)``."""
+    return np.linspace(0, size, parts + 1, dtype=int)
+
+
+def frame_grid(n_frames: int, height: int, width: int, rows: int = 5, cols: int = 5) -> RegionMap:
+    """The reference's spatio-temporal regions: every frame cut into `rows` × `cols` cells (edges as
+    ``grid_edges``); region id = frame · rows·cols + row · cols + col. The reference uses 5 × 5."""
+    for name, value in (("n_frames", n_frames), ("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if rows > height or cols > width:
+        raise ValueError(f"a {rows}x{cols} grid does not fit {width}x{height} frames (a cell per pixel at most)")
+    r = np.searchsorted(grid_edges(height, rows), np.arange(height), side="right") - 1
+    c = np.searchsorted(grid_edges(width, cols), np.arange(width), side="right") - 1
+    cell = (r[:, None] * cols + c[None, :]).astype(np.int32)
+    labels = cell[None] + (np.arange(n_frames, dtype=np.int32) * rows * cols)[:, None, None]
+    return RegionMap(labels, {"method": "frame_grid", "rows": int(rows), "cols": int(cols),
+                              "n_frames": int(n_frames)})
+
+
+def frame_superpixels(frames: np.ndarray, n_segments: int = 25, backend: str = "skimage", **params) -> RegionMap:
+    """SLICO per frame of (N, H, W, 3) frames (``superpixels`` on each, about `n_segments` per frame), the ids of
+    frame k following those of frame k−1. ``params["frame_regions"]`` lists each frame's count."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frame superpixels need (N, H, W, 3) frames, got shape {frames.shape}")
+    labels, counts, offset, made = [], [], 0, None
+    for frame in frames:
+        made = superpixels(frame, backend=backend, n_segments=n_segments, **params)
+        labels.append(made.labels + offset)
+        counts.append(made.n_regions)
+        offset += made.n_regions
+    return RegionMap(np.stack(labels).astype(np.int32),
+                     {**made.params, "per_frame": True, "n_frames": len(frames), "frame_regions": counts})
+
+
+def clip_regions(frames: np.ndarray, method: str = "grid", rows: int = 5, cols: int = 5, n_segments: int = 25,
+                 **params) -> RegionMap:
+    """Spatio-temporal regions of (N, H, W, 3) frames by name: ``grid`` (``frame_grid``, rows × cols per frame,
+    the reference's) or ``slico`` (``frame_superpixels``, about `n_segments` per frame)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise ValueError(f"clip regions need (N, H, W, 3) frames, got shape {frames.shape}")
+    if method == "grid":
+        return frame_grid(frames.shape[0], frames.shape[1], frames.shape[2], rows, cols)
+    if method == "slico":
+        return frame_superpixels(frames, n_segments=n_segments, **params)
+    raise ValueError(f"unknown clip region method {method!r}; choose 'grid' or 'slico'")
+
+
+def region_frames(regions: RegionMap) -> np.ndarray:
+    """(n,) the frame each region of an (N, H, W) label map lies in."""
+    if regions.labels.ndim != 3:
+        raise ValueError(f"a clip's label map is (N, H, W); got shape {regions.labels.shape}")
+    frame = np.zeros(regions.n_regions, dtype=np.int64)
+    for k, plane in enumerate(regions.labels):
+        frame[np.unique(plane)] = k
+    return frame

@@ -24,18 +24,29 @@ from eagle_pipelines.models.adapter import (  # noqa: F401 - checkpoint_fingerpr
 )
 from eagle_pipelines.models.processing import ImageTextQwenVLProcessor
 from eagle_pipelines.models.registry import register_family
+from eagle_pipelines.models.video import QwenVideoMixin
 
 #: smart resize applied to its own output at most this often before an image size counts as having no fixed point
 _MAX_RESIZES = 16
 
 
 @register_family("qwen_vl", model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"))
-class QwenVLAdapter(TransformersAdapter):
-    """Wraps a Qwen-VL ``...ForConditionalGeneration`` model and its processor behind ``VisionLanguageModel``."""
+class QwenVLAdapter(QwenVideoMixin, TransformersAdapter):
+    """Wraps a Qwen-VL ``...ForConditionalGeneration`` model and its processor behind ``VisionLanguageModel``;
+    video input (``model_clip``, ``video_inputs``, ``generate_video``, ``video_scorer``) is ``QwenVideoMixin``'s
+    (models/video.py)."""
 
     processor_class = ImageTextQwenVLProcessor
     vision_tokens = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
     unknown_words_hint = "use its training prompts, or retrain it (kedro run --pipeline=toy_model)"
+
+    @classmethod
+    def from_pretrained(cls, path, *args, **kwargs):
+        """``TransformersAdapter.from_pretrained``, plus the checkpoint's video processor settings
+        (``video_preprocessor_config.json``: pixel bounds, mean/std) for the video path."""
+        adapter = super().from_pretrained(path, *args, **kwargs)
+        adapter.video_settings = cls.read_video_settings(path)
+        return adapter
 
     # -- the image the model sees ------------------------------------------------------------------------------
     def _smart_resize(self, height: int, width: int) -> tuple[int, int]:

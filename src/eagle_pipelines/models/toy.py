@@ -64,6 +64,17 @@ class ToyTraining(_Strict):
     threads: int = Field(default=0, ge=0, description="torch threads; 0 keeps torch's default")
 
 
+class ToyVideoParams(_Strict):
+    """The video stage (``toy_model_video`` pipeline): continues the image checkpoint on images and clips."""
+
+    clip_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch that is clips")
+    training: ToyTraining = Field(
+        default=ToyTraining(max_steps=1500, max_minutes=15.0, learning_rate=7e-4, warmup_steps=50,
+                            question_fraction=0.3, biased_answers=0.5, threads=1),
+        description="the schedule of the video stage; init_from: null continues the `vlm` dataset (the image "
+                    "checkpoint)")
+
+
 class ToyModelParams(_Strict):
     caption_prompt: str = "Describe the image."
     question_template: str = "Is there a {name} in the image?"
@@ -71,6 +82,7 @@ class ToyModelParams(_Strict):
     training: ToyTraining = ToyTraining()
     eval_batch_size: PositiveInt = 50
     max_new_tokens: PositiveInt = 20
+    video: ToyVideoParams = ToyVideoParams()
 
 
 @dataclass
@@ -78,6 +90,17 @@ class TrainingSample:
     image: np.ndarray  # (H, W, 3) uint8
     prompt: str
     answer: str
+
+
+@dataclass
+class ClipSample:
+    frames: np.ndarray  # (N, H, W, 3) uint8, at the model's video resolution
+    prompt: str
+    answer: str
+
+
+#: builds the teacher-forced inputs (with ``labels``) of a list of clip samples (``QwenVLAdapter.video_inputs``)
+ClipEncoder = Callable[[Sequence[ClipSample]], dict]
 
 
 def build_toy_model(processor, arch: ToyArchitecture, seed: int = 0):
@@ -151,15 +174,37 @@ def _lr_factor(step: int, cfg: ToyTraining) -> float:
     return cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def batch_loss(model, processor, samples: Sequence[TrainingSample | ClipSample],
+               encode_clips: ClipEncoder | None = None) -> torch.Tensor:
+    """Cross-entropy over the answer tokens of a batch. Images and clips go through the model in two forward
+    passes (their inputs differ), and their losses are averaged by answer-token count, as one mixed batch would
+    be; a batch of images alone is exactly ``model(**encode_training_batch(...)).loss``."""
+    images = [s for s in samples if isinstance(s, TrainingSample)]
+    clips = [s for s in samples if isinstance(s, ClipSample)]
+    if clips and encode_clips is None:
+        raise ValueError("clip samples need a clip encoder (QwenVLAdapter.video_inputs)")
+    if not clips:
+        return model(**encode_training_batch(processor, images)).loss
+    parts = ([encode_training_batch(processor, images)] if images else []) + [encode_clips(clips)]
+    losses, counts = [], []
+    for batch in parts:
+        losses.append(model(**batch).loss)
+        counts.append(int((batch["labels"][:, 1:] != -100).sum()))
+    total = sum(counts)
+    return sum(loss * (n / total) for loss, n in zip(losses, counts))
+
+
 def train_toy_model(
     model,
     processor,
-    sample_batch: Callable[[np.random.Generator, int], list[TrainingSample]],
+    sample_batch: Callable[[np.random.Generator, int], list[TrainingSample | ClipSample]],
     cfg: ToyTraining,
     progress: Callable[[int, float], None] | None = None,
+    encode_clips: ClipEncoder | None = None,
 ) -> list[dict]:
     """Trains in place with AdamW and warm-up + cosine schedule; stops at `max_steps` or `max_minutes`
-    (the schedule is laid over `max_steps`). Returns the training log (step, loss, lr, seconds)."""
+    (the schedule is laid over `max_steps`). Returns the training log (step, loss, lr, seconds). Clip samples
+    (the video stage) are encoded by `encode_clips`."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -170,8 +215,7 @@ def train_toy_model(
     model.train()
     log, start, running = [], time.perf_counter(), None
     for step in range(cfg.max_steps):
-        batch = encode_training_batch(processor, sample_batch(rng, cfg.batch_size))
-        loss = model(**batch).loss
+        loss = batch_loss(model, processor, sample_batch(rng, cfg.batch_size), encode_clips)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -275,3 +319,80 @@ def vocabulary_texts(captions: Sequence[str], categories: Sequence[str], params:
     """Every text the embedded model must be able to read or write: captions, prompts, questions, answers."""
     questions = [params.question_template.format(name=c) for c in categories]
     return [*captions, params.caption_prompt, *questions, "Yes", "No"]
+
+
+# --- the video stage ----------------------------------------------------------------------------------------------
+def extend_vocabulary(model, processor, texts: Sequence[str]) -> list[str]:
+    """Adds the words of `texts` that the word-level tokenizer does not know, numbered after its last token (every
+    existing id keeps its meaning), and resizes the model's input and output embeddings to match (new rows
+    initialised by transformers). Returns the added words. ``processor.tokenizer`` is replaced."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from eagle_pipelines.models.processing import words_of
+
+    tok = processor.tokenizer
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "WordLevel":
+        raise ValueError(f"extend_vocabulary needs the embedded word-level tokenizer, not {spec['model']['type']}")
+    vocab = spec["model"]["vocab"]
+    added = [w for w in words_of(texts) if w not in vocab and w not in tok.get_vocab()]
+    if not added:
+        return []
+    next_id = max(len(tok), max(vocab.values()) + 1)
+    for word in added:
+        vocab[word] = next_id
+        next_id += 1
+    named = {k: getattr(tok, k) for k in ("unk_token", "pad_token", "eos_token", "bos_token") if getattr(tok, k)}
+    new = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+                                  model_max_length=tok.model_max_length, clean_up_tokenization_spaces=False, **named)
+    new.padding_side = tok.padding_side
+    if getattr(tok, "chat_template", None):
+        new.chat_template = tok.chat_template
+    processor.tokenizer = new
+    model.resize_token_embeddings(len(new), mean_resizing=True)
+    # transformers swaps the resized tensors into the old parameters (``.data``), whose autograd metadata keeps the
+    # old shape: fresh parameters make them trainable
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        module.weight = torch.nn.Parameter(module.weight.detach().clone())
+    logger.info("toy model: added the words %s to the vocabulary (%d tokens now)", added, len(new))
+    return added
+
+
+def make_video_sampler(image_sampler: Callable[[np.random.Generator, int], list[TrainingSample]],
+                       clip_at: Callable[[int], tuple[np.ndarray, str, str]], n_clips: int,
+                       clip_fraction: float) -> Callable[[np.random.Generator, int], list[TrainingSample | ClipSample]]:
+    """Batches of ``round(n · clip_fraction)`` clips (``clip_at(i)`` -> frames, prompt, answer for a random index
+    below `n_clips`) and images from `image_sampler` for the rest."""
+
+    def sample_batch(rng: np.random.Generator, n: int) -> list[TrainingSample | ClipSample]:
+        k = int(round(n * clip_fraction))
+        clips = [ClipSample(*clip_at(int(i))) for i in rng.integers(0, n_clips, k)]
+        return (image_sampler(rng, n - k) if n - k else []) + clips
+
+    return sample_batch
+
+
+def clip_quality(adapter: QwenVLAdapter, clips: Sequence[np.ndarray], references: Sequence[str], prompt: str,
+                 max_new_tokens: int = 20) -> dict:
+    """Greedy answers to `prompt` about `clips` against `references`: exact-match rate and per-token accuracy (as
+    ``caption_quality``)."""
+    tok = adapter.processor.tokenizer
+    eos = tok.eos_token_id
+    exact = matched = total = 0
+    failures = []
+    for frames, ref in zip(clips, references):
+        answer = adapter.generate_video(frames, prompt, max_new_tokens=max_new_tokens)
+        ref_ids = tok(ref, add_special_tokens=False)["input_ids"] + [eos]
+        gen_ids = list(answer.token_ids) + ([eos] if answer.finished else [])
+        matched += sum(1 for i, t in enumerate(ref_ids) if i < len(gen_ids) and gen_ids[i] == t)
+        total += len(ref_ids)
+        if answer.text == ref and answer.finished:
+            exact += 1
+        elif len(failures) < 10:
+            failures.append({"reference": ref, "generated": answer.text})
+    n = len(clips)
+    return {"clips": n, "exact_match": exact / max(1, n), "token_accuracy": matched / max(1, total),
+            "failures": failures}

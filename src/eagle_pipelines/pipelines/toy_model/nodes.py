@@ -123,3 +123,94 @@ def plot_training_loss(toy_model_training_log: pd.DataFrame):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# --- the video stage (pipeline toy_model_video) -------------------------------------------------------------------
+def make_clip_split(shapes: dict, clips: dict, split: str = "val") -> tuple[dict, dict]:
+    """The clips of `split` (frames keyed ``<clip>/frame_00`` and YouTube-VIS annotations) for a ClipSplitDataset."""
+    from eagle_pipelines.data.clips import generate_clip_split
+
+    return generate_clip_split(parse("shapes", shapes), parse("clips", clips), split)
+
+
+def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions: dict, train_images: dict,
+                      shapes: dict, toy_model: dict, clips: dict) -> tuple[QwenVLAdapter, pd.DataFrame]:
+    """Continues the image checkpoint `vlm` (or ``toy_model.video.training.init_from``) on images and clips: the
+    clip words the vocabulary lacks are added (embeddings resized), then each batch mixes ``clip_fraction`` clips
+    of the training clips (made on the fly, deterministic per index) with the image stage's samples."""
+    from eagle_pipelines.data.clips import generate_clip
+    from eagle_pipelines.models.toy import extend_vocabulary, make_video_sampler
+
+    shapes_p, params, clips_p = parse("shapes", shapes), parse("toy_model", toy_model), parse("clips", clips)
+    video = params.video
+    if video.training.init_from:
+        vlm = QwenVLAdapter.from_pretrained(video.training.init_from)
+        logger.info("toy model (video): continuing the training of %s", video.training.init_from)
+    model, processor = vlm.model, vlm.processor
+    index, arrays, caps, present = _split_arrays("train", train_instances, train_captions, train_images)
+    categories = index.category_names()
+    texts = vocabulary_texts(caps, categories, params)
+    tok = processor.tokenizer
+    unknown = sorted({w for w in words_of(texts) if tok.convert_tokens_to_ids(w) == tok.unk_token_id})
+    if unknown:
+        raise ValueError(f"the checkpoint to continue does not know the words {unknown[:10]} of the image training "
+                         f"data; train the image model first (kedro run --pipeline=toy_model)")
+    answers = [f"a {c}" for c in categories]
+    added = extend_vocabulary(model, processor, [clips_p.prompt, *answers])
+    image_sampler = make_sampler(arrays, caps, present, categories, params.model_copy(
+        update={"training": video.training}), bias=_bias(shapes_p))
+
+    def clip_at(i: int):
+        clip = generate_clip(shapes_p, clips_p, "train", i)
+        return clip.frames, clips_p.prompt, clip.answer
+
+    sampler = make_video_sampler(image_sampler, clip_at, clips_p.splits.train, video.clip_fraction)
+    adapter = QwenVLAdapter(model, processor, name="toy_qwen2_5_vl_video")
+
+    def encode_clips(samples):
+        return adapter.video_inputs([s.frames for s in samples], [s.prompt for s in samples],
+                                    answers=[s.answer for s in samples])
+
+    logger.info("toy model (video): %d parameters, vocabulary of %d tokens (added %s), %d training images, "
+                "%d training clips, %.0f%% clips per batch", sum(p.numel() for p in model.parameters()), len(tok),
+                added, len(arrays), clips_p.splits.train, 100 * video.clip_fraction)
+    with tqdm(total=video.training.max_steps, desc="training toy video model", unit="step") as bar:
+        def progress(step: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        log = train_toy_model(model, processor, sampler, video.training, progress=progress, encode_clips=encode_clips)
+    return QwenVLAdapter(model, processor, name="toy_qwen2_5_vl_video"), pd.DataFrame(log)
+
+
+def _bias(shapes_p):
+    cooc = shapes_p.cooccurrence
+    return (cooc.anchor, cooc.companion) if cooc is not None else None
+
+
+def evaluate_video_model(vlm_video: QwenVLAdapter, val_instances: dict, val_captions: dict, val_images: dict,
+                         clips_val, toy_model: dict, shapes: dict) -> dict:
+    """The video model's held-out quality on both kinds of input: the image figures of ``evaluate_model`` (caption
+    exact match, yes/no) on the val images, and ``clips``: exact match of the answers on the held-out clips."""
+    from eagle_pipelines.models.toy import clip_quality
+
+    params = parse("toy_model", toy_model)
+    video_params = params.model_copy(update={"training": params.video.training})
+    quality = evaluate_model(vlm_video, val_instances, val_captions, val_images, video_params.model_dump(), shapes)
+    records = clips_val.records
+    quality["clips"] = clip_quality(vlm_video, [clips_val.clip(r.name).frames for r in records],
+                                    [r.answer for r in records], records[0].prompt if records else "",
+                                    max_new_tokens=params.max_new_tokens)
+    logger.info("toy video model: images exact match %.3f; clips exact match %.3f over %d held-out clips",
+                quality["exact_match"], quality["clips"]["exact_match"], quality["clips"]["clips"])
+    return quality
+
+
+def add_video_training_facts(quality: dict, toy_model_video_training_log: pd.DataFrame, toy_model: dict) -> dict:
+    """``add_training_facts`` for the video stage (its schedule, the clip share of each batch)."""
+    params = parse("toy_model", toy_model)
+    video_params = params.model_copy(update={"training": params.video.training})
+    quality = add_training_facts(quality, toy_model_video_training_log, video_params.model_dump())
+    quality["clip_fraction"] = params.video.clip_fraction
+    quality["init_from"] = params.video.training.init_from or "vlm (data/06_models/toy_qwen2_5_vl)"
+    return quality

@@ -6,9 +6,13 @@ from kedro.pipeline import Node, Pipeline
 
 from eagle_pipelines.pipelines.toy_model.nodes import (
     add_training_facts,
+    add_video_training_facts,
     evaluate_model,
+    evaluate_video_model,
+    make_clip_split,
     plot_training_loss,
     train_model,
+    train_video_model,
 )
 
 
@@ -37,5 +41,44 @@ def create_pipeline(**kwargs) -> Pipeline:
             inputs="toy_model_training_log",
             outputs="toy_model_loss_plot",
             name="plot_toy_model_loss_node",
+        ),
+    ])
+
+
+def create_video_pipeline(**kwargs) -> Pipeline:
+    """The video stage: continues the image checkpoint (`vlm`) on images and clips into `vlm_video`
+    (data/06_models/toy_qwen2_5_vl_video), measured on held-out images and held-out clips."""
+    return Pipeline([
+        Node(
+            func=make_clip_split,
+            inputs=["params:shapes", "params:clips"],
+            outputs="clips_val",
+            name="make_val_clips_node",
+        ),
+        Node(
+            func=train_video_model,
+            inputs=["vlm", "train_instances", "train_captions", "train_images", "params:shapes", "params:toy_model",
+                    "params:clips"],
+            outputs=["vlm_video", "toy_model_video_training_log"],
+            name="train_toy_video_model_node",
+        ),
+        Node(
+            func=evaluate_video_model,
+            inputs=["vlm_video", "val_instances", "val_captions", "val_images", "clips_val", "params:toy_model",
+                    "params:shapes"],
+            outputs="toy_model_video_held_out_quality",
+            name="evaluate_toy_video_model_node",
+        ),
+        Node(
+            func=add_video_training_facts,
+            inputs=["toy_model_video_held_out_quality", "toy_model_video_training_log", "params:toy_model"],
+            outputs="toy_model_video_quality",
+            name="add_video_training_facts_node",
+        ),
+        Node(
+            func=plot_training_loss,
+            inputs="toy_model_video_training_log",
+            outputs="toy_model_video_loss_plot",
+            name="plot_toy_video_model_loss_node",
         ),
     ])
