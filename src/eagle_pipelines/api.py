@@ -274,6 +274,16 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
                           memory_budget_mb=memory_budget_mb)
     if hasattr(scorer, "announce"):  # an API model: the requests the search will send, against its budget
         scorer.announce(passes, exact, f"{(meta or {})['image']}: " if "image" in (meta or {}) else "")
+    return search_attribution(Attribution, model, scorer, regions, answer, positions, prompt, strategy, lambda1,
+                              lambda2, search_params, progress, meta)
+
+
+def search_attribution(cls, model, scorer, regions: RegionMap, answer: Answer, positions, prompt: str,
+                       strategy: str, lambda1: float, lambda2: float, search_params: dict | None, progress: bool,
+                       meta: dict | None):
+    """Runs `strategy` over `regions` with `scorer` (an image's or a clip's TokenScorer) and returns the
+    `cls` (``Attribution`` or ``VideoAttribution``) record of it: order, curves, targets, cost, the regions'
+    parameters and the scorer's memory plan, then `meta`."""
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     bar = None
     if progress:
@@ -288,7 +298,8 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
     if bar:
         bar.close()
     area = regions.cumulative_area(trace.order)
-    return Attribution(
+    tok = model.processor.tokenizer
+    return cls(
         order=trace.order, insertion=trace.insertion, deletion=trace.deletion, objective=trace.objective,
         area=area, full_score=trace.insertion[-1].copy(), empty_score=trace.deletion[-1].copy(),
         labels=regions.labels, target_positions=positions,

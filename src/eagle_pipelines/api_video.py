@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, clip_regions, region_frames
-from eagle_pipelines.core.scoring import RegionScorer
-from eagle_pipelines.core.search import CountingScorer
 from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.core.video import VideoAttribution
 from eagle_pipelines.models.base import Answer
@@ -70,7 +66,7 @@ def explain_video(model, video, prompt: str, tokens=None, strategy: str = DEFAUL
             as ``explain`` (``pooled`` by default; greedy costs n(n+1) passes, 40,200 at n = 200).
         regions: a precomputed (N, H, W) label map at the model's video resolution.
     Returns a ``VideoAttribution``: labels (N, H, W), saliency (N, H, W), ``frame_importance()``."""
-    from eagle_pipelines.api import LONG_SEARCH, STRATEGIES, check_arguments, expected_forward_passes
+    from eagle_pipelines.api import LONG_SEARCH, check_arguments, expected_forward_passes, search_attribution
     from eagle_pipelines.models.video import Clip, read_frames
 
     check_arguments(prompt, strategy, 2, lambda1, lambda2, batch_size, memory_budget_mb, search_params)
@@ -109,31 +105,9 @@ def explain_video(model, video, prompt: str, tokens=None, strategy: str = DEFAUL
                len(frames), "" if exact else "at least ", passes)
     scorer = model.video_scorer(clip, prompt, answer.token_ids, positions, batch_size=batch_size,
                                 memory_budget_mb=memory_budget_mb)
-    counting = CountingScorer(RegionScorer(scorer, regions), n)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"{strategy} search", unit="region", leave=False)
-    start = time.perf_counter()
-    with PeakMemory(model.device) as peak:
-        trace = STRATEGIES[strategy](counting, lambda1=lambda1, lambda2=lambda2, **(search_params or {}),
-                                     progress=(lambda k: bar.update(k - bar.n)) if bar else None)
-    seconds = time.perf_counter() - start
-    if bar:
-        bar.close()
     video_meta = {"source": clip.source, "fps": clip.fps, "indices": list(clip.indices),
                   "total_frames": clip.total_frames, "timestamps": clip.timestamps, "n_frames": len(frames),
                   "frame_size": list(frames.shape[1:3]),
                   "region_frames": region_frames(regions).tolist()}
-    return VideoAttribution(
-        order=trace.order, insertion=trace.insertion, deletion=trace.deletion, objective=trace.objective,
-        area=regions.cumulative_area(trace.order), full_score=trace.insertion[-1].copy(),
-        empty_score=trace.deletion[-1].copy(), labels=regions.labels, target_positions=positions,
-        target_token_ids=[int(answer.token_ids[p]) for p in positions],
-        target_words=[tok.decode([answer.token_ids[p]]).strip() for p in positions], answer=answer.text,
-        prompt=prompt, lambda1=lambda1, lambda2=lambda2, strategy=strategy, search_params=dict(search_params or {}),
-        forward_passes=counting.forward_passes, seconds=seconds, peak_memory_mb=peak.mb,
-        meta={"regions": regions.params, "n_regions": n, "memory_plan": scorer.memory_plan, "video": video_meta,
-              **(meta or {})},
-    )
+    return search_attribution(VideoAttribution, model, scorer, regions, answer, positions, prompt, strategy,
+                              lambda1, lambda2, search_params, progress, {"video": video_meta, **(meta or {})})

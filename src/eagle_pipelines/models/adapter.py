@@ -147,7 +147,12 @@ class TransformersAdapter:
     def generate_batch(self, images: list[np.ndarray], prompt: str, max_new_tokens: int = 32) -> list[Answer]:
         """Greedy answers for a batch of images sharing one prompt, with each chosen token's probability under the
         raw next-token distribution (as teacher-forced scoring computes it)."""
-        enc = self.encode(images, prompt)
+        return self.greedy_answers(self.encode(images, prompt), prompt, max_new_tokens)
+
+    @torch.no_grad()
+    def greedy_answers(self, enc: dict, prompt: str, max_new_tokens: int = 32) -> list[Answer]:
+        """Greedy answers for the encoded batch `enc` (the processor's inputs of images or clips with `prompt`),
+        vision tokens suppressed, each chosen token's probability under the raw next-token distribution."""
         tok = self.processor.tokenizer
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id

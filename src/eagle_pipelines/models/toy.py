@@ -240,23 +240,30 @@ def caption_quality(adapter: QwenVLAdapter, images: Sequence[np.ndarray], refere
                     prompt: str, batch_size: int = 50, max_new_tokens: int = 20) -> dict:
     """Greedy-captions `images` and compares with `references`: exact-match rate and per-token accuracy
     (reference tokens + <|im_end|> matched at the same position of the generated sequence)."""
-    tok = adapter.processor.tokenizer
+    answers = [answer for lo in range(0, len(images), batch_size) for answer in
+               adapter.generate_batch(list(images[lo:lo + batch_size]), prompt, max_new_tokens=max_new_tokens)]
+    exact, matched, total, failures = _match_references(adapter.processor.tokenizer, answers, references)
+    n = len(images)
+    return {"images": n, "exact_match": exact / n, "token_accuracy": matched / total, "failures": failures}
+
+
+def _match_references(tok, answers, references: Sequence[str]) -> tuple[int, int, int, list[dict]]:
+    """Exact matches (whole text and end of turn), matched and total reference tokens (reference + <|im_end|>
+    at the same position of the generated sequence) and the first 10 failures of `answers` against
+    `references`."""
     eos = tok.eos_token_id
     exact = matched = total = 0
     failures = []
-    for lo in range(0, len(images), batch_size):
-        answers = adapter.generate_batch(list(images[lo:lo + batch_size]), prompt, max_new_tokens=max_new_tokens)
-        for answer, ref in zip(answers, references[lo:lo + batch_size]):
-            ref_ids = tok(ref, add_special_tokens=False)["input_ids"] + [eos]
-            gen_ids = list(answer.token_ids) + ([eos] if answer.finished else [])
-            matched += sum(1 for i, t in enumerate(ref_ids) if i < len(gen_ids) and gen_ids[i] == t)
-            total += len(ref_ids)
-            if answer.text == ref and answer.finished:
-                exact += 1
-            elif len(failures) < 10:
-                failures.append({"reference": ref, "generated": answer.text})
-    n = len(images)
-    return {"images": n, "exact_match": exact / n, "token_accuracy": matched / total, "failures": failures}
+    for answer, ref in zip(answers, references):
+        ref_ids = tok(ref, add_special_tokens=False)["input_ids"] + [eos]
+        gen_ids = list(answer.token_ids) + ([eos] if answer.finished else [])
+        matched += sum(1 for i, t in enumerate(ref_ids) if i < len(gen_ids) and gen_ids[i] == t)
+        total += len(ref_ids)
+        if answer.text == ref and answer.finished:
+            exact += 1
+        elif len(failures) < 10:
+            failures.append({"reference": ref, "generated": answer.text})
+    return exact, matched, total, failures
 
 
 def yes_no_quality(adapter: QwenVLAdapter, images: Sequence[np.ndarray], present: Sequence[set[str]],
@@ -379,20 +386,8 @@ def clip_quality(adapter: QwenVLAdapter, clips: Sequence[np.ndarray], references
                  max_new_tokens: int = 20) -> dict:
     """Greedy answers to `prompt` about `clips` against `references`: exact-match rate and per-token accuracy (as
     ``caption_quality``)."""
-    tok = adapter.processor.tokenizer
-    eos = tok.eos_token_id
-    exact = matched = total = 0
-    failures = []
-    for frames, ref in zip(clips, references):
-        answer = adapter.generate_video(frames, prompt, max_new_tokens=max_new_tokens)
-        ref_ids = tok(ref, add_special_tokens=False)["input_ids"] + [eos]
-        gen_ids = list(answer.token_ids) + ([eos] if answer.finished else [])
-        matched += sum(1 for i, t in enumerate(ref_ids) if i < len(gen_ids) and gen_ids[i] == t)
-        total += len(ref_ids)
-        if answer.text == ref and answer.finished:
-            exact += 1
-        elif len(failures) < 10:
-            failures.append({"reference": ref, "generated": answer.text})
+    answers = [adapter.generate_video(frames, prompt, max_new_tokens=max_new_tokens) for frames in clips]
+    exact, matched, total, failures = _match_references(adapter.processor.tokenizer, answers, references)
     n = len(clips)
     return {"clips": n, "exact_match": exact / max(1, n), "token_accuracy": matched / max(1, total),
             "failures": failures}

@@ -458,25 +458,7 @@ class QwenVideoMixin:
         clip = read_frames(clip, None)
         enc = self.video_inputs([clip], prompt)
         enc["pixel_values_videos"] = enc["pixel_values_videos"].to(self.model.dtype)
-        tok = self.processor.tokenizer
-        gen = self.model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos])
-        pad = gen.pad_token_id if gen.pad_token_id is not None else tok.pad_token_id
-        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                  suppress_tokens=self.vision_token_ids() or None, output_logits=True,
-                                  return_dict_in_generate=True, eos_token_id=list(eos_ids), pad_token_id=pad)
-        new = out.sequences[0, enc["input_ids"].shape[1]:].tolist()
-        ids, probs, finished, end = [], [], False, None
-        for step, t in enumerate(new):
-            if t in eos_ids:
-                finished, end = True, int(t)
-                break
-            ids.append(t)
-            probs.append(float(torch.softmax(out.logits[step][0].float(), dim=-1)[t]))
-        return Answer(prompt=prompt, token_ids=tuple(ids), tokens=tuple(tok.convert_ids_to_tokens(ids)),
-                      text=tok.decode(ids, skip_special_tokens=True), token_probs=tuple(probs), finished=finished,
-                      end_token_id=end)
+        return self.greedy_answers(enc, prompt, max_new_tokens)[0]
 
     def video_scorer(self, clip, prompt: str, answer_ids, target_positions, batch_size: int = 8,
                      memory_budget_mb: float | None = None) -> VideoTokenScorer:

@@ -36,6 +36,17 @@ def _split_arrays(split: str, instances: dict, captions: dict, images: dict):
     return index, arrays, caps, present
 
 
+def _bias(shapes_p) -> tuple[str, str] | None:
+    """The training split's co-occurrence bias (anchor, companion), or None."""
+    cooc = shapes_p.cooccurrence
+    return (cooc.anchor, cooc.companion) if cooc is not None else None
+
+
+def _unknown_words(tokenizer, texts) -> list[str]:
+    """The words of `texts` a checkpoint's word-level tokenizer does not know."""
+    return sorted({w for w in words_of(texts) if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id})
+
+
 def train_model(train_instances: dict, train_captions: dict, train_images: dict, shapes: dict,
                 toy_model: dict) -> tuple[QwenVLAdapter, pd.DataFrame]:
     """Builds the offline processor and the tiny Qwen2.5-VL, and trains it on the training split."""
@@ -46,8 +57,7 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
     if params.training.init_from:
         start = QwenVLAdapter.from_pretrained(params.training.init_from)
         processor, model = start.processor, start.model
-        tok = processor.tokenizer
-        unknown = sorted({w for w in words_of(texts) if tok.convert_tokens_to_ids(w) == tok.unk_token_id})
+        unknown = _unknown_words(processor.tokenizer, texts)
         if unknown:
             raise ValueError(f"toy_model.training.init_from = {params.training.init_from!r} does not know the words "
                              f"{unknown[:10]} of the training data; train from scratch (init_from: null)")
@@ -59,9 +69,7 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("toy model: %d parameters, vocabulary of %d tokens, %d training images", n_params,
                 len(processor.tokenizer), len(arrays))
-    cooc = shapes_p.cooccurrence
-    sampler = make_sampler(arrays, caps, present, categories, params,
-                           bias=(cooc.anchor, cooc.companion) if cooc is not None else None)
+    sampler = make_sampler(arrays, caps, present, categories, params, bias=_bias(shapes_p))
     with tqdm(total=params.training.max_steps, desc="training toy model", unit="step") as bar:
         def progress(step: int, loss: float) -> None:
             bar.update(1)
@@ -151,7 +159,7 @@ def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions:
     categories = index.category_names()
     texts = vocabulary_texts(caps, categories, params)
     tok = processor.tokenizer
-    unknown = sorted({w for w in words_of(texts) if tok.convert_tokens_to_ids(w) == tok.unk_token_id})
+    unknown = _unknown_words(tok, texts)
     if unknown:
         raise ValueError(f"the checkpoint to continue does not know the words {unknown[:10]} of the image training "
                          f"data; train the image model first (kedro run --pipeline=toy_model)")
@@ -181,11 +189,6 @@ def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions:
 
         log = train_toy_model(model, processor, sampler, video.training, progress=progress, encode_clips=encode_clips)
     return QwenVLAdapter(model, processor, name="toy_qwen2_5_vl_video"), pd.DataFrame(log)
-
-
-def _bias(shapes_p):
-    cooc = shapes_p.cooccurrence
-    return (cooc.anchor, cooc.companion) if cooc is not None else None
 
 
 def evaluate_video_model(vlm_video: QwenVLAdapter, val_instances: dict, val_captions: dict, val_images: dict,
