@@ -36,7 +36,10 @@ ROOT = Path(__file__).parents[1]
 TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
         "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]},
         "attribution": {"levels": ["sentence"]}}
-RAY = {"compute": {"executor": "ray", "ray": {"workers": 2}}}
+#: the workers run with the driver's torch threads: a float map's last bits depend on the thread count (TAM's
+#: reductions differ between 1 and 2 threads on some hosts), and these tests compare arrays byte for byte
+THREADS = __import__("torch").get_num_threads()
+RAY = {"compute": {"executor": "ray", "ray": {"workers": 2, "cpus_per_worker": THREADS}}}
 OUT = Path("data/07_model_output/eagle_coco")
 SUPERPIXELS = Path("data/02_intermediate/eagle_coco")
 METRICS = Path("data/08_reporting/eagle_coco/metrics.csv")
@@ -53,7 +56,7 @@ def ray_instance(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(tmp / "home"))
-        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", _temp_dir=str(tmp / "t"),
+        ray.init(num_cpus=2 * THREADS, _node_ip_address="127.0.0.1", _temp_dir=str(tmp / "t"),
                  object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
         try:
             yield
