@@ -73,16 +73,17 @@ class _Entry(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    generated_ids: list[Index] | list[list[Index]] = Field(min_length=1)
+    generated_ids: list[Index] = Field(min_length=1)
     generate_sentence: StrictStr = ""
 
-    @field_validator("generated_ids")
+    @field_validator("generated_ids", mode="before")
     @classmethod
     def _one_sequence(cls, value):
-        if value and isinstance(value[0], list) and len(value) != 1:
-            raise ValueError(f"a nested generated_ids holds exactly one sequence, not {len(value)}")
-        if value and isinstance(value[0], list) and not value[0]:
-            raise ValueError("the sequence is empty")
+        """Caption lists nest the sequence once (``[[...]]``): checked as the one sequence it holds."""
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            if len(value) != 1:
+                raise ValueError(f"a nested generated_ids holds exactly one sequence, not {len(value)}")
+            return value[0]
         return value
 
 
