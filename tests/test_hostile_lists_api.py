@@ -492,7 +492,7 @@ def test_a_server_trickling_its_answer_is_cut_off_at_the_total_deadline(tmp_path
 HOSTILE = "<!--<script"
 
 
-def _hostile_report(folder: Path) -> tuple[Path, int, int]:
+def _hostile_report(folder: Path) -> tuple[Path, int, dict]:
     """A report page (pipelines/experiment/report.py: _html) whose answer, tokens, object label and skipped reason
     hold ``<!--<script``: 6 figures, one explored image with 2 tokens and 1 object."""
     import matplotlib
@@ -540,7 +540,7 @@ def _hostile_report(folder: Path) -> tuple[Path, int, int]:
                  "pixels", data)
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")
-    return path, len(pngs) - 1, len(data["images"][0]["tokens"])  # the table is not shown as a figure
+    return path, len(pngs) - 1, data["images"][0]  # the table is not shown as a figure
 
 
 def test_the_explorer_payload_escapes_what_could_end_or_switch_the_script_element(tmp_path):
@@ -561,14 +561,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_an_answer_holding_a_script_comment_renders_every_figure_and_token_in_chromium(tmp_path):
     from tests.test_browser import EXPLORER, _devtools, _explorer_after
 
-    path, n_figures, n_tokens = _hostile_report(tmp_path)
+    path, n_figures, shown = _hostile_report(tmp_path)
     with _devtools(tmp_path, path.as_uri()) as page:
         start = page.wait(EXPLORER, what="the explorer's first map")
         figures = page.wait(f"(() => {{ const f = [...document.querySelectorAll('figure[id^=figure-] img')]; "
                             f"return f.length === {n_figures} && f.every(i => i.complete && i.naturalWidth > 0) "
                             f"? f.length : 0; }})()", what="every figure drawn")
         assert figures == n_figures
-        assert len(start["tokens"]) == n_tokens
+        assert len(start["tokens"]) == len(shown["tokens"]) == 2
         texts = page.js("[...document.querySelectorAll('#ex-answer .ex-token')].map(b => b.textContent)")
         assert texts == [HOSTILE, "circle</script>"]  # shown as text, not parsed as markup
         for view in start["tokens"]:
@@ -576,5 +576,5 @@ def test_an_answer_holding_a_script_comment_renders_every_figure_and_token_in_ch
                                     view, "eagle")
             assert "token" in state["caption"]
         assert page.js("[...document.querySelectorAll('#ex-objects .ex-object')].map(b => b.textContent)") == [
-            f"{HOSTILE} & co"]
+            o["label"] for o in shown["objects"]] == ["circle</script>"]
         assert page.js("document.querySelectorAll('script').length") == 2  # the data block and the explorer's
