@@ -120,7 +120,7 @@ def test_timeouts_are_retried_then_reported(router, tmp_path):
     assert model.client.request("chat", {"q": 1})[0]["choices"]
     assert route.call_count == 2
     route.side_effect = httpx.ReadTimeout("slow")
-    with pytest.raises(ServerUnavailable, match=r"no answer within 0.5 s \(timeout\), 3 tries"):
+    with pytest.raises(ServerUnavailable, match=r"no answer within 0.5 s \(timeout.*\), 3 tries"):
         model.client.request("chat", {"q": 2})
     assert route.call_count == 5
 

@@ -31,8 +31,11 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from typing import Annotated
+
 import numpy as np
 from pycocotools import mask as mask_utils
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from eagle_pipelines.data.coco import CocoFormatError
 
@@ -59,6 +62,148 @@ def list_format(entries: list, source: str = "reference list") -> str:
                           f"list formats ({', '.join(FORMATS)}; docs/paper.md#reference-lists)")
 
 
+# --- one entry, type-checked --------------------------------------------------------------------------------------
+#: a token id or an answer position: a JSON integer (not a string such as "0123", not 1.9, not true), at least 0
+Index = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Entry(BaseModel):
+    """The fields of a list entry that the pipelines read, each type-checked (strict: no coercion of "0123" or
+    1.9 into integers); other fields (``words``, ``target_generated_token``...) are kept as they are and unread."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    generated_ids: list[Index] = Field(min_length=1)
+    generate_sentence: StrictStr = ""
+
+    @field_validator("generated_ids", mode="before")
+    @classmethod
+    def _one_sequence(cls, value):
+        """Caption lists nest the sequence once (``[[...]]``): checked as the one sequence it holds."""
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            if len(value) != 1:
+                raise ValueError(f"a nested generated_ids holds exactly one sequence, not {len(value)}")
+            return value[0]
+        return value
+
+
+class _Sentence(_Entry):
+    selected_interpretation_token_id: list[Index] = Field(min_length=1)
+    selected_interpretation_token_word_id: list[Index] = []
+
+    @field_validator("selected_interpretation_token_word_id")
+    @classmethod
+    def _same_length(cls, value, info):
+        positions = info.data.get("selected_interpretation_token_id")
+        if value and positions is not None and len(value) != len(positions):
+            raise ValueError(f"{len(value)} token ids for {len(positions)} positions "
+                             "(selected_interpretation_token_id)")
+        return value
+
+
+#: a coordinate: a JSON number (an integer or not), finite
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class CaptionEntry(_Sentence):
+    image_path: StrictStr = Field(min_length=1)
+    gt_caption: list[StrictStr] | StrictStr | None = None
+
+
+class ObjectEntry(_Entry):
+    image_path: StrictStr = Field(min_length=1)
+    gt_caption: list[StrictStr] | StrictStr | None = None
+    output_word_id: list[Index] = Field(min_length=1)
+    select_category: StrictStr = Field(min_length=1)
+    location: list[Number] = Field(min_length=4, max_length=4)
+    segmentation: list[list[Number]] | None = None
+    target_generated_index: Index
+    target_generated_id: Index | None = None
+
+    @field_validator("location")
+    @classmethod
+    def _box(cls, value):
+        x1, y1, x2, y2 = value
+        if not (x2 > x1 >= 0 and y2 > y1 >= 0):
+            raise ValueError(f"the box {value} is not x1 y1 x2 y2 with x2 > x1 >= 0 and y2 > y1 >= 0")
+        return value
+
+    @field_validator("segmentation")
+    @classmethod
+    def _polygons(cls, value):
+        for polygon in value or []:
+            if len(polygon) < 6 or len(polygon) % 2:
+                raise ValueError(f"a COCO polygon is x y pairs, at least 3 points; got {len(polygon)} numbers")
+        return value
+
+
+class MmvpEntry(_Sentence):
+    question_id: StrictStr | StrictInt
+    image_filename: StrictStr = Field(min_length=1)
+    question: StrictStr
+    options: list[StrictStr] = []
+    answer: StrictStr = ""
+
+
+class RepopeEntry(_Sentence):
+    id: StrictInt | StrictStr | None = None
+    image_name: StrictStr = Field(min_length=1)
+    question: StrictStr
+    label: StrictStr
+    counter_word_id: list[Index] = Field(min_length=1)
+
+
+ENTRY_MODELS = {"caption": CaptionEntry, "object": ObjectEntry, "mmvp": MmvpEntry, "repope": RepopeEntry}
+
+
+class EntryError(ValueError):
+    """One list entry that cannot be used: its index, the field and why (a skipped.csv row's reason)."""
+
+    def __init__(self, index: int, message: str, image: str = ""):
+        self.index, self.image, self.reason = index, image, message
+        super().__init__(f"entry {index}{f' ({image})' if image else ''}: {message}")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_entry(entry, fmt: str, index: int) -> dict:
+    """The entry as a plain dict once every field the pipelines read has its type (``ENTRY_MODELS[fmt]``), else an
+    ``EntryError`` naming the entry's index, its image and the first wrong field with the value found."""
+    if not isinstance(entry, dict):
+        raise EntryError(index, f"expected a JSON object, got {type(entry).__name__} {_shown(entry)}")
+    image = entry.get("image_path", entry.get("image_filename", entry.get("image_name", "")))
+    image = PurePosixPath(image).name if isinstance(image, str) else ""
+    try:
+        return ENTRY_MODELS[fmt].model_validate(entry).model_dump()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"] if not str(p).startswith(("list[", "function-", "constrained-"))
+               and str(p) not in ("str", "int", "float", "none", "is-instance[int]")]
+        field = loc[0] if loc else "?"
+        where = f"field '{field}'" + (f" item {'/'.join(loc[1:])}" if len(loc) > 1 else "")
+        if err["type"] == "missing":
+            raise EntryError(index, f"field '{field}' is missing (a {fmt} list needs it; "
+                                    "docs/paper.md#reference-lists)", image) from None
+        found = entry.get(field, None) if field in entry else None
+        raise EntryError(index, f"{where}: {err['msg']} (found {_shown(found)}; "
+                                "docs/paper.md#reference-lists)", image) from None
+
+
+def _skip(skipped: list, index: int, image: str, reason: str) -> None:
+    row = {"item": f"entry {index}" + (f" ({image})" if image else ""), "entry": index, "image": image,
+           "reason": reason}
+    logger.error("reference list %s skipped: %s", row["item"], reason)
+    skipped.append(row)
+
+
+def _all_skipped(source: str, skipped: list[dict]) -> CocoFormatError:
+    first = "; ".join(f"{s['item']}: {s['reason']}" for s in skipped[:3])
+    return CocoFormatError(f"{source}: every entry of the list was refused ({len(skipped)}), e.g. {first}")
+
+
 def flat_ids(generated_ids) -> list[int]:
     """The whole generated sequence as a flat list (caption lists nest it once: [[...]])."""
     ids = generated_ids
@@ -72,7 +217,9 @@ def flat_ids(generated_ids) -> list[int]:
 def reference_record(entry: dict, fmt: str, index: int) -> dict:
     """What the answers and targets stages need of one list entry: the whole sequence, the answer text, the
     sentence positions (caption lists) or the one word target (object lists), with the ids the list expects at
-    them (checked against the sequence once the prompt length is known)."""
+    them (checked against the sequence once the prompt length is known). The entry is type-checked first
+    (``validate_entry``: an ``EntryError`` naming the entry and the field)."""
+    entry = validate_entry(entry, fmt, index)
     record = {"format": fmt, "index": index, "sequence": flat_ids(entry["generated_ids"]),
               "text": str(entry.get("generate_sentence", ""))}
     if fmt in ("caption", "mmvp", "repope"):
@@ -83,7 +230,8 @@ def reference_record(entry: dict, fmt: str, index: int) -> dict:
     else:
         record["answer_ids"] = [int(t) for t in entry["output_word_id"]]
         record["word"] = {"position": int(entry["target_generated_index"]),
-                          "token_id": int(entry["target_generated_id"]) if "target_generated_id" in entry else None,
+                          "token_id": None if entry.get("target_generated_id") is None
+                          else int(entry["target_generated_id"]),
                           "category": str(entry["select_category"])}
     return record
 
@@ -100,50 +248,76 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
     if fmt not in ("caption", "object"):
         raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_coco "
                               f"(docs/paper.md#reference-lists)")
-    known = {im["file_name"]: im for im in (instances or {}).get("images", [])}
+    known = {im["file_name"]: im for im in (instances or {}).get("images", []) if isinstance(im, dict)}
     categories = {c["name"]: c for c in (instances or {}).get("categories", [])}
-    split_images, annotations, captions, loaders, seen = [], [], [], {}, set()
-    for k, entry in enumerate(entries):
-        name = PurePosixPath(str(entry["image_path"])).name
+    split_images, annotations, captions, loaders, skipped = [], [], [], {}, []
+    seen: dict[str, int] = {}  # file stem -> the entry that took it
+    owner: dict[int, tuple[int, str]] = {}  # image id -> the entry that took it and its image
+    next_id = 1 + max([int(im["id"]) for im in known.values() if isinstance(im.get("id"), int)], default=0)
+    for k, raw in enumerate(entries):
+        try:
+            entry = validate_entry(raw, fmt, k)
+            record = reference_record(entry, fmt, k)
+        except (EntryError, CocoFormatError) as exc:
+            _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
+            continue
+        name = PurePosixPath(entry["image_path"]).name
         stem = name.rsplit(".", 1)[0]
         if stem in seen:
-            raise CocoFormatError(f"{source}: entry {k} lists '{name}' a second time; a list explains each image once")
-        seen.add(stem)
+            _skip(skipped, k, name, f"lists the image '{name}' that entry {seen[stem]} already lists (entries "
+                                    f"{seen[stem]} and {k}); a list explains each image once: keep one of them")
+            continue
         if stem not in images:
-            raise CocoFormatError(f"{source}: entry {k}'s image '{name}' is not in the COCO images folder; the list "
-                                  "needs the val2017 images it was made on")
+            _skip(skipped, k, name, f"the image '{name}' is not in the COCO images folder; the list needs the "
+                                    "val2017 images it was made on")
+            continue
         info = known.get(name)
-        if info is None:
-            with images[stem]() as im:
-                width, height = im.size
-            info = {"id": _id_of(stem, k), "file_name": name, "width": width, "height": height}
+        if info is None:  # not in the instances file: the next free id (never digits of the file name)
+            try:
+                with images[stem]() as im:
+                    width, height = im.size
+            except Exception as exc:  # noqa: BLE001 - any decoder failure names the entry and its file
+                _skip(skipped, k, name, f"the image '{name}' cannot be read: {exc}")
+                continue
+            while next_id in owner:
+                next_id += 1
+            info = {"id": next_id, "file_name": name, "width": width, "height": height}
         image_id = int(info["id"])
+        if image_id in owner:
+            first, other = owner[image_id]
+            _skip(skipped, k, name, f"gets image id {image_id} from the instances file, as entry {first} "
+                                    f"('{other}') does (entries {first} and {k}); fix the instances file's ids")
+            continue
+        try:
+            annotation = (_list_object(entry, image_id, int(info["height"]), int(info["width"]), k, categories)
+                          if fmt == "object" else None)
+        except (ValueError, TypeError, KeyError) as exc:
+            _skip(skipped, k, name, f"its object cannot be drawn on the {info['width']}x{info['height']} image: "
+                                    f"{exc}")
+            continue
+        seen[stem], owner[image_id] = k, (k, name)
         split_images.append({"id": image_id, "file_name": f"{stem}.png", "source_file_name": name,
-                             "width": int(info["width"]), "height": int(info["height"]),
-                             "reference": reference_record(entry, fmt, k)})
+                             "width": int(info["width"]), "height": int(info["height"]), "reference": record})
         loaders[stem] = _rgb_loader(images[stem], name, image_id)
         refs = entry.get("gt_caption") or []
         for j, caption in enumerate([refs] if isinstance(refs, str) else refs):
             captions.append({"id": image_id * 100 + j, "image_id": image_id, "caption": str(caption)})
-        if fmt == "object":
-            annotations.append(_list_object(entry, image_id, int(info["height"]), int(info["width"]), k,
-                                            categories))
+        if annotation is not None:
+            annotations.append(annotation)
+    if not split_images:
+        raise _all_skipped(source, skipped)
     names = sorted({a["category_name"] for a in annotations})
     cats = [{"id": int(categories[n]["id"]) if n in categories else 1000 + i, "name": n, "supercategory": "",
              "words": category_words(n, CocoSampleParams())} for i, n in enumerate(names)]
     ids = {c["name"]: c["id"] for c in cats}
     for a in annotations:
         a["category_id"] = ids[a.pop("category_name")]
-    info = {"sample": {"source": "reference_list", "format": fmt, "entries": len(entries)}}
+    info = {"sample": {"source": "reference_list", "format": fmt, "entries": len(entries)}, "skipped": skipped}
     split = {"info": info, "licenses": [], "images": split_images, "annotations": annotations, "categories": cats}
-    logger.info("%s: a %s list of %d images%s", source, fmt, len(split_images),
-                f", {len(annotations)} objects" if annotations else "")
+    logger.info("%s: a %s list of %d images%s%s", source, fmt, len(split_images),
+                f", {len(annotations)} objects" if annotations else "",
+                f"; {len(skipped)} entries refused (listed in skipped.csv)" if skipped else "")
     return loaders, split, {"info": info, "licenses": [], "images": split_images, "annotations": captions}
-
-
-def _id_of(stem: str, k: int) -> int:
-    digits = "".join(ch for ch in stem if ch.isdigit())
-    return int(digits) if digits else k + 1
 
 
 def _list_object(entry: dict, image_id: int, height: int, width: int, k: int, categories: dict) -> dict:
@@ -214,33 +388,54 @@ def reference_targets(record: dict, token_ids: list[int], item: str) -> dict:
 
 
 def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], Any]],
-                             source: str = "reference list") -> tuple[dict, list[dict], list[dict]]:
+                             source: str = "reference list",
+                             skipped: list | None = None) -> tuple[dict, list[dict], list[dict]]:
     """eagle_mmvp's split and list for an MMVP list: the images (from the local MMVP images folder, by file name),
     their entries with the list's ``reference`` record, and one question per entry whose prompt is the list's
-    question as the reference asks it (no options, no instruction)."""
+    question as the reference asks it (no options, no instruction). An entry that cannot be used (a wrong field,
+    an image the folder lacks, an image another entry already takes) is appended to `skipped` (the skipped.csv
+    rows: item, entry, image, reason) and the rest go on. Image ids are MMVP's own numbers (its images are named
+    ``<number>.jpg``; the pair of image n is (n - 1) // 2)."""
     fmt = list_format(entries, source)
     if fmt != "mmvp":
         raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_mmvp "
                               f"(docs/paper.md#reference-lists)")
-    loaded, info, rows = {}, [], []
-    for k, entry in enumerate(entries):
-        name = PurePosixPath(str(entry["image_filename"])).name
+    skipped = [] if skipped is None else skipped
+    loaded, info, rows, owner = {}, [], [], {}
+    for k, raw in enumerate(entries):
+        try:
+            entry = validate_entry(raw, fmt, k)
+            record = reference_record(entry, fmt, k)
+        except (EntryError, CocoFormatError) as exc:
+            _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
+            continue
+        name = PurePosixPath(entry["image_filename"]).name
         stem = name.rsplit(".", 1)[0]
-        if stem in loaded:
-            raise CocoFormatError(f"{source}: entry {k} lists '{name}' a second time; a list explains each image once")
+        if not stem.isascii() or not stem.isdigit():
+            _skip(skipped, k, name, f"'{name}' is not an MMVP image name (<number>.jpg, the number giving its pair)")
+            continue
+        image_id = int(stem)
+        if image_id in owner:
+            first, other = owner[image_id]
+            _skip(skipped, k, name, f"'{name}' is MMVP image {image_id}, as entry {first}'s '{other}' is (entries "
+                                    f"{first} and {k}); a list explains each image once: keep one of them")
+            continue
         if stem not in images:
-            raise CocoFormatError(f"{source}: entry {k}'s image '{name}' is not in the MMVP images folder")
+            _skip(skipped, k, name, f"the image '{name}' is not in the MMVP images folder")
+            continue
         image = images[stem]()
         loaded[stem] = image.convert("RGB")
-        image_id = _id_of(stem, k)
+        owner[image_id] = (k, name)
         options = entry.get("options") or []
         letter = str(entry.get("answer", "")).strip("() ").lower()
         pick = ord(letter) - ord("a") if len(letter) == 1 else -1
         reference = f"({letter}) {options[pick]}" if 0 <= pick < len(options) else str(entry.get("answer", ""))
         info.append({"id": image_id, "file_name": f"{stem}.png", "width": image.width, "height": image.height,
-                     "mmvp_file": name, "pair": (image_id - 1) // 2, "reference": reference_record(entry, fmt, k)})
+                     "mmvp_file": name, "pair": (image_id - 1) // 2, "reference": record})
         rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": f"{stem}.png",
                      "prompt": str(entry["question"]), "reference": reference, "pair": (image_id - 1) // 2})
+    if not rows:
+        raise _all_skipped(source, skipped)
     return loaded, info, rows
 
 
@@ -248,16 +443,22 @@ def repope_records(entries: list, source: str = "reference list") -> list[dict]:
     """The reference's RePOPE list (``<model>-RePOPE-FP.json`` / ``-TN.json``) as POPE question records for
     eagle_repope: question id, image (COCO val2014 file name), question text, label, and the list's ``listed``
     record (the whole generated sequence, the explained position, the counter token) that the answers stage
-    teacher-forces instead of generating."""
+    teacher-forces instead of generating. A wrong entry refuses the list with one line naming the entry and the
+    field (eagle_repope reads its questions whole)."""
     fmt = list_format(entries, source)
     if fmt != "repope":
         raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_repope "
                               f"(docs/paper.md#reference-lists)")
     records = []
-    for k, entry in enumerate(entries):
-        records.append({"question_id": entry.get("id", k + 1), "image": PurePosixPath(str(entry["image_name"])).name,
-                        "text": str(entry["question"]), "label": str(entry["label"]), "kind": "repope",
-                        "listed": reference_record(entry, fmt, k)})
+    for k, raw in enumerate(entries):
+        try:
+            entry = validate_entry(raw, fmt, k)
+            listed = reference_record(entry, fmt, k)
+        except EntryError as exc:
+            raise CocoFormatError(f"{source}: {exc}") from None
+        records.append({"question_id": k + 1 if entry.get("id") is None else entry["id"],
+                        "image": PurePosixPath(entry["image_name"]).name,
+                        "text": entry["question"], "label": entry["label"], "kind": "repope", "listed": listed})
     return records
 
 

@@ -29,6 +29,7 @@ requests fail at once, while every finished image is kept.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -73,7 +74,18 @@ class RequestBudgetExceeded(ApiError):
 
 
 class MalformedResponse(ApiError):
-    """An answer without the fields the scoring needs (retried like a failed request, never cached)."""
+    """An answer without the fields the scoring needs, or with values no model gives (a log-probability above 0 or
+    not finite, a token id outside the vocabulary): retried like a failed request, never cached."""
+
+
+class ResponseTooLarge(ApiError):
+    """An answer larger than ``max_response_mb``: refused while it arrives (never read whole, never cached)."""
+
+
+#: a log-probability this much above 0 is rounding (clamped to 0); more is a malformed answer
+LOGPROB_TOLERANCE = 1e-6
+#: the largest token id accepted when ``vocab_size`` is not set
+MAX_TOKEN_ID = 2**31 - 1
 
 
 # -- settings -------------------------------------------------------------------------------------------------------
@@ -94,6 +106,10 @@ class ApiParams(BaseModel):
     backoff_s: float = Field(0.5, ge=0)
     max_backoff_s: float = Field(20.0, ge=0)
     max_requests: int | None = Field(None, ge=0)
+    max_response_mb: float = Field(32.0, gt=0, description="a larger answer is refused (never read whole, never "
+                                   "cached)")
+    vocab_size: int | None = Field(None, ge=1, description="the model's vocabulary size: token ids an answer names "
+                                   "must lie below it (unset: any id in 0..2^31-1)")
     cache_dir: str | None = DEFAULT_CACHE_DIR
     image_size: tuple[int, int] | None = Field(None, description="(height, width) the images are resized to")
     api_key_env: str = DEFAULT_KEY_ENV
@@ -132,11 +148,73 @@ def image_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def request_key(kind: str, body: dict) -> str:
-    """The cache key of a request: a hash of its endpoint and its whole body (model, messages with the image's
-    bytes, every setting); the API key and the URL are not part of it."""
-    text = json.dumps({"endpoint": kind, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def request_key(kind: str, body: dict, url: str = "") -> str:
+    """The cache key of a request: a hash of the endpoint's URL, the kind of request and its whole body (the model,
+    messages with the image's bytes, every setting): another server, or another model on it, never answers from
+    this one's cache. The API key is not part of it."""
+    text = json.dumps({"url": url, "endpoint": kind, "body": body}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def request_label(kind: str, body: dict, key: str) -> str:
+    """A request as an error names it: its kind and cache key, the model and the start of its prompt."""
+    prompt = ""
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts = [content] if isinstance(content, str) else [c.get("text") for c in content or []
+                                                             if isinstance(c, dict) and c.get("type") == "text"]
+        prompt = prompt or next((t for t in parts if t), "")
+    shown = f", prompt {prompt[:40]!r}" if prompt else ""
+    return f"{kind} request {key[:12]} (model {body.get('model')!r}{shown})"
+
+
+# -- the transport: a total deadline and a size cap ---------------------------------------------------------------
+def _httpx2():
+    import httpx2
+
+    return httpx2
+
+
+class DeadlineTransport:
+    """Wraps an httpx2 transport (the openai client's) so that one request, body included, takes at most
+    `deadline_s` seconds in all and its answer at most `max_bytes` bytes: the body is read here, chunk by chunk,
+    and a server that trickles (1 byte a second never trips a per-read timeout) is cut off at the deadline
+    (``httpx2.ReadTimeout``, retried like any timeout); a larger answer is ``ResponseTooLarge`` (not retried).
+    What it does not bound: a server trickling its *headers* (the per-read timeout still holds there)."""
+
+    def __init__(self, inner, deadline_s: float, max_bytes: int):
+        self.inner, self.deadline_s, self.max_bytes = inner, float(deadline_s), int(max_bytes)
+
+    def handle_request(self, request):
+        httpx2 = _httpx2()
+        end = time.monotonic() + self.deadline_s
+        response = self.inner.handle_request(request)
+        where = f"{request.method} {request.url}"
+        try:
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                raise ResponseTooLarge(f"{where} answered {int(length) / 1e6:.1f} MB, more than max_response_mb="
+                                       f"{self.max_bytes / 1e6:g}")
+            chunks, size = [], 0
+            for chunk in response.stream:
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise ResponseTooLarge(f"{where} answered more than max_response_mb={self.max_bytes / 1e6:g} "
+                                           "MB (cut off while it arrived)")
+                chunks.append(chunk)
+                if time.monotonic() > end:
+                    raise httpx2.ReadTimeout(f"the answer took longer than the {self.deadline_s:g} s deadline "
+                                             f"({size} bytes by then)", request=request)
+        finally:
+            response.close()
+        headers = [(k, v) for k, v in response.headers.multi_items()  # content-encoding kept: decoded later
+                   if k.lower() not in ("transfer-encoding", "content-length")]
+        return httpx2.Response(response.status_code, headers=headers, content=b"".join(chunks), request=request,
+                               extensions=response.extensions)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 # -- the response cache ---------------------------------------------------------------------------------------------
@@ -260,8 +338,23 @@ class ApiClient:
             if quiet.level == logging.NOTSET:
                 quiet.setLevel(logging.WARNING)
             self._client = openai.OpenAI(base_url=self.params.api_base, api_key=self._api_key or "EMPTY",
-                                         max_retries=0, timeout=self.params.timeout_s, http_client=self._http_client)
+                                         max_retries=0, timeout=self.params.timeout_s, http_client=self._http())
         return self._client
+
+    def _http(self):
+        """The httpx2 client the openai client sends through, its transport wrapped in a ``DeadlineTransport``
+        (``timeout_s`` is then a total deadline per request, ``max_response_mb`` a cap); a given client (tests)
+        gets its transport wrapped the same way."""
+        httpx2 = _httpx2()
+        p = self.params
+        wrap = lambda inner: DeadlineTransport(inner, p.timeout_s, int(p.max_response_mb * 1e6))  # noqa: E731
+        if self._http_client is not None:
+            inner = getattr(self._http_client, "_transport", None)
+            if inner is not None and not isinstance(inner, DeadlineTransport):
+                self._http_client._transport = wrap(inner)
+            return self._http_client
+        limits = httpx2.Limits(max_connections=p.max_concurrency + 2, max_keepalive_connections=p.max_concurrency)
+        return httpx2.Client(transport=wrap(httpx2.HTTPTransport(limits=limits)), timeout=p.timeout_s)
 
     def revive(self) -> None:
         """Forgets that the server was found dead (after it was restarted, in the same process)."""
@@ -274,6 +367,9 @@ class ApiClient:
         return self.cache.get(key) if self.cache is not None else None
 
     def _store(self, key: str, kind: str, response: dict) -> None:
+        text = json.dumps(response)
+        if self.redact(text) != text:  # an answer echoing the key is written without it
+            response = json.loads(self.redact(text))
         if self.cache is not None:
             self.cache.put(key, kind, response)
         else:
@@ -296,30 +392,50 @@ class ApiClient:
 
     def _die(self, message: str) -> ServerUnavailable:
         with self._lock:
-            self.dead = self.dead or message
-        return ServerUnavailable(message)
+            self.dead = self.dead or self.redact(message)
+        return ServerUnavailable(self.redact(message))
 
     def request(self, kind: str, body: dict, validate: Callable[[dict], None] | None = None,
                 path: str | None = None) -> tuple[dict, bool]:
         """(the answer, whether it came from the cache) of one request: a chat completion (``kind`` ``chat``) or a
         POST to `path` under the server's root (``kind`` e.g. ``detokenize``; not counted against the budget).
-        `validate` raises ``MalformedResponse`` for an unusable answer (retried, not cached)."""
-        key = request_key(kind, body)
-        found = self._cached(key)
-        if found is not None:
-            with self._lock:
-                self.cache_hits += 1
-            return found, True
-        self._reserve(key, budgeted=kind == "chat")
-        response = self._send(kind, body, validate, path)
-        self._store(key, kind, response)
-        return response, False
+        `validate` raises ``MalformedResponse`` for an unusable answer (retried, not cached); a cached answer is
+        checked the same way (one cached by an older version and now refused is asked again). Every error's
+        message has the API key replaced by ``***``."""
+        where = self.params.api_base if path is None else f"{self.root}{path}"
+        key = request_key(kind, body, where)
+        try:
+            found = self._cached(key)
+            if found is not None:
+                try:
+                    if validate is not None:
+                        validate(found)
+                    with self._lock:
+                        self.cache_hits += 1
+                    return found, True
+                except MalformedResponse as exc:
+                    logger.warning("a cached answer is refused and asked again: %s", self.redact(str(exc)))
+            self._reserve(key, budgeted=kind == "chat")
+            response = self._send(kind, body, validate, path, request_label(kind, body, key))
+            self._store(key, kind, response)
+            return response, False
+        except ApiError as exc:
+            text = str(exc)
+            if self.redact(text) != text:
+                raise type(exc)(self.redact(text)) from None
+            raise
 
-    def _send(self, kind: str, body: dict, validate, path: str | None) -> dict:
+    def redact(self, text: str) -> str:
+        """`text` with the API key (if any, and of at least 4 characters) replaced by ``***``."""
+        key = self._api_key
+        return text.replace(key, "***") if key and len(key) >= 4 and key in text else text
+
+    def _send(self, kind: str, body: dict, validate, path: str | None, label: str = "") -> dict:
         import openai
 
         p = self.params
         where = f"{p.api_base}" if path is None else f"{self.root}{path}"
+        label = label or f"a {kind} request for model '{p.api_model}'"
         last = ""
         for attempt in range(p.max_retries + 1):
             if self.dead:
@@ -341,10 +457,13 @@ class ApiClient:
                 if validate is not None:
                     validate(response)
                 return response
+            except ResponseTooLarge as exc:
+                raise ResponseTooLarge(f"{where}: {label}: {exc}; raise max_response_mb if the answer is "
+                                       "genuine") from None
             except MalformedResponse as exc:
                 last = f"malformed answer ({exc})"
             except openai.APITimeoutError:
-                last = f"no answer within {p.timeout_s:g} s (timeout)"
+                last = f"no answer within {p.timeout_s:g} s (timeout, the whole answer included)"
             except openai.APIConnectionError as exc:
                 last = f"connection failed ({type(exc.__cause__ or exc).__name__}: {exc.__cause__ or exc})"
             except openai.APIStatusError as exc:
@@ -354,8 +473,7 @@ class ApiClient:
                     raise self._die(f"{where} refused the API key (HTTP {status}: {detail}); set it in "
                                     f"{p.api_key_env} or the credentials (docs/api.md)") from None
                 if status not in RETRY_STATUSES:
-                    raise ApiError(f"{where} refused a {kind} request for model '{p.api_model}' (HTTP {status}: "
-                                   f"{detail})") from None
+                    raise ApiError(f"{where} refused the {label} (HTTP {status}: {detail})") from None
                 last = f"HTTP {status}: {detail}"
                 wait = _retry_after(exc)
             except ValueError as exc:  # a body that is not JSON
@@ -365,7 +483,7 @@ class ApiClient:
                 self._sleep(min(p.max_backoff_s, max(delay, wait or 0.0)))
         tries = p.max_retries + 1
         if last.startswith("malformed"):
-            raise MalformedResponse(f"{where}: a {kind} request for model '{p.api_model}' got a {last} {tries} times")
+            raise MalformedResponse(f"{where}: the {label} got a {last} {tries} times")
         raise self._die(f"the API server at {where} does not answer: {last}, {tries} tries. The run stops here; "
                         f"finished images are kept and answered requests are cached"
                         f"{f' in {self.cache.path}' if self.cache is not None else ''}: start the server and run again "
@@ -635,7 +753,8 @@ class ApiModel:
                    "max_tokens": int(max_new_tokens), "temperature": 0, "logprobs": True, "top_logprobs": 1,
                    **self._vllm()} for im in images]
         answers = []
-        for response, _ in self.client.request_many("chat", bodies, validate=_validate_generation):
+        validate = functools.partial(_validate_generation, server=self.server, vocab=self.params.vocab_size)
+        for response, _ in self.client.request_many("chat", bodies, validate=validate):
             choice = response["choices"][0]
             entries = choice["logprobs"]["content"]
             finished = choice.get("finish_reason") == "stop"
@@ -644,7 +763,7 @@ class ApiModel:
                 end = self._token_id(entries[-1])  # vLLM lists the end-of-turn token it stopped at
                 entries = entries[:-1]
             ids = [self._token_id(e) for e in entries]
-            probs = [math.exp(float(e["logprob"])) for e in entries]
+            probs = [_prob(e["logprob"]) for e in entries]
             tok = self.processor.tokenizer
             if self.server == "vllm":
                 text = tok.decode(ids)
@@ -666,7 +785,50 @@ class ApiModel:
         return ApiTokenScorer(self, image, prompt, answer_ids, target_positions, batch_size)
 
 
-def _validate_generation(response: dict) -> None:
+def _check_logprob(value, where: str) -> None:
+    """A log-probability as a model gives it: a JSON number, finite, at most 0 (``LOGPROB_TOLERANCE`` above 0 is
+    rounding, clamped when read by ``_prob``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedResponse(f"{where}: the logprob {value!r} is not a number")
+    if not math.isfinite(value):
+        raise MalformedResponse(f"{where}: the logprob {value!r} is not finite")
+    if value > LOGPROB_TOLERANCE:
+        raise MalformedResponse(f"{where}: the logprob {value!r} is above 0 (a probability above 1)")
+
+
+def _prob(logprob) -> float:
+    """The probability of a checked log-probability (tiny positive rounding clamped to 1)."""
+    return math.exp(min(0.0, float(logprob)))
+
+
+def _check_token_id(value, where: str, vocab: int | None) -> None:
+    """A token id as a vLLM server names it (``token_id:N`` or ``N``): an integer in the vocabulary."""
+    text = value.split(":", 1)[1] if isinstance(value, str) and value.startswith("token_id:") else value
+    if isinstance(text, str) and text.isascii() and text.isdigit():
+        number = int(text)
+        if number < (vocab or MAX_TOKEN_ID + 1):
+            return
+        raise MalformedResponse(f"{where}: token id {number} is outside the vocabulary ({vocab or MAX_TOKEN_ID + 1} "
+                                "ids)")
+    raise MalformedResponse(f"{where}: {value!r} is not a token id (an integer)")
+
+
+def _check_entry(entry, where: str, server: str, vocab: int | None, top: bool = False) -> None:
+    if not isinstance(entry, dict) or "logprob" not in entry:
+        raise MalformedResponse(f"{where}: not a logprobs entry with a logprob: {str(entry)[:120]}")
+    _check_logprob(entry["logprob"], where)
+    token = entry.get("token")
+    if not isinstance(token, str):
+        raise MalformedResponse(f"{where}: a logprobs entry without a token text: {str(entry)[:120]}")
+    if server == "vllm":
+        _check_token_id(token, where, vocab)
+    if top:
+        return
+    for k, alt in enumerate(entry.get("top_logprobs") or []):
+        _check_entry(alt, f"{where}.top_logprobs[{k}]", server, vocab, top=True)
+
+
+def _validate_generation(response: dict, server: str = "openai", vocab: int | None = None) -> None:
     try:
         choice = response["choices"][0]
         entries = choice["logprobs"]["content"]
@@ -675,16 +837,25 @@ def _validate_generation(response: dict) -> None:
     except (KeyError, IndexError, TypeError) as exc:
         raise MalformedResponse(f"a chat completion without choices[0].logprobs.content ({exc}); does the endpoint "
                                 f"return logprobs? {str(response)[:200]}") from None
+    for k, entry in enumerate(entries):
+        _check_entry(entry, f"logprobs.content[{k}]", server, vocab)
 
 
-def _validate_prompt_logprobs(response: dict) -> None:
+def _validate_prompt_logprobs(response: dict, server: str = "vllm", vocab: int | None = None) -> None:
     found = response.get("prompt_logprobs")
     if not isinstance(found, list) or not all(e is None or isinstance(e, dict) for e in found) or not found:
         raise MalformedResponse(f"an answer without a prompt_logprobs list (is the server vLLM?): "
                                 f"{str(response)[:200]}")
+    for k, entry in enumerate(found):
+        for token, value in (entry or {}).items():
+            where = f"prompt_logprobs[{k}][{token!r}]"
+            _check_token_id(token, where, vocab)
+            if not isinstance(value, dict) or "logprob" not in value:
+                raise MalformedResponse(f"{where}: not a logprobs entry with a logprob: {str(value)[:120]}")
+            _check_logprob(value["logprob"], where)
 
 
-def _validate_top_logprobs(response: dict) -> None:
+def _validate_top_logprobs(response: dict, server: str = "openai", vocab: int | None = None) -> None:
     try:
         entry = response["choices"][0]["logprobs"]["content"][0]
         if not isinstance(entry["top_logprobs"], list):
@@ -692,6 +863,7 @@ def _validate_top_logprobs(response: dict) -> None:
     except (KeyError, IndexError, TypeError) as exc:
         raise MalformedResponse(f"a chat completion without choices[0].logprobs.content[0].top_logprobs ({exc}): "
                                 f"{str(response)[:200]}") from None
+    _check_entry(entry, "logprobs.content[0]", server, vocab)
 
 
 class ApiTokenScorer:
@@ -771,7 +943,7 @@ class ApiTokenScorer:
         ids, n = self.answer_ids, len(self.answer_ids)
         for start in range(len(entries) - n, -1, -1):  # the answer is the last match (the prompt comes first)
             if all(isinstance(entries[start + i], dict) and str(ids[i]) in entries[start + i] for i in range(n)):
-                return np.array([math.exp(float(entries[start + t][str(ids[t])]["logprob"]))
+                return np.array([_prob(entries[start + t][str(ids[t])]["logprob"])
                                  for t in self.target_positions])
         raise ApiError(f"the server tokenizes the answer {self.answer_text!r} into other tokens than {ids}: the "
                        f"answer cannot be teacher-forced exactly; use scoring 'top_logprobs' (docs/api.md)")
@@ -787,7 +959,7 @@ class ApiTokenScorer:
             else:  # the reference also accepts the token without its leading space
                 hit = token == text or (isinstance(token, str) and token == text.lstrip())
             if hit:
-                return math.exp(float(entry["logprob"]))
+                return _prob(entry["logprob"])
         self.missing += 1
         return 0.0
 
@@ -797,7 +969,9 @@ class ApiTokenScorer:
         if keep_masks.ndim != 3 or keep_masks.shape[1:] != (self.height, self.width):
             raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
         per = self.requests_per_pass
-        validate = _validate_prompt_logprobs if self.model.scoring == "prompt_logprobs" else _validate_top_logprobs
+        validate = functools.partial(
+            _validate_prompt_logprobs if self.model.scoring == "prompt_logprobs" else _validate_top_logprobs,
+            server=self.model.server, vocab=self.model.params.vocab_size)
         out = np.zeros((len(keep_masks), len(self.target_positions)))
         for lo in range(0, len(keep_masks), self.batch_size):
             chunk = keep_masks[lo:lo + self.batch_size]

@@ -322,11 +322,21 @@ SCRIPT = r"""
 """
 
 
+def script_json(data) -> str:
+    """`data` as JSON that is safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` (and the JavaScript line
+    separators U+2028/U+2029) written as ``\\uXXXX`` escapes, so no answer or label (``</script>``, ``<!--<script``)
+    can end the element or switch the HTML parser's script state; ``JSON.parse`` reads the same strings back."""
+    text = json.dumps(data, separators=(",", ":"))
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
 def explorer_html(data: dict | None) -> str:
     """The explorer's section of the page (an empty string without data)."""
     if not data or not data.get("images"):
         return ""
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = script_json(data)
     protocol = html.escape(data.get("protocol", "pixels"))
     return f"""<h2>Explorer</h2>
 <p>Click a token of the answer to see its map over the image (EAGLE's order seen through that token's own

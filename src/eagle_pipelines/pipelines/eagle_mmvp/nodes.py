@@ -39,9 +39,10 @@ def prepare_questions(eagle_mmvp: EagleMmvpParams, shapes: ShapesParams, mmvp_so
     evaluation list (item = the question's index, image_id, file_name, prompt, reference, pair) of the source
     `eagle_mmvp.source` names. `mmvp_source` and `reference_list` are lazy: read only when the source needs them
     (``reference_list``: the reference's MMVP list, answers and targets as listed, images from `mmvp_source`)."""
+    skipped: list[dict] = []  # list entries refused (each a skipped.csv row, answers stage)
     if eagle_mmvp.source == "reference_list":
         images, info, rows = mmvp_reference_questions(reference_list.entries(), mmvp_source.images(),
-                                                      source=reference_list.name)
+                                                      source=reference_list.name, skipped=skipped)
         description = f"the reference list {reference_list.name} on MMVP images ({mmvp_source.name})"
     elif eagle_mmvp.source == "mmvp":
         images, info, rows = _mmvp_questions(eagle_mmvp, mmvp_source)
@@ -54,7 +55,8 @@ def prepare_questions(eagle_mmvp: EagleMmvpParams, shapes: ShapesParams, mmvp_so
     used = {r["image_id"] for r in rows}
     info = [i for i in info if i["id"] in used]
     images = {k: v for k, v in images.items() if int(k) in used}
-    instances = {"info": {"description": description, "source": eagle_mmvp.source}, "licenses": [], "images": info,
+    instances = {"info": {"description": description, "source": eagle_mmvp.source, "skipped": skipped},
+                 "licenses": [], "images": info,
                  "annotations": [], "categories": []}
     frame = pd.DataFrame(rows, columns=EVAL_LIST_COLUMNS)
     logger.info("eagle_mmvp (%s): %d questions on %d images (%d pairs)", eagle_mmvp.source, len(frame), len(info),

@@ -67,9 +67,13 @@ def _limit(eval_list: pd.DataFrame, experiment: ExperimentParams) -> pd.DataFram
 
 def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experiment: AnswerSettings) -> dict:
     """Greedy answers for every listed item (batched per prompt). An image that cannot be read is logged and
-    recorded under ``errors`` with its reason; the rest finish. Each answer records the hash of the image bytes
-    it was made from."""
+    recorded under ``errors`` with its reason; the rest finish, and so are the entries the split's source refused
+    (``info.skipped`` of its instances: a reference list's wrong entries). Each answer records the hash of the
+    image bytes it was made from."""
     answers, errors = [], []
+    # entries the split's source refused (a reference list's wrong entries): each one a skipped.csv row
+    for refused in (eval_split.instances.get("info") or {}).get("skipped") or []:
+        errors.append({"item": str(refused["item"]), "image_id": None, "error": str(refused["reason"])})
     rows = list(eval_list.astype({"item": str}).itertuples(index=False))
     with tqdm(total=len(rows), desc="answering", unit="item") as bar:
         for lo in range(0, len(rows), experiment.batch_size):
