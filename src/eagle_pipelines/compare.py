@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from eagle_pipelines.errors import UserError
+
 KEYS = ["method", "level", "protocol"]
 MISSING = "<absent>"
 
 
-class CompareError(Exception):
+class CompareError(UserError):
     """Something the user can fix: the message says what."""
 
 
