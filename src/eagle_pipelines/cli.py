@@ -59,10 +59,10 @@ def check_node_names(kwargs: dict) -> None:
         for name in _names(kwargs.get(key)):
             if name in known:
                 continue
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             close += [k for k in sorted(known) if k.endswith(f".{name}") and k not in close][:3]
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
-                "`kedro registry describe <pipeline>` lists its nodes"
+                f"`kedro registry describe {chosen[0]}` lists its nodes"
             problems.append(f"{option} '{name}' is no node of pipeline {', '.join(chosen)}; {hint}")
     if problems:
         raise UnknownNodeError("\n".join(problems))

@@ -501,7 +501,9 @@ def parse(group: str, value: dict | BaseModel):
         for err in exc.errors():
             loc = ".".join(str(p) for p in (group, *err["loc"]))
             got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-            lines.append(f"  - {loc}: {err['msg']}{got}")
+            msg = str(err["ctx"]["error"]) if err["type"] == "value_error" and "error" in err.get("ctx", {}) \
+                else err["msg"]
+            lines.append(f"  - {loc}: {msg}{got}")
         raise ParameterError(
             f"Invalid parameters in '{group}' (set in {PARAMETER_FILES[group]} or by --params):\n" + "\n".join(lines)
         ) from None
