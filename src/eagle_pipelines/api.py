@@ -16,7 +16,6 @@ pixels per region) is refused, and the search's forward passes are logged before
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -51,7 +50,7 @@ ALLOWED = {
     "lambda2": "a finite number >= 0 (lambda1 + lambda2 > 0)",
     "batch_size": "an integer >= 1",
     "memory_budget_mb": "None (what the device has), 0 (no planning) or a finite number of MB > 0",
-    "n_regions": "an integer >= 2",
+    "n_regions": "an integer from 2 to 65536 (parameters.MAX_SEGMENTS), at most one per 16 pixels of the image",
 }
 
 
@@ -65,49 +64,49 @@ def _search_models() -> dict:
 def check_arguments(prompt=None, strategy: str = "pooled", n_regions: int = 64, lambda1: float = 1.0,
                     lambda2: float = 1.0, batch_size: int = 32, memory_budget_mb: float | None = None,
                     search_params: dict | None = None, check_prompt: bool = True) -> None:
-    """Validates ``explain``'s settings with the pipelines' parameter models (``AttributionParams`` and the
-    strategies' ``PooledParams``, ``EfficientParams``, ``LazyParams``) plus what they leave open (finite numbers,
-    not both λ zero, a prompt). A wrong one is a ValueError naming the argument, the value and the allowed range."""
+    """Validates ``explain``'s settings with the pipelines' own parameter models, so that explain() and a
+    pipeline refuse the same values: `strategy`, the lambdas, `batch_size`, `memory_budget_mb` and
+    `search_params` as ``params:attribution`` (``AttributionParams``: finite numbers, not both λ zero, the
+    strategy's ``PooledParams`` / ``EfficientParams`` / ``LazyParams``), `n_regions` as
+    ``params:superpixels.n_segments`` (``SuperpixelParams``: an integer, not a bool, from 2 to MAX_SEGMENTS); plus a
+    prompt. A wrong one is a ValueError naming the argument, the value and the allowed range."""
     from pydantic import ValidationError
 
-    from eagle_pipelines.parameters import AttributionParams
+    from eagle_pipelines.parameters import AttributionParams, SuperpixelParams
 
     if check_prompt and (not isinstance(prompt, str) or not prompt.strip()):
         raise ValueError(f"prompt must be a non-empty string (the question asked about the image); got {prompt!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
-    if isinstance(n_regions, bool) or not isinstance(n_regions, (int, np.integer)) or n_regions < 2:
+    regions = n_regions.item() if isinstance(n_regions, np.integer) else n_regions
+    try:
+        SuperpixelParams(n_segments=regions)
+    except ValidationError as exc:
         raise ValueError(f"n_regions must be at least 2 (got {n_regions!r}): EAGLE orders the image's regions; "
-                         f"allowed: {ALLOWED['n_regions']}")
+                         f"allowed: {ALLOWED['n_regions']} ({exc.errors()[0]['msg']})") from None
     given = {"lambda1": lambda1, "lambda2": lambda2, "batch_size": batch_size, "memory_budget_mb": memory_budget_mb}
-    for name, value in given.items():
+    for name, value in given.items():  # numbers only: the model would read "1" or True as one
         if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, np.number))):
             raise ValueError(f"{name} must be {ALLOWED[name]}; got {value!r}")
-        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-            raise ValueError(f"{name} must be {ALLOWED[name]}; got {value!r}")
+    model = _search_models().get(strategy)
+    if search_params and model is None:
+        raise ValueError(f"strategy {strategy!r} takes no search_params; got {search_params!r}")
+    group = {"bidirectional": "efficient"}.get(strategy, strategy)
     try:
         AttributionParams(strategy=strategy, **{k: v.item() if isinstance(v, np.generic) else v
-                                                for k, v in given.items()})
+                                                for k, v in given.items()},
+                          **({group: search_params} if search_params else {}))
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0])
-        raise ValueError(f"{name} must be {ALLOWED.get(name, 'valid')}; got {err.get('input')!r} "
-                         f"({err['msg']})") from None
-    if lambda1 == 0 and lambda2 == 0:
-        raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
-                         f"arbitrary; each must be {ALLOWED['lambda1']}")
-    model = _search_models().get(strategy)
-    if search_params:
-        if model is None:
-            raise ValueError(f"strategy {strategy!r} takes no search_params; got {search_params!r}")
-        try:
-            model.model_validate(search_params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"search_params[{name!r}] of strategy {strategy!r}: {err['msg']} (got "
+        name = str(err["loc"][0]) if err["loc"] else ""
+        if name in given:
+            raise ValueError(f"{name} must be {ALLOWED[name]}; got {err.get('input')!r} ({err['msg']})") from None
+        if name == group:
+            key = ".".join(str(p) for p in err["loc"][1:])
+            raise ValueError(f"search_params[{key!r}] of strategy {strategy!r}: {err['msg']} (got "
                              f"{err.get('input')!r}); allowed: {sorted(model.model_fields)} as in "
                              f"parameters.{model.__name__}") from None
+        raise ValueError(str(err.get("ctx", {}).get("error", err["msg"]))) from None
 
 
 def max_regions(*shapes: tuple[int, ...]) -> int:

@@ -1,19 +1,27 @@
 """The project's own Kedro commands (Kedro loads ``<package>.cli``): ``kedro run`` as Kedro's, except that the
 mistakes a user can fix (a wrong parameter, a missing input or checkpoint, a stale input of a partial run, another
-run holding the data folder, an unknown environment) print their message alone, without a traceback, and exit
-with status 2."""
+run holding the data folder, a read-only data folder, an unknown environment or node name, a damaged input file:
+every ``errors.UserError``) print their message alone, without a traceback, and exit with status 2.
+``EAGLE_TRACEBACK=1`` shows the traceback as well."""
 
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import sys
 
 import click
 from kedro.framework.cli.project import run as kedro_run
 
-USER_ERRORS = ("ParameterError", "MissingInputError", "StaleInputError", "ProjectLockedError",
-               "MissingConfigException")
+from eagle_pipelines.errors import UserError, show_traceback
+
+#: user errors of other libraries (Kedro's), by class name
+USER_ERRORS = ("MissingConfigException",)
+
+
+class UnknownNodeError(UserError, ValueError):
+    """A --from-nodes / --to-nodes / --nodes name that no node of the pipeline has."""
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
@@ -21,20 +29,54 @@ def _user_error(exc: BaseException) -> BaseException | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if type(exc).__name__ in USER_ERRORS:
+        if isinstance(exc, UserError) or type(exc).__name__ in USER_ERRORS:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _names(value) -> list[str]:
+    if not value:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+
+
+def check_node_names(kwargs: dict) -> None:
+    """--from-nodes, --to-nodes and --nodes name nodes of the pipelines run; an unknown name is an
+    ``UnknownNodeError`` listing the close matches (Kedro's own is a traceback)."""
+    from kedro.framework.project import pipelines
+
+    chosen = ([kwargs["pipeline"]] if kwargs.get("pipeline") else list(kwargs.get("pipelines") or [])) \
+        or ["__default__"]
+    known: set[str] = set()
+    for name in chosen:
+        if name not in pipelines:  # Kedro names an unknown pipeline itself
+            return
+        known |= {node.name for node in pipelines[name].nodes}
+    problems = []
+    for option, key in (("--from-nodes", "from_nodes"), ("--to-nodes", "to_nodes"), ("--nodes", "node_names")):
+        for name in _names(kwargs.get(key)):
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            close += [k for k in sorted(known) if k.endswith(f".{name}") and k not in close][:3]
+            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+                f"`kedro registry describe {chosen[0]}` lists its nodes"
+            problems.append(f"{option} '{name}' is no node of pipeline {', '.join(chosen)}; {hint}")
+    if problems:
+        raise UnknownNodeError("\n".join(problems))
 
 
 def _clean_errors(callback):
     @functools.wraps(callback)
     def wrapper(*args, **kwargs):
         try:
+            check_node_names(kwargs)
             return callback(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
             error = _user_error(exc)
-            if error is None:
+            if error is None or show_traceback():
                 raise
             click.secho(f"Error: {error}", fg="red", err=True)
             sys.exit(2)

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from eagle_pipelines.errors import UserError, show_traceback
+
 KEYS = ["method", "level", "protocol"]
 MISSING = "<absent>"
 
 
-class CompareError(Exception):
+class CompareError(UserError):
     """Something the user can fix: the message says what."""
 
 
@@ -82,11 +84,36 @@ def resolve(runs: list[str], wanted: str) -> str:
     raise CompareError(f"no run '{wanted}'; the runs on record are listed by `eagle-compare --list`")
 
 
+def _damaged(path: Path, exc: BaseException) -> CompareError:
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}" if str(exc).strip() else \
+        type(exc).__name__
+    return CompareError(f"'{path}' is damaged ({reason}); delete that history entry ({path.parent}) or restore the "
+                        f"file, then compare again (`eagle-compare --list` shows the runs left)")
+
+
+def read_facts(path: Path) -> dict:
+    """A history entry's ``run.json``: a JSON object, or a CompareError naming the file and the fix."""
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise _damaged(path, exc) from None
+    if not isinstance(facts, dict):
+        raise _damaged(path, ValueError(f"a JSON {type(facts).__name__}, not an object"))
+    return facts
+
+
 def load_run(report_dir: Path, run: str) -> tuple[dict, pd.DataFrame]:
-    """``run.json`` and ``metrics.csv`` of one history entry."""
+    """``run.json`` and ``metrics.csv`` of one history entry (a damaged one is a CompareError naming it)."""
     entry = report_dir / "history" / run
-    facts = json.loads((entry / "run.json").read_text())
-    metrics = pd.read_csv(entry / "metrics.csv") if (entry / "metrics.csv").is_file() else pd.DataFrame()
+    facts = read_facts(entry / "run.json")
+    metrics = pd.DataFrame()
+    if (entry / "metrics.csv").is_file():
+        try:
+            metrics = pd.read_csv(entry / "metrics.csv")
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise _damaged(entry / "metrics.csv", exc) from None
+    if not isinstance(facts.get("params", {}), dict):
+        raise _damaged(entry / "run.json", ValueError("its 'params' is not an object"))
     return facts, metrics
 
 
@@ -169,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the runs on record")
     parser.add_argument("--metrics", nargs="+", help="only these metric columns (default: every numeric column)")
     parser.add_argument("--changed", action="store_true", help="only the metrics whose value changed")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error as well")
     args = parser.parse_args(argv)
     try:
         root = find_project(args.project or Path.cwd())
@@ -179,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             if not runs:
                 print(f"no published runs of {args.experiment} under {where}")
             for run in runs:
-                facts = json.loads((report_dir / "history" / run / "run.json").read_text())
+                try:
+                    facts = read_facts(report_dir / "history" / run / "run.json")
+                except CompareError as damaged:  # listed, so that the user sees which entry to delete
+                    print(f"{run}  {damaged}")
+                    continue
                 print(f"{run}  git {facts.get('git commit', '?')}  {facts.get('model', '')}")
             return 0
         if args.runs:
@@ -195,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         (old_run, old_metrics), (new_run, new_metrics) = load_run(report_dir, a), load_run(report_dir, b)
         table = metric_diff(old_metrics, new_metrics, args.metrics)
     except CompareError as error:
+        if args.verbose or show_traceback():
+            raise
         print(f"eagle-compare: {error}", file=sys.stderr)
         return 2
     params = param_diff(old_run.get("params"), new_run.get("params"))

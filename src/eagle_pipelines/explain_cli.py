@@ -268,6 +268,17 @@ def _error(message) -> None:
     tqdm.write(f"eagle-explain: {shown(message)}", file=sys.stderr)
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be written in `folder` (the error of a probe file made and removed there), or None."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".eagle-write-test-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def _check_cli_arguments(args) -> None:
     """The settings explain() checks, once for the whole run, and the CLI's own (answer length, --out)."""
     from eagle_pipelines.api import check_arguments
@@ -349,7 +360,11 @@ def _run(args) -> int:
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _error(f"--out '{shown(args.out)}' cannot be made ({exc.strerror or exc})")
+        _error(f"--out '{shown(args.out)}' cannot be made ({exc.strerror or exc}); name a folder you can write to")
+        return 2
+    problem = unwritable(args.out)
+    if problem:  # before the model is loaded and anything computed
+        _error(f"--out '{shown(args.out)}' is not writable ({problem}); name a folder you can write to")
         return 2
 
     from eagle_pipelines.api import load_model
@@ -407,7 +422,8 @@ def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]
             try:
                 row = _explain_one(args, model, file, single)
             except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others: named, counted
-                stop = type(exc).__name__ in ("ServerUnavailable", "RequestBudgetExceeded")  # models/api_model.py
+                stop = type(exc).__name__ in ("ServerUnavailable", "RequestBudgetExceeded",  # models/api_model.py
+                                              "DamagedCacheError")
                 if stop:
                     stopped = f"the run stopped at {shown(file)} ({type(exc).__name__})"
                 known = stop or isinstance(exc, (FileNotFoundError, ValueError))

@@ -9,13 +9,14 @@ from kedro.framework.hooks import hook_impl
 from kedro.io.core import DatasetError
 
 from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
+from eagle_pipelines.errors import UserError
 
 logger = logging.getLogger(__name__)
 #: --params keys that select catalog entries (conf/paper/catalog.yml), not parameter groups
 RUNTIME_ONLY = {"model", "coco_root", "reference_list", "repope_list", "api_base", "api_model"}
 
 
-class MissingInputError(DatasetError):
+class MissingInputError(UserError, DatasetError):
     """A dataset or checkpoint the run needs is not there; the message names each path and how to obtain it."""
 
 
@@ -25,6 +26,24 @@ def _group(name: str) -> str | None:
         return None
     group = name.split(":", 1)[1]
     return group if group in PARAMETER_MODELS else None
+
+
+def _cross_check(parsed: dict) -> None:
+    """What one group's model cannot see alone: the regions asked for must fit the image they are drawn on, where
+    its size is a parameter (the embedded shapes images; explain() checks the same per image: api.max_regions)."""
+    from eagle_pipelines.api import MIN_REGION_PIXELS
+    from eagle_pipelines.data.coco_sample import EvalDataParams
+
+    regions, shapes = parsed.get("superpixels"), parsed.get("shapes")
+    if regions is None or shapes is None or parsed.get("eval_data", EvalDataParams()).source != "shapes":
+        return
+    size = shapes.image_size
+    limit = size * size // MIN_REGION_PIXELS
+    if regions.n_segments > limit:
+        raise ParameterError(
+            f"superpixels.n_segments = {regions.n_segments} is more than a {size}x{size} shapes image "
+            f"(shapes.image_size) can hold: at most {limit}, one region per {MIN_REGION_PIXELS} pixels; lower it "
+            f"(conf/<env>/parameters_superpixels.yml or --params superpixels.n_segments=...)")
 
 
 class ParameterValidationHook:
@@ -51,8 +70,8 @@ class ParameterValidationHook:
             where = "--params" if set(unknown) & set(runtime) else "conf/"
             raise ParameterError(f"Unknown parameter group {', '.join(hints)} in {where}; the groups are: "
                                  f"{', '.join(sorted(known))}")
-        for group in sorted(set(raw) & known):
-            parse(group, raw[group])
+        parsed = {group: parse(group, raw[group]) for group in sorted(set(raw) & known)}
+        _cross_check(parsed)
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:

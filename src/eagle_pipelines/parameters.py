@@ -6,16 +6,27 @@ dotted parameter that is wrong and where it is set, so a bad value never surface
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
 from eagle_pipelines.data.clips import ClipParams
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
 from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.errors import UserError
 from eagle_pipelines.models.toy import ToyModelParams
+
+
+#: the most regions a superpixel setting may ask for: a 1024x1024 image at 16 pixels per region (api.py:
+#: MIN_REGION_PIXELS). The image's own limit (H·W / 16 of the image the regions are drawn on) is checked per image
+#: by explain(), and at start by the pipelines where the image size is a parameter (hooks.py)
+MAX_SEGMENTS = 65536
+#: a weight of the EAGLE objective: a finite number >= 0 (not inf, not nan; the YAML string 'inf' neither)
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: a count: an int, never a bool (``true`` would otherwise be taken as 1) nor a float or a string
+Count = Annotated[int, Field(strict=True, ge=1)]
 
 
 class ExperimentParams(BaseModel):
@@ -25,8 +36,8 @@ class ExperimentParams(BaseModel):
 
     prompt: str = "Describe the image."
     max_images: int | None = Field(default=None, gt=0, description="explain only the first N images")
-    max_new_tokens: PositiveInt = 32
-    batch_size: PositiveInt = 32
+    max_new_tokens: Count = 32
+    batch_size: Count = 32
 
 
 EagleCocoParams = ExperimentParams
@@ -44,12 +55,14 @@ class SuperpixelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["skimage", "opencv"] = "skimage"
-    n_segments: PositiveInt = 64
-    compactness: float = Field(default=10.0, gt=0)
-    max_num_iter: PositiveInt = 10
-    sigma: float = Field(default=0.0, ge=0)
-    ruler: float = Field(default=20.0, gt=0)
-    num_iterations: PositiveInt = 20
+    n_segments: int = Field(default=64, strict=True, ge=2, le=MAX_SEGMENTS,
+                            description="about this many regions: an integer from 2 to 65536 (and at most one per "
+                                        "16 pixels of the image)")
+    compactness: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    max_num_iter: Count = 10
+    sigma: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    ruler: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    num_iterations: Count = 20
     compose: Literal["pixel_values", "processor"] = "pixel_values"
 
     def region_params(self) -> dict:
@@ -64,41 +77,43 @@ class SuperpixelParams(BaseModel):
 class EfficientParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    search_scope: PositiveInt = 10
-    pending_samples: PositiveInt = 8
-    update_step: PositiveInt = 5
+    search_scope: Count = 10
+    pending_samples: Count = 8
+    update_step: Count = 5
 
 
 class LazyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    refresh: PositiveInt = Field(default=2, description="stale candidates re-scored together per round")
+    refresh: Count = Field(default=2, description="stale candidates re-scored together per round")
 
 
 class PooledParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pool_size: PositiveInt | None = Field(
+    pool_size: Count | None = Field(
         default=None, description="regions searched exactly after the first step; null: the largest within budget")
-    budget: float = Field(default=0.1, gt=0, le=1, description="fraction of greedy's n(n+1) forward passes")
+    budget: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False, description="fraction of greedy's n(n+1) forward passes")
 
 
 class AttributionParams(BaseModel):
-    """The EAGLE search and what it explains."""
+    """The EAGLE search and what it explains. The one model of the search's settings: the pipelines validate
+    ``params:attribution`` with it before any node runs, and ``explain()`` its arguments (api.check_arguments)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy"] = "pooled"
-    lambda1: float = Field(default=1.0, ge=0)
-    lambda2: float = Field(default=1.0, ge=0)
-    batch_size: PositiveInt = Field(default=64, description="the most masked images per forward pass")
+    lambda1: Weight = 1.0
+    lambda2: Weight = 1.0
+    batch_size: Count = Field(default=64, description="the most masked images per forward pass")
     memory_budget_mb: float | None = Field(
-        default=None, ge=0,
+        default=None, ge=0, allow_inf_nan=False,
         description="peak memory the scoring may use (MB); null: what the device has; 0: no planning")
     efficient: EfficientParams = EfficientParams()
     lazy: LazyParams = LazyParams()
     pooled: PooledParams = PooledParams()
-    levels: tuple[Literal["sentence", "word"], ...] = ("sentence", "word")
+    levels: tuple[Literal["sentence", "word"], ...] = Field(
+        default=("sentence", "word"), min_length=1, description="sentence, word or both (at least one)")
     word_targets: Literal["objects"] | list[str | int] = Field(
         default="objects",
         description="'objects': the category name of each annotated object (one attribution per object); "
@@ -114,6 +129,13 @@ class AttributionParams(BaseModel):
                     "per image, the first token of the first annotated object the answer names (the reference's "
                     "coco_single_target_once lists)")
 
+    @model_validator(mode="after")
+    def _objective(self) -> AttributionParams:
+        if self.lambda1 == 0 and self.lambda2 == 0:
+            raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
+                             "arbitrary; give at least one of them a value > 0")
+        return self
+
     def search_params(self) -> dict:
         # bidirectional (this project's earlier reading of efficient) takes efficient's settings
         return {"efficient": self.efficient.model_dump(), "bidirectional": self.efficient.model_dump(),
@@ -125,9 +147,9 @@ class EvaluationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pixel_steps: PositiveInt = Field(default=16, description="keep/remove steps of the pixel protocol")
+    pixel_steps: Count = Field(default=16, description="keep/remove steps of the pixel protocol")
     random_seed: int = 0
-    batch_size: PositiveInt = 64
+    batch_size: Count = 64
 
 
 def _baselines_model() -> type[BaseModel]:
@@ -157,7 +179,7 @@ BaselinesParams = _baselines_model()
 class ReportingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    figure_samples: PositiveInt = Field(default=6, description="images shown in the overlay figures")
+    figure_samples: Count = Field(default=6, description="images shown in the overlay figures")
     headline_protocol: Literal["pixels", "regions"] = Field(
         default="pixels",
         description="the protocol of the methods that order regions (EAGLE, random) in the report's headline table: "
@@ -170,7 +192,7 @@ class RepopeQuestionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    biased: PositiveInt = Field(default=100, description="images with the anchor X and without the companion Y: "
+    biased: Count = Field(default=100, description="images with the anchor X and without the companion Y: "
                                                           "'Is there a Y?' (label no, cause X)")
     controls: int = Field(default=100, ge=0, description="other images: one unbiased question each, alternating "
                                                          "an absent category (no) and a present one (yes)")
@@ -178,7 +200,7 @@ class RepopeQuestionParams(BaseModel):
         default=True, description="biased images hold no other object sharing the companion's colour or shape, "
                                   "so the anchor is the only known cause of a 'Yes'")
     seed: int = 0
-    scan_limit: PositiveInt = Field(default=20000, description="the most images scanned for biased cases")
+    scan_limit: Count = Field(default=20000, description="the most images scanned for biased cases")
 
 
 class EagleRepopeParams(BaseModel):
@@ -197,7 +219,7 @@ class EagleRepopeParams(BaseModel):
             default="regions", description="regions: a baseline's map ranks the superpixels by mean saliency; "
                                            "pixels: the reference's pixel protocol, the top i/pixel_steps of the "
                                            "map's pixels kept (its lowest bands removed)")
-        pixel_steps: PositiveInt = Field(default=64, description="bands of the pixel protocol (the reference: 64)")
+        pixel_steps: Count = Field(default=64, description="bands of the pixel protocol (the reference: 64)")
         invert_maps: list[Literal[tuple(BASELINES)]] = Field(
             default=[], description="baselines whose map is turned upside down before ranking (the reference "
                                    "inverts TAM's on RePOPE)")
@@ -218,8 +240,8 @@ class EagleRepopeParams(BaseModel):
         default="ours", description="ours: the first word, any case; reference: the decoded text starts with "
                                     "'Yes' / 'No', case-sensitive")
     max_questions: int | None = Field(default=None, gt=0, description="use only the first N questions")
-    max_new_tokens: PositiveInt = 3
-    batch_size: PositiveInt = Field(default=32, description="images per generation batch")
+    max_new_tokens: Count = 3
+    batch_size: Count = Field(default=32, description="images per generation batch")
     methods: list[Literal[("eagle", "random", *BASELINES)]] = Field(
         default=["eagle", "random", *BASELINES], min_length=1,
         description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline "
@@ -230,7 +252,7 @@ class EagleRepopeParams(BaseModel):
                                                                            "fraction of the region in the cause")
     stop_at_first: bool = Field(default=True, description="stop regenerating at the first correction")
     correction: Correction = Correction()
-    figure_samples: PositiveInt = 6
+    figure_samples: Count = 6
 
 
 class EagleMmvpParams(BaseModel):
@@ -241,7 +263,7 @@ class EagleMmvpParams(BaseModel):
 
         model_config = ConfigDict(extra="forbid", frozen=True)
 
-        pairs: PositiveInt = Field(default=5, description="image pairs; four yes/no questions each")
+        pairs: Count = Field(default=5, description="image pairs; four yes/no questions each")
         seed: int = Field(default=0, description="draws the images and the object each pair recolours")
         question_template: str = "Is there a {name} in the image?"
         prompt_suffix: str = Field(default="", description="appended to every question (e.g. ' Answer with Yes or "
@@ -257,8 +279,8 @@ class EagleMmvpParams(BaseModel):
     instruction: str = Field(default="Answer with the option's letter from the given choices directly.",
                              description="mmvp: appended to every question, after its options")
     max_questions: int | None = Field(default=None, gt=0, description="only the first N questions")
-    max_new_tokens: PositiveInt = 8
-    batch_size: PositiveInt = Field(default=32, description="images per generation batch")
+    max_new_tokens: Count = 8
+    batch_size: Count = Field(default=32, description="images per generation batch")
 
 
 class GuidanceParams(BaseModel):
@@ -284,7 +306,7 @@ class GuidanceParams(BaseModel):
                                                    "token, e.g. a yes/no answer, is otherwise never guided)")
     strategy: Literal["pooled", "greedy", "efficient", "lazy", "bidirectional"] = "pooled"
     search_params: dict = Field(default_factory=dict, description="the strategy's settings (explain())")
-    batch_size: PositiveInt = 32
+    batch_size: Count = 32
 
     def layer_range(self, n_layers: int) -> tuple[int, int]:
         return tuple(self.layers) if self.layers is not None else (n_layers // 2, n_layers)
@@ -306,7 +328,7 @@ class MitigationDiagnosticsParams(BaseModel):
 
     answers: int = Field(default=3, ge=0, description="answers diagnosed per kind (biased/control question, "
                                                       "biased/unbiased caption)")
-    top_k: PositiveInt = Field(default=3, description="'part': the token's top-k EAGLE regions kept")
+    top_k: Count = Field(default=3, description="'part': the token's top-k EAGLE regions kept")
     n_regions: int = Field(default=16, ge=2, description="SLICO regions of the diagnostics' EAGLE attributions")
     eps: float = Field(default=1e-3, gt=0, description="ε of the sufficiency ratio")
     prior_threshold: float = Field(default=0.5, description="a token is prior-driven when N_t (last layer, nats) "
@@ -321,15 +343,15 @@ class EagleMitigationParams(BaseModel):
     questions: RepopeQuestionParams = RepopeQuestionParams(biased=40, controls=40)
     question_template: str = "Is there a {name} in the image?"
     caption_prompt: str = "Describe the image."
-    question_max_new_tokens: PositiveInt = 3
-    caption_max_new_tokens: PositiveInt = 16
+    question_max_new_tokens: Count = 3
+    caption_max_new_tokens: Count = 16
     guidance: GuidanceParams = GuidanceParams()
     sweep: dict[str, list] = Field(
         default_factory=dict, description="a grid over guidance fields, e.g. {strength: [0.5, 1], b: [1, -1]}; "
                                           "every combination is one setting, beside plain greedy decoding")
     max_drop: float = Field(default=0.02, ge=0, description="the best setting may lower unbiased accuracy and "
                                                             "caption exact match by at most this")
-    threads: PositiveInt | None = Field(default=1, description="torch threads while decoding and diagnosing "
+    threads: Count | None = Field(default=1, description="torch threads while decoding and diagnosing "
                                                                "(restored after); null: torch's default")
     diagnostics: MitigationDiagnosticsParams = MitigationDiagnosticsParams()
 
@@ -360,7 +382,7 @@ class RayParams(BaseModel):
         default="local", pattern=r"^(local|auto|ray://\S+|[\w.\-]+:\d+)$",
         description="local: a Ray instance started for this run; auto: the cluster this host joined (ray start); "
                     "ray://<head>:10001: a remote cluster through Ray Client; <head>:6379: a cluster by address")
-    workers: PositiveInt = Field(default=2, description="Ray actors; each loads the model once and makes items")
+    workers: Count = Field(default=2, description="Ray actors; each loads the model once and makes items")
     gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs each worker reserves (1 on a GPU node)")
     cpus_per_worker: float = Field(default=1.0, gt=0, description="CPUs each worker reserves (and torch threads)")
     max_restarts: int = Field(default=4, ge=-1, description="times Ray restarts a worker that died (-1: always)")
@@ -377,24 +399,27 @@ class EagleVideoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_clips: int | None = Field(default=None, gt=0, description="explain only the first N clips of the split")
-    max_new_tokens: PositiveInt = 8
+    max_new_tokens: Count = 8
     targets: Literal["event", "answer"] = Field(
         default="event", description="event: the words naming the clip's event object ('red circle'); answer: "
                                      "every answer token ('a red circle')")
-    rows: PositiveInt = 5
-    cols: PositiveInt = 5
+    rows: Count = 5
+    cols: Count = 5
     strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy"] = "pooled"
     search_params: dict = Field(default_factory=dict, description="the strategy's own settings (pool_size...)")
-    lambda1: float = Field(default=1.0, ge=0)
-    lambda2: float = Field(default=1.0, ge=0)
-    batch_size: PositiveInt = Field(default=16, description="masked clips per forward pass")
-    curve_steps: PositiveInt = Field(default=16, description="prefix lengths at which every method's insertion "
+    lambda1: Weight = 1.0
+    lambda2: Weight = 1.0
+    batch_size: Count = Field(default=16, description="masked clips per forward pass")
+    curve_steps: Count = Field(default=16, description="prefix lengths at which every method's insertion "
                                                              "and deletion curves are scored")
     random_seed: int = 0
     figures: int = Field(default=3, ge=0, description="clips drawn in the report (per-frame overlays and a GIF)")
 
     def model_post_init(self, context) -> None:
         """The search settings must fit the strategy (checked at start, not once per clip)."""
+        if self.lambda1 == 0 and self.lambda2 == 0:
+            raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
+                             "arbitrary; give at least one of them a value > 0")
         model = {"pooled": PooledParams, "efficient": EfficientParams, "bidirectional": EfficientParams,
                  "lazy": LazyParams}.get(self.strategy)
         if self.search_params and model is None:
@@ -460,7 +485,7 @@ PARAMETER_FILES = {
 }
 
 
-class ParameterError(ValueError):
+class ParameterError(UserError, ValueError):
     """A parameter group failed validation; the message lists every wrong key with its dotted name."""
 
 
@@ -476,7 +501,9 @@ def parse(group: str, value: dict | BaseModel):
         for err in exc.errors():
             loc = ".".join(str(p) for p in (group, *err["loc"]))
             got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-            lines.append(f"  - {loc}: {err['msg']}{got}")
+            msg = str(err["ctx"]["error"]) if err["type"] == "value_error" and "error" in err.get("ctx", {}) \
+                else err["msg"]
+            lines.append(f"  - {loc}: {msg}{got}")
         raise ParameterError(
             f"Invalid parameters in '{group}' (set in {PARAMETER_FILES[group]} or by --params):\n" + "\n".join(lines)
         ) from None

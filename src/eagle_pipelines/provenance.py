@@ -30,17 +30,23 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.io.core import DatasetError
 
+from eagle_pipelines.errors import UserError
+
 logger = logging.getLogger(__name__)
 RECORDS = Path("data") / ".provenance"
 LOCK = Path("data") / ".eagle.lock"
 
 
-class StaleInputError(DatasetError):
+class StaleInputError(UserError, DatasetError):
     """A run's input that another node makes is missing or was made under other parameters or inputs."""
 
 
-class ProjectLockedError(RuntimeError):
+class ProjectLockedError(UserError, RuntimeError):
     """Another run is writing this project's data folder."""
+
+
+class DataFolderError(UserError, OSError):
+    """The data folder cannot take the run's lock file (read-only, or not a folder)."""
 
 
 def _hash(*parts: Any) -> str:
@@ -176,11 +182,30 @@ def _registered(run_params: dict):
     return full
 
 
+def _dotlist(tree: dict, prefix: str = "") -> list[str]:
+    """``{"a": {"b": 1}}`` -> ``["a.b=1"]``: --params as the user gave them (values in YAML flow style)."""
+    out = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out += _dotlist(value, f"{name}.")
+        else:
+            text = json.dumps(value) if not isinstance(value, str) else value
+            out.append(f"{name}={text}")
+    return out
+
+
 def _command(run_params: dict, outputs: list[str]) -> str:
+    """The command that makes `outputs` under this run's pipeline, environment and --params (without them the
+    hint would rebuild under the defaults, and the run would still find its inputs stale)."""
+    import shlex
+
     names = run_params.get("pipeline_names") or ["__default__"]
     pipeline = "" if names == ["__default__"] else f" --pipeline={names[0]}"
     env = f" --env={run_params['env']}" if run_params.get("env") else ""
-    return f"kedro run{pipeline}{env} --to-outputs={','.join(outputs)}"
+    params = _dotlist(run_params.get("runtime_params") or {})
+    given = f" --params={shlex.quote(','.join(params))}" if params else ""
+    return f"kedro run{pipeline}{env}{given} --to-outputs={','.join(outputs)}"
 
 
 class ProvenanceHook:
@@ -246,10 +271,15 @@ class ProvenanceHook:
         from filelock import FileLock, Timeout
 
         path = self._root / LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path), timeout=0)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
+        except OSError as exc:  # a read-only data/ (FileLock's Timeout is no OSError)
+            raise DataFolderError(
+                f"the data folder '{path.parent}' cannot take this run's lock file '{path.name}' "
+                f"({exc.strerror or exc}); a run writes its results there: make it writable (chmod -R u+w "
+                f"{path.parent}) or run from a writable copy of the project") from None
         except Timeout:
             holder = ""
             info = path.with_suffix(".owner")
@@ -260,8 +290,14 @@ class ProvenanceHook:
                 f"(one run per data folder: {path})") from None
         import datetime
 
-        path.with_suffix(".owner").write_text(
-            f"pid {os.getpid()}, started {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        try:
+            path.with_suffix(".owner").write_text(
+                f"pid {os.getpid()}, started {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        except OSError as exc:
+            lock.release()
+            raise DataFolderError(f"the data folder '{path.parent}' is not writable ({exc.strerror or exc}); a "
+                                  f"run writes its results there: make it writable (chmod -R u+w {path.parent}) "
+                                  f"or run from a writable copy of the project") from None
         self._lock = lock
 
     def _release(self) -> None:

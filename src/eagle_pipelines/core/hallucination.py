@@ -35,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from eagle_pipelines.errors import UserError
+
 YES_NO = ("yes", "no")
 QUESTION_PATTERN = re.compile(r"^\s*is there an? (?P<object>.+?) in the image\s*\?", re.IGNORECASE)
 
 
-class QuestionFormatError(ValueError):
+class QuestionFormatError(UserError, ValueError):
     """A question list does not follow the POPE/RePOPE format; the message names the file and line."""
 
 

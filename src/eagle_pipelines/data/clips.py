@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import DrawnObject, category_names, shape_mask
+from eagle_pipelines.errors import UserError
 
 CLIP_SPLIT_CODES = {"train": 6, "val": 7, "eval": 8}
 
@@ -209,7 +210,7 @@ class ClipRecord:
         return masks
 
 
-class ClipFormatError(ValueError):
+class ClipFormatError(UserError, ValueError):
     """The clip annotations are not what this reader expects; the message names the clip and the field."""
 
 

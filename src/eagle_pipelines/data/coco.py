@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from eagle_pipelines.errors import UserError
+
 CONVERTIBLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr")
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(UserError, ValueError):
     """An annotation file or image does not follow the COCO format; the message names the item."""
 
 

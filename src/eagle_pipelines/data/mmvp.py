@@ -21,11 +21,13 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from eagle_pipelines.errors import UserError
+
 COLUMNS = ("Index", "Question", "Options", "Correct Answer")
 OPTION = re.compile(r"\(([a-z])\)\s*")
 
 
-class MmvpFormatError(ValueError):
+class MmvpFormatError(UserError, ValueError):
     """Questions.csv or the images folder do not follow MMVP's layout; the message names the row or file."""
 
 

@@ -12,8 +12,9 @@ Two catalog datasets work together:
   live in. Consumers take the manifest as input and read exactly its items: they never rebuild a folder name,
   and an item not in the manifest (another configuration's, another image's) cannot reach them.
 
-A finished item is one that loads: an item file that is truncated or corrupt is named in the log, removed and
-computed again. A skip (an unreadable image, a target the answer does not name) is stored under the same
+A finished item is one that loads and whose files still have the SHA-256 recorded when they were written
+(``<key>.<fingerprint>.sha256``, written last): an item file that is truncated, corrupt, or edited by hand into
+another parseable file is named in the log, removed and computed again. A skip (an unreadable image, a target the answer does not name) is stored under the same
 fingerprint, so it is retried as soon as its input changes.
 """
 
@@ -37,6 +38,8 @@ from eagle_pipelines.core.regions import RegionMap
 
 logger = logging.getLogger(__name__)
 FINGERPRINT_CHARS = 16
+#: each item's checksum file: the SHA-256 of every file of the item, written after them
+CHECKSUM_SUFFIX = ".sha256"
 
 
 # --- fingerprints -------------------------------------------------------------------------------------------------
@@ -164,8 +167,29 @@ class ItemStore:
         return self.path / f"{key}.{fp}"
 
     def _files(self, key: str, fp: str) -> list[Path]:
+        """The item's files: the kind's, then its checksum file (the last one written)."""
         base = self._base(key, fp)
-        return [base.with_name(base.name + s) for s in self._kind.suffixes]
+        return [base.with_name(base.name + s) for s in (*self._kind.suffixes, CHECKSUM_SUFFIX)]
+
+    def _checksums(self, key: str, fp: str) -> dict[str, str]:
+        """Suffix -> SHA-256 of each of the kind's files of the item as they are now."""
+        base = self._base(key, fp)
+        return {s: hashlib.sha256(base.with_name(base.name + s).read_bytes()).hexdigest()
+                for s in self._kind.suffixes}
+
+    def _verify(self, key: str, fp: str) -> None:
+        """A CorruptItemError unless every file of the item has the SHA-256 recorded when it was written."""
+        base = self._base(key, fp)
+        record = base.with_name(base.name + CHECKSUM_SUFFIX)
+        try:
+            recorded = json.loads(record.read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptItemError(f"item '{key}' in '{self.path}': its checksum file '{record.name}' cannot be "
+                                   f"read ({type(exc).__name__})") from None
+        for suffix, digest in self._checksums(key, fp).items():
+            if recorded.get(suffix) != digest:
+                raise CorruptItemError(f"item '{key}' in '{self.path}': '{base.name}{suffix}' does not match the "
+                                       f"SHA-256 recorded when it was written (edited or damaged since)")
 
     def _skip_file(self, key: str, fp: str) -> Path:
         base = self._base(key, fp)
@@ -177,6 +201,7 @@ class ItemStore:
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"item '{key}' ({fp}) is not in the store: '{missing[0]}' does not exist")
+        self._verify(key, fp)
         try:
             return self._kind.read(self._base(key, fp))
         except FileNotFoundError:
@@ -199,7 +224,15 @@ class ItemStore:
             return None
 
     def put(self, key: str, fp: str, value) -> None:
-        self._kind.write(self._base(key, fp), value)
+        """Writes the item's files, then their checksums (so that an item cut off while written is never
+        finished)."""
+        base = self._base(key, fp)
+        checksum = base.with_name(base.name + CHECKSUM_SUFFIX)
+        checksum.unlink(missing_ok=True)
+        self._kind.write(base, value)
+        text = json.dumps({"key": str(key), "fingerprint": fp, "sha256": self._checksums(key, fp)},
+                          sort_keys=True).encode()
+        atomic_write(checksum, lambda f: f.write(text))
         self._skip_file(key, fp).unlink(missing_ok=True)
 
     def skipped(self, key: str, fp: str) -> str | None:

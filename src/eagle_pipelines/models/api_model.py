@@ -48,6 +48,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from eagle_pipelines.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: where answered requests are kept unless told otherwise (relative to the working folder: the project root)
@@ -71,6 +73,11 @@ class ServerUnavailable(ApiError):
 
 class RequestBudgetExceeded(ApiError):
     """``max_requests`` requests were sent: the run stops cleanly (finished images are kept)."""
+
+
+class DamagedCacheError(UserError, ApiError):
+    """The response cache or the token table on disk cannot be read: the message names the file and the fix (delete
+    it; the answers it held are asked again). The run stops: every later request would meet it too."""
 
 
 class MalformedResponse(ApiError):
@@ -236,30 +243,52 @@ class ResponseCache:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["folder"])
 
+    def _damaged(self, exc: BaseException) -> DamagedCacheError:
+        return DamagedCacheError(f"the response cache '{self.path}' is damaged ({type(exc).__name__}: {exc}); "
+                                 f"delete it (with its -wal and -shm files) and run again: the answers it held are "
+                                 f"asked again")
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, kind TEXT, response TEXT, "
-                         "created REAL)")
+            try:
+                conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, kind TEXT, response "
+                             "TEXT, created REAL)")
+            except sqlite3.DatabaseError as exc:  # not a database, a truncated page, a wrong table
+                raise self._damaged(exc) from None
             self._conn = conn
         return self._conn
 
+    def _execute(self, sql: str, args: tuple = ()):
+        try:
+            return self._connection().execute(sql, args)
+        except DamagedCacheError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise self._damaged(exc) from None
+
     def get(self, key: str) -> dict | None:
         with self._lock:
-            row = self._connection().execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+            row = self._execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError) as exc:  # an edited row
+            raise self._damaged(exc) from None
 
     def put(self, key: str, kind: str, response: dict) -> None:
         text = json.dumps(response, separators=(",", ":"))
         with self._lock:
-            self._connection().execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
-                                       (key, kind, text, time.time()))
+            self._execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", (key, kind, text, time.time()))
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._connection().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            return int(self._execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -584,8 +613,22 @@ class TokenTable:
         self.texts: list[str] = []
         self.ids: dict[str, int] = {}
         if self.path is not None and self.path.is_file():
-            self.texts = list(json.loads(self.path.read_text(encoding="utf-8")))
+            self.texts = self._read()
             self.ids = {t: i for i, t in enumerate(self.texts)}
+
+    def _read(self) -> list[str]:
+        """The token texts on disk: a JSON list of distinct strings, or a DamagedCacheError naming the file."""
+        try:
+            texts = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise ValueError("not a JSON list of token texts")
+            if len(set(texts)) != len(texts):
+                raise ValueError("a token text appears twice")
+        except (OSError, ValueError) as exc:
+            raise DamagedCacheError(f"the token table '{self.path}' is damaged ({exc}); delete it and the response "
+                                    f"cache beside it ({self.path.parent / 'responses.sqlite'}), then run again: "
+                                    f"the ids it held are the cached answers'") from None
+        return texts
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "texts": list(self.texts)}
@@ -599,7 +642,7 @@ class TokenTable:
         with self._lock:
             if text not in self.ids:
                 if self.path is not None and self.path.is_file():  # another process may have added tokens
-                    for t in json.loads(self.path.read_text(encoding="utf-8"))[len(self.texts):]:
+                    for t in self._read()[len(self.texts):]:
                         self.ids.setdefault(t, len(self.texts))
                         self.texts.append(t)
                 if text not in self.ids:

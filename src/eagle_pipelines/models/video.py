@@ -103,6 +103,20 @@ def _check_n(n_frames, what: str) -> int:
     return int(n_frames)
 
 
+def _enough(total: int, n_frames, what: str, unit: str = "has") -> int:
+    """The frame count to sample (`n_frames`, or every frame of an even count when None), or a ValueError saying
+    how many frames the clip has and what to ask for instead; a clip of 0 or 1 frames cannot be one."""
+    if total < 2:
+        raise ValueError(f"{what} {unit} {total} frame{'s' * (total != 1)}; a clip needs at least 2 (Qwen-VL merges "
+                         f"2 frames into one temporal patch): explain a single frame as an image (eagle-explain "
+                         f"without --video, or explain() on the frame)")
+    n = _check_n(total - total % 2 if n_frames is None else n_frames, what)
+    if n > total:
+        raise ValueError(f"{what} {unit} {total} frames, fewer than n_frames={n}; ask for at most "
+                         f"{total - total % 2} (an even number)")
+    return n
+
+
 def read_frames(source, n_frames: int | None = 8, fps: float | None = None) -> Clip:
     """A clip of `n_frames` frames sampled evenly from `source`.
 
@@ -137,9 +151,7 @@ def _from_array(frames: np.ndarray, n_frames, fps, what: str, name: str = "") ->
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"{what}: frames must be (N, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
     total = len(frames)
-    n = _check_n(total if n_frames is None else n_frames, what)
-    if n > total:
-        raise ValueError(f"{what} has {total} frames, fewer than n_frames={n}; ask for at most {total - total % 2}")
+    n = _enough(total, total if n_frames is None else n_frames, what)
     pick = even_indices(total, n)
     return Clip(np.ascontiguousarray(frames[pick]), float(fps or DEFAULT_FPS), tuple(pick), total, name)
 
@@ -151,10 +163,7 @@ def _from_folder(folder: Path, n_frames, fps) -> Clip:
     if not files:
         raise ValueError(f"'{folder}' is a directory with no image files ({', '.join(IMAGE_SUFFIXES)}); a clip's "
                          f"frames go there, named in time order")
-    n = _check_n(len(files) if n_frames is None else n_frames, f"'{folder}'")
-    if n > len(files):
-        raise ValueError(f"'{folder}' holds {len(files)} frames, fewer than n_frames={n}; ask for at most "
-                         f"{len(files) - len(files) % 2}")
+    n = _enough(len(files), len(files) if n_frames is None else n_frames, f"'{folder}'", "holds")
     pick = even_indices(len(files), n)
     frames = [as_rgb(str(files[i])) for i in pick]
     sizes = {f.shape for f in frames}
@@ -178,9 +187,7 @@ def _from_video(path: Path, n_frames) -> Clip:
     if not frames:
         raise ValueError(f"'{path}' holds no video frames")
     total = len(frames)
-    n = _check_n(total - total % 2 if n_frames is None else n_frames, f"'{path}'")
-    if n > total:
-        raise ValueError(f"'{path}' has {total} frames, fewer than n_frames={n}; ask for at most {total - total % 2}")
+    n = _enough(total, n_frames, f"'{path}'")
     pick = even_indices(total, n)
     return Clip(np.stack([frames[i] for i in pick]), rate, tuple(pick), total, str(path))
 

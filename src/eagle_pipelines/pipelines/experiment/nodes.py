@@ -24,6 +24,7 @@ from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
 from eagle_pipelines.core.targets import phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.reference_list import listed_answer
+from eagle_pipelines.errors import UserError
 from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
@@ -444,6 +445,10 @@ def common_targets(evaluation: Manifest) -> tuple[dict[str, set[str]], dict[str,
     return common, left_out
 
 
+class NothingEvaluatedError(UserError, ValueError):
+    """Every target was skipped or failed: the table would be empty (the message gives the most common reason)."""
+
+
 def aggregate_metrics(evaluation: Manifest) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper-style table and the per-sample rows. Every row of one level covers the same targets (those
     every method has; the others are logged and listed in the report), so ``n_samples`` is one number per
@@ -460,7 +465,14 @@ def aggregate_metrics(evaluation: Manifest) -> tuple[pd.DataFrame, pd.DataFrame]
             rows.extend(evaluation.load(key)["rows"])
     per_sample = pd.DataFrame(rows)
     if per_sample.empty:
-        raise ValueError("no evaluated sample: every target was skipped (see the manifests' 'skipped' lists)")
+        from collections import Counter
+
+        reasons = Counter(v["reason"] for v in evaluation.not_made().values()) if hasattr(evaluation, "not_made") \
+            else Counter()
+        common_reason = f"; the most common reason ({reasons.most_common(1)[0][1]} of {sum(reasons.values())}): " \
+                        f"{reasons.most_common(1)[0][0]}" if reasons else ""
+        raise NothingEvaluatedError(f"no evaluated sample: every target was skipped (see the manifests' 'skipped' "
+                                    f"lists){common_reason}")
     per_sample = per_sample.sort_values(["level", "method", "protocol", "image_id", "annotation_id"])
     table = []
     for (method, level, protocol), group in per_sample.groupby(["method", "level", "protocol"], sort=True):
