@@ -98,7 +98,8 @@ def _instances(year: str, specs, folder: Path, name) -> dict:
                        f"{folder.name}/{file_name}", "height": h, "width": w, "date_captured": "2013-11-14 17:02:52",
                        "flickr_url": "http://farm7.staticflickr.com/1/1.jpg", "id": image_id})
         for ann_id, category_id, x0, y0, x1, y1 in objects:
-            annotations.append({"segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]], "area": float((x1 - x0) * (y1 - y0)),
+            annotations.append({"segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+                                "area": float((x1 - x0) * (y1 - y0)),
                                 "iscrowd": 0, "image_id": image_id, "bbox": [x0, y0, x1 - x0, y1 - y0],
                                 "category_id": category_id, "id": ann_id})
     return {"info": {"description": f"COCO {year} Dataset (test fixture)", "url": "http://cocodataset.org",
@@ -139,8 +140,11 @@ def write_paper_data(root: Path) -> dict:
 
 # --- checkpoints ----------------------------------------------------------------------------------------------------
 
-TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+TEXT = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
             max_position_embeddings=1024)
+#: the decoder depth of each paper model (the presets' llava_cam_layer indexes into it): Qwen2.5-VL-3B 36,
+#: LLaVA-1.5-7B (Vicuna-7B) 32, InternVL3.5-4B (Qwen3-4B) 36
+DEPTH = {"qwen2_5_vl_3b": 36, "llava_1_5_7b": 32, "internvl3_5_4b": 36}
 LLAVA_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
@@ -168,8 +172,9 @@ def _qwen2_5_vl():
     from eagle_pipelines.models.toy import ToyArchitecture, build_toy_model
 
     processor = build_processor(vocabulary(), 84)  # 84² pixels at most, 56² at least
-    arch = ToyArchitecture(vision_depth=1, vision_hidden=32, vision_intermediate=64, vision_heads=2, text_layers=1,
-                           text_hidden=32, text_intermediate=64, text_heads=2, text_kv_heads=1)
+    arch = ToyArchitecture(vision_depth=1, vision_hidden=32, vision_intermediate=64, vision_heads=2,
+                           text_layers=DEPTH["qwen2_5_vl_3b"], text_hidden=32, text_intermediate=64, text_heads=2,
+                           text_kv_heads=1)
     return build_toy_model(processor, arch, seed=0), processor, "<|im_end|>", "Qwen2_5_VLProcessor"
 
 
@@ -182,12 +187,14 @@ def _llava():
     tok = word_tokenizer(vocabulary() + ["USER ASSISTANT :"], ["<s>", "</s>", "<pad>", "<image>"], bos_token="<s>",
                          eos_token="</s>", pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
     ip = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=7, vision_feature_select_strategy="default",
+    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=7,
+                               vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", image_size=28, patch_size=7, hidden_size=32,
                            intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32),
-        text_config=dict(TEXT, model_type="llama", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        text_config=dict(TEXT, num_hidden_layers=DEPTH["llava_1_5_7b"], model_type="llama", vocab_size=len(tok),
+                         pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
         vision_feature_layer=-2, image_seq_length=16, pad_token_id=tok.pad_token_id)
@@ -213,7 +220,8 @@ def _internvl():
     config = InternVLConfig(
         vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                            image_size=32, patch_size=8),
-        text_config=dict(TEXT, model_type="qwen2", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        text_config=dict(TEXT, num_hidden_layers=DEPTH["internvl3_5_4b"], model_type="qwen3", head_dim=16,
+                         vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, tie_word_embeddings=False),
         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5,
         tie_word_embeddings=False)
