@@ -16,7 +16,6 @@ import copy
 import http.server
 import json
 import math
-import os
 import shutil
 import threading
 import time

@@ -377,9 +377,10 @@ class ApiClient:
         httpx2 = _httpx2()
         p = self.params
         wrap = lambda inner: DeadlineTransport(inner, p.timeout_s, int(p.max_response_mb * 1e6))  # noqa: E731
-        if self._http_client is not None:
+        if self._http_client is not None:  # wrapped when it is an httpx2 client (the answers must be httpx2's)
             inner = getattr(self._http_client, "_transport", None)
-            if inner is not None and not isinstance(inner, DeadlineTransport):
+            if isinstance(self._http_client, httpx2.Client) and inner is not None \
+                    and not isinstance(inner, DeadlineTransport):
                 self._http_client._transport = wrap(inner)
             return self._http_client
         limits = httpx2.Limits(max_connections=p.max_concurrency + 2, max_keepalive_connections=p.max_concurrency)
