@@ -59,8 +59,11 @@ def check_node_names(kwargs: dict) -> None:
         for name in _names(kwargs.get(key)):
             if name in known:
                 continue
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            close += [k for k in sorted(known) if k.endswith(f".{name}") and k not in close][:3]
+            # by the last part of the name (the namespace prefix would make every node look close), then whole
+            last = {k: k.rsplit(".", 1)[-1] for k in known}
+            near = set(difflib.get_close_matches(name.rsplit(".", 1)[-1], set(last.values()), n=3, cutoff=0.75))
+            close = sorted(k for k, tail in last.items() if tail in near)[:3]
+            close += [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.85) if k not in close]
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
                 f"`kedro registry describe {chosen[0]}` lists its nodes"
             problems.append(f"{option} '{name}' is no node of pipeline {', '.join(chosen)}; {hint}")
