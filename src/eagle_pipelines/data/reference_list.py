@@ -69,11 +69,11 @@ def flat_ids(generated_ids) -> list[int]:
     return [int(i) for i in ids]
 
 
-def reference_record(entry: dict, fmt: str, index: int) -> dict:
+def reference_record(entry: dict, fmt: str, index: int, source: str = "reference list") -> dict:
     """What the answers and targets stages need of one list entry: the whole sequence, the answer text, the
     sentence positions (caption lists) or the one word target (object lists), with the ids the list expects at
-    them (checked against the sequence once the prompt length is known)."""
-    record = {"format": fmt, "index": index, "sequence": flat_ids(entry["generated_ids"]),
+    them (checked against the sequence once the prompt length is known); `source` names the list's file."""
+    record = {"format": fmt, "index": index, "source": str(source), "sequence": flat_ids(entry["generated_ids"]),
               "text": str(entry.get("generate_sentence", ""))}
     if fmt in ("caption", "mmvp", "repope"):
         record["sentence_positions"] = [int(p) for p in entry["selected_interpretation_token_id"]]
@@ -120,7 +120,7 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
         image_id = int(info["id"])
         split_images.append({"id": image_id, "file_name": f"{stem}.png", "source_file_name": name,
                              "width": int(info["width"]), "height": int(info["height"]),
-                             "reference": reference_record(entry, fmt, k)})
+                             "reference": reference_record(entry, fmt, k, source)})
         loaders[stem] = _rgb_loader(images[stem], name, image_id)
         refs = entry.get("gt_caption") or []
         for j, caption in enumerate([refs] if isinstance(refs, str) else refs):
@@ -167,18 +167,28 @@ def _box_mask(height: int, width: int, x1: float, y1: float, x2: float, y2: floa
     return mask
 
 
-def split_answer(record: dict, prompt_ids: list[int], end_ids: set[int], item: str) -> tuple[list[int], int | None]:
+def split_answer(record: dict, prompt_ids: list[int], end_ids: set[int], item: str,
+                 decode: Callable[[list[int]], str] | None = None) -> tuple[list[int], int | None]:
     """The answer of a list entry: the sequence after the prompt this model makes for the image, checked to be
-    exactly the list's prompt (else the list was made with another model, processor, prompt or image size).
+    exactly the list's prompt (else the list was made with another model, processor, prompt or image size; the
+    error names the list's file and entry, and with `decode` (the tokenizer's) the words where they part).
     Returns the answer ids (end token excluded) and the end token id (None when the answer was cut off)."""
     sequence = record["sequence"]
     n = len(prompt_ids)
     if sequence[:n] != list(prompt_ids):
         diff = next((i for i, (a, b) in enumerate(zip(sequence, prompt_ids)) if a != b), min(len(sequence), n))
-        raise ValueError(f"item {item}: the list's prompt tokens differ from this model's prompt for the image at "
-                         f"position {diff} (list {sequence[diff] if diff < len(sequence) else 'ends'}, ours "
-                         f"{prompt_ids[diff] if diff < n else 'ends'}): the list was made with another model, "
-                         "processor, prompt or image size; use the list made for this model and prompt")
+        where = f"{record.get('source', 'reference list')}, entry {record.get('index', '?')} (item {item})"
+        if decode is not None:
+            lo = max(0, diff - 3)
+            parted = (f"the list reads {decode(sequence[lo:diff + 5])!r} where this run's prompt reads "
+                      f"{decode(list(prompt_ids[lo:diff + 5]))!r}")
+        else:
+            parted = (f"list {sequence[diff] if diff < len(sequence) else 'ends'}, ours "
+                      f"{prompt_ids[diff] if diff < n else 'ends'}")
+        raise ValueError(f"{where}: the list's prompt differs from this run's prompt for the image at token {diff} "
+                         f"({parted}): the list was made with another prompt, model, processor or image size; run "
+                         "with the prompt it was made with (eagle_coco.prompt, eagle_repope.prompt_template) and "
+                         "this list's model, or use the list made for this model and prompt")
     answer = sequence[n:]
     if record["format"] == "object" and record.get("answer_ids") and record["answer_ids"] != answer:
         raise ValueError(f"item {item}: the list's output_word_id differ from its generated_ids after the prompt")
@@ -238,7 +248,8 @@ def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], An
         pick = ord(letter) - ord("a") if len(letter) == 1 else -1
         reference = f"({letter}) {options[pick]}" if 0 <= pick < len(options) else str(entry.get("answer", ""))
         info.append({"id": image_id, "file_name": f"{stem}.png", "width": image.width, "height": image.height,
-                     "mmvp_file": name, "pair": (image_id - 1) // 2, "reference": reference_record(entry, fmt, k)})
+                     "mmvp_file": name, "pair": (image_id - 1) // 2,
+                     "reference": reference_record(entry, fmt, k, source)})
         rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": f"{stem}.png",
                      "prompt": str(entry["question"]), "reference": reference, "pair": (image_id - 1) // 2})
     return loaded, info, rows
@@ -257,7 +268,7 @@ def repope_records(entries: list, source: str = "reference list") -> list[dict]:
     for k, entry in enumerate(entries):
         records.append({"question_id": entry.get("id", k + 1), "image": PurePosixPath(str(entry["image_name"])).name,
                         "text": str(entry["question"]), "label": str(entry["label"]), "kind": "repope",
-                        "listed": reference_record(entry, fmt, k)})
+                        "listed": reference_record(entry, fmt, k, source)})
     return records
 
 
@@ -273,7 +284,8 @@ def listed_answer(model, pixels: np.ndarray, prompt: str, item: str, record: dic
     tok = model.processor.tokenizer
     gen = model.model.generation_config
     eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), item)
+    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), item,
+                            decode=lambda ids: tok.decode(ids))
     full = ids + ([end] if end is not None else [])
     probs = model.scorer(image, prompt, full, list(range(len(full))), memory_budget_mb=0)(
         np.ones((1, *image.shape[:2]), dtype=bool))[0]
