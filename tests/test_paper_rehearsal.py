@@ -8,13 +8,16 @@ unchanged after the run); every table the paper reports is produced."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tests.conftest import copy_project
 from tests.paper_fixture import HUB_IDS, write_checkpoint, write_paper_data
@@ -46,8 +49,10 @@ def kedro_run(project: Path, cache: Path, *args: str) -> subprocess.CompletedPro
     """`kedro run` in `project`, offline, reading checkpoints from `cache` only."""
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HOME": str(project / ".hf_home"), "KEDRO_DISABLE_TELEMETRY": "true"}
-    return subprocess.run([sys.executable, "-m", "kedro", "run", "--env=paper", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env=paper", *args], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=900)
+    (project / "kedro_run.log").write_text(result.stdout + result.stderr)  # node by node, for a failure's reader
+    return result
 
 
 @pytest.mark.slow
@@ -56,11 +61,12 @@ def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache,
     project = copy_project(tmp_path / "project")
     write_paper_data(project / "data/01_raw")
     before = _files(hub_cache)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = kedro_run(project, hub_cache, f"--pipelines={','.join(PIPELINES)}", "--params", f"model={preset},{SIZES}")
-    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"{preset}: {time.perf_counter() - start:.0f} s wall, "
+          f"{after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime:.0f} CPU-s")
     assert result.returncode == 0, result.stderr[-4000:]
-    print(f"{preset}: {seconds:.0f} s")
     assert _files(hub_cache) == before  # nothing written into the cache, nothing downloaded
     assert not (project / ".hf_home").exists() or not any((project / ".hf_home").rglob("*.safetensors"))
 
@@ -79,3 +85,99 @@ def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache,
     assert {"eagle", "random", "llava_cam", "igos_pp", "tam"} <= set(repope.method), repope
     for p in PIPELINES:
         assert (project / f"data/08_reporting/{p}_paper/{preset}/report.html").stat().st_size > 1000
+
+
+# --- bad input on the paper path: one line naming the file and the fix, no traceback ------------------------------
+
+@pytest.fixture(scope="session")
+def llava_cache(tmp_path_factory):
+    """A hub cache holding LLaVA-1.5's tiny checkpoint only (the cheapest of the three to build)."""
+    cache = tmp_path_factory.mktemp("hub_llava")
+    write_checkpoint(cache, "llava_1_5_7b")
+    return cache
+
+
+def cli_run(project: Path, cache: Path, monkeypatch, *args: str):
+    """`kedro run --env=paper ...` through the project's command (eagle_pipelines.cli), in this process, offline."""
+    from click.testing import CliRunner
+    from huggingface_hub import constants
+
+    from eagle_pipelines.cli import cli
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return CliRunner().invoke(cli, ["run", "--env=paper", *args])
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_a_missing_annotation_file_is_one_line_naming_the_file_and_the_fix(tmp_path, llava_cache, monkeypatch):
+    project = copy_project(tmp_path / "project")
+    write_paper_data(project / "data/01_raw")
+    missing = project / "data/01_raw/coco/annotations/instances_val2014.json"
+    missing.unlink()
+    result = cli_run(project, llava_cache, monkeypatch, "--pipeline=eagle_repope", "--params",
+                     "model=llava_1_5_7b,device=cpu,dtype=float32")
+    line = _one_line_error(result)
+    assert f"{missing} (the instances annotation file)" in line and "nothing was run" in line
+    assert "val2014.zip, annotations_trainval2014.zip from cocodataset.org" in line
+    assert not (project / "data/02_intermediate").exists()  # no node ran
+
+
+def test_a_hub_id_not_in_the_cache_is_one_line_naming_it_and_the_fix(tmp_path, llava_cache, monkeypatch):
+    project = copy_project(tmp_path / "project")
+    write_paper_data(project / "data/01_raw")
+    result = cli_run(project, llava_cache, monkeypatch, "--pipeline=eagle_coco", "--params",
+                     "model=internvl3_5_4b,device=cpu,dtype=float32")
+    line = _one_line_error(result)
+    assert f"'OpenGVLab/InternVL3_5-4B-HF' is not in the local Hugging Face cache ({llava_cache};" in line
+    assert "huggingface-cli download OpenGVLab/InternVL3_5-4B-HF" in line and "nothing is downloaded" in line
+    assert not (project / "data/02_intermediate").exists()
+
+
+def test_a_list_whose_prompt_differs_is_refused_for_its_entry_by_file_and_the_rest_finish(tmp_path, llava_cache,
+                                                                                          monkeypatch):
+    """A caption list whose first entry was made with another prompt than the configuration's: that entry is
+    refused with one line naming the file, the entry, the words where the prompts part and the fix; the other
+    entry is explained and tabled."""
+    import json
+
+    from eagle_pipelines.io import VisionLanguageModelDataset
+    from tests.paper_fixture import write_reference_lists
+
+    project = copy_project(tmp_path / "project")
+    write_paper_data(project / "data/01_raw")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(llava_cache))
+    adapter = VisionLanguageModelDataset(hub_id=HUB_IDS["llava_1_5_7b"], family="llava").load()
+    files = write_reference_lists(project / "data/01_raw/reference_lists", adapter, "llava_1_5_7b",
+                                  project / "data/01_raw")
+    entries = json.loads(files["caption"].read_text())
+    other = entries[0]["generated_ids"][0]
+    answer = other[len(other) - len(entries[0]["selected_interpretation_token_id"]):]
+    photo = np.asarray(Image.open(project / "data/01_raw/coco/val2017" / entries[0]["image_path"]).convert("RGB"))
+    prompt_ids = adapter.encode([adapter.model_image(photo)], "Is there a dog in the image?")["input_ids"][0]
+    entries[0]["generated_ids"] = [prompt_ids.tolist() + answer]  # made with another prompt
+    files["caption"].write_text(json.dumps(entries))
+
+    result = cli_run(project, llava_cache, monkeypatch, "--pipeline=eagle_coco", "--params",
+                     f"model=llava_1_5_7b,device=cpu,dtype=float32,eval_data.source=reference_list,"
+                     f"reference_list={files['caption']},attribution.levels=[sentence],baselines.methods=[],"
+                     f"superpixels.n_segments=4,evaluation.pixel_steps=4,reporting.figure_samples=1")
+    assert result.exit_code == 0, result.output
+    answers = json.loads((project / "data/07_model_output/eagle_coco_paper/llava_1_5_7b/answers.json").read_text())
+    assert [a["image_id"] for a in answers["answers"]] == [285]
+    (error,) = answers["errors"]
+    message = error["error"]
+    assert "\n" not in message and message.startswith(f"{files['caption'].name}, entry 0 (item 139): the list's "
+                                                      "prompt differs from this run's prompt")
+    assert "'Is there a dog" in message and "'Describe the image in" in message
+    assert "run with the prompt it was made with (eagle_coco.prompt" in message
+    metrics = pd.read_csv(project / "data/08_reporting/eagle_coco_paper/llava_1_5_7b/tables/metrics.csv")
+    assert (metrics[metrics.method == "eagle"].n_samples == 1).all()

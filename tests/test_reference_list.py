@@ -60,7 +60,7 @@ def test_caption_targets_are_every_answer_token_and_the_end_token():
 
 def test_an_object_entry_names_one_token_and_a_prompt_that_differs_is_refused():
     entry = _sample("object")[0]
-    record = reference_record(entry, "object", 0)
+    record = reference_record(entry, "object", 0, "coco_single_target_once_qwen25vl-3B.json")
     n_prompt = len(entry["generated_ids"]) - len(entry["output_word_id"])
     prompt = entry["generated_ids"][:n_prompt]
     answer, end = split_answer(record, prompt, {IM_END}, "385029")
@@ -68,7 +68,9 @@ def test_an_object_entry_names_one_token_and_a_prompt_that_differs_is_refused():
     assert (answer + [end])[1] == entry["target_generated_id"] == 1697
     other = list(prompt)
     other[20] += 1  # e.g. another image size: another number of image placeholders
-    with pytest.raises(ValueError, match="item 385029: the list's prompt tokens differ .* at position 20"):
+    with pytest.raises(ValueError, match=r"coco_single_target_once_qwen25vl-3B.json, entry 0 \(item 385029\): the "
+                                         r"list's prompt differs from this run's prompt for the image at token 20 "
+                                         r"\(list 151655, ours 151656\).*run with the prompt it was made with"):
         split_answer(record, other, {IM_END}, "385029")
     with pytest.raises(ValueError, match="does not hold its target_generated_id"):
         reference_targets({**record, "word": {**record["word"], "position": 2}}, answer + [end], "385029")

@@ -208,6 +208,8 @@ class InputCheckHook:
             problem = missing_input(name, dataset)
             if problem:
                 problems.append(problem)
+        if len(problems) == 1:  # one line: the input, its path and how to obtain it
+            raise MissingInputError(f"This run needs an input that is not there (nothing was run): {problems[0]}")
         if problems:
             raise MissingInputError("This run needs inputs that are not there (nothing was run):\n"
                                     + "\n".join(f"  - {p}" for p in problems))

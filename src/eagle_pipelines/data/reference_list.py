@@ -214,13 +214,13 @@ def flat_ids(generated_ids) -> list[int]:
     return [int(i) for i in ids]
 
 
-def reference_record(entry: dict, fmt: str, index: int) -> dict:
+def reference_record(entry: dict, fmt: str, index: int, source: str = "reference list") -> dict:
     """What the answers and targets stages need of one list entry: the whole sequence, the answer text, the
     sentence positions (caption lists) or the one word target (object lists), with the ids the list expects at
-    them (checked against the sequence once the prompt length is known). The entry is type-checked first
-    (``validate_entry``: an ``EntryError`` naming the entry and the field)."""
+    them (checked against the sequence once the prompt length is known); `source` names the list's file. The entry
+    is type-checked first (``validate_entry``: an ``EntryError`` naming the entry and the field)."""
     entry = validate_entry(entry, fmt, index)
-    record = {"format": fmt, "index": index, "sequence": flat_ids(entry["generated_ids"]),
+    record = {"format": fmt, "index": index, "source": str(source), "sequence": flat_ids(entry["generated_ids"]),
               "text": str(entry.get("generate_sentence", ""))}
     if fmt in ("caption", "mmvp", "repope"):
         record["sentence_positions"] = [int(p) for p in entry["selected_interpretation_token_id"]]
@@ -257,7 +257,7 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
     for k, raw in enumerate(entries):
         try:
             entry = validate_entry(raw, fmt, k)
-            record = reference_record(entry, fmt, k)
+            record = reference_record(entry, fmt, k, source)
         except (EntryError, CocoFormatError) as exc:
             _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
             continue
@@ -341,18 +341,28 @@ def _box_mask(height: int, width: int, x1: float, y1: float, x2: float, y2: floa
     return mask
 
 
-def split_answer(record: dict, prompt_ids: list[int], end_ids: set[int], item: str) -> tuple[list[int], int | None]:
+def split_answer(record: dict, prompt_ids: list[int], end_ids: set[int], item: str,
+                 decode: Callable[[list[int]], str] | None = None) -> tuple[list[int], int | None]:
     """The answer of a list entry: the sequence after the prompt this model makes for the image, checked to be
-    exactly the list's prompt (else the list was made with another model, processor, prompt or image size).
+    exactly the list's prompt (else the list was made with another model, processor, prompt or image size; the
+    error names the list's file and entry, and with `decode` (the tokenizer's) the words where they part).
     Returns the answer ids (end token excluded) and the end token id (None when the answer was cut off)."""
     sequence = record["sequence"]
     n = len(prompt_ids)
     if sequence[:n] != list(prompt_ids):
         diff = next((i for i, (a, b) in enumerate(zip(sequence, prompt_ids)) if a != b), min(len(sequence), n))
-        raise ValueError(f"item {item}: the list's prompt tokens differ from this model's prompt for the image at "
-                         f"position {diff} (list {sequence[diff] if diff < len(sequence) else 'ends'}, ours "
-                         f"{prompt_ids[diff] if diff < n else 'ends'}): the list was made with another model, "
-                         "processor, prompt or image size; use the list made for this model and prompt")
+        where = f"{record.get('source', 'reference list')}, entry {record.get('index', '?')} (item {item})"
+        if decode is not None:
+            lo = max(0, diff - 3)
+            parted = (f"the list reads {decode(sequence[lo:diff + 5])!r} where this run's prompt reads "
+                      f"{decode(list(prompt_ids[lo:diff + 5]))!r}")
+        else:
+            parted = (f"list {sequence[diff] if diff < len(sequence) else 'ends'}, ours "
+                      f"{prompt_ids[diff] if diff < n else 'ends'}")
+        raise ValueError(f"{where}: the list's prompt differs from this run's prompt for the image at token {diff} "
+                         f"({parted}): the list was made with another prompt, model, processor or image size; run "
+                         "with the prompt it was made with (eagle_coco.prompt, eagle_repope.prompt_template) and "
+                         "this list's model, or use the list made for this model and prompt")
     answer = sequence[n:]
     if record["format"] == "object" and record.get("answer_ids") and record["answer_ids"] != answer:
         raise ValueError(f"item {item}: the list's output_word_id differ from its generated_ids after the prompt")
@@ -405,7 +415,7 @@ def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], An
     for k, raw in enumerate(entries):
         try:
             entry = validate_entry(raw, fmt, k)
-            record = reference_record(entry, fmt, k)
+            record = reference_record(entry, fmt, k, source)
         except (EntryError, CocoFormatError) as exc:
             _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
             continue
@@ -453,7 +463,7 @@ def repope_records(entries: list, source: str = "reference list") -> list[dict]:
     for k, raw in enumerate(entries):
         try:
             entry = validate_entry(raw, fmt, k)
-            listed = reference_record(entry, fmt, k)
+            listed = reference_record(entry, fmt, k, source)
         except EntryError as exc:
             raise CocoFormatError(f"{source}: {exc}") from None
         records.append({"question_id": k + 1 if entry.get("id") is None else entry["id"],
@@ -474,7 +484,8 @@ def listed_answer(model, pixels: np.ndarray, prompt: str, item: str, record: dic
     tok = model.processor.tokenizer
     gen = model.model.generation_config
     eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), item)
+    ids, end = split_answer(record, prompt_ids, set(eos if isinstance(eos, list) else [eos]), item,
+                            decode=lambda ids: tok.decode(ids))
     full = ids + ([end] if end is not None else [])
     probs = model.scorer(image, prompt, full, list(range(len(full))), memory_budget_mb=0)(
         np.ones((1, *image.shape[:2]), dtype=bool))[0]
