@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.data.coco import CocoFormatError, image_size, split_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,12 @@ def reference_record(entry: dict, fmt: str, index: int) -> dict:
 
 def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]], instances: dict | None,
                          source: str = "reference list") -> tuple[dict[str, Callable], dict, dict]:
-    """eagle_coco's split for a caption or object list: lazy image loaders keyed by file stem (RGB PIL images,
-    written as PNG so the pixels stay the source file's), an instances dictionary (object lists: the list's own
+    """eagle_coco's split for a caption or object list: the images keyed by file stem, as given (``SourceImage``
+    files: the split copies their bytes and decodes them only when an item is reached, so an unreadable image is
+    named and skipped there), an instances dictionary (object lists: the list's own
     object per image) and a captions dictionary (the list's reference captions). Each image entry carries the
     list's ``reference`` record. Image ids and sizes come from the COCO instances file where it lists the file."""
-    from eagle_pipelines.data.coco_sample import _rgb_loader, category_words, CocoSampleParams
+    from eagle_pipelines.data.coco_sample import category_words, CocoSampleParams
 
     fmt = list_format(entries, source)
     if fmt not in ("caption", "object"):
@@ -114,18 +115,17 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
                                   "needs the val2017 images it was made on")
         info = known.get(name)
         if info is None:
-            with images[stem]() as im:
-                width, height = im.size
+            width, height = image_size(images[stem])
             info = {"id": _id_of(stem, k), "file_name": name, "width": width, "height": height}
         image_id = int(info["id"])
-        split_images.append({"id": image_id, "file_name": f"{stem}.png", "source_file_name": name,
-                             "width": int(info["width"]), "height": int(info["height"]),
+        split_images.append({"id": image_id, "file_name": split_file_name(stem, images[stem]),
+                             "source_file_name": name, "width": int(info["width"]), "height": int(info["height"]),
                              "reference": reference_record(entry, fmt, k)})
-        loaders[stem] = _rgb_loader(images[stem], name, image_id)
+        loaders[stem] = images[stem]
         refs = entry.get("gt_caption") or []
         for j, caption in enumerate([refs] if isinstance(refs, str) else refs):
             captions.append({"id": image_id * 100 + j, "image_id": image_id, "caption": str(caption)})
-        if fmt == "object":
+        if fmt == "object" and int(info["width"]) and int(info["height"]):  # (an unreadable image: skipped later)
             annotations.append(_list_object(entry, image_id, int(info["height"]), int(info["width"]), k,
                                             categories))
     names = sorted({a["category_name"] for a in annotations})
@@ -230,16 +230,17 @@ def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], An
             raise CocoFormatError(f"{source}: entry {k} lists '{name}' a second time; a list explains each image once")
         if stem not in images:
             raise CocoFormatError(f"{source}: entry {k}'s image '{name}' is not in the MMVP images folder")
-        image = images[stem]()
-        loaded[stem] = image.convert("RGB")
+        loaded[stem] = images[stem]
+        width, height = image_size(images[stem])
         image_id = _id_of(stem, k)
         options = entry.get("options") or []
         letter = str(entry.get("answer", "")).strip("() ").lower()
         pick = ord(letter) - ord("a") if len(letter) == 1 else -1
         reference = f"({letter}) {options[pick]}" if 0 <= pick < len(options) else str(entry.get("answer", ""))
-        info.append({"id": image_id, "file_name": f"{stem}.png", "width": image.width, "height": image.height,
+        file_name = split_file_name(stem, images[stem])
+        info.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
                      "mmvp_file": name, "pair": (image_id - 1) // 2, "reference": reference_record(entry, fmt, k)})
-        rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": f"{stem}.png",
+        rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": file_name,
                      "prompt": str(entry["question"]), "reference": reference, "pair": (image_id - 1) // 2})
     return loaded, info, rows
 
