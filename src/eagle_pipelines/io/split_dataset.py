@@ -84,9 +84,12 @@ class CocoSplit:
 
         try:  # the rules eagle-explain and explain() apply: 16-bit scaled, EXIF orientation, bombs and non-finite,
             pixels = read_image(file, data=data)  # empty or tiny images refused
-            check_size(pixels)
         except ValueError as exc:
             raise CocoFormatError(f"image {image_id}: {exc}") from None
+        try:
+            check_size(pixels)
+        except ValueError as exc:
+            raise CocoFormatError(f"image {image_id} ('{file.name}'): {exc}") from None
         info = self.index.image_info(image_id)
         width, height = info.get("width"), info.get("height")
         if width and height and (int(width), int(height)) != (pixels.shape[1], pixels.shape[0]):
@@ -125,7 +128,7 @@ def _content(stamps: dict[str, str], unreadable: dict[str, str]) -> dict:
     the source files that could not be read (with why)."""
     digest = hashlib.sha256()
     for name, sha in sorted(stamps.items()):
-        digest.update(name.encode() + b"\0" + bytes.fromhex(sha))
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0" + bytes.fromhex(sha))
     content = {"sha256": digest.hexdigest(), "files": len(stamps), "file_sha256": stamps}
     if unreadable:
         content["unreadable"] = dict(sorted(unreadable.items()))
