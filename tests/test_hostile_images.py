@@ -290,3 +290,77 @@ def test_exif_orientation_turns_a_phone_photo_upright_everywhere(corpus):
     np.testing.assert_allclose(upright.astype(float).mean(), shapes_image(20)[:, :80].astype(float).mean(), atol=3)
     assert np.array_equal(as_rgb(Image.open(path)), upright)
     assert SourceImage(str(path)).size() == (80, 112) and np.array_equal(SourceImage(str(path))(), upright)
+
+
+def test_a_split_whose_bytes_changed_counts_as_missing_and_saving_never_decodes(corpus, tmp_path, caplog):
+    """split.json's content stamps: an edited, truncated or removed file makes the split missing for Kedro
+    (``--only-missing-outputs`` remakes it); saving copies a source file's bytes, even a damaged one, and records a
+    file it cannot read with its reason."""
+    from eagle_pipelines.core.images import SourceImage
+    from eagle_pipelines.data.coco import CocoFormatError
+    from eagle_pipelines.io.split_dataset import CocoSplitDataset
+
+    folder, _ = corpus
+    names = ["shapes.png", "truncated.png", "bomb.png", "broken_link.png"]
+    images = {n.rsplit(".", 1)[0]: SourceImage(str(folder / n)) for n in names}
+    instances = {"images": [{"id": k, "file_name": n, "width": 112, "height": 112} for k, n in enumerate(names, 1)],
+                 "annotations": [], "categories": []}
+    dataset = CocoSplitDataset(str(tmp_path / "split"))
+    dataset.save((images, instances, None))
+    stamps = json.loads((tmp_path / "split/split.json").read_text())
+    assert sorted(stamps["file_sha256"]) == ["annotations/instances.json", "images/bomb.png", "images/shapes.png",
+                                             "images/truncated.png"]
+    assert "is a broken symbolic link" in stamps["unreadable"]["broken_link.png"]
+    for n in ("shapes.png", "truncated.png", "bomb.png"):  # the bytes as they are
+        assert (tmp_path / "split/images" / n).read_bytes() == (folder / n).read_bytes()
+    split = dataset.load()
+    assert split.image(1).pixels.shape == (112, 112, 3)
+    for image_id, reason in ((2, "cannot be read as an image"), (3, "decompression bomb"),
+                             (4, "is a broken symbolic link")):
+        with pytest.raises(CocoFormatError, match=reason) as error:
+            split.image(image_id)
+        assert names[image_id - 1] in str(error.value)
+    assert dataset.exists() and not dataset.changed_files()
+
+    shown = tmp_path / "split/images/shapes.png"
+    whole = shown.read_bytes()
+    shown.write_bytes(whole[: len(whole) // 2])  # truncated after the run
+    assert not dataset.exists() and dataset.changed_files() == ["images/shapes.png"]
+    assert "images/shapes.png changed since the split was saved" in caplog.text
+    dataset.save((images, instances, None))  # what --only-missing-outputs does: the split is made again
+    assert shown.read_bytes() == whole and dataset.exists()
+    (tmp_path / "split/images/extra.png").write_bytes(whole)
+    assert dataset.changed_files() == ["images/extra.png"]
+
+
+@pytest.mark.slow
+def test_a_coco_folder_with_a_truncated_image_runs_to_the_end_and_names_it(project, tmp_path, tiny_model,
+                                                                           tiny_processor):
+    """eagle_coco (paper environment) on a COCO folder whose image 2 is truncated: the split is saved, the run
+    finishes with the other images, and skipped.csv, the report and run.json name the file and the reason."""
+    import pandas as pd
+    from kedro.framework.session import KedroSession
+
+    from eagle_pipelines.models.qwen_vl import QwenVLAdapter
+    from tests.coco_fixtures import make_coco
+
+    make_coco(tmp_path / "coco", n_plain=1)  # annotated images 1, 2, 4 and 10
+    bad = tmp_path / "coco/val2017/000000000002.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    QwenVLAdapter(tiny_model, tiny_processor).save(project / "data/06_models/toy_qwen2_5_vl")
+    params = {"model": "toy", "coco_root": str(tmp_path / "coco"), "eval_data": {"coco": {"images": 10}},
+              "eagle_coco": {"max_new_tokens": 4, "prompt": "Describe the image."}, "superpixels": {"n_segments": 6},
+              "evaluation": {"pixel_steps": 4}, "reporting": {"figure_samples": 1}, "baselines": {"methods": []},
+              "attribution": {"end_token": False}}
+    with KedroSession.create(project_path=project, env="paper", runtime_params=params) as session:
+        session.run(pipeline_names=["eagle_coco"])
+    report = project / "data/08_reporting/eagle_coco_paper/toy"
+    skipped = pd.read_csv(report / "skipped.csv")
+    row = skipped[skipped.item.astype(str) == "2"]
+    assert len(row) == 1 and row.stage.iloc[0] == "answers"
+    assert "000000000002.jpg" in row.reason.iloc[0] and "cannot be read as an image" in row.reason.iloc[0]
+    run = json.loads((report / "run.json").read_text())
+    assert any("000000000002.jpg" in r["reason"] for r in run["coverage"]["not_made"])
+    assert "000000000002.jpg" in (report / "report.html").read_text()
+    metrics = pd.read_csv(report / "metrics.csv")
+    assert (metrics[metrics.level == "sentence"].n_samples == 3).all()  # images 1, 4 and 10
