@@ -178,8 +178,8 @@ def _repope_split(root: Path, case: Case, corpus_folder: Path):
     instances = "annotations/instances_val2014.json"
     _coco_folder(root / "coco", case, corpus_folder, images="val2014", instances_file=instances)
     questions = root / "repope.json"
-    questions.write_text("\n".join(json.dumps({"question_id": k, "image": name, "text": "Is there a thing in the image?",
-                                               "label": "yes"})
+    question = "Is there a thing in the image?"
+    questions.write_text("\n".join(json.dumps({"question_id": k, "image": name, "text": question, "label": "yes"})
                                    for k, name in enumerate((case.name, f"good{_suffix(case)}"), start=1)))
     source = RepopeSourceDataset(str(questions), str(root / "coco"), images="val2014", instances=instances,
                                  image_suffix=_suffix(case)).load()
