@@ -4,7 +4,9 @@
 folder run, through ``eagle-explain`` and through ``explain()``: ``ok`` (an Attribution of exactly this image),
 ``error`` (a one-line error naming the file with `reason` in it; ``api_reason``/``alone_reason`` where the API or a
 run given only this path says it differently) or ``skipped`` (a folder entry that is not a file, named with its
-reason).
+reason). ``pixels`` is what an ``ok`` case decodes to where plain PIL would decode it otherwise (16-bit scaled, float
+scaled); ``stage: model`` marks a case refused only when it is brought to the model's resolution (decoding takes
+it). tests/test_hostile_images.py runs the same corpus through every path that decodes an image.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Case:
     api_reason: str | None = None  # in explain()'s ValueError, when different
     alone_reason: str | None = None  # in the error of `eagle-explain <this path>`, when different
     note: str = ""
+    pixels: np.ndarray | None = None  # the expected decoded pixels where they differ from PIL's plain decoding
+    stage: str = "decode"  # decode | model (refused only at the model's resolution)
 
     def path(self, folder: Path) -> Path:
         return folder / self.name
@@ -78,14 +82,26 @@ def build(folder: Path) -> list[Case]:
     image(os.fsdecode(b"bytes\xff\xfe.png"), shapes_image(8), "a name that is not UTF-8")
     grey16 = (shapes_image(9).mean(axis=2).round().astype(np.uint16) * 257)  # 16-bit, full range
     image("sixteen_bit.png", Image.fromarray(grey16), "16-bit grey (I;16): scaled, not clipped at 255")
+    cases[-1].pixels = np.repeat(shapes_image(9).mean(axis=2).round().astype(np.uint8)[..., None], 3, axis=2)
     image("float_unit.tif", Image.fromarray(shapes_image(10)[..., 0].astype(np.float32) / 255),
           "float TIFF (mode F) in [0, 1]")
+    cases[-1].pixels = np.repeat(shapes_image(10)[..., :1], 3, axis=2)
     image("cmyk.jpg", Image.fromarray(shapes_image(11)).convert("CMYK"), "CMYK JPEG")
     palette = Image.fromarray(shapes_image(12)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.info["transparency"] = 0
     image("palette_transparent.png", palette, "palette with a transparent colour", transparency=0)
     image("grey.png", Image.fromarray(shapes_image(13)).convert("L"), "8-bit grey")
     image("grey_alpha.png", Image.fromarray(shapes_image(14)).convert("LA"), "grey with alpha")
+    image("palette.png", Image.fromarray(shapes_image(18)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
+          "palette without transparency")
+    rgba = np.dstack([shapes_image(19), np.full((112, 112), 90, np.uint8)])
+    image("rgba.png", Image.fromarray(rgba), "RGBA: the alpha channel is dropped")
+    cases[-1].pixels = shapes_image(19)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: "turn 90 degrees clockwise to view"
+    sideways = np.ascontiguousarray(np.rot90(shapes_image(20)[:, :80]))  # 80 x 112 stored, 112 x 80 upright
+    image("exif_rotated.jpg", sideways, "a phone photo: EXIF orientation 6 turns it upright", exif=exif.tobytes(),
+          quality=95)
     frames = [Image.fromarray(shapes_image(15)), Image.fromarray(shapes_image(16))]
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
     cases.append(Case("animated.gif", "ok", note="two frames: the first is explained"))
@@ -106,7 +122,12 @@ def build(folder: Path) -> list[Case]:
     bad("text.png", b"this is a text file, not a picture\n", "not an image format PIL can identify")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 4000, 3), dtype=np.uint8)).save(
         folder / "huge_aspect.png")
-    cases.append(Case("huge_aspect.png", "error", "4000x16 image cannot be brought to the model's resolution"))
+    cases.append(Case("huge_aspect.png", "error", "4000x16 image cannot be brought to the model's resolution",
+                      stage="model"))
+    if os.geteuid() != 0:  # root reads any file: the case exists only for an ordinary user
+        Image.fromarray(shapes_image(21)).save(folder / "no_permission.png")
+        os.chmod(folder / "no_permission.png", 0)
+        cases.append(Case("no_permission.png", "error", "permission denied"))
 
     (folder / "dir.png").mkdir()
     cases.append(Case("dir.png", "skipped", "is a directory", alone_reason="no image files"))

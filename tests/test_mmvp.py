@@ -189,7 +189,11 @@ def test_eagle_mmvp_on_a_local_mmvp_copy(mmvp_project):
     _mmvp_copy(mmvp_project)
     _run(mmvp_project, {**TINY, "eagle_mmvp": {"source": "mmvp", "max_new_tokens": 3}})
     eval_list, _ = _outputs(mmvp_project, n_questions=3, n_images=3)
-    assert eval_list.item.tolist() == ["1", "2", "3"] and eval_list.file_name.tolist() == ["1.png", "2.png", "3.png"]
+    # the split keeps MMVP's files as they are (copied, not re-encoded): the list names them
+    assert eval_list.item.tolist() == ["1", "2", "3"] and eval_list.file_name.tolist() == ["1.jpg", "2.jpg", "3.jpg"]
+    split = mmvp_project / "data/01_raw/eagle_mmvp/eval/images"
+    assert all((split / f"{k}.jpg").read_bytes() == (mmvp_project / f"data/01_raw/mmvp/MMVP Images/{k}.jpg")
+               .read_bytes() for k in (1, 2, 3))
     assert eval_list.reference.tolist() == ["(a) Left", "(b) Right", "(b) Blue"]
     assert eval_list.pair.tolist() == [0, 0, 1]
     assert eval_list.prompt[2].splitlines() == ["Is the square red, or blue?", "(a) Red", "(b) Blue",

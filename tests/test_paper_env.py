@@ -128,6 +128,7 @@ TINY = {
 def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, tiny_model, tiny_processor):
     """The COCO path of eagle_coco with the paper's configuration, on the CPU: a 7-image COCO fixture and a tiny
     random-weight Qwen2.5-VL saved where the `toy` preset looks; the photos are not square, as COCO's are not."""
+    from eagle_pipelines.core.images import read_image
     from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
     made = make_coco(tmp_path / "coco", n_plain=3)
@@ -138,9 +139,10 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     instances = json.loads((split / "annotations/instances.json").read_text())
     ids = [i["id"] for i in instances["images"]]
     assert len(ids) == 3 and set(ids) <= {1, 2, 4, 10, 11, 12}  # a sample of the annotated images
-    for image_id in ids:  # the PNG copies hold exactly the decoded JPEG pixels
-        png = np.asarray(Image.open(split / f"images/{image_id:012d}.png"))
-        assert np.array_equal(png, made["pixels"][image_id])
+    for image_id in ids:  # the split keeps the JPEG files as they are (copied, never decoded to be saved)
+        name = f"{image_id:012d}.jpg"
+        assert (split / "images" / name).read_bytes() == (tmp_path / "coco/val2017" / name).read_bytes()
+        assert np.array_equal(read_image(split / "images" / name), made["pixels"][image_id])
     if 1 in ids:  # the two people of image 1 are one object
         assert [a["instance_ids"] for a in instances["annotations"] if a["image_id"] == 1] == [[11, 12], [13]]
     captions = json.loads((split / "annotations/captions.json").read_text())
@@ -151,7 +153,7 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     assert [a["image_id"] for a in answers["answers"]] == sorted(ids)
     assert all(a["prompt"] == "Describe the image." for a in answers["answers"])
     eval_list = (project / "data/05_model_input/eagle_coco_paper/toy/eval_list.csv").read_text().splitlines()
-    assert len(eval_list) == 4 and eval_list[1].split(",")[2] == f"{sorted(ids)[0]:012d}.png"
+    assert len(eval_list) == 4 and eval_list[1].split(",")[2] == f"{sorted(ids)[0]:012d}.jpg"
     assert "caption 0 of image" in eval_list[1]
     assert len(list((project / "data/07_model_output/eagle_coco/attributions/sentence").glob("*.npz"))) == 3
     import pandas as pd

@@ -13,8 +13,16 @@ Conversions are exact or refused, never silently lossy:
   a decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels, about 89 million by default: PIL's
   warning and its error are both refused; raise the limit to accept a genuinely huge image) are ValueErrors
   (FileNotFoundError for a missing file) that name the file and the reason.
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a phone photo stored sideways with an
+  orientation tag is taken upright, as every viewer shows it.
 - ``check_size``: an image with a side below ``MIN_SIDE`` pixels is refused by ``explain`` instead of being
   silently upscaled to the model's resolution.
+- ``SourceImage``: an image file of a dataset you supply (a COCO-format folder, MMVP, RePOPE), read only when used:
+  a split keeps its bytes as they are (``io/split_dataset.py``) and decodes them here, so one damaged file is named
+  when its item is reached instead of aborting the run.
+
+Every path that takes an image decodes it here: ``eagle-explain``, ``explain()``, the splits of COCO folders,
+reference lists, MMVP and RePOPE, and video frames.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ import io
 import os
 import warnings
 from pathlib import Path
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +108,12 @@ def read_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
 
 
 def _from_pil(image) -> np.ndarray:
-    """A PIL image as (H, W, 3) uint8: 16-bit and float modes through the array rules (scaled or refused, not
-    clipped as PIL's ``convert("RGB")`` would), palette transparency through RGBA, the rest by PIL."""
+    """A PIL image as (H, W, 3) uint8, turned upright by its EXIF orientation: 16-bit and float modes through the
+    array rules (scaled or refused, not clipped as PIL's ``convert("RGB")`` would), palette transparency through
+    RGBA, the rest (CMYK, LA, RGBA, YCbCr...) by PIL."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         array = np.asarray(image)
         if image.mode.startswith("I;16"):
@@ -162,6 +177,54 @@ def as_rgb(image) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer) and low >= 0 and high <= 255:
         return array.astype(np.uint8)
     raise ImageError(f"expected {EXPECTED}; got dtype {array.dtype} with values in [{low}, {high}]")
+
+
+def upright_size(width: int, height: int, orientation: int | None) -> tuple[int, int]:
+    """(width, height) of an image once its EXIF orientation is applied: orientations 5-8 turn it by 90 degrees."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """An image file of a dataset you supply, read only when used. ``name`` is its file name (a split keeps it),
+    ``read_bytes()`` its bytes as they are, ``pixels()`` (or calling it, like a ``PartitionedDataset`` loader)
+    decodes them with ``read_image``, ``size()`` reads the header only. Every problem is an ``ImageError`` naming
+    the file (a directory, a broken link, unreadable, not an image...)."""
+
+    path: str
+    fs: Any = None  # an fsspec filesystem for a remote folder; None: a local file
+
+    @property
+    def name(self) -> str:
+        return self.path.replace("\\", "/").rsplit("/", 1)[-1]
+
+    def read_bytes(self) -> bytes:
+        if self.fs is None:
+            problem = file_problem(Path(self.path))
+            if problem:
+                raise ImageError(f"'{self.path}' {problem}")
+        try:
+            return Path(self.path).read_bytes() if self.fs is None else self.fs.cat_file(self.path)
+        except OSError as exc:
+            raise ImageError(f"'{self.path}' cannot be read ({exc.strerror or exc})") from None
+
+    def pixels(self) -> np.ndarray:
+        return read_image(self.path, data=self.read_bytes())
+
+    __call__ = pixels
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) as ``read_image`` gives the image (EXIF orientation applied), from the header only."""
+        from PIL import Image
+
+        data = self.read_bytes()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused when decoded
+                with Image.open(io.BytesIO(data)) as opened:
+                    return upright_size(*opened.size, opened.getexif().get(0x0112))
+        except Exception as exc:  # noqa: BLE001 - whatever PIL raises, the header is unreadable
+            raise ImageError(f"'{self.path}' cannot be read as an image ({type(exc).__name__}: {exc})") from None
 
 
 def check_size(image: np.ndarray, min_side: int = MIN_SIDE) -> None:

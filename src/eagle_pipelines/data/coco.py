@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from eagle_pipelines.core.images import SourceImage, as_rgb, upright_size
 from eagle_pipelines.errors import UserError
-
-CONVERTIBLE_MODES = ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr")
 
 
 class CocoFormatError(UserError, ValueError):
@@ -38,6 +37,27 @@ class CocoObject:
     def names(self) -> tuple[str, ...]:
         """The words to look for in an answer, the category name first."""
         return self.words or (self.category,)
+
+
+def split_file_name(stem: str, image) -> str:
+    """The file name an image of `stem` gets in a split (``io/split_dataset.py``): a source file
+    (``core.images.SourceImage``) keeps its own, its bytes copied as they are; a generated image (an array or a
+    PIL image) is written as ``<stem>.png``."""
+    return image.name if isinstance(image, SourceImage) else f"{stem}.png"
+
+
+def image_size(image) -> tuple[int, int]:
+    """(width, height) of an image as the split will decode it (EXIF orientation applied), without decoding a
+    source file (its header only); (0, 0) when it cannot be read: the item is named and skipped when reached."""
+    if isinstance(image, SourceImage):
+        try:
+            return image.size()
+        except ValueError:
+            return 0, 0
+    image = image() if callable(image) else image
+    if isinstance(image, np.ndarray):
+        return image.shape[1], image.shape[0]
+    return upright_size(*image.size, image.getexif().get(0x0112))
 
 
 def _coco_from_dict(dataset: dict) -> COCO:
@@ -80,23 +100,15 @@ class CocoIndex:
         return [a["caption"] for a in self.captions.loadAnns(self.captions.getAnnIds(imgIds=[image_id]))]
 
     def load_image(self, image_id: int, images: Mapping[str, Callable[[], Any]]) -> np.ndarray:
-        """The (H, W, 3) uint8 RGB image of `image_id` from a partitioned image dataset keyed by file stem."""
+        """The (H, W, 3) uint8 RGB image of `image_id` from a partitioned image dataset keyed by file stem (loaders of
+        PIL images, arrays or ``SourceImage`` files), decoded by ``core.images.as_rgb``."""
         file_name = self.image_info(image_id)["file_name"]
         key = str(PurePosixPath(file_name).with_suffix(""))
         if key not in images:
             raise CocoFormatError(f"image {image_id}: file '{file_name}' is not among the {len(images)} images")
         loaded = images[key]
-        try:
-            image = loaded() if callable(loaded) else loaded
+        try:  # the decoder of every path (core/images.py): 16-bit scaled, EXIF orientation, non-finite refused
+            return as_rgb(loaded() if callable(loaded) else loaded)
         except Exception as exc:  # noqa: BLE001 - any loader failure (PIL, fsspec, Kedro's DatasetError) means unreadable
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise CocoFormatError(f"image {image_id} ('{file_name}') cannot be read: {reason}") from None
-        if hasattr(image, "mode"):
-            if image.mode not in CONVERTIBLE_MODES:
-                raise CocoFormatError(f"image {image_id} ('{file_name}') has mode {image.mode!r}; expected an "
-                                      f"8-bit colour or grey image ({', '.join(CONVERTIBLE_MODES)})")
-            image = image.convert("RGB")
-        array = np.asarray(image)
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise CocoFormatError(f"image {image_id} ('{file_name}') has shape {array.shape}, expected (H, W, 3)")
-        return array

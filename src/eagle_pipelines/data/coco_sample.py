@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
+from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -123,14 +123,15 @@ def merged_annotations(index: CocoIndex, image_id: int) -> list[dict]:
     return merged
 
 
-def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str, Callable[[], Any]],
-                    params: CocoSampleParams, source: str = "coco") -> tuple[dict[str, Callable], dict, dict]:
+def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str, Any],
+                    params: CocoSampleParams, source: str = "coco") -> tuple[dict[str, Any], dict, dict]:
     """The seeded evaluation split of a COCO-format dataset.
 
-    `images` maps each file stem to a loader (a ``PartitionedDataset``). Returns lazy image loaders keyed by file
-    stem (RGB ``PIL`` images, written as PNG so the pixels stay exactly those of the source file), the instances
-    dictionary of the sampled images (merged per category when ``merge_instances``; each category with its
-    ``words``) and their captions dictionary.
+    `images` maps each file stem to its file (``core.images.SourceImage``, as ``CocoFolder.images`` lists them).
+    Returns the sampled images keyed by file stem, as given: the split copies their bytes and decodes them only
+    when an item is reached, so an unreadable image is named and skipped there instead of stopping the run; the
+    instances dictionary of the sampled images (merged per category when ``merge_instances``; each category with
+    its ``words``) and their captions dictionary.
     """
     index = CocoIndex(instances, captions, source=f"{source} instances")
     ids = sample_image_ids(index, params)
@@ -145,9 +146,9 @@ def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str,
         info = dict(index.image_info(i))
         stem = info["file_name"].rsplit(".", 1)[0]
         info["source_file_name"] = info["file_name"]
-        info["file_name"] = f"{stem}.png"
+        info["file_name"] = split_file_name(stem, images[stem])
         split_images.append(info)
-        loaders[stem] = _rgb_loader(images[stem], info["source_file_name"], i)
+        loaders[stem] = images[stem]
     if params.merge_instances:
         annotations = [a for i in ids for a in merged_annotations(index, i)]
     else:
@@ -163,13 +164,3 @@ def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str,
     logger.info("%s sample: %d images, %d objects (seed %d)", source, len(ids), len(annotations), params.seed)
     return loaders, split, split_captions
 
-
-def _rgb_loader(load, file_name: str, image_id: int):
-    def loader():
-        try:
-            image = load() if callable(load) else load
-            return image.convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
-            raise CocoFormatError(f"image {image_id} ('{file_name}') cannot be read: {exc}") from None
-
-    return loader

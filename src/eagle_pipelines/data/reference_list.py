@@ -37,7 +37,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.data.coco import CocoFormatError, image_size, split_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -238,11 +238,12 @@ def reference_record(entry: dict, fmt: str, index: int, source: str = "reference
 
 def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]], instances: dict | None,
                          source: str = "reference list") -> tuple[dict[str, Callable], dict, dict]:
-    """eagle_coco's split for a caption or object list: lazy image loaders keyed by file stem (RGB PIL images,
-    written as PNG so the pixels stay the source file's), an instances dictionary (object lists: the list's own
+    """eagle_coco's split for a caption or object list: the images keyed by file stem, as given (``SourceImage``
+    files: the split copies their bytes and decodes them only when an item is reached, so an unreadable image is
+    named and skipped there), an instances dictionary (object lists: the list's own
     object per image) and a captions dictionary (the list's reference captions). Each image entry carries the
     list's ``reference`` record. Image ids and sizes come from the COCO instances file where it lists the file."""
-    from eagle_pipelines.data.coco_sample import _rgb_loader, category_words, CocoSampleParams
+    from eagle_pipelines.data.coco_sample import category_words, CocoSampleParams
 
     fmt = list_format(entries, source)
     if fmt not in ("caption", "object"):
@@ -274,8 +275,7 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
         info = known.get(name)
         if info is None:  # not in the instances file: the next free id (never digits of the file name)
             try:
-                with images[stem]() as im:
-                    width, height = im.size
+                width, height = image_size(images[stem])  # the header only; (0, 0) if unreadable: skipped later
             except Exception as exc:  # noqa: BLE001 - any decoder failure names the entry and its file
                 _skip(skipped, k, name, f"the image '{name}' cannot be read: {exc}")
                 continue
@@ -290,15 +290,16 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
             continue
         try:
             annotation = (_list_object(entry, image_id, int(info["height"]), int(info["width"]), k, categories)
-                          if fmt == "object" else None)
+                          if fmt == "object" and int(info["width"]) and int(info["height"]) else None)
         except (ValueError, TypeError, KeyError) as exc:
             _skip(skipped, k, name, f"its object cannot be drawn on the {info['width']}x{info['height']} image: "
                                     f"{exc}")
             continue
         seen[stem], owner[image_id] = k, (k, name)
-        split_images.append({"id": image_id, "file_name": f"{stem}.png", "source_file_name": name,
-                             "width": int(info["width"]), "height": int(info["height"]), "reference": record})
-        loaders[stem] = _rgb_loader(images[stem], name, image_id)
+        split_images.append({"id": image_id, "file_name": split_file_name(stem, images[stem]),
+                             "source_file_name": name, "width": int(info["width"]), "height": int(info["height"]),
+                             "reference": record})
+        loaders[stem] = images[stem]
         refs = entry.get("gt_caption") or []
         for j, caption in enumerate([refs] if isinstance(refs, str) else refs):
             captions.append({"id": image_id * 100 + j, "image_id": image_id, "caption": str(caption)})
@@ -433,16 +434,17 @@ def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], An
         if stem not in images:
             _skip(skipped, k, name, f"the image '{name}' is not in the MMVP images folder")
             continue
-        image = images[stem]()
-        loaded[stem] = image.convert("RGB")
+        loaded[stem] = images[stem]
+        width, height = image_size(images[stem])
         owner[image_id] = (k, name)
         options = entry.get("options") or []
         letter = str(entry.get("answer", "")).strip("() ").lower()
         pick = ord(letter) - ord("a") if len(letter) == 1 else -1
         reference = f"({letter}) {options[pick]}" if 0 <= pick < len(options) else str(entry.get("answer", ""))
-        info.append({"id": image_id, "file_name": f"{stem}.png", "width": image.width, "height": image.height,
+        file_name = split_file_name(stem, images[stem])
+        info.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
                      "mmvp_file": name, "pair": (image_id - 1) // 2, "reference": record})
-        rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": f"{stem}.png",
+        rows.append({"item": str(entry["question_id"]), "image_id": image_id, "file_name": file_name,
                      "prompt": str(entry["question"]), "reference": reference, "pair": (image_id - 1) // 2})
     if not rows:
         raise _all_skipped(source, skipped)

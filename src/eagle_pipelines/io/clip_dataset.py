@@ -48,7 +48,7 @@ class ClipSplit:
     def clip(self, name: str) -> LoadedClip:
         """The clip's frames and the hash of their bytes (read once, so both agree). An unreadable or missing
         frame is a ``ClipFormatError`` naming the clip and the frame."""
-        from eagle_pipelines.core.images import read_image
+        from eagle_pipelines.core.images import check_size, read_image
 
         digest, frames = hashlib.sha256(), []
         for file_name in self.record(name).file_names:
@@ -56,6 +56,7 @@ class ClipSplit:
             try:
                 data = file.read_bytes()
                 frames.append(read_image(file, data=data))
+                check_size(frames[-1])
             except (OSError, ValueError) as exc:
                 raise ClipFormatError(f"clip {name}: frame '{file_name}' cannot be read ({exc})") from None
             digest.update(hashlib.sha256(data).digest())

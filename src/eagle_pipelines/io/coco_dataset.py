@@ -14,7 +14,8 @@ from typing import Any
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from kedro_datasets.json import JSONDataset
-from kedro_datasets.partitions import PartitionedDataset
+
+from eagle_pipelines.core.images import SourceImage
 
 
 class CocoFolder:
@@ -44,11 +45,12 @@ class CocoFolder:
             return None
         return self._read("captions", lambda: JSONDataset(filepath=self._dataset.part("captions")).load())
 
-    def images(self) -> dict:
-        """File stem -> loader of the ``PIL`` image (lazy, like a ``PartitionedDataset``)."""
-        return self._read("images", lambda: PartitionedDataset(
-            path=self._dataset.part("images"), dataset={"type": "pillow.ImageDataset"},
-            filename_suffix=self._dataset._image_suffix).load())
+    def images(self) -> dict[str, SourceImage]:
+        """File stem -> ``core.images.SourceImage`` of every entry of the images folder with the image suffix,
+        read only when used: a split copies its bytes and decodes them only when its item is reached, so a damaged
+        file, a directory or a broken link among them is named then, with its reason, instead of stopping the
+        whole run."""
+        return self._read("images", self._dataset.image_files)
 
 
 class CocoFolderDataset(AbstractDataset[None, CocoFolder]):
@@ -79,6 +81,20 @@ class CocoFolderDataset(AbstractDataset[None, CocoFolder]):
     def part(self, which: str) -> str:
         relative = {"images": self._images, "instances": self._instances, "captions": self._captions}[which]
         return str(PurePosixPath(self._path) / relative)
+
+    def image_files(self) -> dict[str, SourceImage]:
+        """File stem -> ``SourceImage`` of every entry of the images folder whose name ends with the image suffix
+        (a directory or a broken link with such a name included: it is refused, named, when read)."""
+        folder = self.part("images")
+        suffix = self._image_suffix
+        local = get_protocol_and_path(self._path)[0] == "file"
+        files = {}
+        for entry in sorted(self._fs.ls(folder, detail=False)):
+            name = PurePosixPath(str(entry)).name
+            if name.endswith(suffix):
+                stem = name[: len(name) - len(suffix)] if suffix else name
+                files[stem] = SourceImage(str(entry), None if local else self._fs)
+        return files
 
     def missing(self) -> list[str]:
         """The expected paths that are not there (empty when the dataset is complete)."""

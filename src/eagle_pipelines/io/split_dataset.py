@@ -3,9 +3,17 @@ as one catalog dataset.
 
 Saving writes the whole split into a temporary folder beside the target and swaps it in, and writes nothing at
 all when the content is what is already there: a rerun never deletes images another reader is using, and an
-unchanged split keeps its files (and their provenance). Loading returns a ``CocoSplit``: the COCO index and
-each image's pixels *with the hash of its bytes*, so every result made from an image is keyed by what the image
-is, not by its id.
+unchanged split keeps its files (and their provenance). Saving never decodes an image: an image of a dataset you
+supply (``core.images.SourceImage``) is copied byte for byte under its own file name, a generated one (an array or
+a PIL image) is written as PNG; a source file that cannot even be read (a directory, a broken link, no
+permission) is recorded with its reason in ``split.json`` and named when its item is reached. ``split.json`` also
+holds the SHA-256 of every file (content stamps): a split whose bytes changed since it was saved (an edited or
+truncated image) does not exist for Kedro, so ``--only-missing-outputs`` remakes it.
+
+Loading returns a ``CocoSplit``: the COCO index and each image's pixels *with the hash of its bytes*, so every
+result made from an image is keyed by what the image is, not by its id. Pixels come from ``core.images``
+(``read_image``, the decoder of every path); an image that cannot be decoded is a ``CocoFormatError`` naming it,
+which the answer stage records as skipped while the rest of the run finishes.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,7 +33,10 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 from PIL import Image
 
-from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
+from eagle_pipelines.core.images import SourceImage
+from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
+
+logger = logging.getLogger(__name__)
 
 CONTENT_FILE = "split.json"
 
@@ -38,11 +50,13 @@ class LoadedImage:
 class CocoSplit:
     """A COCO-format split on disk: ``index`` (pycocotools, built once) and ``image(image_id)``."""
 
-    def __init__(self, root: Path, instances: dict, captions: dict | None, image_suffix: str = ".png"):
+    def __init__(self, root: Path, instances: dict, captions: dict | None, image_suffix: str = ".png",
+                 unreadable: dict[str, str] | None = None):
         self.root = Path(root)
         self.instances = instances
         self.captions = captions
         self.image_suffix = image_suffix
+        self.unreadable = unreadable or {}  # file name -> why its source could not be read when the split was saved
         self._index: CocoIndex | None = None
 
     @property
@@ -59,6 +73,8 @@ class CocoSplit:
         """The image's pixels and the hash of the bytes they were decoded from (read once, so both agree).
         An unreadable image is a ``CocoFormatError`` naming it."""
         file = self.image_file(image_id)
+        if file.name in self.unreadable:
+            raise CocoFormatError(f"image {image_id} ('{file.name}'): {self.unreadable[file.name]}")
         try:
             data = file.read_bytes()
         except OSError as exc:
@@ -66,11 +82,21 @@ class CocoSplit:
         sha = hashlib.sha256(data).hexdigest()[:16]
         from eagle_pipelines.core.images import check_size, read_image
 
-        try:  # the rules eagle-explain and explain() apply: 16-bit scaled, bombs and empty or tiny images refused
-            pixels = read_image(file, data=data)
-            check_size(pixels)
+        try:  # the rules eagle-explain and explain() apply: 16-bit scaled, EXIF orientation, bombs and non-finite,
+            pixels = read_image(file, data=data)  # empty or tiny images refused
         except ValueError as exc:
             raise CocoFormatError(f"image {image_id}: {exc}") from None
+        try:
+            check_size(pixels)
+        except ValueError as exc:
+            raise CocoFormatError(f"image {image_id} ('{file.name}'): {exc}") from None
+        info = self.index.image_info(image_id)
+        width, height = info.get("width"), info.get("height")
+        if width and height and (int(width), int(height)) != (pixels.shape[1], pixels.shape[0]):
+            raise CocoFormatError(f"image {image_id} ('{file.name}') is {pixels.shape[1]}x{pixels.shape[0]} pixels "
+                                  f"(EXIF orientation applied), its annotation says {width}x{height}: its objects "
+                                  f"would not lie where the annotation puts them; fix the width and height (and "
+                                  f"the objects) in the instances file, or the image")
         return LoadedImage(pixels, sha)
 
     def pixels(self, image_id: int, sha: str) -> np.ndarray:
@@ -83,6 +109,7 @@ class CocoSplit:
 
 
 def _encode(image) -> bytes:
+    """A generated image (an array or a PIL image, or a loader of one) as PNG bytes."""
     if callable(image):  # a lazy loader (a PartitionedDataset's)
         image = image()
     if isinstance(image, np.ndarray):
@@ -92,9 +119,26 @@ def _encode(image) -> bytes:
     return buf.getvalue()
 
 
+def _file_stamps(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.sha256(blob).hexdigest() for name, blob in sorted(files.items())}
+
+
+def _content(stamps: dict[str, str], unreadable: dict[str, str]) -> dict:
+    """What ``split.json`` holds: the hash over every file's name and bytes, their count, each file's SHA-256 and
+    the source files that could not be read (with why)."""
+    digest = hashlib.sha256()
+    for name, sha in sorted(stamps.items()):
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0" + bytes.fromhex(sha))
+    content = {"sha256": digest.hexdigest(), "files": len(stamps), "file_sha256": stamps}
+    if unreadable:
+        content["unreadable"] = dict(sorted(unreadable.items()))
+    return content
+
+
 class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
-    """One COCO-format split folder. ``save((images, instances, captions))`` with images keyed by file stem (PIL
-    images or uint8 arrays, written as PNG); ``load()`` returns a ``CocoSplit``.
+    """One COCO-format split folder. ``save((images, instances, captions))`` with images keyed by file stem
+    (``SourceImage`` files, copied as they are under their own name; PIL images or uint8 arrays, written as
+    ``<stem>.png``: ``split_file_name``); ``load()`` returns a ``CocoSplit``.
 
     Args:
         path: the split's folder (``data/01_raw/shapes/eval``).
@@ -114,19 +158,32 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
             captions = json.loads((ann / "captions.json").read_text()) if (ann / "captions.json").is_file() else None
         except ValueError as exc:
             raise DatasetError(f"'{ann}': an annotation file is damaged ({exc})") from None
-        return CocoSplit(self._path, instances, captions)
+        return CocoSplit(self._path, instances, captions, unreadable=self._recorded().get("unreadable", {}))
+
+    def _files(self, images: dict) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The split's image files (``images/<name>`` -> bytes), never decoding a source file, and the source
+        files that cannot be read (name -> why)."""
+        files, unreadable = {}, {}
+        for stem, image in sorted(images.items()):
+            name = split_file_name(stem, image)
+            if isinstance(image, SourceImage):
+                try:
+                    files[f"images/{name}"] = image.read_bytes()
+                except ValueError as exc:
+                    logger.warning("%s: %s (its item is skipped)", self._path, exc)
+                    unreadable[name] = str(exc)
+            else:
+                files[f"images/{name}"] = _encode(image)
+        return files, unreadable
 
     def save(self, data) -> None:
         images, instances, captions = data
-        files = {f"images/{stem}.png": _encode(image) for stem, image in sorted(images.items())}
+        files, unreadable = self._files(images)
         files["annotations/instances.json"] = json.dumps(instances, sort_keys=True).encode()
         if captions is not None:
             files["annotations/captions.json"] = json.dumps(captions, sort_keys=True).encode()
-        digest = hashlib.sha256()
-        for name, content in sorted(files.items()):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
-        content = {"sha256": digest.hexdigest(), "files": len(files)}
-        if self._current_content() == content:
+        content = _content(_file_stamps(files), unreadable)
+        if self._recorded() == content and self._current_content() == content:
             return  # the same split is already there: keep its files
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self._path.parent, prefix=f".{self._path.name}.new-"))
@@ -147,26 +204,53 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def _recorded(self) -> dict:
+        """``split.json`` as saved ({} when absent or damaged)."""
+        try:
+            recorded = json.loads((self._path / CONTENT_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
     def _current_content(self) -> dict | None:
-        """The content hash of the split as it is on disk (every file read, so a damaged or replaced image is
-        seen), or None when there is none."""
-        if not (self._path / CONTENT_FILE).is_file():
+        """``split.json``'s content for the split as it is on disk (every file read, so a damaged or replaced
+        image is seen), or None when there is no split.json."""
+        recorded = self._recorded()
+        if not recorded:
             return None
-        digest = hashlib.sha256()
-        files = sorted(p for p in self._path.rglob("*") if p.is_file() and p.name != CONTENT_FILE)
-        for file in files:
-            name = file.relative_to(self._path).as_posix()
-            digest.update(name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
-        return {"sha256": digest.hexdigest(), "files": len(files)}
+        stamps = {}
+        for file in sorted(p for p in self._path.rglob("*") if p.is_file() and p.name != CONTENT_FILE):
+            try:
+                stamps[file.relative_to(self._path).as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
+            except OSError:
+                stamps[file.relative_to(self._path).as_posix()] = "unreadable"
+        return _content(stamps, recorded.get("unreadable", {}))
+
+    def changed_files(self) -> list[str]:
+        """The files whose bytes differ from their content stamps in ``split.json`` (added, removed or changed
+        since the split was saved); every file when there is no split.json."""
+        recorded, current = self._recorded(), self._current_content()
+        if current is None:
+            return ["split.json"]
+        if "file_sha256" not in recorded:  # a split saved before per-file stamps: its overall hash decides
+            return [] if recorded.get("sha256") == current["sha256"] else ["(a file)"]
+        old, new = recorded["file_sha256"], current["file_sha256"]
+        return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
 
     def stamp(self) -> Any:
-        try:
-            return json.loads((self._path / CONTENT_FILE).read_text())
-        except (OSError, ValueError):
-            return "absent"
+        return self._recorded() or "absent"
 
     def _exists(self) -> bool:
-        return (self._path / "annotations" / "instances.json").is_file()
+        """True when the split is there with the bytes it was saved with: an image edited, truncated, added or
+        removed since makes it missing (``--only-missing-outputs`` remakes it)."""
+        if not (self._path / "annotations" / "instances.json").is_file():
+            return False
+        changed = self.changed_files()
+        if changed:
+            logger.warning("%s: %s changed since the split was saved (content stamps in %s); it counts as missing "
+                           "and is remade", self._path, ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""),
+                           CONTENT_FILE)
+        return not changed
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

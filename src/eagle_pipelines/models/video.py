@@ -157,19 +157,29 @@ def _from_array(frames: np.ndarray, n_frames, fps, what: str, name: str = "") ->
 
 
 def _from_folder(folder: Path, n_frames, fps) -> Clip:
-    from eagle_pipelines.core.images import as_rgb
-
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
     if not files:
         raise ValueError(f"'{folder}' is a directory with no image files ({', '.join(IMAGE_SUFFIXES)}); a clip's "
                          f"frames go there, named in time order")
     n = _enough(len(files), len(files) if n_frames is None else n_frames, f"'{folder}'", "holds")
     pick = even_indices(len(files), n)
-    frames = [as_rgb(str(files[i])) for i in pick]
+    frames = [_frame(files[i]) for i in pick]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise ValueError(f"the frames in '{folder}' differ in size ({sorted(sizes)}); resize them to one size")
     return Clip(np.stack(frames), float(fps or DEFAULT_FPS), tuple(pick), len(files), str(folder))
+
+
+def _frame(file: Path) -> np.ndarray:
+    """One frame file by the rules of every image (``core.images``: the same decoder, the same smallest size)."""
+    from eagle_pipelines.core.images import ImageError, check_size, read_image
+
+    frame = read_image(file)
+    try:
+        check_size(frame)
+    except ImageError as exc:
+        raise ImageError(f"'{file}': {exc}") from None
+    return frame
 
 
 def _from_video(path: Path, n_frames) -> Clip:

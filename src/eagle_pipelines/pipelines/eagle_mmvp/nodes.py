@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from eagle_pipelines.data.coco import image_size, split_file_name
 from eagle_pipelines.data.mmvp import MmvpParams, mmvp_eval_list
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.reference_list import mmvp_reference_questions
@@ -72,12 +73,13 @@ def _mmvp_questions(params: EagleMmvpParams, source) -> tuple[dict, list[dict], 
     images, info, rows = {}, [], []
     for row in listed.itertuples(index=False):
         stem = str(row.image_id)
-        if stem not in images:
-            image = loaders[stem]()
-            images[stem] = image.convert("RGB")
-            info.append({"id": int(row.image_id), "file_name": f"{stem}.png", "width": image.width,
-                         "height": image.height, "mmvp_file": row.file_name, "pair": int(row.pair)})
-        rows.append({"item": stem, "image_id": int(row.image_id), "file_name": f"{stem}.png", "prompt": row.prompt,
+        file_name = split_file_name(stem, loaders[stem])
+        if stem not in images:  # the file as it is: the split copies its bytes, decoded when its item is reached
+            images[stem] = loaders[stem]
+            width, height = image_size(loaders[stem])
+            info.append({"id": int(row.image_id), "file_name": file_name, "width": width, "height": height,
+                         "mmvp_file": row.file_name, "pair": int(row.pair)})
+        rows.append({"item": stem, "image_id": int(row.image_id), "file_name": file_name, "prompt": row.prompt,
                      "reference": row.reference, "pair": int(row.pair)})
     return images, info, rows
 

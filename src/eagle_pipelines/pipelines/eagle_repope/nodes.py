@@ -27,7 +27,7 @@ from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
 from eagle_pipelines.core.regions import RegionMap, params_hash
 from eagle_pipelines.core.regions import superpixels as make_regions
-from eagle_pipelines.data.coco import CocoFormatError
+from eagle_pipelines.data.coco import CocoFormatError, split_file_name
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
@@ -78,15 +78,17 @@ def repope_question_split(repope_source, max_questions: int | None) -> tuple[dic
                               f"instances (e.g. {missing[:3]}); RePOPE asks about COCO val2014 images")
     ids = {i["id"] for i in images_info}
     stems = {i["file_name"].rsplit(".", 1)[0] for i in images_info}
-    # the split stores each image as <stem>.png; the list still names the source file (source_file_name)
-    subset = {**instances, "images": [{**i, "file_name": f"{i['file_name'].rsplit('.', 1)[0]}.png",
-                                       "source_file_name": i["file_name"]} for i in images_info],
-              "annotations": [a for a in instances["annotations"] if a["image_id"] in ids]}
     source_images = repope_source.images()
     absent = sorted(stems - set(source_images))
     if absent:
         raise CocoFormatError(f"{len(absent)} images of the question list are missing from {repope_source.name}'s "
                               f"images folder (e.g. {absent[:3]})")
+    # the split keeps each source file as it is (copied, decoded when its question is reached: an unreadable
+    # image is named and skipped there); source_file_name is the file the list names
+    subset = {**instances, "images": [
+        {**i, "file_name": split_file_name(stem, source_images[stem]), "source_file_name": i["file_name"]}
+        for i, stem in ((i, i["file_name"].rsplit(".", 1)[0]) for i in images_info)],
+              "annotations": [a for a in instances["annotations"] if a["image_id"] in ids]}
     logger.info("eagle_repope: %d RePOPE questions on %d COCO val2014 images", len(records), len(stems))
     return {s: source_images[s] for s in sorted(stems)}, subset, hal.write_pope_questions(records)
 
@@ -144,7 +146,7 @@ def build_question_list(pope_questions: str, question_split: CocoSplit, max_ques
     if max_questions:
         records = records[:max_questions]
     index = question_split.index
-    by_file = {}  # the image file a question names (RePOPE's .jpg, stored as .png: source_file_name) -> image id
+    by_file = {}  # the image file a question names (source_file_name: the list's name) -> image id
     for image_id in index.image_ids():
         info = index.image_info(image_id)
         by_file[info.get("source_file_name", info["file_name"])] = image_id
