@@ -408,7 +408,7 @@ def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: Evaluat
         if obj is not None and not obj[0].any():
             logger.warning("%s: the object lies outside what the model sees (its processor crops it off): "
                            "Point Game left undefined", key)
-        rows = score_methods(scorer, maps, params.pixel_steps, obj)
+        rows = score_methods(scorer, maps, params.pixel_steps, obj, params.pixel_ties)
         for row in rows:
             row.update({"image_id": info["image_id"], "item": info["item"], "level": info["level"],
                         "target": info["meta"].get("category", info["meta"].get("word", "")),
