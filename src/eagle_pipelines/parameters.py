@@ -116,11 +116,13 @@ class AttributionParams(BaseModel):
         default=False,
         description="sentence level also explains the end-of-turn token that ended the answer (<|im_end|> for "
                     "Qwen), as the reference's caption lists do")
-    word_selection: Literal["each", "once"] = Field(
+    word_selection: Literal["each", "once", "reference"] = Field(
         default="each",
-        description="'each': every annotated object the answer names, all tokens of its word; 'once': one target "
-                    "per image, the first token of the first annotated object the answer names (the reference's "
-                    "coco_single_target_once lists)")
+        description="'each': every annotated object the answer names (whole words: name, plural, synonyms), all "
+                    "tokens of its word; 'once': one target per image, the first token of the first of the image's "
+                    "objects (in category order) that the answer names; 'reference': the reference's rule, per "
+                    "category the first eval_data.coco.word_quota candidate images whose answer contains the "
+                    "category name as a substring, any case, the token where it begins")
 
     def search_params(self) -> dict:
         # bidirectional (this project's earlier reading of efficient) takes efficient's settings

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from eagle_pipelines.core.parity import ParitySwitches
 
 COLUMNS = ("Index", "Question", "Options", "Correct Answer")
 OPTION = re.compile(r"\(([a-z])\)\s*")
