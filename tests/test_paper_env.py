@@ -41,7 +41,7 @@ def test_the_paper_configuration_resolves_to_the_papers_setting(project):
     assert (params["superpixels"]["backend"], params["superpixels"]["ruler"], params["superpixels"]["num_iterations"],
             params["superpixels"]["compose"]) == ("opencv", 20.0, 20, "processor")
     # the reference's targets: the end-of-turn token at sentence level, one token per image at word level
-    assert params["attribution"]["end_token"] is True and params["attribution"]["word_selection"] == "once"
+    assert params["attribution"]["end_token"] is True and params["attribution"]["word_selection"] == "reference"
     assert params["reporting"]["headline_protocol"] == "regions"
     assert params["attribution"]["lambda1"] == params["attribution"]["lambda2"] == 1.0
     assert params["attribution"]["strategy"] == "greedy" and params["attribution"]["word_targets"] == "objects"
