@@ -15,7 +15,8 @@ the token they explain. On each entry this measures:
 
 Tokens are decoded without a model: the vocabulary is taken from the lists of the same folder and model family
 (the ``words`` of its caption, MMVP and RePOPE lists with their ids, and each word-level entry's target token);
-an entry with a token outside it is counted as not decodable, and the token figure is over the decodable ones.
+an entry with a token outside it is counted as not decodable, and the token figure is over the decodable ones
+(lists whose ``words`` carry no leading spaces, LLaVA's, give no vocabulary: their tokens are not measured).
 
 Which images a category gets (its candidates in pycocotools' ``getImgIds`` order, the quota of 4) needs the COCO
 instances file and the model's sentences for the images the lists left out, so it is not measured here; the
@@ -53,8 +54,10 @@ def vocabularies(files: list[Path]) -> dict[str, dict[int, str]]:
     for path in files:
         entries = json.loads(path.read_text(encoding="utf-8"))
         known = vocab.setdefault(family(path.name), {})
+        # a list whose decoded words carry no leading spaces (LLaVA's sentencepiece lists) cannot rebuild a sentence
+        spaced = any(str(w).startswith(" ") for e in entries for w in e.get("words", []))
         for e in entries:
-            if "words" in e and "selected_interpretation_token_word_id" in e:
+            if spaced and "words" in e and "selected_interpretation_token_word_id" in e:
                 for i, w in zip(e["selected_interpretation_token_word_id"], e["words"]):
                     known.setdefault(int(i), w)
             if "target_generated_id" in e:
