@@ -316,3 +316,50 @@ def test_a_reference_lists_folder_without_the_list_stops_the_run_naming_the_file
     line = next(ln for ln in message.splitlines() if "word_reference_list" in ln)
     assert "coco_single_target_once_qwen25vl-3B.json" in line and "reference_lists" in line
     assert "leave out --params reference_lists" in message
+
+
+def test_select_targets_applies_the_rule_across_the_images_and_explains_where_the_name_begins():
+    """select_targets with word_selection: reference on a split of four images: per category in candidate order,
+    the quota, each image once, the token where the literal name begins, the image's object of that category;
+    sentence targets only for the caption sample."""
+    from types import SimpleNamespace
+
+    from eagle_pipelines.data.coco import CocoIndex
+    from eagle_pipelines.parameters import AttributionParams
+    from eagle_pipelines.pipelines.experiment.nodes import select_targets
+
+    words = ["A", " busy", " bus", " person", " with", " cups", ".", " cat"]
+    sentences = {1: [0, 3, 4, 5, 6], 2: [0, 1, 7, 6], 3: [0, 2, 4, 3, 6], 4: [0, 7, 6]}
+
+    def decode(ids):
+        return "".join(words[i] for i in ids)
+
+    def box(image_id, ann_id, cat):
+        return {"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": [0, 0, 2, 2], "area": 4,
+                "iscrowd": 0, "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]}
+
+    cats = [{"id": 1, "name": "person"}, {"id": 6, "name": "bus"}, {"id": 47, "name": "cup"}]
+    images = [{"id": i, "file_name": f"{i}.png", "width": 4, "height": 4,
+               "samples": ["caption", "word"] if i == 1 else ["word"]} for i in sentences]
+    anns = [box(1, 11, 1), box(1, 12, 47), box(2, 21, 6), box(3, 31, 1), box(3, 32, 6), box(4, 41, 1)]
+    instances = {"images": images, "annotations": anns, "categories": cats,
+                 "info": {"sample": {"word_quota": 1},
+                          "word_candidates": [{"category": "person", "image_ids": [3, 1, 4]},
+                                              {"category": "bus", "image_ids": [3, 2]},
+                                              {"category": "cup", "image_ids": [1]}]}}
+    split = SimpleNamespace(index=CocoIndex(instances, None), instances=instances)
+    answers = {"answers": [
+        {"item": str(i), "image_id": i, "image_sha": "x", **{
+            "prompt": "Describe the image.", "token_ids": ids, "tokens": [words[t] for t in ids],
+            "text": decode(ids), "token_probs": [0.5] * len(ids), "finished": True, "end_token_id": None}}
+        for i, ids in sentences.items()]}
+    vlm = SimpleNamespace(processor=SimpleNamespace(tokenizer=SimpleNamespace(decode=decode)))
+    out = select_targets(vlm, split, answers, AttributionParams(word_selection="reference"))
+    word = {t["image_id"]: t for t in out["targets"] if t["level"] == "word"}
+    # person: image 3 first (quota 1); bus: 3 is taken, so 2 ("busy": the token " busy", position 1);
+    # cup: image 1 ("cups", position 3), whose person came after the quota was filled
+    assert {i: (t["meta"]["category"], t["positions"]) for i, t in word.items()} == {
+        3: ("person", [3]), 2: ("bus", [1]), 1: ("cup", [3])}
+    assert word[1]["meta"]["annotation_id"] == 12
+    assert [s["image_id"] for s in out["skipped"] if s["level"] == "word"] == [4]
+    assert [t["image_id"] for t in out["targets"] if t["level"] == "sentence"] == [1]  # the caption sample only
