@@ -363,3 +363,34 @@ def test_select_targets_applies_the_rule_across_the_images_and_explains_where_th
     assert word[1]["meta"]["annotation_id"] == 12
     assert [s["image_id"] for s in out["skipped"] if s["level"] == "word"] == [4]
     assert [t["image_id"] for t in out["targets"] if t["level"] == "sentence"] == [1]  # the caption sample only
+
+
+def test_with_the_authors_word_list_the_split_holds_the_caption_sample_and_the_listed_images(tmp_path):
+    """eval_data.coco.reference_lists: the word level's images are the list's, each with its record and its one
+    object (not COCO's annotations); the caption sample keeps its images; a caption list in its place is refused
+    naming the file and the fix."""
+    from PIL import Image
+
+    from eagle_pipelines.data.coco import CocoFormatError
+    from eagle_pipelines.data.coco_sample import CocoSampleParams, coco_eval_split
+    from tests.coco_fixtures import make_coco
+
+    make_coco(tmp_path)
+    instances = json.loads((tmp_path / "annotations/instances_val2017.json").read_text())
+    files = {im["id"]: im["file_name"] for im in instances["images"]}
+    images = {p.stem: (lambda p=p: Image.open(p)) for p in (tmp_path / "val2017").glob("*.jpg")}
+    entry = json.loads((LISTS / "sample-object.json").read_text())[0]
+    listed = [{**entry, "image_path": files[i], "location": [1, 1, 20, 30], "segmentation": []} for i in (1, 10)]
+    params = CocoSampleParams(images=2, seed=0, reference_lists=str(tmp_path))
+    _, split, captions = coco_eval_split(instances, None, images, params, word_list=(listed, "once.json"))
+    by_id = {im["id"]: im for im in split["images"]}
+    assert {i for i, im in by_id.items() if "word" in im["samples"]} == {1, 10}
+    assert all("reference" in by_id[i] for i in (1, 10))
+    assert sum("caption" in im["samples"] for im in by_id.values()) == 2
+    for i in (1, 10):  # the list's object alone, its box as listed
+        objects = [a for a in split["annotations"] if a["image_id"] == i]
+        assert len(objects) == 1 and objects[0]["bbox"] == [1.0, 1.0, 19.0, 29.0]
+    caption = json.loads((LISTS / "sample-caption.json").read_text())[:1]
+    caption[0]["image_path"] = files[1]
+    with pytest.raises(CocoFormatError, match="coco_single_target_once.*globals.yml"):
+        coco_eval_split(instances, None, images, params, word_list=(caption, "caption.json"))
