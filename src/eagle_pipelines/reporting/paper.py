@@ -229,3 +229,35 @@ def paper_coverage(rows: pd.DataFrame, paper: pd.DataFrame) -> dict:
     return {"models": models, "cells": len(wanted), "covered": len(covered & wanted),
             "with_value": len(valued & wanted), "missing": sorted("/".join(k) for k in wanted - covered),
             "per_model": per_model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eagle_pipelines.reporting.paper <paper_comparison.csv>...``: the cells of the paper's tables
+    the given comparisons cover, out of the cells for their models (``make paper`` prints it after its runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eagle_pipelines.reporting.paper", description=main.__doc__)
+    parser.add_argument("comparisons", nargs="+", help="paper_comparison.csv files (missing ones are listed)")
+    args = parser.parse_args(argv)
+    frames = []
+    for name in args.comparisons:
+        try:
+            frames.append(pd.read_csv(name))
+        except (OSError, ValueError) as exc:
+            print(f"{name}: not read ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT)
+    try:
+        found = paper_coverage(rows, read_paper_tables())
+    except PaperTableError as exc:
+        print(f"error: {exc}")
+        return 2
+    for model, counts in found["per_model"].items():
+        print(f"{model}: {counts['covered']} of the paper's {counts['cells']} cells covered")
+    print(f"in all: {found['covered']} of {found['cells']} cells ({found['with_value']} with a value)")
+    for cell in found["missing"]:
+        print(f"  not covered: {cell}")
+    return 0 if found["cells"] and found["covered"] == found["cells"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
