@@ -273,8 +273,9 @@ def _listed_targets(listed: dict, base: dict, levels, index, image_id: int, skip
 
 
 def _first_named(words):
-    """One target per image: the first object the answer names, explained by the first token of its word (the
-    reference's coco_single_target_once lists: one image, one category, one token)."""
+    """One target per image: the first of the image's objects, in their annotation order (category id), whose
+    words the answer contains, explained by the first token of its word; not the object the answer names first.
+    (The reference's own rule is ``word_selection: reference``.)"""
     for suffix, positions, meta in words:
         if positions:
             yield suffix, list(positions)[:1], {**meta, "selection": "once"}
