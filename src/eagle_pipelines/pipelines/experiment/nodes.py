@@ -153,6 +153,8 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
     index = eval_split.index
     targets, skipped = [], []
     by_rule = attribution.word_selection == "reference" and "word" in attribution.levels
+    # a split whose images serve one level each (the paper's caption sample and word candidates) says so per image
+    per_level = any("samples" in im for im in (getattr(eval_split, "instances", None) or {}).get("images", []))
     for a in answers["answers"]:
         answer = Answer.from_dict(a)
         token_ids = [int(t) for t in answer.token_ids]
@@ -161,7 +163,7 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
             token_ids.append(int(answer.end_token_id))  # teacher-forced too: causal, earlier tokens unchanged
         base = {"item": a["item"], "image_id": int(a["image_id"]), "image_sha": a["image_sha"],
                 "prompt": answer.prompt, "token_ids": token_ids, "answer": answer.text}
-        samples = index.image_info(int(a["image_id"])).get("samples")
+        samples = index.image_info(int(a["image_id"])).get("samples") if per_level else None
         levels = [lv for lv in attribution.levels  # an image drawn for one level only is explained at that level
                   if samples is None or ("caption" if lv == "sentence" else "word") in samples]
         if listed:  # a reference list's own targets
@@ -278,8 +280,9 @@ def _listed_targets(listed: dict, base: dict, levels, index, image_id: int, skip
 
 
 def _first_named(words):
-    """One target per image: the first object the answer names, explained by the first token of its word (the
-    reference's coco_single_target_once lists: one image, one category, one token)."""
+    """One target per image: the first of the image's objects, in their annotation order (category id), whose
+    words the answer contains, explained by the first token of its word; not the object the answer names first.
+    (The reference's own rule is ``word_selection: reference``.)"""
     for suffix, positions, meta in words:
         if positions:
             yield suffix, list(positions)[:1], {**meta, "selection": "once"}
