@@ -534,7 +534,8 @@ def _hostile_report(folder: Path) -> tuple[Path, int, dict]:
         pngs[name] = buf.getvalue()
     metrics = pd.DataFrame([{"method": "eagle", "level": "sentence", "protocol": "pixels", "insertion_auc": 0.5,
                              "deletion_auc": 0.2, "n_samples": 1}])
-    coverage = {"not_made": [{"stage": "answers", "item": HOSTILE, "reason": f"{HOSTILE}<b>"}], "left_out": {}}
+    coverage = {"not_made": [{"stage": "answers", "item": HOSTILE, "reason": f"{HOSTILE}<b>"}],
+                "left_out": {"sentence": {"tam": [f"sentence/{HOSTILE}"]}}}  # an item key from a list's question id
     page = _html(metrics, {**pngs, "table": pngs["table"]}, coverage, {"model": HOSTILE}, {"note": HOSTILE},
                  "pixels", data)
     path = folder / "report.html"
@@ -548,6 +549,7 @@ def test_the_explorer_payload_escapes_what_could_end_or_switch_the_script_elemen
     start = page.index('id="explorer-data">') + len('id="explorer-data">')
     payload = page[start:page.index("</script>", start)]
     assert not set("<>&") & set(payload) and "\\u003c!--\\u003cscript" in payload
+    assert HOSTILE not in page.replace(payload, "")  # nowhere else in the page as markup either
     data = json.loads(payload)
     assert data["images"][0]["answer"] == f"a {HOSTILE} circle</script>"
 

@@ -3,6 +3,7 @@ report (tables, figures, HTML page and run facts, published together)."""
 
 from __future__ import annotations
 
+import html
 import logging
 from html import escape
 
@@ -320,7 +321,7 @@ def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: di
                           f"object annotations, or answers that name no annotated object).</p>")
     if left_out:
         skipped_block += "<p>Left out so that every row covers the same targets:</p><ul>" + "".join(
-            f"<li>{line}</li>" for line in left_out) + "</ul>"
+            f"<li>{html.escape(line)}</li>" for line in left_out) + "</ul>"
     body = f"""<h2>Metrics</h2>
 <p>One protocol for every method, every row of a level over the same targets (n_samples). <em>regions</em>:
 curves of the method's own region order; <em>pixels</em>: the method's map ranked into equal pixel fractions.
