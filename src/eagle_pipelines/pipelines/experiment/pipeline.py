@@ -2,7 +2,7 @@
 
     eval split ─► eval list ─► answers ─► superpixels ─► targets ─► EAGLE ─────┐
                                                              └──► baselines ───┴► evaluation ─► tables ─► report
-                                                                       the paper's tables ─► comparison ─┘
+                                           tables + the paper's tables ─► comparison with the paper ─┘
 
 Stages are node namespaces inside the experiment's (``eagle_coco.explanation``...), so kedro-viz collapses an
 experiment into one box and each stage into another. Dataset names are ``<namespace>.<name>`` and resolve through
