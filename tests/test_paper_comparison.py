@@ -324,6 +324,8 @@ def test_the_coverage_command_reads_published_comparisons(tmp_path, table, capsy
     coco = compare(_metrics(), table, experiment="eagle_coco", preset="qwen2_5_vl_3b", paper_model="Qwen2.5-VL 3B")
     mmvp = compare(_metrics(levels=("sentence",)), table, experiment="eagle_mmvp", preset="qwen2_5_vl_3b",
                    paper_model="Qwen2.5-VL 3B")
+    assert paper.main([str(tmp_path / "absent.csv")]) == 1
+    assert "no comparison was read" in capsys.readouterr().out
     coco.to_csv(tmp_path / "coco.csv", index=False)
     assert paper.main([str(tmp_path / "coco.csv")]) == 1
     assert "Qwen2.5-VL 3B: 52 of the paper's 76 cells covered" in capsys.readouterr().out

@@ -245,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             frames.append(pd.read_csv(name))
         except (OSError, ValueError) as exc:
             print(f"{name}: not read ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT)
+    if not frames:
+        print("no comparison was read: nothing to count (has the run published its report?)")
+        return 1
+    rows = pd.concat(frames, ignore_index=True)
     try:
         found = paper_coverage(rows, read_paper_tables())
     except PaperTableError as exc:

@@ -2,7 +2,7 @@
 
     eval split ─► eval list ─► answers ─► superpixels ─► targets ─► EAGLE ─────┐
                                                              └──► baselines ───┴► evaluation ─► tables ─► report
-                                                                       the paper's tables ─► comparison ─┘
+                                           tables + the paper's tables ─► comparison with the paper ─┘
 
 Stages are node namespaces inside the experiment's (``eagle_coco.explanation``...), so kedro-viz collapses an
 experiment into one box and each stage into another. Dataset names are ``<namespace>.<name>`` and resolve through
@@ -12,7 +12,7 @@ make ``eval_split`` (and, for a list with a prompt per question, ``eval_list``).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
@@ -64,7 +64,7 @@ def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = ""
                  name="coverage"),
             Node(report.build_figures, ["vlm", "eval_split", "attributions", "baselines", "evaluation",
                                         "params:reporting"], "figures", name="build_figures"),
-            Node(partial(report.compare_with_paper, experiment=experiment),
+            Node(update_wrapper(partial(report.compare_with_paper, experiment=experiment), report.compare_with_paper),
                  ["metrics", "vlm", "paper_tables", "params:paper_comparison"], "paper_comparison",
                  name="compare_with_paper"),
             Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",

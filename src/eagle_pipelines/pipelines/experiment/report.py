@@ -253,8 +253,8 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
            "model": params.get("model", ""), "model fingerprint": params.get("model_fingerprint", ""),
            **{f"targets ({level})": n for level, n in coverage["n_targets"].items()},
            "items not made": len(coverage["not_made"])}
-    if paper_comparison is not None:
-        cells = paper_comparison[paper_comparison["metric"].notna()]
+    cells = None if paper_comparison is None else paper_comparison[paper_comparison["metric"].notna()]
+    if cells is not None and len(cells):
         run["paper cells covered"] = f"{int(cells['covered'].astype(bool).sum())} of {len(cells)}"
     protocol = reporting.headline_protocol if reporting is not None else "pixels"
     page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol, explorer_data,
@@ -285,15 +285,13 @@ def paper_section(comparison: pd.DataFrame | None) -> str:
     measured = "; ".join(sorted({str(m) for m in cells.loc[cells["metric"] == "gpu_memory_gb", "measured_as"]
                                  .dropna()}))
     shown = cells[["task", "level", "method", "metric", "paper", "run", "difference", "n", "protocol", "note"]]
-    first = cells.iloc[0]
-    return (f"{title}<p>Source: {escape(paper.SOURCE)}. Model: {escape(str(first['model']))} (preset "
-            f"<code>{escape(str(first['preset']))}</code>, fingerprint <code>{escape(str(first['model_fingerprint']))}"
-            "</code>). "
-            f"{len(covered)} of the paper's {len(cells)} cells for this model and experiment are covered by this run; "
-            "difference = this run − the paper. EAGLE is compared under its region curves and the baselines under the "
-            "pixel protocol, as the paper scores them. Memory: " + escape(measured or "not measured") + ". Seconds: wall "
-            "time per explained sample. (paper_comparison.csv has every column.)</p>"
-            f"{html_page.table(shown)}")
+    first = {k: escape(str(v)) for k, v in cells.iloc[0].items()}
+    return (f"{title}<p>Source: {escape(paper.SOURCE)}. Model: {first['model']} (preset <code>{first['preset']}"
+            f"</code>, fingerprint <code>{first['model_fingerprint']}</code>). {len(covered)} of the paper's "
+            f"{len(cells)} cells for this model and experiment are covered by this run; difference = this run − the "
+            "paper. EAGLE is compared under its region curves and the baselines under the pixel protocol, as the "
+            f"paper scores them. Memory: {escape(measured or 'not measured')}. Seconds: wall time per explained "
+            f"sample. (paper_comparison.csv has every column.)</p>{html_page.table(shown)}")
 
 
 def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict,
