@@ -99,7 +99,7 @@ def table_costs(params: dict, search_passes: int) -> list[TableCost]:
         images = min(eval_data.coco.images, coco.max_images or eval_data.coco.images)
         caption = (images, f"eval_data.coco.images{' / eagle_coco.max_images' if coco.max_images else ''}")
         word = ((images, "one object per image at most (word_selection: once)") if attribution.word_selection
-                == "once" else (PAPER_SAMPLES["coco_caption/word"], "the paper's count (word_selection: each)"))
+                == "once" else (PAPER_SAMPLES["coco_caption/word"], f"the paper's count (word_selection: {attribution.word_selection})"))
     else:
         caption = (PAPER_SAMPLES["coco_caption/sentence"], f"the paper's count (eval_data.source: {eval_data.source})")
         word = (PAPER_SAMPLES["coco_caption/word"], f"the paper's count (eval_data.source: {eval_data.source})")
