@@ -373,8 +373,8 @@ def test_a_coco_folder_with_a_truncated_image_runs_to_the_end_and_names_it(proje
     row = skipped[skipped.item.astype(str) == "2"]
     assert len(row) == 1 and row.stage.iloc[0] == "answers"
     assert "000000000002.jpg" in row.reason.iloc[0] and "cannot be read as an image" in row.reason.iloc[0]
-    run = json.loads((report / "run.json").read_text())
-    assert any("000000000002.jpg" in r["reason"] for r in run["coverage"]["not_made"])
+    facts = json.loads((report / "run.json").read_text())
+    assert any("000000000002.jpg" in r["reason"] for r in facts["coverage"]["not_made"])
     assert "000000000002.jpg" in (report / "report.html").read_text()
     metrics = pd.read_csv(report / "metrics.csv")
     assert (metrics[metrics.level == "sentence"].n_samples == 3).all()  # images 1, 4 and 10
