@@ -352,15 +352,38 @@ def test_a_coco_folder_with_a_truncated_image_runs_to_the_end_and_names_it(proje
               "eagle_coco": {"max_new_tokens": 4, "prompt": "Describe the image."}, "superpixels": {"n_segments": 6},
               "evaluation": {"pixel_steps": 4}, "reporting": {"figure_samples": 1}, "baselines": {"methods": []},
               "attribution": {"end_token": False}}
-    with KedroSession.create(project_path=project, env="paper", runtime_params=params) as session:
-        session.run(pipeline_names=["eagle_coco"])
+    from kedro.framework.hooks import hook_impl
+
+    def run(**kwargs) -> set[str]:
+        ran: set[str] = set()
+
+        class Recorder:
+            @hook_impl
+            def before_node_run(self, node):
+                ran.add(node.name.rsplit(".", 1)[-1])
+
+        with KedroSession.create(project_path=project, env="paper", runtime_params=params) as session:
+            session._hook_manager.register(Recorder())
+            session.run(pipeline_names=["eagle_coco"], **kwargs)
+        return ran
+
+    run()
     report = project / "data/08_reporting/eagle_coco_paper/toy"
     skipped = pd.read_csv(report / "skipped.csv")
     row = skipped[skipped.item.astype(str) == "2"]
     assert len(row) == 1 and row.stage.iloc[0] == "answers"
     assert "000000000002.jpg" in row.reason.iloc[0] and "cannot be read as an image" in row.reason.iloc[0]
-    run = json.loads((report / "run.json").read_text())
-    assert any("000000000002.jpg" in r["reason"] for r in run["coverage"]["not_made"])
+    facts = json.loads((report / "run.json").read_text())
+    assert any("000000000002.jpg" in r["reason"] for r in facts["coverage"]["not_made"])
     assert "000000000002.jpg" in (report / "report.html").read_text()
     metrics = pd.read_csv(report / "metrics.csv")
     assert (metrics[metrics.level == "sentence"].n_samples == 3).all()  # images 1, 4 and 10
+
+    # the split keeps the source's bytes; one edited after the run makes --only-missing-outputs remake the split
+    copy = project / "data/02_intermediate/eagle_coco_paper/eval/images/000000000001.jpg"
+    source = (tmp_path / "coco/val2017/000000000001.jpg").read_bytes()
+    assert copy.read_bytes() == source
+    copy.write_bytes(source[:200])
+    assert "prepare_eval_split" in run(only_missing_outputs=True)
+    assert copy.read_bytes() == source
+    assert run(only_missing_outputs=True) == set()  # and then nothing is missing

@@ -721,8 +721,10 @@ def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
     _run(project, {"eagle_repope": {"source": "repope", "methods": ["eagle", "random"]},
                    "superpixels": {"n_segments": 6}})
     data = project / "data"
-    assert sorted(p.name for p in (data / "01_raw/eagle_repope/split/images").glob("*.png")) == [
-        f"COCO_val2014_{i['id']:012d}.png" for i in instances["images"]]
+    stored = data / "01_raw/eagle_repope/split/images"  # COCO's files as they are, copied, never re-encoded
+    assert sorted(p.name for p in stored.iterdir()) == [i["file_name"] for i in instances["images"]]
+    assert all((stored / i["file_name"]).read_bytes() == (coco / "val2014" / i["file_name"]).read_bytes()
+               for i in instances["images"])
     listed = pd.read_csv(data / "05_model_input/eagle_repope/questions.csv")
     assert listed.question_id.tolist() == [1, 2, 3] and set(listed.kind) == {"repope"}
     assert listed.image_id.tolist() == [i["id"] for i in instances["images"]]

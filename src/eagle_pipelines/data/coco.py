@@ -1,7 +1,8 @@
 """COCO-format reading with pycocotools, shared by the embedded shapes data and real COCO.
 
 ``CocoIndex`` wraps a ``pycocotools.coco.COCO`` built from already-loaded dictionaries (the catalog reads the
-JSON files), and resolves each image in a ``PartitionedDataset`` of images by its file name.
+JSON files), and resolves each image in a mapping of images keyed by file stem (a ``PartitionedDataset``, or the
+``core.images.SourceImage`` files of ``CocoFolder.images``) by its file name, decoded by ``core.images.as_rgb``.
 """
 
 from __future__ import annotations
