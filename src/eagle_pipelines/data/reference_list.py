@@ -176,8 +176,12 @@ def validate_entry(entry, fmt: str, index: int) -> dict:
         raise EntryError(index, f"expected a JSON object, got {type(entry).__name__} {_shown(entry)}")
     image = entry.get("image_path", entry.get("image_filename", entry.get("image_name", "")))
     image = PurePosixPath(image).name if isinstance(image, str) else ""
+    # a file name that is not UTF-8 reaches Python as lone surrogates (surrogateescape), which pydantic's strings
+    # refuse: validate a printable stand-in and keep the name itself, which names the file on disk
+    raw = {k: v for k, v in entry.items() if isinstance(v, str) and any("\ud800" <= c <= "\udfff" for c in v)}
+    stand_in = {**entry, **{k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in raw.items()}}
     try:
-        return ENTRY_MODELS[fmt].model_validate(entry).model_dump()
+        return {**ENTRY_MODELS[fmt].model_validate(stand_in).model_dump(), **raw}
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"] if not str(p).startswith(("list[", "function-", "constrained-"))
