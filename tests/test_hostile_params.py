@@ -426,6 +426,23 @@ def test_a_user_error_shows_its_traceback_when_asked(tmp_path):
     assert type(outcome.raised).__name__ == "ParameterError" and "Traceback" in outcome.text
 
 
+def test_a_format_error_raised_inside_a_dataset_or_node_is_found_in_the_chain():
+    """Kedro wraps a dataset's error in its own DatasetError: the user error under it is what gets printed."""
+    from kedro.io.core import DatasetError
+
+    from eagle_pipelines.cli import _user_error
+    from eagle_pipelines.data.coco import CocoFormatError
+
+    try:
+        try:
+            raise CocoFormatError("list.json: entry 3 has no 'image'; add it")
+        except CocoFormatError as exc:
+            raise DatasetError("Failed while loading data from dataset") from exc
+    except DatasetError as wrapped:
+        assert str(_user_error(wrapped)) == "list.json: entry 3 has no 'image'; add it"
+    assert _user_error(RuntimeError("a bug")) is None  # a bug keeps its traceback
+
+
 def main(before: bool = False) -> None:
     """Prints each case's verdict and the tally per group (the before/after table of the report). `before`: a
     pipeline parameter the models accept is not run (the whole pipeline would), it is listed as accepted."""
