@@ -264,6 +264,8 @@ CASES = [
          "at least 1"),
     Case("pipeline parameters", "attribution.batch_size=true", params_run("attribution.batch_size=true"),
          "attribution.batch_size", "integer"),
+    Case("pipeline parameters", "eagle_coco.prompt=' ' (blank)", params_run("eagle_coco.prompt=' '"),
+         "eagle_coco.prompt", "non-empty"),
     Case("explain() arguments", "n_regions=True", explain_args(n_regions=True), "n_regions", "integer"),
     Case("explain() arguments", "n_regions=100000", explain_args(n_regions=100000), "n_regions", "65536"),
     Case("explain() arguments", "lambda1=inf", explain_args(lambda1=float("inf")), "lambda1", "finite"),
