@@ -264,6 +264,8 @@ CASES = [
          "at least 1"),
     Case("pipeline parameters", "attribution.batch_size=true", params_run("attribution.batch_size=true"),
          "attribution.batch_size", "integer"),
+    Case("pipeline parameters", "eagle_coco.prompt=' ' (blank)", params_run("eagle_coco.prompt=' '"),
+         "eagle_coco.prompt", "non-empty"),
     Case("explain() arguments", "n_regions=True", explain_args(n_regions=True), "n_regions", "integer"),
     Case("explain() arguments", "n_regions=100000", explain_args(n_regions=100000), "n_regions", "65536"),
     Case("explain() arguments", "lambda1=inf", explain_args(lambda1=float("inf")), "lambda1", "finite"),
@@ -424,6 +426,23 @@ def test_a_user_error_shows_its_traceback_when_asked(tmp_path):
     outcome = kedro_run(tmp_path, ["--pipeline", "eagle_coco", "--params", "attribution.lambda1=inf"],
                         env={"EAGLE_TRACEBACK": "1"})
     assert type(outcome.raised).__name__ == "ParameterError" and "Traceback" in outcome.text
+
+
+def test_a_format_error_raised_inside_a_dataset_or_node_is_found_in_the_chain():
+    """Kedro wraps a dataset's error in its own DatasetError: the user error under it is what gets printed."""
+    from kedro.io.core import DatasetError
+
+    from eagle_pipelines.cli import _user_error
+    from eagle_pipelines.data.coco import CocoFormatError
+
+    try:
+        try:
+            raise CocoFormatError("list.json: entry 3 has no 'image'; add it")
+        except CocoFormatError as exc:
+            raise DatasetError("Failed while loading data from dataset") from exc
+    except DatasetError as wrapped:
+        assert str(_user_error(wrapped)) == "list.json: entry 3 has no 'image'; add it"
+    assert _user_error(RuntimeError("a bug")) is None  # a bug keeps its traceback
 
 
 def main(before: bool = False) -> None:

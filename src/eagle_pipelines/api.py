@@ -82,8 +82,11 @@ def check_arguments(prompt=None, strategy: str = "pooled", n_regions: int = 64, 
     try:
         SuperpixelParams(n_segments=regions)
     except ValidationError as exc:
-        raise ValueError(f"n_regions must be at least 2 (got {n_regions!r}): EAGLE orders the image's regions; "
-                         f"allowed: {ALLOWED['n_regions']} ({exc.errors()[0]['msg']})") from None
+        if isinstance(regions, int) and not isinstance(regions, bool) and regions < 2:
+            raise ValueError(f"n_regions must be at least 2 (got {n_regions!r}): EAGLE orders the image's regions; "
+                             f"allowed: {ALLOWED['n_regions']}") from None
+        raise ValueError(f"n_regions must be {ALLOWED['n_regions']}; got {n_regions!r} "
+                         f"({exc.errors()[0]['msg']})") from None
     given = {"lambda1": lambda1, "lambda2": lambda2, "batch_size": batch_size, "memory_budget_mb": memory_budget_mb}
     for name, value in given.items():  # numbers only: the model would read "1" or True as one
         if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, np.number))):

@@ -8,8 +8,8 @@ import logging
 from kedro.framework.hooks import hook_impl
 from kedro.io.core import DatasetError
 
-from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 
 logger = logging.getLogger(__name__)
 #: --params keys that select catalog entries (conf/paper/catalog.yml), not parameter groups

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
 from eagle_pipelines.core.parity import ParitySwitches
@@ -26,6 +26,14 @@ from eagle_pipelines.models.toy import ToyModelParams
 MAX_SEGMENTS = 65536
 #: a weight of the EAGLE objective: a finite number >= 0 (not inf, not nan; the YAML string 'inf' neither)
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must be a non-empty question (explain() refuses a blank prompt too)")
+    return text
+
+
+#: a prompt: not empty, not only spaces
+Prompt = Annotated[str, AfterValidator(_not_blank)]
 #: a count: an int, never a bool (``true`` would otherwise be taken as 1) nor a float or a string
 Count = Annotated[int, Field(strict=True, ge=1)]
 
@@ -35,7 +43,7 @@ class ExperimentParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = "Describe the image."
+    prompt: Prompt = Field(default="Describe the image.", description="the question asked about every image")
     max_images: int | None = Field(default=None, gt=0, description="explain only the first N images")
     max_new_tokens: Count = 32
     batch_size: Count = 32
@@ -382,7 +390,7 @@ class EagleMitigationParams(BaseModel):
 
     questions: RepopeQuestionParams = RepopeQuestionParams(biased=40, controls=40)
     question_template: str = "Is there a {name} in the image?"
-    caption_prompt: str = "Describe the image."
+    caption_prompt: Prompt = "Describe the image."
     question_max_new_tokens: Count = 3
     caption_max_new_tokens: Count = 16
     guidance: GuidanceParams = GuidanceParams()

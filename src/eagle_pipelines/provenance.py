@@ -275,11 +275,6 @@ class ProvenanceHook:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        except OSError as exc:  # a read-only data/ (FileLock's Timeout is no OSError)
-            raise DataFolderError(
-                f"the data folder '{path.parent}' cannot take this run's lock file '{path.name}' "
-                f"({exc.strerror or exc}); a run writes its results there: make it writable (chmod -R u+w "
-                f"{path.parent}) or run from a writable copy of the project") from None
         except Timeout:
             holder = ""
             info = path.with_suffix(".owner")
@@ -288,6 +283,11 @@ class ProvenanceHook:
             raise ProjectLockedError(
                 f"another kedro run is writing this project's data folder{holder}; wait for it to finish "
                 f"(one run per data folder: {path})") from None
+        except OSError as exc:  # a read-only data/ (after Timeout: it is a TimeoutError, an OSError)
+            raise DataFolderError(
+                f"the data folder '{path.parent}' cannot take this run's lock file '{path.name}' "
+                f"({exc.strerror or exc}); a run writes its results there: make it writable (chmod -R u+w "
+                f"{path.parent}) or run from a writable copy of the project") from None
         import datetime
 
         try:
