@@ -48,7 +48,9 @@ def _files(folder: Path) -> set[str]:
 def kedro_run(project: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
     """`kedro run` in `project`, offline, reading checkpoints from `cache` only."""
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HOME": str(project / ".hf_home"), "KEDRO_DISABLE_TELEMETRY": "true"}
+           "HF_HOME": str(project / ".hf_home"), "KEDRO_DISABLE_TELEMETRY": "true",
+           # one thread: the tiny models' matrices are too small to share, and the test machine's cores are shared
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env=paper", *args], cwd=project, env=env,
                             capture_output=True, text=True, timeout=900)
     (project / "kedro_run.log").write_text(result.stdout + result.stderr)  # node by node, for a failure's reader
