@@ -1,5 +1,7 @@
 # `make run`  : installs everything into .venv, then runs the main job on the embedded default.
 # `make test` : installs everything into .venv, then runs the test suite.
+# `make paper MODEL=qwen2_5_vl_3b` : the paper's tables for one model on a GPU (docs/paper.md); first
+#               `make paper-cost MODEL=...` : the forward passes per table and the hours they take.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test train viz
+.PHONY: run test train viz paper paper-cost
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +29,23 @@ train: $(BIN)/.installed
 
 viz: $(BIN)/.installed
 	$(BIN)/kedro viz build --include-previews
+
+# The paper's tables for one model preset (conf/paper/globals.yml) with `--env=paper`: the cost first, then each
+# pipeline (a failed one does not stop the next), then how many of the paper's cells the comparisons cover.
+# PARAMS: more `--params` (e.g. PARAMS=eval_data.coco.images=20); COST_ARGS: e.g. --measure or --seconds-per-pass 0.03.
+MODEL ?= qwen2_5_vl_3b
+PAPER_PIPELINES ?= eagle_coco eagle_mmvp
+PARAMS ?=
+COST_ARGS ?=
+comma := ,
+
+paper-cost: $(BIN)/.installed
+	$(BIN)/python -m eagle_pipelines.paper_cost --model $(MODEL) $(COST_ARGS)
+
+paper: $(BIN)/.installed
+	$(BIN)/python -m eagle_pipelines.paper_cost --model $(MODEL) $(COST_ARGS)
+	status=0; for p in $(PAPER_PIPELINES); do \
+	  $(BIN)/kedro run --pipeline=$$p --env=paper --params model=$(MODEL)$(if $(PARAMS),$(comma)$(PARAMS)) || status=1; \
+	done; \
+	$(BIN)/python -m eagle_pipelines.reporting.paper $(foreach p,$(PAPER_PIPELINES),data/08_reporting/$(p)_paper/$(MODEL)/paper_comparison.csv) || true; \
+	exit $$status

@@ -160,6 +160,11 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     sentence = metrics[metrics.level == "sentence"]
     assert (sentence.n_samples == 3).all() and sentence.insertion_auc.between(0, 1).all()
     assert (project / "data/08_reporting/eagle_coco_paper/toy/report.html").stat().st_size > 1000
+    # the paper's tables beside the run's, published beside metrics.csv: the toy preset has no paper cells
+    comparison = pd.read_csv(project / "data/08_reporting/eagle_coco_paper/toy/paper_comparison.csv")
+    assert len(comparison) == 1 and "'toy' has no cells in the paper's tables" in comparison["note"].iloc[0]
+    assert "The paper's tables beside this run" in (
+        project / "data/08_reporting/eagle_coco_paper/toy/report.html").read_text()
 
 
 def _run_base(project: Path, pipeline: str) -> None:

@@ -128,8 +128,8 @@ def _needed(dataset, catalog) -> bool:
 
 def missing_input(name: str, dataset) -> str | None:
     """Why the input `name` cannot be read (the expected path and how to obtain it), or None when it is there.
-    Only inputs that say how to obtain them are checked: model checkpoints, COCO-format folders, and datasets
-    with a ``metadata: {missing_hint: ...}``."""
+    Only inputs that say how to obtain them are checked: model checkpoints, COCO-format folders, datasets with a
+    ``problem()`` method (one line, or None) and datasets with a ``metadata: {missing_hint: ...}``."""
     from eagle_pipelines.io.coco_dataset import CocoFolderDataset
     from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
 
@@ -149,6 +149,10 @@ def missing_input(name: str, dataset) -> str | None:
             where = (f"'{described['hub_id']}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}; "
                      f"set HF_HUB_CACHE to use another)")
         return f"'{name}': {where} (nothing is downloaded). {hint}"
+    problem = getattr(dataset, "problem", None)
+    if callable(problem):  # a dataset that checks its own file (io/paper_tables_dataset.py)
+        found = problem()
+        return f"'{name}': {found}" if found else None
     hint = (getattr(dataset, "metadata", None) or {}).get("missing_hint")
     if hint and not dataset.exists():
         described = dataset._describe()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
 from eagle_pipelines.data.clips import ClipParams
@@ -163,6 +163,26 @@ class ReportingParams(BaseModel):
         description="the protocol of the methods that order regions (EAGLE, random) in the report's headline table: "
                     "pixels (every method alike) or regions (their own region curves, as the reference scores "
                     "EAGLE: evals/eval_AUC_faithfulness.py); the baselines are always under pixels")
+
+
+class PaperComparisonParams(BaseModel):
+    """The run's model preset and how presets map onto the paper's model names (``params:paper_comparison``;
+    reporting/paper.py compares the run's tables with the paper's cells of that model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str = Field(description="the model preset this run explains (conf/paper: --params model=<preset>)")
+    paper_models: dict[str, str | None] = Field(
+        description="model preset (conf/paper/globals.yml) -> the model's name in the paper's tables; null: a "
+                    "preset the paper does not report")
+
+    @model_validator(mode="after")
+    def _preset_is_mapped(self):
+        if self.preset not in self.paper_models:
+            raise ValueError(f"the model preset {self.preset!r} has no entry in paper_comparison.paper_models "
+                             "(conf/base/parameters_paper_comparison.yml): add it, with the paper's model name or "
+                             "null")
+        return self
 
 
 class RepopeQuestionParams(BaseModel):
@@ -433,6 +453,7 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "evaluation": EvaluationParams,
     "baselines": BaselinesParams,
     "reporting": ReportingParams,
+    "paper_comparison": PaperComparisonParams,
     "eagle_repope": EagleRepopeParams,
     "eagle_mmvp": EagleMmvpParams,
     "eagle_mitigation": EagleMitigationParams,
@@ -451,6 +472,7 @@ PARAMETER_FILES = {
     "evaluation": "conf/<env>/parameters_evaluation.yml",
     "baselines": "conf/<env>/parameters_baselines.yml",
     "reporting": "conf/<env>/parameters_reporting.yml",
+    "paper_comparison": "conf/<env>/parameters_paper_comparison.yml",
     "eagle_repope": "conf/<env>/parameters_eagle_repope.yml",
     "eagle_mmvp": "conf/<env>/parameters_eagle_mmvp.yml",
     "eagle_mitigation": "conf/<env>/parameters_eagle_mitigation.yml",

@@ -28,7 +28,7 @@ from kedro_datasets._typing import ImagePreview, TablePreview
 
 from eagle_pipelines.core.attribution import atomic_write
 
-LINKED = ("metrics.csv", "metrics_per_sample.csv", "skipped.csv", "report.html", "run.json")
+LINKED = ("metrics.csv", "metrics_per_sample.csv", "skipped.csv", "paper_comparison.csv", "report.html", "run.json")
 
 
 def figure_png(fig, dpi: int = 110) -> bytes:

@@ -2,6 +2,7 @@
 
     eval split ─► eval list ─► answers ─► superpixels ─► targets ─► EAGLE ─────┐
                                                              └──► baselines ───┴► evaluation ─► tables ─► report
+                                           tables + the paper's tables ─► comparison with the paper ─┘
 
 Stages are node namespaces inside the experiment's (``eagle_coco.explanation``...), so kedro-viz collapses an
 experiment into one box and each stage into another. Dataset names are ``<namespace>.<name>`` and resolve through
@@ -11,22 +12,26 @@ make ``eval_split`` (and, for a list with a prompt per question, ``eval_list``).
 
 from __future__ import annotations
 
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Node, Pipeline
 
 from eagle_pipelines.pipelines.experiment import nodes, report
 
 #: the parameter groups every experiment shares (not namespaced)
 SHARED_PARAMETERS = {"params:superpixels", "params:attribution", "params:baselines", "params:evaluation",
-                     "params:reporting"}
+                     "params:reporting", "params:paper_comparison"}
+#: datasets every experiment reads as they are (not namespaced): the model and the paper's published tables
+SHARED_INPUTS = {"vlm", "paper_tables"}
 
 
 def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
     return Pipeline(stage_nodes, namespace=name, prefix_datasets_with_namespace=False)
 
 
-def template(loader: Pipeline, eval_list_node: bool = True) -> Pipeline:
+def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = "") -> Pipeline:
     """The stages after the dataset's `loader` (which makes ``eval_split``, and ``eval_list`` unless
-    `eval_list_node`)."""
+    `eval_list_node`); `experiment` (the namespace) names the paper's tables the run is compared with."""
     data = [*loader.nodes]
     if eval_list_node:
         data.append(Node(nodes.build_eval_list, ["eval_split", "params:experiment"], "eval_list",
@@ -59,8 +64,12 @@ def template(loader: Pipeline, eval_list_node: bool = True) -> Pipeline:
                  name="coverage"),
             Node(report.build_figures, ["vlm", "eval_split", "attributions", "baselines", "evaluation",
                                         "params:reporting"], "figures", name="build_figures"),
+            Node(update_wrapper(partial(report.compare_with_paper, experiment=experiment), report.compare_with_paper),
+                 ["metrics", "vlm", "paper_tables", "params:paper_comparison"], "paper_comparison",
+                 name="compare_with_paper"),
             Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
-                                         "params:experiment", "params:reporting"], "report", name="publish_report"),
+                                         "params:experiment", "params:reporting", "paper_comparison"], "report",
+                 name="publish_report"),
         ]),
     ])
 
@@ -71,6 +80,6 @@ def instantiate(namespace: str, loader: Pipeline, free_inputs: set[str], experim
     model, the raw datasets the loader reads) and the shared parameter groups; ``params:experiment`` is
     `experiment_params`."""
     params = {p for p in free_inputs if p.startswith("params:")}
-    return Pipeline(template(loader, eval_list_node), namespace=namespace,
-                    inputs={"vlm", *(free_inputs - params)},
+    return Pipeline(template(loader, eval_list_node, namespace), namespace=namespace,
+                    inputs={*SHARED_INPUTS, *(free_inputs - params)},
                     parameters={**{p: p for p in SHARED_PARAMETERS | params}, "params:experiment": experiment_params})

@@ -3,6 +3,9 @@ report (tables, figures, HTML page and run facts, published together)."""
 
 from __future__ import annotations
 
+import logging
+from html import escape
+
 import pandas as pd
 
 from eagle_pipelines.core.baselines.common import normalise
@@ -10,9 +13,11 @@ from eagle_pipelines.core.geometry import working_image
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest
 from eagle_pipelines.io.split_dataset import CocoSplit
-from eagle_pipelines.parameters import ReportingParams
+from eagle_pipelines.parameters import PaperComparisonParams, ReportingParams
 from eagle_pipelines.pipelines.experiment.nodes import common_targets
-from eagle_pipelines.reporting import figures, html_page
+from eagle_pipelines.reporting import figures, html_page, paper
+
+logger = logging.getLogger(__name__)
 
 
 def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluation: Manifest) -> dict:
@@ -169,6 +174,22 @@ def build_figures(vlm, eval_split: CocoSplit, attributions: Manifest, baselines:
     return figs
 
 
+def compare_with_paper(metrics: pd.DataFrame, vlm, paper_tables: pd.DataFrame, params: PaperComparisonParams,
+                       experiment: str) -> pd.DataFrame:
+    """The run's table beside the paper's cells for its model (reporting/paper.py: ``compare``), with the model's
+    fingerprint and the device its seconds and memory were measured on. A comparison that cannot be made (a
+    method the mapping lacks) is logged and published as one row with the reason, so the report still appears."""
+    preset = params.preset
+    fingerprint = getattr(vlm, "fingerprint", "")
+    try:
+        return paper.compare(metrics, paper_tables, experiment=experiment, preset=preset,
+                             paper_model=params.paper_models[preset], fingerprint=fingerprint,
+                             device=str(getattr(vlm, "device", "cpu")))
+    except paper.PaperTableError as exc:
+        logger.error("paper comparison not made: %s", exc)
+        return paper.note_only(preset, fingerprint, f"not made: {exc}")
+
+
 HEADLINE = ["level", "method", "n_samples", "insertion_auc", "deletion_auc", "point_game_box", "point_game_mask",
             "seconds_per_sample", "peak_memory_mb"]
 CAPTIONS = {
@@ -214,10 +235,12 @@ def headline(metrics: pd.DataFrame, protocol: str = "pixels") -> pd.DataFrame:
 
 
 def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
-                   experiment, reporting: ReportingParams | None = None) -> dict:
+                   experiment, reporting: ReportingParams | None = None,
+                   paper_comparison: pd.DataFrame | None = None) -> dict:
     """Everything one run publishes, as one bundle (the report dataset writes it whole or not at all): the
-    tables, what was not made and why (``skipped.csv``), the figures, the self-contained HTML page and
-    ``run.json`` (the run's facts and parameters)."""
+    tables, what was not made and why (``skipped.csv``), the paper's cells beside the run's
+    (``paper_comparison.csv``, when given), the figures, the self-contained HTML page and ``run.json`` (the run's
+    facts and parameters)."""
     from eagle_pipelines.io.report_dataset import figure_png
 
     experiment = experiment.model_dump(mode="json") if hasattr(experiment, "model_dump") else dict(experiment)
@@ -229,20 +252,50 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
            "model": params.get("model", ""), "model fingerprint": params.get("model_fingerprint", ""),
            **{f"targets ({level})": n for level, n in coverage["n_targets"].items()},
            "items not made": len(coverage["not_made"])}
+    cells = None if paper_comparison is None else paper_comparison[paper_comparison["metric"].notna()]
+    if cells is not None and len(cells):
+        run["paper cells covered"] = f"{int(cells['covered'].astype(bool).sum())} of {len(cells)}"
     protocol = reporting.headline_protocol if reporting is not None else "pixels"
-    page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol, explorer_data)
+    page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol, explorer_data,
+                 paper_comparison)
     skipped = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "skipped.csv": skipped,
               "report.html": page,
               "run.json": {**run, "params": {"experiment": experiment, **params}, "coverage": coverage}}
+    if paper_comparison is not None:
+        bundle["paper_comparison.csv"] = paper_comparison
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
     if explorer_data is not None:
         bundle["figures/explorer.json"] = explorer_data
     return bundle
 
 
+def paper_section(comparison: pd.DataFrame | None) -> str:
+    """The report's section on the paper's tables: each cell's paper value, this run's, the difference and n, and
+    how seconds and memory were measured."""
+    if comparison is None:
+        return ""
+    title = "<h2>The paper's tables beside this run</h2>"
+    cells = comparison[comparison["metric"].notna()]
+    if cells.empty:
+        notes = "; ".join(escape(str(n)) for n in comparison["note"].dropna().unique())
+        return f"{title}<p>No cell to compare: {notes}. (paper_comparison.csv says the same.)</p>"
+    covered = cells[cells["covered"].astype(bool)]
+    measured = "; ".join(sorted({str(m) for m in cells.loc[cells["metric"] == "gpu_memory_gb", "measured_as"]
+                                 .dropna()}))
+    shown = cells[["task", "level", "method", "metric", "paper", "run", "difference", "n", "protocol", "note"]]
+    first = {k: escape(str(v)) for k, v in cells.iloc[0].items()}
+    return (f"{title}<p>Source: {escape(paper.SOURCE)}. Model: {first['model']} (preset <code>{first['preset']}"
+            f"</code>, fingerprint <code>{first['model_fingerprint']}</code>). {len(covered)} of the paper's "
+            f"{len(cells)} cells for this model and experiment are covered by this run; difference = this run − the "
+            "paper. EAGLE is compared under its region curves and the baselines under the pixel protocol, as the "
+            f"paper scores them. Memory: {escape(measured or 'not measured')}. Seconds: wall time per explained "
+            f"sample. (paper_comparison.csv has every column.)</p>{html_page.table(shown)}")
+
+
 def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict,
-          protocol: str = "pixels", explorer_data: dict | None = None) -> str:
+          protocol: str = "pixels", explorer_data: dict | None = None,
+          paper_comparison: pd.DataFrame | None = None) -> str:
     from eagle_pipelines.reporting.explorer import explorer_html
 
     shown = {name: png for name, png in pngs.items() if name != "table"}
@@ -275,6 +328,7 @@ protocol; seconds and peak memory are per explained sample. {HEADLINE_NOTE[proto
 under it and in metrics.csv.</p>
 {html_page.table(headline(metrics, protocol))}
 <details><summary>All columns, both protocols</summary>{html_page.table(metrics)}</details>
+{paper_section(paper_comparison)}
 {skipped_block}
 {explorer_html(explorer_data)}
 <h2>Figures</h2>
