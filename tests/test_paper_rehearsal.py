@@ -41,6 +41,23 @@ def hub_cache(tmp_path_factory):
     return cache
 
 
+def _reference_lists(project: Path, cache: Path, preset: str) -> None:
+    """The reference's lists for this model in the authors' formats, where docs/paper.md puts them."""
+    from huggingface_hub import constants
+
+    from eagle_pipelines.io import VisionLanguageModelDataset
+    from tests.paper_fixture import write_reference_lists
+
+    family = {"qwen2_5_vl_3b": "qwen_vl", "llava_1_5_7b": "llava", "internvl3_5_4b": "internvl"}[preset]
+    saved = constants.HF_HUB_CACHE
+    constants.HF_HUB_CACHE = str(cache)
+    try:
+        adapter = VisionLanguageModelDataset(hub_id=HUB_IDS[preset], family=family).load()
+    finally:
+        constants.HF_HUB_CACHE = saved
+    write_reference_lists(project / "data/01_raw/reference_lists", adapter, preset, project / "data/01_raw")
+
+
 def _files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
@@ -62,6 +79,7 @@ def kedro_run(project: Path, cache: Path, *args: str) -> subprocess.CompletedPro
 def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache, tmp_path):
     project = copy_project(tmp_path / "project")
     write_paper_data(project / "data/01_raw")
+    _reference_lists(project, hub_cache, preset)
     before = _files(hub_cache)
     start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = kedro_run(project, hub_cache, f"--pipelines={','.join(PIPELINES)}", "--params", f"model={preset},{SIZES}")
@@ -87,6 +105,15 @@ def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache,
     assert {"eagle", "random", "llava_cam", "igos_pp", "tam"} <= set(repope.method), repope
     for p in PIPELINES:
         assert (project / f"data/08_reporting/{p}_paper/{preset}/report.html").stat().st_size > 1000
+    # the paper's tables beside the run's: every cell of the paper's COCO (sentence, word) and MMVP tables for
+    # this model is covered (the values are meaningless here: random weights)
+    from eagle_pipelines.reporting.paper import paper_coverage, read_paper_tables
+
+    comparisons = pd.concat([pd.read_csv(project / f"data/08_reporting/{p}_paper/{preset}/tables/paper_comparison.csv")
+                             for p in ("eagle_coco", "eagle_mmvp")], ignore_index=True)
+    found = paper_coverage(comparisons, read_paper_tables())
+    print(f"{preset}: {found['covered']} of the paper's {found['cells']} cells covered")
+    assert found["cells"] > 0 and found["covered"] == found["cells"], found["missing"]
 
 
 # --- bad input on the paper path: one line naming the file and the fix, no traceback ------------------------------
