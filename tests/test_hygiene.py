@@ -108,6 +108,13 @@ def _lookup(value, dotted: str):
     return value
 
 
+def _attribute(model, dotted: str):
+    value = model
+    for key in dotted.split("."):
+        value = value[key] if isinstance(value, dict) else getattr(value, key)
+    return list(value) if isinstance(value, tuple) else value
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_every_parameter_group_validates_against_its_model(env):
     parameters, _ = _config(env)
@@ -120,7 +127,10 @@ def test_every_parameter_group_validates_against_its_model(env):
         # what the file sets is what the model holds (no value silently replaced by a default or coerced)
         dumped = model.model_dump(mode="json")
         for dotted, set_value in _leaves(value):
-            held = _lookup(dumped, dotted)
+            try:
+                held = _lookup(dumped, dotted)
+            except KeyError:  # a parity switch at its base value is left out of the dump (core/parity.py)
+                held = _attribute(model, dotted)
             expected = list(set_value) if isinstance(set_value, tuple) else set_value
             assert held == expected, f"{group}.{dotted}: the file sets {set_value!r}, the model holds {held!r}"
         checked.append(group)

@@ -41,7 +41,7 @@ def test_the_paper_configuration_resolves_to_the_papers_setting(project):
     assert (params["superpixels"]["backend"], params["superpixels"]["ruler"], params["superpixels"]["num_iterations"],
             params["superpixels"]["compose"]) == ("opencv", 20.0, 20, "processor")
     # the reference's targets: the end-of-turn token at sentence level, one token per image at word level
-    assert params["attribution"]["end_token"] is True and params["attribution"]["word_selection"] == "once"
+    assert params["attribution"]["end_token"] is True and params["attribution"]["word_selection"] == "reference"
     assert params["reporting"]["headline_protocol"] == "regions"
     assert params["attribution"]["lambda1"] == params["attribution"]["lambda2"] == 1.0
     assert params["attribution"]["strategy"] == "greedy" and params["attribution"]["word_targets"] == "objects"
@@ -137,7 +137,12 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     split = project / "data/02_intermediate/eagle_coco_paper/eval"
     instances = json.loads((split / "annotations/instances.json").read_text())
     ids = [i["id"] for i in instances["images"]]
-    assert len(ids) == 3 and set(ids) <= {1, 2, 4, 10, 11, 12}  # a sample of the annotated images
+    # the caption sample (3 annotated images) and the word level's candidates per category (the reference's rule:
+    # eval_data.coco.word_sample: per_category), each image marked with the levels it serves
+    caption_ids = [i["id"] for i in instances["images"] if "caption" in i["samples"]]
+    assert len(caption_ids) == 3 and set(ids) <= {1, 2, 4, 10, 11, 12}
+    assert {i["id"] for i in instances["images"] if "word" in i["samples"]} == {
+        i for c in instances["info"]["word_candidates"] for i in c["image_ids"]}
     for image_id in ids:  # the PNG copies hold exactly the decoded JPEG pixels
         png = np.asarray(Image.open(split / f"images/{image_id:012d}.png"))
         assert np.array_equal(png, made["pixels"][image_id])
@@ -151,7 +156,7 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     assert [a["image_id"] for a in answers["answers"]] == sorted(ids)
     assert all(a["prompt"] == "Describe the image." for a in answers["answers"])
     eval_list = (project / "data/05_model_input/eagle_coco_paper/toy/eval_list.csv").read_text().splitlines()
-    assert len(eval_list) == 4 and eval_list[1].split(",")[2] == f"{sorted(ids)[0]:012d}.png"
+    assert len(eval_list) == len(ids) + 1 and eval_list[1].split(",")[2] == f"{sorted(ids)[0]:012d}.png"
     assert "caption 0 of image" in eval_list[1]
     assert len(list((project / "data/07_model_output/eagle_coco/attributions/sentence").glob("*.npz"))) == 3
     import pandas as pd

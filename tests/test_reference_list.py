@@ -198,7 +198,9 @@ def test_end_token_and_one_target_per_image_in_select_targets():
     assert [s["key"] for s in out["skipped"] if s["level"] == "sentence"] == ["sentence/2"]
     assert "no end-of-turn token" in out["skipped"][0]["reason"]
     word = [(t["item"], t["meta"]["category"], t["positions"]) for t in out["targets"] if t["level"] == "word"]
-    assert word == [("1", "blue square", [4]), ("2", "red circle", [1])]  # the first named object, first token
+    # the first of the image's objects (annotation order) that the answer names, not the one it names first
+    # ("red circle"); the first token of its word
+    assert word == [("1", "blue square", [4]), ("2", "red circle", [1])]
     each = select_targets(vlm, split, answers, AttributionParams())
     assert [(t["item"], t["meta"]["category"], t["positions"]) for t in each["targets"] if t["level"] == "word"] == [
         ("1", "blue square", [4, 5]), ("1", "red circle", [1, 2]), ("2", "red circle", [1, 2])]

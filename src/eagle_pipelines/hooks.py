@@ -12,8 +12,8 @@ from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 
 logger = logging.getLogger(__name__)
 #: --params keys that select catalog entries (conf/paper/catalog.yml), not parameter groups
-RUNTIME_ONLY = {"model", "coco_root", "mmvp_root", "device", "dtype", "reference_list", "repope_list", "api_base",
-                "api_model"}
+RUNTIME_ONLY = {"model", "coco_root", "mmvp_root", "device", "dtype", "reference_list", "reference_lists",
+                "repope_list", "api_base", "api_model"}
 
 
 class MissingInputError(DatasetError):
@@ -117,9 +117,15 @@ def _parameter(catalog, dotted: str):
 
 def _needed(dataset, catalog) -> bool:
     """An input is needed unless its catalog entry says when: ``metadata: {needed_when: {eval_data.source: coco}}``
-    (a value or a list of values per dotted parameter; all must hold)."""
+    (a value or a list of values per dotted parameter; all must hold), or ``{not: <value or list>}`` for any value
+    but those (``{eval_data.coco.reference_lists: {not: null}}``: when a folder is named)."""
     conditions = (getattr(dataset, "metadata", None) or {}).get("needed_when") or {}
     for dotted, expected in conditions.items():
+        if isinstance(expected, dict) and set(expected) == {"not"}:
+            barred = expected["not"] if isinstance(expected["not"], list) else [expected["not"]]
+            if _parameter(catalog, dotted) in barred:
+                return False
+            continue
         allowed = expected if isinstance(expected, list) else [expected]
         if _parameter(catalog, dotted) not in allowed:
             return False

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
+from eagle_pipelines.core.parity import ParitySwitches
 from eagle_pipelines.data.clips import ClipParams
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
@@ -32,7 +33,7 @@ class ExperimentParams(BaseModel):
 EagleCocoParams = ExperimentParams
 
 
-class SuperpixelParams(BaseModel):
+class SuperpixelParams(ParitySwitches):
     """The regions EAGLE orders, and where masking happens (docs/method.md, docs/regions.md).
 
     ``backend``: ``skimage`` (scikit-image ``slic(..., slic_zero=True)``, connected regions; `compactness`,
@@ -42,6 +43,7 @@ class SuperpixelParams(BaseModel):
     the processor resizes every masked copy; attributions and Point Game at the photo's resolution)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("opencv_labels",)
 
     backend: Literal["skimage", "opencv"] = "skimage"
     n_segments: PositiveInt = 64
@@ -50,13 +52,19 @@ class SuperpixelParams(BaseModel):
     sigma: float = Field(default=0.0, ge=0)
     ruler: float = Field(default=20.0, gt=0)
     num_iterations: PositiveInt = 20
+    opencv_labels: Literal["renumbered", "opencv"] = Field(
+        default="renumbered",
+        description="opencv backend: renumbered (ids 0..n-1 in raster order, ids without pixels dropped) or opencv "
+                    "(OpenCV's own ids and count kept, an id without pixels a no-op region, as the reference)")
     compose: Literal["pixel_values", "processor"] = "pixel_values"
 
     def region_params(self) -> dict:
         """The backend and its own settings (``core/regions.py: superpixels``)."""
         if self.backend == "opencv":
+            # the default numbering adds no key, so label maps made before the switch keep their fingerprints
+            labels = {"labels": self.opencv_labels} if self.opencv_labels != "renumbered" else {}
             return {"backend": "opencv", "n_segments": self.n_segments, "ruler": self.ruler,
-                    "num_iterations": self.num_iterations}
+                    "num_iterations": self.num_iterations, **labels}
         return {"backend": "skimage", "n_segments": self.n_segments, "compactness": self.compactness,
                 "max_num_iter": self.max_num_iter, "sigma": self.sigma}
 
@@ -108,11 +116,13 @@ class AttributionParams(BaseModel):
         default=False,
         description="sentence level also explains the end-of-turn token that ended the answer (<|im_end|> for "
                     "Qwen), as the reference's caption lists do")
-    word_selection: Literal["each", "once"] = Field(
+    word_selection: Literal["each", "once", "reference"] = Field(
         default="each",
-        description="'each': every annotated object the answer names, all tokens of its word; 'once': one target "
-                    "per image, the first token of the first annotated object the answer names (the reference's "
-                    "coco_single_target_once lists)")
+        description="'each': every annotated object the answer names (whole words: name, plural, synonyms), all "
+                    "tokens of its word; 'once': one target per image, the first token of the first of the image's "
+                    "objects (in category order) that the answer names; 'reference': the reference's rule, per "
+                    "category the first eval_data.coco.word_quota candidate images whose answer contains the "
+                    "category name as a substring, any case, the token where it begins")
 
     def search_params(self) -> dict:
         # bidirectional (this project's earlier reading of efficient) takes efficient's settings
@@ -120,12 +130,18 @@ class AttributionParams(BaseModel):
                 "lazy": self.lazy.model_dump(), "pooled": self.pooled.model_dump()}.get(self.strategy, {})
 
 
-class EvaluationParams(BaseModel):
+class EvaluationParams(ParitySwitches):
     """One protocol for every method (see docs/evaluation.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("pixel_ties",)
 
     pixel_steps: PositiveInt = Field(default=16, description="keep/remove steps of the pixel protocol")
+    pixel_ties: Literal["stable", "numpy_default"] = Field(
+        default="stable",
+        description="order of equal-saliency pixels in the pixel protocol: stable (raster order, the same on every "
+                    "machine) or numpy_default (the reference's np.argsort(-map), numpy's unstable default sort; "
+                    "its tie order depends on the numpy build)")
     random_seed: int = 0
     batch_size: PositiveInt = 64
 
@@ -253,7 +269,7 @@ class EagleRepopeParams(BaseModel):
     figure_samples: PositiveInt = 6
 
 
-class EagleMmvpParams(BaseModel):
+class EagleMmvpParams(ParitySwitches):
     """VQA with a prompt per question, MMVP-style (docs/paper.md#mmvp): what eagle_mmvp explains."""
 
     class Embedded(BaseModel):
@@ -268,6 +284,7 @@ class EagleMmvpParams(BaseModel):
                                                            "No.' for real models)")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("prompt_format",)
 
     source: Literal["embedded", "mmvp", "reference_list"] = Field(
         default="embedded", description="embedded: the question set drawn from the shapes benchmark; mmvp: the "
@@ -276,6 +293,9 @@ class EagleMmvpParams(BaseModel):
     embedded: Embedded = Embedded()
     instruction: str = Field(default="Answer with the option's letter from the given choices directly.",
                              description="mmvp: appended to every question, after its options")
+    prompt_format: Literal["options", "bare"] = Field(
+        default="options", description="mmvp: options (the question, its options and the instruction) or bare (the "
+                                       "question alone, as the reference asks it)")
     max_questions: int | None = Field(default=None, gt=0, description="only the first N questions")
     max_new_tokens: PositiveInt = 8
     batch_size: PositiveInt = Field(default=32, description="images per generation batch")

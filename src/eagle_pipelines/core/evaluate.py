@@ -38,9 +38,9 @@ def region_curves(scorer: TokenScorer, regions: RegionMap, order: np.ndarray) ->
     return Curves(regions.cumulative_area(trace.order), trace.insertion, trace.deletion)
 
 
-def pixel_curves(scorer: TokenScorer, saliency: np.ndarray, steps: int) -> Curves:
-    """Curves of a pixel map under the pixel protocol (2·steps forward passes)."""
-    masks, area = pixel_order_masks(saliency, steps)
+def pixel_curves(scorer: TokenScorer, saliency: np.ndarray, steps: int, ties: str = "stable") -> Curves:
+    """Curves of a pixel map under the pixel protocol (2·steps forward passes); `ties`: ``pixel_ranking``."""
+    masks, area = pixel_order_masks(saliency, steps, ties)
     probs = scorer(np.concatenate([masks, ~masks]))
     return Curves(area, probs[:steps], probs[steps:])
 
@@ -53,7 +53,7 @@ def object_at(grid: PhotoGrid, mask: np.ndarray, bbox) -> tuple[np.ndarray, np.n
 
 
 def score_methods(scorer: TokenScorer, maps: dict[str, tuple[np.ndarray, Curves | None]], steps: int,
-                  obj: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
+                  obj: tuple[np.ndarray, np.ndarray] | None = None, ties: str = "stable") -> list[dict]:
     """Metric rows for each method: its own region curves when given, and the pixel protocol for its map."""
     rows = []
     for method, (saliency, own) in maps.items():
@@ -61,7 +61,7 @@ def score_methods(scorer: TokenScorer, maps: dict[str, tuple[np.ndarray, Curves 
         for protocol, curves in protocols:
             start = time.perf_counter()
             if curves is None:
-                curves = pixel_curves(scorer, saliency, steps)
+                curves = pixel_curves(scorer, saliency, steps, ties)
             x, ins = curves.insertion_curve()
             row = {"method": method, "protocol": protocol, **faithfulness(curves),
                    "eval_seconds": time.perf_counter() - start,

@@ -114,13 +114,27 @@ def point_game(saliency: np.ndarray, box: tuple[float, float, float, float] | No
     return bool(saliency[region].max() >= saliency.max())
 
 
-def pixel_order_masks(saliency: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pixel protocol: rank pixels by saliency (highest first, ties by raster order) and mark the top i/steps
-    of them for i = 1..steps. Returns keep masks (steps, H, W) and the exact area fractions (steps,)."""
+PIXEL_TIES = ("stable", "numpy_default")
+
+
+def pixel_ranking(saliency: np.ndarray, ties: str = "stable") -> np.ndarray:
+    """Pixel indices (raveled), highest saliency first. ``stable``: equal values in raster order; ``numpy_default``:
+    the reference's ``np.argsort(-mask_flatten)`` on the map as given (numpy's default, unstable sort: the order of
+    equal values is whatever that numpy build's sort leaves, e.g. not raster order on a plateau of a 32x32 map)."""
+    if ties == "stable":
+        return np.argsort(-np.asarray(saliency, dtype=float).ravel(), kind="stable")
+    if ties == "numpy_default":
+        return np.argsort(-np.asarray(saliency).ravel())
+    raise MetricError(f"pixel ties must be one of {PIXEL_TIES}, got {ties!r}")
+
+
+def pixel_order_masks(saliency: np.ndarray, steps: int, ties: str = "stable") -> tuple[np.ndarray, np.ndarray]:
+    """The pixel protocol: rank pixels by saliency (highest first, ties as `ties` says: ``pixel_ranking``) and mark
+    the top i/steps of them for i = 1..steps. Returns keep masks (steps, H, W) and the exact area fractions."""
     if steps < 1:
         raise MetricError(f"steps must be positive, got {steps}")
     flat = np.asarray(saliency, dtype=float).ravel()
-    order = np.argsort(-flat, kind="stable")
+    order = pixel_ranking(saliency, ties)
     rank = np.empty_like(order)
     rank[order] = np.arange(flat.size)
     counts = np.round(np.arange(1, steps + 1) / steps * flat.size).astype(int)

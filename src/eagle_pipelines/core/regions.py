@@ -24,7 +24,9 @@ class RegionMap:
 
     @property
     def n_regions(self) -> int:
-        return int(self.labels.max()) + 1
+        """Label ids 0..n-1; ``params["n_labels"]`` (OpenCV's own count, ``labels="opencv"``) also counts ids
+        past the largest used one, which label no pixel (no-op regions, as the reference keeps them)."""
+        return max(int(self.labels.max()) + 1, int(self.params.get("n_labels", 0)))
 
     def areas(self) -> np.ndarray:
         """Fraction of the image each region covers, (n,) summing to 1."""
@@ -89,16 +91,24 @@ def opencv_region_size(height: int, width: int, n_segments: int) -> int:
     return int((height * width / n_segments) ** 0.5)
 
 
+OPENCV_LABELS = ("renumbered", "opencv")
+
+
 def opencv_slico(image_rgb: np.ndarray, n_segments: int = 64, ruler: float = 20.0,
-                 num_iterations: int = 20) -> RegionMap:
+                 num_iterations: int = 20, labels: str = "renumbered") -> RegionMap:
     """SLICO superpixels exactly as the paper's scripts make them, from an (H, W, 3) uint8 RGB image.
 
     The scripts read the file with ``cv2.imread`` (BGR) and run ``cv2.ximgproc.createSuperpixelSLIC(image,
     algorithm=SLICO, region_size=int(sqrt(H*W/n)), ruler=20)`` then ``iterate(20)`` on it, with no Lab
     conversion and no ``enforceLabelConnectivity`` (a region may be in several pieces). The same steps are run
-    here on the channel-reversed array. The count is about `n_segments` and depends on the image; OpenCV's label
-    ids are renumbered 0..n-1 in raster order of first appearance, so ids that label no pixel never appear.
+    here on the channel-reversed array. The count is about `n_segments` and depends on the image. `labels`:
+    ``renumbered`` (ours) renumbers OpenCV's ids 0..n-1 in raster order of first appearance, so ids that label no
+    pixel never appear; ``opencv`` keeps OpenCV's ids and its count ``getNumberOfSuperpixels()``, as the reference's
+    ``SubRegionDivision`` does (utils.py: one region per id ``range(number_slic)``), so an id that labels no pixel
+    stays a region that changes nothing when kept or removed (it still decides ties of the search).
     """
+    if labels not in OPENCV_LABELS:
+        raise ValueError(f"superpixels.opencv_labels must be one of {OPENCV_LABELS}, got {labels!r}")
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ValueError(f"superpixels need an (H, W, 3) image, got shape {image_rgb.shape}")
     if image_rgb.dtype != np.uint8:
@@ -123,6 +133,9 @@ def opencv_slico(image_rgb: np.ndarray, n_segments: int = 64, ruler: float = 20.
     params = {"method": "opencv_slico", "n_segments": int(n_segments), "region_size": region_size,
               "ruler": float(ruler), "num_iterations": int(num_iterations), "channels": "bgr",
               "enforce_connectivity": False}
+    if labels == "opencv":
+        params.update(labels="opencv", n_labels=int(slic.getNumberOfSuperpixels()))
+        return RegionMap(slic.getLabels().astype(np.int32), params)
     return RegionMap(_raster_order(slic.getLabels()), params)
 
 

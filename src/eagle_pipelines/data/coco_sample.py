@@ -22,6 +22,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from eagle_pipelines.core.parity import ParitySwitches
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex
 
 logger = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ IRREGULAR_PLURALS = {"person": "people", "mouse": "mice", "knife": "knives", "sh
                      "scissors": "scissors", "skateboard": "skateboards", "teddy bear": "teddy bears"}
 
 
-class CocoSampleParams(BaseModel):
+class CocoSampleParams(ParitySwitches):
     """How the evaluation split is drawn from a COCO-format dataset."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("word_sample", "word_candidates", "word_quota", "reference_lists")
 
     images: PositiveInt = Field(default=275, description="images in the seeded sample (all when fewer exist)")
     seed: int = 0
@@ -43,6 +45,19 @@ class CocoSampleParams(BaseModel):
     plurals: bool = Field(default=True, description="an answer may name a category in the plural")
     words: dict[str, list[str]] = Field(
         default_factory=dict, description="extra words per category name (synonyms), e.g. person: [man, woman]")
+    word_sample: Literal["caption_sample", "per_category"] = Field(
+        default="caption_sample",
+        description="the word level's images: caption_sample (the sampled images, every object they name) or "
+                    "per_category (the reference's rule: per category, its first word_candidates images in "
+                    "pycocotools' getImgIds order, answered, the first word_quota whose answer contains the "
+                    "category name kept; attribution.word_selection: reference)")
+    word_candidates: PositiveInt = Field(default=20, description="per_category: images answered per category")
+    word_quota: PositiveInt = Field(default=4, description="per_category: images kept per category (the "
+                                                           "reference's lists: 4, 306 entries over 77 categories)")
+    reference_lists: str | None = Field(
+        default=None, description="a folder with the authors' lists (datasets/*.json of RuoyuChen10/EAGLE): its "
+                                  "coco_single_target_once_<model>.json is then the word level's sample, as listed "
+                                  "(catalog entry word_reference_list)")
 
 
 class EvalDataParams(BaseModel):
@@ -123,17 +138,46 @@ def merged_annotations(index: CocoIndex, image_id: int) -> list[dict]:
     return merged
 
 
+def word_candidates(index: CocoIndex, params: CocoSampleParams) -> list[dict]:
+    """Per category (in the instances file's order), its first ``word_candidates`` images in the order
+    ``COCO.getImgIds(catIds=[id])`` returns them, which is the order the reference's lists follow: their four
+    person images 385029, 254016, 32861, 213086 (and the 7B list's 385029, 32861, 213086, 229553) come in the
+    iteration order of Python's set of the category's image ids, not sorted."""
+    out = []
+    for category in index.instances.dataset.get("categories", []):
+        ids = index.instances.getImgIds(catIds=[category["id"]])
+        out.append({"category": category["name"], "category_id": int(category["id"]),
+                    "image_ids": [int(i) for i in ids[: params.word_candidates]]})
+    return out
+
+
 def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str, Callable[[], Any]],
-                    params: CocoSampleParams, source: str = "coco") -> tuple[dict[str, Callable], dict, dict]:
+                    params: CocoSampleParams, source: str = "coco",
+                    word_list: tuple[list, str] | None = None) -> tuple[dict[str, Callable], dict, dict]:
     """The seeded evaluation split of a COCO-format dataset.
 
     `images` maps each file stem to a loader (a ``PartitionedDataset``). Returns lazy image loaders keyed by file
     stem (RGB ``PIL`` images, written as PNG so the pixels stay exactly those of the source file), the instances
     dictionary of the sampled images (merged per category when ``merge_instances``; each category with its
     ``words``) and their captions dictionary.
+
+    The word level may take other images (each image entry then says which level it serves, ``samples``):
+    `word_list` (the entries and name of the authors' ``coco_single_target_once`` list) adds the list's images
+    with its record (answers teacher-forced as listed, the list's object and token); ``word_sample:
+    per_category`` adds each category's candidates (``word_candidates``), listed in ``info.word_candidates``.
     """
     index = CocoIndex(instances, captions, source=f"{source} instances")
-    ids = sample_image_ids(index, params)
+    caption_ids = sample_image_ids(index, params)
+    if word_list is not None:
+        return _with_word_list(instances, captions, images, params, source, caption_ids, word_list)
+    candidates = word_candidates(index, params) if params.word_sample == "per_category" else None
+    samples = {i: ["caption"] for i in caption_ids}
+    for c in candidates or []:
+        for i in c["image_ids"]:
+            samples.setdefault(i, [])
+            if "word" not in samples[i]:
+                samples[i].append("word")
+    ids = sorted(samples)
     missing = [index.image_info(i)["file_name"] for i in ids
                if index.image_info(i)["file_name"].rsplit(".", 1)[0] not in images]
     if missing:
@@ -146,6 +190,8 @@ def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str,
         stem = info["file_name"].rsplit(".", 1)[0]
         info["source_file_name"] = info["file_name"]
         info["file_name"] = f"{stem}.png"
+        if candidates is not None:
+            info["samples"] = samples[i]
         split_images.append(info)
         loaders[stem] = _rgb_loader(images[stem], info["source_file_name"], i)
     if params.merge_instances:
@@ -154,6 +200,8 @@ def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str,
         annotations = [a for a in instances["annotations"] if a["image_id"] in chosen]
     categories = [{**c, "words": category_words(c["name"], params)} for c in instances["categories"]]
     info = {**instances.get("info", {}), "sample": {"source": source, **params.model_dump()}}
+    if candidates is not None:
+        info["word_candidates"] = candidates
     split = {"info": info, "licenses": instances.get("licenses", []), "images": split_images,
              "annotations": annotations, "categories": categories}
     caption_anns = [] if captions is None else [a for a in captions.get("annotations", [])
@@ -162,6 +210,40 @@ def coco_eval_split(instances: dict, captions: dict | None, images: Mapping[str,
                       "annotations": caption_anns}
     logger.info("%s sample: %d images, %d objects (seed %d)", source, len(ids), len(annotations), params.seed)
     return loaders, split, split_captions
+
+
+def _with_word_list(instances: dict, captions: dict | None, images, params: CocoSampleParams, source: str,
+                    caption_ids: list[int], word_list: tuple[list, str]) -> tuple[dict, dict, dict]:
+    """The caption sample plus the images of the authors' word-level list, each entry with its record; an image in
+    both keeps the list's record and object only (its answer is the list's)."""
+    from eagle_pipelines.data.reference_list import reference_eval_split
+
+    entries, list_name = word_list
+    loaders, split, split_captions = reference_eval_split(entries, images, instances, source=list_name)
+    if split["info"]["sample"]["format"] != "object":
+        raise CocoFormatError(f"{list_name}: eval_data.coco.reference_lists needs the word-level list "
+                              f"(coco_single_target_once_*.json), this is a {split['info']['sample']['format']} "
+                              f"list; fix the file name in conf/paper/globals.yml (word_list)")
+    listed = {int(im["id"]) for im in split["images"]}
+    for im in split["images"]:
+        im["samples"] = ["word"] + (["caption"] if int(im["id"]) in listed & set(caption_ids) else [])
+    only_caption = [i for i in caption_ids if i not in listed]
+    sample_loaders, sample_split, sample_captions = coco_eval_split(
+        {**instances, "images": [im for im in instances["images"] if im["id"] in set(only_caption)]}, captions,
+        images, params.model_copy(update={"images": max(len(only_caption), 1), "require_objects": False}),
+        source=source)
+    for im in sample_split["images"]:
+        im["samples"] = ["caption"]
+    known = {c["id"] for c in split["categories"]}
+    categories = split["categories"] + [c for c in sample_split["categories"] if c["id"] not in known]
+    merged = {"info": {**sample_split["info"], "word_list": list_name}, "licenses": sample_split["licenses"],
+              "images": sorted(sample_split["images"] + split["images"], key=lambda im: im["id"]),
+              "annotations": sample_split["annotations"] + split["annotations"], "categories": categories}
+    merged_captions = {**sample_captions, "images": merged["images"],
+                       "annotations": sample_captions["annotations"] + split_captions["annotations"]}
+    logger.info("%s: %d caption images and %d images of the word-level list %s", source, len(only_caption),
+                len(listed), list_name)
+    return {**sample_loaders, **loaders}, merged, merged_captions
 
 
 def _rgb_loader(load, file_name: str, image_id: int):

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from eagle_pipelines.core.parity import ParitySwitches
 
 COLUMNS = ("Index", "Question", "Options", "Correct Answer")
 OPTION = re.compile(r"\(([a-z])\)\s*")
@@ -29,11 +31,16 @@ class MmvpFormatError(ValueError):
     """Questions.csv or the images folder do not follow MMVP's layout; the message names the row or file."""
 
 
-class MmvpParams(BaseModel):
+class MmvpParams(ParitySwitches):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("prompt_format",)
 
     instruction: str = Field(default="Answer with the option's letter from the given choices directly.",
                              description="appended to every question, after its options")
+    prompt_format: Literal["options", "bare"] = Field(
+        default="options", description="options: the question, one line per option and the instruction; bare: the "
+                                       "question alone, as the reference asks it (faithfulness_explanation/*/*-MMVP-"
+                                       "vqa.py: text_prompt = content['question'])")
     max_questions: int | None = Field(default=None, gt=0, description="only the first N questions")
 
 
@@ -51,8 +58,11 @@ def parse_answer(text: str) -> str:
     return found.group(1) if found else str(text).strip().lower().strip("()")
 
 
-def format_prompt(question: str, options: dict[str, str], instruction: str) -> str:
-    """The question, one line per option, then the instruction (the format MMVP's evaluations use)."""
+def format_prompt(question: str, options: dict[str, str], instruction: str, prompt_format: str = "options") -> str:
+    """The question, one line per option, then the instruction (the format MMVP's evaluations use); ``bare``: the
+    question alone (the reference's)."""
+    if prompt_format == "bare":
+        return question.strip()
     return "\n".join([question.strip(), *(f"({k}) {v}" for k, v in sorted(options.items())), instruction]).strip()
 
 
@@ -84,7 +94,8 @@ def mmvp_eval_list(questions: pd.DataFrame, images: Mapping[str, Any], params: M
         if str(index) not in images:
             raise MmvpFormatError(f"{where}: no image '{index}.jpg' in the MMVP images folder")
         rows.append({"image_id": index, "file_name": f"{index}.jpg",
-                     "prompt": format_prompt(str(values["Question"]), options, params.instruction),
+                     "prompt": format_prompt(str(values["Question"]), options, params.instruction,
+                                              params.prompt_format),
                      "reference": f"({answer}) {options[answer]}", "answer": answer, "answer_text": options[answer],
                      "options": " | ".join(f"{key}: {text}" for key, text in sorted(options.items())),
                      "pair": (index - 1) // 2})

@@ -36,6 +36,17 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+SOFTMAX_DTYPES = ("float32", "model")
+
+
+def token_softmax(logits: torch.Tensor, softmax_dtype: str = "float32", model_dtype=None) -> torch.Tensor:
+    """Softmax over the vocabulary, as float32: of the logits upcast to float32 (``float32``), or computed in
+    `model_dtype` and only then upcast (``model``: the reference's softmax of bf16 logits, rounded in bf16)."""
+    if softmax_dtype == "model":
+        return torch.softmax(logits.to(model_dtype or logits.dtype), dim=-1).float()
+    return torch.softmax(logits.float(), dim=-1)
+
+
 class TransformersAdapter:
     """A ``...ForConditionalGeneration`` model and its processor behind ``VisionLanguageModel`` and the scorer
     interface EAGLE uses (``model_image``, ``scorer``).
@@ -60,11 +71,18 @@ class TransformersAdapter:
     images_kwargs: dict = {}
     unknown_words_hint: str = ""
 
-    def __init__(self, model, processor, name: str | None = None, fingerprint: str = ""):
+    def __init__(self, model, processor, name: str | None = None, fingerprint: str = "",
+                 softmax_dtype: str = "float32"):
         self.model = model.eval()
         self.processor = processor
         self.name = name or self.family
         self.fingerprint = fingerprint or self.name
+        if softmax_dtype not in SOFTMAX_DTYPES:
+            raise ValueError(f"softmax_dtype must be one of {SOFTMAX_DTYPES} (the vlm catalog entry's options), got "
+                             f"{softmax_dtype!r}")
+        #: ``float32``: the scorer's softmax on logits upcast to float32 (ours); ``model``: on the logits in the
+        #: model's dtype as the reference's scripts take it (``nn.Softmax`` on bf16 logits, docs/paper.md#parity)
+        self.softmax_dtype = softmax_dtype
 
     # -- loading and saving ------------------------------------------------------------------------------------
     @classmethod
@@ -348,7 +366,7 @@ class TeacherForcedScorer(BatchedTokenScorer):
         b = len(chunk)
         logits = self.adapter.model(**self.model_inputs(chunk), logits_to_keep=self.n_answer + 1).logits
         # (b, A+1, V): index t predicts answer token t
-        probs = torch.softmax(logits[:, list(self.target_positions)].float(), dim=-1)
+        probs = token_softmax(logits[:, list(self.target_positions)], self.adapter.softmax_dtype, self.dtype)
         return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
 

@@ -30,8 +30,9 @@ class InternVLAdapter(TransformersAdapter):
     processor_class = ImageTextInternVLProcessor
     vision_tokens = ("<IMG_CONTEXT>", "<img>", "</img>", "<video>")
 
-    def __init__(self, model, processor, name: str | None = None, fingerprint: str = "", max_tiles: int = 1):
-        super().__init__(model, processor, name=name, fingerprint=fingerprint)
+    def __init__(self, model, processor, name: str | None = None, fingerprint: str = "", max_tiles: int = 1,
+                 softmax_dtype: str = "float32"):
+        super().__init__(model, processor, name=name, fingerprint=fingerprint, softmax_dtype=softmax_dtype)
         if int(max_tiles) < 1:
             raise ValueError(f"max_tiles must be at least 1, got {max_tiles}")
         self.max_tiles = int(max_tiles)

@@ -26,6 +26,10 @@ Settings that follow the EAGLE reference (baselines/IGOS_pp/*, used by the paper
   "keywords": the tokens whose log p(image) − log p(baseline) exceeds the threshold (reference: 1); when none
   does, the one token whose probability drops most, p(image) − p(baseline).
 - ``align_corners``: how the coarse masks are upsampled (the reference: False, half-pixel centres).
+- ``objective``: ``paper`` (the IGOS++ paper, ours) integrates the insertion terms along ``phi(base, image, α·m)``
+  (from the baseline towards the image); ``reference`` puts all four integrated-gradient calls on the deletion
+  path ``phi(image, base, α·m)``, as the EAGLE reference's ``iGOS_pp`` does (baselines/IGOS_pp/IGOS_pp.py: its
+  four ``integrated_gradient(..., image, ..., baseline, ...)`` calls; the insertion terms only change sign).
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import ConfigDict, Field, PositiveInt
 
+from eagle_pipelines.core.parity import ParitySwitches
 from eagle_pipelines.core.baselines.common import (
     blur_kernel_size,
     check_positions,
@@ -47,10 +52,14 @@ from eagle_pipelines.core.baselines.common import (
 )
 
 
-class IgosParams(BaseModel):
+IGOS_OBJECTIVES = ("paper", "reference")
+
+
+class IgosParams(ParitySwitches):
     """IGOS++ (paper's MLLM settings: size 32, iterations 5, ig_steps 10)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("objective",)
 
     size: PositiveInt = Field(default=32, description="side of the coarse mask")
     iterations: PositiveInt = 2
@@ -79,6 +88,10 @@ class IgosParams(BaseModel):
                                   "drop); null: every token")
     align_corners: bool = Field(default=True, description="bilinear upsampling of the coarse masks with aligned "
                                                           "corners (the reference: false)")
+    objective: Literal["paper", "reference"] = Field(
+        default="paper", description="paper: insertion terms on the baseline->image path (the IGOS++ paper); "
+                                     "reference: all four integrated-gradient terms on the image->baseline path, "
+                                     "as the EAGLE reference's code")
     batch_size: PositiveInt = 64
     seed: int = 0
 
@@ -171,9 +184,12 @@ def igos_pp(tf, positions: Sequence[int], *, size: int = 32, iterations: int = 5
             l1: float = 1.0, l2: float = 0.1, tv: float = 10.0, gamma: float = 1.0,
             l2_decay: str = "exponential", lr: float = 10.0, momentum: float = 5.0, noise: float = 0.05,
             baseline: str = "blur", blur_kernel: str = "scaled", keyword_threshold: float | None = None,
-            align_corners: bool = True, batch_size: int = 64, seed: int = 0) -> np.ndarray:
+            align_corners: bool = True, objective: str = "paper", batch_size: int = 64,
+            seed: int = 0) -> np.ndarray:
     """(H, W) float32 IGOS++ saliency (1 − the optimised keep mask) of the tokens at answer `positions`."""
     positions = check_positions(tf, positions)
+    if objective not in IGOS_OBJECTIVES:
+        raise ValueError(f"igos_pp.objective must be one of {IGOS_OBJECTIVES}, got {objective!r}")
     if min(size, iterations, ig_steps) < 1:
         raise ValueError(f"size, iterations and ig_steps must be positive, got {size}, {iterations}, {ig_steps}")
     l2_weight(l2, gamma, 0, l2_decay)  # checks the decay's name before any pass
@@ -202,11 +218,12 @@ def igos_pp(tf, positions: Sequence[int], *, size: int = 32, iterations: int = 5
     theta_del = torch.zeros_like(mask_del)
     theta_ins = torch.zeros_like(mask_ins)
     image01 = image / 255.0
+    deletion, insertion = (image, base), ((base, image) if objective == "paper" else (image, base))
+    paths = (deletion, insertion, deletion, insertion)  # the four terms: del(m), ins(m), del(m_del), ins(m_ins)
     for i in range(iterations):
         up_del, up_ins = upscale(mask_del), upscale(mask_ins)
         both = up_del * up_ins
-        images = torch.cat([path(image, base, both), path(base, image, both), path(image, base, up_del),
-                            path(base, image, up_ins)])
+        images = torch.cat([path(*ends, mask) for ends, mask in zip(paths, (both, both, up_del, up_ins))])
         n = ig_steps
         signs = torch.cat([torch.full((n,), s, device=device) for s in (1.0, -1.0, 1.0, -1.0)])
         objective = 0.0

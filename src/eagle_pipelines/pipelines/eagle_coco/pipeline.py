@@ -7,7 +7,7 @@ from kedro.pipeline import Node, Pipeline
 from eagle_pipelines.pipelines.eagle_coco.nodes import prepare_eval_split
 from eagle_pipelines.pipelines.experiment import instantiate
 
-LOADER_INPUTS = ["params:eval_data", "params:shapes", "coco_val2017", "reference_list"]
+LOADER_INPUTS = ["params:eval_data", "params:shapes", "coco_val2017", "reference_list", "word_reference_list"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -64,7 +64,8 @@ def prepare_questions(eagle_mmvp: EagleMmvpParams, shapes: ShapesParams, mmvp_so
 
 def _mmvp_questions(params: EagleMmvpParams, source) -> tuple[dict, list[dict], list[dict]]:
     listed = mmvp_eval_list(source.questions(), source.images(),
-                            MmvpParams(instruction=params.instruction, max_questions=params.max_questions),
+                            MmvpParams(instruction=params.instruction, prompt_format=params.prompt_format,
+                                       max_questions=params.max_questions),
                             source=f"{source.name}/Questions.csv")
     loaders = source.images()
     images, info, rows = {}, [], []

@@ -21,7 +21,7 @@ from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
 from eagle_pipelines.core.geometry import PhotoGrid, photo_grid, working_image
 from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
-from eagle_pipelines.core.targets import phrase_positions
+from eagle_pipelines.core.targets import literal_position, per_category_selection, phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
@@ -147,6 +147,9 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
     decode = vlm.processor.tokenizer.decode
     index = eval_split.index
     targets, skipped = [], []
+    by_rule = attribution.word_selection == "reference" and "word" in attribution.levels
+    # a split whose images serve one level each (the paper's caption sample and word candidates) says so per image
+    per_level = any("samples" in im for im in (getattr(eval_split, "instances", None) or {}).get("images", []))
     for a in answers["answers"]:
         answer = Answer.from_dict(a)
         token_ids = [int(t) for t in answer.token_ids]
@@ -155,10 +158,15 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
             token_ids.append(int(answer.end_token_id))  # teacher-forced too: causal, earlier tokens unchanged
         base = {"item": a["item"], "image_id": int(a["image_id"]), "image_sha": a["image_sha"],
                 "prompt": answer.prompt, "token_ids": token_ids, "answer": answer.text}
+        samples = index.image_info(int(a["image_id"])).get("samples") if per_level else None
+        levels = [lv for lv in attribution.levels  # an image drawn for one level only is explained at that level
+                  if samples is None or ("caption" if lv == "sentence" else "word") in samples]
         if listed:  # a reference list's own targets
-            targets.extend(_listed_targets(listed, base, attribution.levels, index, int(a["image_id"]), skipped))
+            targets.extend(_listed_targets(listed, base, levels, index, int(a["image_id"]), skipped))
             continue
-        for level in attribution.levels:
+        for level in levels:
+            if level == "word" and by_rule:
+                continue  # chosen across the images, below
             if level == "sentence":
                 if attribution.end_token and answer.end_token_id is None:
                     skipped.append({"key": f"sentence/{a['item']}", "level": level, **base, "meta": {},
@@ -179,6 +187,8 @@ def select_targets(vlm, eval_split: CocoSplit, answers: dict, attribution: Attri
                                               f"{meta.get('category', meta.get('word'))!r}"})
                     continue
                 targets.append({"key": key, "level": level, **base, "positions": positions, "meta": meta})
+    if by_rule:
+        _rule_targets(attribution, eval_split, answers, decode, targets, skipped)
     logger.info("targets: %s; %d not in their answer", ", ".join(
         f"{sum(t['level'] == lv for t in targets)} {lv}" for lv in attribution.levels), len(skipped))
     return {"levels": list(attribution.levels), "targets": targets, "skipped": skipped,
@@ -206,6 +216,44 @@ def _word_targets(params: AttributionParams, index, image_id: int, answer: Answe
         yield str(target), positions, {"word": target}
 
 
+def _rule_targets(attribution: AttributionParams, eval_split: CocoSplit, answers: dict, decode, targets: list,
+                  skipped: list) -> None:
+    """Word level by the reference's rule (``core/targets.py: per_category_selection``): per category, its
+    candidate images in order (the split's ``word_candidates``; without them, the images that have the category,
+    in split order), the first ``word_quota`` whose answer contains the category name kept, each image once; the
+    target is the token where the name begins, the object the image's annotation of that category."""
+    index = eval_split.index
+    split_info = eval_split.instances.get("info", {})
+    candidates = split_info.get("word_candidates")
+    quota = int(split_info.get("sample", {}).get("word_quota", 4))
+    rows = {int(a["image_id"]): a for a in answers["answers"] if not a.get("listed")}
+    rows = {i: a for i, a in rows.items() if "word" in (index.image_info(i).get("samples") or ["word"])}
+    if candidates is None:
+        order = [c["name"] for c in eval_split.instances.get("categories", [])]
+        has = {i: {o.category for o in index.objects(i)} for i in rows}
+        candidates = [{"category": name, "image_ids": [i for i in sorted(rows) if name in has[i]]} for name in order]
+    sentences = {i: Answer.from_dict(a).text for i, a in rows.items()}
+    chosen = per_category_selection([(c["category"], c["image_ids"]) for c in candidates], sentences, quota)
+    picked = dict(chosen)
+    for image_id, a in sorted(rows.items()):
+        answer = Answer.from_dict(a)
+        token_ids = [int(t) for t in answer.token_ids]
+        base = {"item": a["item"], "image_id": image_id, "image_sha": a["image_sha"], "prompt": answer.prompt,
+                "token_ids": token_ids, "answer": answer.text}
+        category = picked.get(image_id)
+        obj = next((o for o in index.objects(image_id) if o.category == category), None)
+        key = f"word/{a['item']}_{obj.annotation_id if obj is not None else 'rule'}"
+        if category is None or obj is None:
+            skipped.append({"key": key, "level": "word", **base, "meta": {"selection": "reference"},
+                            "reason": "not chosen by the reference's rule: its answer names none of its candidate "
+                                      "categories, or their quotas were filled first"})
+            continue
+        position = literal_position(decode, token_ids, category)
+        targets.append({"key": key, "level": "word", **base, "positions": [position],
+                        "meta": {"annotation_id": obj.annotation_id, "category": category, "bbox": list(obj.bbox),
+                                 "selection": "reference"}})
+
+
 def _listed_targets(listed: dict, base: dict, levels, index, image_id: int, skipped: list) -> list[dict]:
     """The targets a reference list names for one image: its sentence positions (caption lists) or its one word
     position with the list's object (object lists); a level the list does not cover is recorded as skipped."""
@@ -227,8 +275,9 @@ def _listed_targets(listed: dict, base: dict, levels, index, image_id: int, skip
 
 
 def _first_named(words):
-    """One target per image: the first object the answer names, explained by the first token of its word (the
-    reference's coco_single_target_once lists: one image, one category, one token)."""
+    """One target per image: the first of the image's objects, in their annotation order (category id), whose
+    words the answer contains, explained by the first token of its word; not the object the answer names first.
+    (The reference's own rule is ``word_selection: reference``.)"""
     for suffix, positions, meta in words:
         if positions:
             yield suffix, list(positions)[:1], {**meta, "selection": "once"}
@@ -408,7 +457,7 @@ def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: Evaluat
         if obj is not None and not obj[0].any():
             logger.warning("%s: the object lies outside what the model sees (its processor crops it off): "
                            "Point Game left undefined", key)
-        rows = score_methods(scorer, maps, params.pixel_steps, obj)
+        rows = score_methods(scorer, maps, params.pixel_steps, obj, params.pixel_ties)
         for row in rows:
             row.update({"image_id": info["image_id"], "item": info["item"], "level": info["level"],
                         "target": info["meta"].get("category", info["meta"].get("word", "")),
