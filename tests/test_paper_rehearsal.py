@@ -210,3 +210,31 @@ def test_a_list_whose_prompt_differs_is_refused_for_its_entry_by_file_and_the_re
     assert "run with the prompt it was made with (eagle_coco.prompt" in message
     metrics = pd.read_csv(project / "data/08_reporting/eagle_coco_paper/llava_1_5_7b/tables/metrics.csv")
     assert (metrics[metrics.method == "eagle"].n_samples == 1).all()
+
+
+def test_a_word_list_holding_every_sampled_caption_image_makes_a_split(tmp_path):
+    """`reference_lists` on a small sample: when every image of the caption sample is also in the authors' word
+    list, the split is the list's images (it stopped with "the COCO instances file has no image")."""
+    import json
+
+    from eagle_pipelines.data.coco_sample import CocoSampleParams, coco_eval_split
+
+    data = write_paper_data(tmp_path / "raw")
+    instances = data["instances_val2017"]
+    captions = json.loads((data["coco"] / "annotations/captions_val2017.json").read_text())
+    images = {im["file_name"].rsplit(".", 1)[0]: (lambda f=im["file_name"]: Image.open(data["coco"] / "val2017" / f))
+              for im in instances["images"]}
+    entries = []
+    for im in instances["images"]:
+        ann = next(a for a in instances["annotations"] if a["image_id"] == im["id"] and a["category_id"] == 18)
+        x, y, w, h = ann["bbox"]
+        entries.append({"image_path": im["file_name"], "gt_caption": "a dog", "generate_sentence": "Yes dog",
+                        "generated_ids": [1, 2, 3, 4], "output_word_id": [3, 4], "select_category": "dog",
+                        "location": [x, y, x + w, y + h], "segmentation": ann["segmentation"],
+                        "target_generated_index": 1, "target_generated_id": 4, "target_generated_token": "dog"})
+    params = CocoSampleParams(images=len(instances["images"]))
+    loaders, split, split_captions = coco_eval_split(instances, captions, images, params,
+                                                     word_list=(entries, "coco_single_target_once_x.json"))
+    assert sorted(im["id"] for im in split["images"]) == sorted(im["id"] for im in instances["images"])
+    assert all(im["samples"] == ["word", "caption"] for im in split["images"])
+    assert split["info"]["word_list"] == "coco_single_target_once_x.json" and len(loaders) == len(entries)
