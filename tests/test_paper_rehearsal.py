@@ -91,6 +91,11 @@ def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache,
     assert not (project / ".hf_home").exists() or not any((project / ".hf_home").rglob("*.safetensors"))
 
     tables = {p: pd.read_csv(project / f"data/08_reporting/{p}_paper/{preset}/tables/metrics.csv") for p in PIPELINES}
+    for p, table in tables.items():  # what each table holds, for the report
+        levels = table.groupby(table.level if "level" in table else pd.Series("-", index=table.index))
+        n = "n_samples" if "n_samples" in table else "n_explained"
+        print(f"  {p}: " + "; ".join(f"{lvl}: {', '.join(sorted(set(g.method)))} (n = {g.iloc[0][n]})"
+                                     for lvl, g in levels))
     coco = tables["eagle_coco"]
     # the sentence- and word-level tables of COCO: EAGLE, the random floor and the paper's baselines
     for level in ("sentence", "word"):
