@@ -67,7 +67,7 @@ HUB_IDS = {"qwen2_5_vl_3b": "Qwen/Qwen2.5-VL-3B-Instruct", "llava_1_5_7b": "llav
            "internvl3_5_4b": "OpenGVLab/InternVL3_5-4B-HF"}
 #: the file names of the reference's lists (datasets/ of RuoyuChen10/EAGLE; Qwen2.5-VL-3B's as published)
 LIST_NAMES = {"qwen2_5_vl_3b": "Qwen2.5-VL-3B", "llava_1_5_7b": "LLaVA-1.5-7B", "internvl3_5_4b": "InternVL3.5-4B"}
-ONCE_NAMES = {"qwen2_5_vl_3b": "qwen25vl-3B", "llava_1_5_7b": "llava15-7B", "internvl3_5_4b": "internvl35-4B"}
+ONCE_NAMES = {"qwen2_5_vl_3b": "qwen25vl-3B", "llava_1_5_7b": "llava-1_5-7B", "internvl3_5_4b": "internvl-4B"}
 
 
 def vocabulary() -> list[str]:

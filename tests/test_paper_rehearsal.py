@@ -41,6 +41,23 @@ def hub_cache(tmp_path_factory):
     return cache
 
 
+def _reference_lists(project: Path, cache: Path, preset: str) -> None:
+    """The reference's lists for this model in the authors' formats, where docs/paper.md puts them."""
+    from huggingface_hub import constants
+
+    from eagle_pipelines.io import VisionLanguageModelDataset
+    from tests.paper_fixture import write_reference_lists
+
+    family = {"qwen2_5_vl_3b": "qwen_vl", "llava_1_5_7b": "llava", "internvl3_5_4b": "internvl"}[preset]
+    saved = constants.HF_HUB_CACHE
+    constants.HF_HUB_CACHE = str(cache)
+    try:
+        adapter = VisionLanguageModelDataset(hub_id=HUB_IDS[preset], family=family).load()
+    finally:
+        constants.HF_HUB_CACHE = saved
+    write_reference_lists(project / "data/01_raw/reference_lists", adapter, preset, project / "data/01_raw")
+
+
 def _files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
@@ -48,7 +65,9 @@ def _files(folder: Path) -> set[str]:
 def kedro_run(project: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
     """`kedro run` in `project`, offline, reading checkpoints from `cache` only."""
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HOME": str(project / ".hf_home"), "KEDRO_DISABLE_TELEMETRY": "true"}
+           "HF_HOME": str(project / ".hf_home"), "KEDRO_DISABLE_TELEMETRY": "true",
+           # one thread: the tiny models' matrices are too small to share, and the test machine's cores are shared
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env=paper", *args], cwd=project, env=env,
                             capture_output=True, text=True, timeout=900)
     (project / "kedro_run.log").write_text(result.stdout + result.stderr)  # node by node, for a failure's reader
@@ -60,6 +79,7 @@ def kedro_run(project: Path, cache: Path, *args: str) -> subprocess.CompletedPro
 def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache, tmp_path):
     project = copy_project(tmp_path / "project")
     write_paper_data(project / "data/01_raw")
+    _reference_lists(project, hub_cache, preset)
     before = _files(hub_cache)
     start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = kedro_run(project, hub_cache, f"--pipelines={','.join(PIPELINES)}", "--params", f"model={preset},{SIZES}")
@@ -71,6 +91,11 @@ def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache,
     assert not (project / ".hf_home").exists() or not any((project / ".hf_home").rglob("*.safetensors"))
 
     tables = {p: pd.read_csv(project / f"data/08_reporting/{p}_paper/{preset}/tables/metrics.csv") for p in PIPELINES}
+    for p, table in tables.items():  # what each table holds, for the report
+        levels = table.groupby(table.level if "level" in table else pd.Series("-", index=table.index))
+        n = "n_samples" if "n_samples" in table else "n_explained"
+        print(f"  {p}: " + "; ".join(f"{lvl}: {', '.join(sorted(set(g.method)))} (n = {g.iloc[0][n]})"
+                                     for lvl, g in levels))
     coco = tables["eagle_coco"]
     # the sentence- and word-level tables of COCO: EAGLE, the random floor and the paper's baselines
     for level in ("sentence", "word"):
@@ -85,6 +110,15 @@ def test_the_paper_environment_runs_end_to_end_for_each_model(preset, hub_cache,
     assert {"eagle", "random", "llava_cam", "igos_pp", "tam"} <= set(repope.method), repope
     for p in PIPELINES:
         assert (project / f"data/08_reporting/{p}_paper/{preset}/report.html").stat().st_size > 1000
+    # the paper's tables beside the run's: every cell of the paper's COCO (sentence, word) and MMVP tables for
+    # this model is covered (the values are meaningless here: random weights)
+    from eagle_pipelines.reporting.paper import paper_coverage, read_paper_tables
+
+    comparisons = pd.concat([pd.read_csv(project / f"data/08_reporting/{p}_paper/{preset}/tables/paper_comparison.csv")
+                             for p in ("eagle_coco", "eagle_mmvp")], ignore_index=True)
+    found = paper_coverage(comparisons, read_paper_tables())
+    print(f"{preset}: {found['covered']} of the paper's {found['cells']} cells covered")
+    assert found["cells"] > 0 and found["covered"] == found["cells"], found["missing"]
 
 
 # --- bad input on the paper path: one line naming the file and the fix, no traceback ------------------------------
@@ -177,7 +211,35 @@ def test_a_list_whose_prompt_differs_is_refused_for_its_entry_by_file_and_the_re
     message = error["error"]
     assert "\n" not in message and message.startswith(f"{files['caption'].name}, entry 0 (item 139): the list's "
                                                       "prompt differs from this run's prompt")
-    assert "'Is there a dog" in message and "'Describe the image in" in message
+    assert "Is there a dog" in message and "Describe the image in" in message, message  # where the prompts part
     assert "run with the prompt it was made with (eagle_coco.prompt" in message
     metrics = pd.read_csv(project / "data/08_reporting/eagle_coco_paper/llava_1_5_7b/tables/metrics.csv")
     assert (metrics[metrics.method == "eagle"].n_samples == 1).all()
+
+
+def test_a_word_list_holding_every_sampled_caption_image_makes_a_split(tmp_path):
+    """`reference_lists` on a small sample: when every image of the caption sample is also in the authors' word
+    list, the split is the list's images (it stopped with "the COCO instances file has no image")."""
+    import json
+
+    from eagle_pipelines.data.coco_sample import CocoSampleParams, coco_eval_split
+
+    data = write_paper_data(tmp_path / "raw")
+    instances = data["instances_val2017"]
+    captions = json.loads((data["coco"] / "annotations/captions_val2017.json").read_text())
+    images = {im["file_name"].rsplit(".", 1)[0]: (lambda f=im["file_name"]: Image.open(data["coco"] / "val2017" / f))
+              for im in instances["images"]}
+    entries = []
+    for im in instances["images"]:
+        ann = next(a for a in instances["annotations"] if a["image_id"] == im["id"] and a["category_id"] == 18)
+        x, y, w, h = ann["bbox"]
+        entries.append({"image_path": im["file_name"], "gt_caption": "a dog", "generate_sentence": "Yes dog",
+                        "generated_ids": [1, 2, 3, 4], "output_word_id": [3, 4], "select_category": "dog",
+                        "location": [x, y, x + w, y + h], "segmentation": ann["segmentation"],
+                        "target_generated_index": 1, "target_generated_id": 4, "target_generated_token": "dog"})
+    params = CocoSampleParams(images=len(instances["images"]))
+    loaders, split, split_captions = coco_eval_split(instances, captions, images, params,
+                                                     word_list=(entries, "coco_single_target_once_x.json"))
+    assert sorted(im["id"] for im in split["images"]) == sorted(im["id"] for im in instances["images"])
+    assert all(im["samples"] == ["word", "caption"] for im in split["images"])
+    assert split["info"]["word_list"] == "coco_single_target_once_x.json" and len(loaders) == len(entries)

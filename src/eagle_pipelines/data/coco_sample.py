@@ -229,10 +229,14 @@ def _with_word_list(instances: dict, captions: dict | None, images, params: Coco
     for im in split["images"]:
         im["samples"] = ["word"] + (["caption"] if int(im["id"]) in listed & set(caption_ids) else [])
     only_caption = [i for i in caption_ids if i not in listed]
-    sample_loaders, sample_split, sample_captions = coco_eval_split(
-        {**instances, "images": [im for im in instances["images"] if im["id"] in set(only_caption)]}, captions,
-        images, params.model_copy(update={"images": max(len(only_caption), 1), "require_objects": False}),
-        source=source)
+    if only_caption:
+        sample_loaders, sample_split, sample_captions = coco_eval_split(
+            {**instances, "images": [im for im in instances["images"] if im["id"] in set(only_caption)]}, captions,
+            images, params.model_copy(update={"images": len(only_caption), "require_objects": False}),
+            source=source)
+    else:  # every sampled caption image is in the list (a small sample): the list's images are the whole split
+        sample_loaders, sample_captions = {}, {**split_captions, "annotations": []}
+        sample_split = {**split, "images": [], "annotations": [], "categories": []}
     for im in sample_split["images"]:
         im["samples"] = ["caption"]
     known = {c["id"] for c in split["categories"]}
