@@ -9,6 +9,7 @@ themselves carry the zip time stamp of their writing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -112,7 +113,13 @@ def _items(project: Path) -> dict[str, object]:
         if not file.is_file() or file.name.startswith("."):
             continue
         name = file.relative_to(project / "data").as_posix()
-        if file.suffix == ".npz":
+        if file.suffix == ".sha256":  # the item's checksums: each must hold for its own run's files (the JSON
+            # files carry measured seconds, so their hashes differ between runs); compared by the files they cover
+            record = json.loads(file.read_text())
+            for suffix, digest in record["sha256"].items():
+                assert hashlib.sha256(file.with_suffix(suffix).read_bytes()).hexdigest() == digest, (file, suffix)
+            out[name] = {k: v for k, v in record.items() if k != "sha256"} | {"files": sorted(record["sha256"])}
+        elif file.suffix == ".npz":
             with np.load(file, allow_pickle=False) as data:
                 out[name] = {k: (_result(json.loads(str(data[k])), str(project)) if data[k].dtype.kind == "U"
                                  else (str(data[k].dtype), data[k].shape, data[k].tobytes())) for k in data.files}
