@@ -97,6 +97,14 @@ def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_it
     bomb.write_bytes(png_header(60000, 60000))
     pixels = np.asarray(Image.open(sixteen).convert("L"))
     Image.fromarray(pixels.astype(np.uint16) * 257).save(sixteen)
+    # the split as one made from a source folder that holds these files (a COCO folder's files are copied as they
+    # are): its content stamps are those of the files now (an edited split without them counts as missing)
+    from eagle_pipelines.io.split_dataset import CONTENT_FILE, CocoSplitDataset
+
+    split = data / "01_raw/eagle_coco/eval"
+    assert CocoSplitDataset(str(split)).changed_files() == ["images/eval_000001.png", "images/eval_000002.png",
+                                                              "images/eval_000003.png"]
+    (split / CONTENT_FILE).write_text(json.dumps(CocoSplitDataset(str(split))._current_content()))
     _run(tiny_project, PARAMS, from_nodes=["eagle_coco.answers.generate_answers"])
     answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
     errors = {e["image_id"]: e["error"] for e in answers["errors"]}

@@ -236,7 +236,10 @@ class ProvenanceHook:
             for name in made_elsewhere:
                 dataset = catalog.get(name)
                 if dataset is None or not dataset.exists():
-                    stale.append((name, "it is missing"))
+                    changed = dataset.changed_files() if hasattr(dataset, "changed_files") else []
+                    stale.append((name, "it is missing" if not changed or changed == ["split.json"] else
+                                  f"its files changed since it was made ({', '.join(changed[:3])}"
+                                  f"{' ...' if len(changed) > 3 else ''})"))
                 elif not self._provenance.current(name):
                     stale.append((name, "it was made under other parameters or from other inputs than this run's"))
             if stale:
