@@ -104,6 +104,10 @@ def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_it
     split = data / "01_raw/eagle_coco/eval"
     assert CocoSplitDataset(str(split)).changed_files() == ["images/eval_000001.png", "images/eval_000002.png",
                                                               "images/eval_000003.png"]
+    from eagle_pipelines.provenance import StaleInputError
+
+    with pytest.raises(StaleInputError, match=r"eval_split': its files changed since it was made \(images/eval_0000"):
+        _run(tiny_project, PARAMS, from_nodes=["eagle_coco.answers.generate_answers"])
     (split / CONTENT_FILE).write_text(json.dumps(CocoSplitDataset(str(split))._current_content()))
     _run(tiny_project, PARAMS, from_nodes=["eagle_coco.answers.generate_answers"])
     answers = json.loads((data / "07_model_output/eagle_coco/answers.json").read_text())
