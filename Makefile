@@ -1,5 +1,5 @@
-# `make run`  : installs everything into .venv, then runs the main job on the embedded default.
-# `make test` : installs everything into .venv, then runs the test suite.
+# `make run`  : installs the project with its extras into .venv (versions of constraints.txt), then runs the main job on the embedded default.
+# `make test` : the same install, then runs the test suite.
 # `make paper MODEL=qwen2_5_vl_3b` : the paper's tables for one model on a GPU (docs/paper.md); first
 #               `make paper-cost MODEL=...` : the forward passes per table and the hours they take.
 PYTHON ?= python3
@@ -11,10 +11,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: run test train viz paper paper-cost
 
-$(BIN)/.installed: pyproject.toml
+# The project with its extras (EXTRAS), each distribution at the exact version of constraints.txt (docs/install.md).
+EXTRAS ?= test
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 run: $(BIN)/.installed

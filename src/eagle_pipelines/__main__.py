@@ -4,11 +4,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kedro.framework.cli.utils import find_run_command
-from kedro.framework.project import configure_project
-
 
 def main(*args, **kwargs) -> Any:
+    from eagle_pipelines.extras import MissingExtraError, require
+
+    try:
+        require("kedro", "eagle-pipelines (the Kedro project)")
+    except MissingExtraError as exc:
+        sys.exit(f"eagle-pipelines: {exc}")
+    from kedro.framework.cli.utils import find_run_command
+    from kedro.framework.project import configure_project
+
     package_name = Path(__file__).parent.name
     configure_project(package_name)
     kwargs["standalone_mode"] = not hasattr(sys, "ps1")

@@ -148,16 +148,14 @@ def load_model(path: str | None = None, family: str = "auto", dtype: str = "floa
     adapter from the checkpoint's config.json (``qwen_vl``, ``llava``, ``internvl``; docs/models.md); `dtype`
     ``auto`` is bfloat16/float16 on CUDA and float32 on the CPU; `device_map` (e.g. ``auto``) spreads the
     weights over the available devices instead of `device`; `options` are the family's (InternVL:
-    ``max_tiles``). A folder that is not there or not a model is a ``DatasetError``; one whose files cannot be
-    read (a corrupt config, tokenizer or weights file) a ValueError naming the folder and the error.
+    ``max_tiles``). A folder that is not there or not a model is a ``CheckpointError`` (a ValueError); one whose
+    files cannot be read (a corrupt config, tokenizer or weights file) a ValueError naming the folder and the error.
 
     `api_base` and `api_model` instead: the model behind an OpenAI-compatible endpoint (`options`: ``api_key``,
     ``max_requests``, ``max_concurrency``, ``cache_dir``... of ``models/api_model.py: ApiParams``; docs/api.md).
     `backend` ``vllm``: the checkpoint at `path` generated and scored by an in-process vLLM engine (a GPU;
     `options` go to ``vllm.LLM``; ``models/vllm_backend.py``)."""
-    from kedro.io.core import DatasetError
-
-    from eagle_pipelines.io import VisionLanguageModelDataset
+    from eagle_pipelines.models.checkpoint import CheckpointError, ModelCheckpoint
 
     if api_base is not None or api_model is not None:
         if not api_base or not api_model or path is not None:
@@ -175,9 +173,9 @@ def load_model(path: str | None = None, family: str = "auto", dtype: str = "floa
     if backend != "transformers":
         raise ValueError(f"backend must be 'transformers' or 'vllm'; got {backend!r}")
     try:
-        return VisionLanguageModelDataset(path=path, family=family, dtype=dtype, device=device,
-                                          device_map=device_map, options=options).load()
-    except (DatasetError, FileNotFoundError, ValueError):
+        return ModelCheckpoint(path=path, family=family, dtype=dtype, device=device, device_map=device_map,
+                               options=options).load()
+    except (CheckpointError, FileNotFoundError, ValueError):
         raise
     except Exception as exc:  # noqa: BLE001 - transformers, tokenizers and safetensors raise many kinds
         raise ValueError(f"the model in '{path}' cannot be loaded ({type(exc).__name__}: {exc})") from None

@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import DrawnObject, category_names, shape_mask
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.extras import LazyModule
+
+#: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
+mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
 
 CLIP_SPLIT_CODES = {"train": 6, "val": 7, "eval": 8}
 

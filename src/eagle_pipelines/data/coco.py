@@ -15,10 +15,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
-from pycocotools.coco import COCO
 
 from eagle_pipelines.core.images import SourceImage, as_rgb, upright_size
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.extras import require
 
 
 class CocoFormatError(UserError, ValueError):
@@ -61,8 +61,8 @@ def image_size(image) -> tuple[int, int]:
     return upright_size(*image.size, image.getexif().get(0x0112))
 
 
-def _coco_from_dict(dataset: dict) -> COCO:
-    coco = COCO()
+def _coco_from_dict(dataset: dict):
+    coco = require("pycocotools.coco", "COCO-format data").COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()

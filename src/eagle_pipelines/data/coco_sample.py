@@ -19,11 +19,14 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from eagle_pipelines.core.parity import ParitySwitches
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
+from eagle_pipelines.extras import LazyModule
+
+#: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
+mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
 
 logger = logging.getLogger(__name__)
 

@@ -34,10 +34,13 @@ from typing import Any
 from typing import Annotated
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from eagle_pipelines.data.coco import CocoFormatError, image_size, split_file_name
+from eagle_pipelines.extras import LazyModule
+
+#: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
+mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
 
 logger = logging.getLogger(__name__)
 

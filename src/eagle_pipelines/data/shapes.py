@@ -14,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from skimage import draw
 
 from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.extras import LazyModule
+
+#: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
+mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
 
 SPLIT_CODES = {"train": 1, "val": 2, "eval": 3, "repope": 4,  # repope: the yes/no question images (eagle_repope)
                "mmvp": 5}  # mmvp: the image pairs of eagle_mmvp's embedded question set

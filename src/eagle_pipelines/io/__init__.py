@@ -1,21 +1,29 @@
-"""Kedro datasets that kedro-datasets does not have."""
+"""Kedro datasets that kedro-datasets does not have.
 
-from eagle_pipelines.io.coco_dataset import CocoFolder, CocoFolderDataset
-from eagle_pipelines.io.items import (
-    AttributionManifestDataset,
-    ItemStore,
-    ItemStoreDataset,
-    Manifest,
-    ManifestDataset,
-    Skipped,
-)
-from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
-from eagle_pipelines.io.paper_tables_dataset import PaperTablesDataset
-from eagle_pipelines.io.reference_list_dataset import ReferenceList, ReferenceListDataset
-from eagle_pipelines.io.report_dataset import FiguresDataset, PublishedReportDataset
-from eagle_pipelines.io.split_dataset import CocoSplit, CocoSplitDataset
+The names are imported on first use (``eagle_pipelines.io.ItemStoreDataset``), so that the core API
+(``load_model`` reads ``io.model_dataset`` only) runs without Kedro's extras installed."""
 
-__all__ = ["AttributionManifestDataset", "CocoFolder", "CocoFolderDataset", "CocoSplit", "CocoSplitDataset",
-           "FiguresDataset", "ItemStore", "ItemStoreDataset", "Manifest", "ManifestDataset",
-           "PaperTablesDataset", "PublishedReportDataset", "ReferenceList", "ReferenceListDataset", "Skipped",
-           "VisionLanguageModelDataset"]
+from importlib import import_module
+
+_MODULES = {
+    "CocoFolder": "coco_dataset", "CocoFolderDataset": "coco_dataset",
+    "AttributionManifestDataset": "items", "ItemStore": "items", "ItemStoreDataset": "items", "Manifest": "items",
+    "ManifestDataset": "items", "Skipped": "items",
+    "VisionLanguageModelDataset": "model_dataset",
+    "PaperTablesDataset": "paper_tables_dataset",
+    "ReferenceList": "reference_list_dataset", "ReferenceListDataset": "reference_list_dataset",
+    "FiguresDataset": "report_dataset", "PublishedReportDataset": "report_dataset",
+    "CocoSplit": "split_dataset", "CocoSplitDataset": "split_dataset",
+}
+
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

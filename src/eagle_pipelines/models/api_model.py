@@ -358,11 +358,9 @@ class ApiClient:
 
     def openai(self):
         if self._client is None:
-            try:
-                import openai
-            except ImportError:
-                raise ImportError("the API path needs the openai client: pip install -e '.[api]' (docs/api.md)") \
-                    from None
+            from eagle_pipelines.extras import require
+
+            openai = require("openai", "the API path (docs/api.md)")  # the `api` extra
             quiet = logging.getLogger("httpx2")  # one INFO line per request otherwise: thousands per image
             if quiet.level == logging.NOTSET:
                 quiet.setLevel(logging.WARNING)

@@ -183,10 +183,9 @@ def _frame(file: Path) -> np.ndarray:
 
 
 def _from_video(path: Path, n_frames) -> Clip:
-    try:
-        import av
-    except ImportError:  # pragma: no cover - av is a dependency
-        raise ImportError("reading video files needs PyAV: pip install av") from None
+    from eagle_pipelines.extras import require
+
+    av = require("av", "reading video files")  # the `video` extra (PyAV)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -207,7 +206,9 @@ def write_video(path, frames: np.ndarray, fps: float = DEFAULT_FPS, lossless: bo
     crf 0: ``read_frames`` gives the pixels back exactly), else ordinary yuv420p (lossy; even sides needed)."""
     from fractions import Fraction
 
-    import av
+    from eagle_pipelines.extras import require
+
+    av = require("av", "writing video files")  # the `video` extra (PyAV)
 
     path = Path(path)
     frames = np.asarray(frames, dtype=np.uint8)
