@@ -54,7 +54,7 @@ TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "ev
 KEY, SECRET, BUCKET = "eagle-test-key", "eagle-test-secret", "eagle"
 METRICS = Path("data/08_reporting/eagle_coco/metrics.csv")
 #: facts of a run, not of its result (see tests/test_ray.py)
-MEASURED = {"seconds", "peak_memory_mb", "method_seconds", "eval_seconds", "budget_mb", "base_mb",
+MEASURED = {"seconds", "seconds_per_sample", "peak_memory_mb", "method_seconds", "eval_seconds", "budget_mb", "base_mb",
             "per_image_resident_mb", "per_image_mb"}
 
 
@@ -195,7 +195,7 @@ def test_an_eagle_coco_with_its_items_on_s3_equals_the_local_run_and_a_rerun_mak
     pd.testing.assert_frame_equal(_metrics(project), _metrics(local))
     assert not (project / "data/07_model_output/eagle_coco/attributions").exists()  # the items are on S3 only
     objects = weed.objects("07_model_output/eagle_coco/attributions")
-    assert len([k for k in objects if k.endswith(".sha256")]) == 2
+    assert len([k for k in objects if k.endswith(".sha256")]) == 3
     # the same items (keys and fingerprints) as the local run's, each with its checksum
     local_files = sorted(p.relative_to(local / "data/07_model_output/eagle_coco/attributions").as_posix()
                          for p in (local / "data/07_model_output/eagle_coco/attributions").rglob("*.*"))
@@ -243,7 +243,7 @@ def test_the_server_stopped_mid_run_is_one_line_naming_the_endpoint_and_the_reru
 
         server.start()  # the same folder: what was written before the stop is there
         made = {k for k in server.objects("02_intermediate") if k.endswith(".sha256")}
-        assert len(made) == 2
+        assert len(made) == 3
         counting = CountingPuts(monkeypatch)
         _run(project, env="s3", bucket=BUCKET)
         pd.testing.assert_frame_equal(_metrics(project), _metrics(local))
