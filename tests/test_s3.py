@@ -208,8 +208,14 @@ def test_an_eagle_coco_with_its_items_on_s3_equals_the_local_run_and_a_rerun_mak
     s3_items = len([k for k in stores if k.endswith(".sha256")])
     local_total, local_items = _local_bytes(local)
     assert s3_items == local_items
+    producers = ("02_intermediate/eagle_coco/superpixels", "07_model_output/eagle_coco/attributions",
+                 "07_model_output/eagle_coco/baselines", "07_model_output/eagle_coco/evaluation")
+    s3_seconds = sum(json.loads(Remote(f"s3://{BUCKET}", weed.options).read(f"{p}.json"))["seconds"]
+                     for p in producers)
+    local_seconds = sum(json.loads((local / "data" / f"{p}.json").read_text())["seconds"] for p in producers)
     print(f"\nS3 figures: {sum(stores.values()) / s3_items:.0f} bytes per item on S3 ({s3_items} items), "
-          f"{local_total / local_items:.0f} locally; run {seconds:.1f} s")
+          f"{local_total / local_items:.0f} locally; per-item nodes {s3_seconds / s3_items:.3f} s per item on S3, "
+          f"{local_seconds / local_items:.3f} s locally; whole S3 run {seconds:.1f} s")
 
     # a rerun on S3 finds every item and writes none again
     counting = CountingPuts(monkeypatch)
