@@ -4,7 +4,9 @@
 - a tiny eagle_coco with its item stores and manifests on S3 (``--env=s3``) gives the local run's metrics (timings
   aside), and a rerun makes nothing again;
 - the server stopped mid-run: the run stops with one line naming the endpoint; started again, the rerun finishes
-  with the same metrics and remakes none of the items written before the stop.
+  with the same metrics and remakes none of the items written before the stop;
+- the driver killed (SIGKILL) once its first attribution is on S3: the rerun writes none of the finished items
+  again, makes the rest once, and gives the local run's metrics.
 """
 
 from __future__ import annotations
@@ -258,3 +260,39 @@ def test_the_server_stopped_mid_run_is_one_line_naming_the_endpoint_and_the_reru
         assert all(n == 1 for n in counting.puts.values())
     finally:
         server.stop()
+
+
+def test_a_run_killed_mid_item_then_rerun_loses_nothing_and_writes_nothing_twice(weed, local, tmp_path,
+                                                                                   monkeypatch):
+    """The driver SIGKILLed once the first attribution is on S3 (others are being made): the rerun keeps every
+    finished item (none is put again) and makes the rest; the metrics are the local run's."""
+    project = _s3_project(tmp_path / "s3", weed)
+    prefix = "07_model_output/eagle_coco/attributions"
+    assert not weed.objects(prefix)
+    params = {**TINY, "bucket": BUCKET}
+    code = ("from kedro.framework.startup import bootstrap_project\n"
+            "from kedro.framework.session import KedroSession\n"
+            f"bootstrap_project({str(project)!r})\n"
+            f"with KedroSession.create(project_path={str(project)!r}, env='s3', runtime_params={params!r}) as s:\n"
+            "    s.run(pipeline_names=['eagle_coco'])\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=project, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while child.poll() is None and time.monotonic() < deadline:
+        if any(k.endswith(".sha256") for k in weed.objects(prefix)):
+            child.kill()
+            break
+        time.sleep(0.1)
+    assert child.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-run"
+    finished = {k.split(f"{BUCKET}/", 1)[1] for k, _ in weed.objects().items() if k.endswith(".sha256")}
+    assert any(prefix in k for k in finished)
+
+    counting = CountingPuts(monkeypatch)
+    _run(project, env="s3", bucket=BUCKET)
+    pd.testing.assert_frame_equal(_metrics(project), _metrics(local))
+    rewritten = [(store, key) for store, key in counting.puts
+                 if any(f.startswith(store.split(f"{BUCKET}/", 1)[1] + f"/{key}.") for f in finished)]
+    assert not rewritten, rewritten  # nothing finished before the kill is written again
+    assert all(n == 1 for n in counting.puts.values())
+    after = [k for k in weed.objects(prefix) if k.endswith(".sha256")]
+    assert len(after) == 3
