@@ -13,7 +13,7 @@ from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 
 logger = logging.getLogger(__name__)
 #: --params keys that select catalog entries (conf/paper/catalog.yml), not parameter groups
-RUNTIME_ONLY = {"model", "coco_root", "mmvp_root", "device", "dtype", "reference_list", "reference_lists",
+RUNTIME_ONLY = {"bucket", "model", "coco_root", "mmvp_root", "device", "dtype", "reference_list", "reference_lists",
                 "repope_list", "api_base", "api_model"}
 
 

@@ -16,6 +16,37 @@ DATA_CATALOG_CLASS = ProvenanceCatalog
 # report's run is logged once and an unusable mlruns/ store only warns (docs/tracking.md).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",)
 
+from kedro.config import OmegaConfigLoader  # noqa: E402
+
+
+class ConfigLoader(OmegaConfigLoader):
+    """Kedro's loader; credentials also come from conf/local/ when another environment runs (``--env=s3`` reads
+    its ``s3`` entry from conf/local/credentials.yml, which is never committed; the environment's own win)."""
+
+    def __getitem__(self, key):
+        from pathlib import Path
+
+        from kedro.config import MissingConfigException
+
+        other = key == "credentials" and (self.env or self.default_run_env) not in ("local", self.base_env) \
+            and (Path(self.conf_source) / "local").is_dir()
+        try:
+            value = super().__getitem__(key)
+        except MissingConfigException:
+            if not other:
+                raise
+            value = {}
+        if other:
+            try:
+                local = OmegaConfigLoader(conf_source=self.conf_source, base_env="local",
+                                          default_run_env="local")["credentials"]
+            except MissingConfigException:
+                local = {}
+            value = {**(local or {}), **(value or {})}
+        return value
+
+
+CONFIG_LOADER_CLASS = ConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -35,6 +35,7 @@ from kedro_datasets._typing import ImagePreview, TablePreview
 
 from eagle_pipelines.core.attribution import Attribution, atomic_write
 from eagle_pipelines.core.regions import RegionMap
+from eagle_pipelines.io import storage
 
 logger = logging.getLogger(__name__)
 FINGERPRINT_CHARS = 16
@@ -152,19 +153,32 @@ KINDS: dict[str, _Kind] = {"label_map": _LabelMaps(), "attribution": _Attributio
 class ItemStore:
     """Items of one kind under `path`, each at ``<key>.<fingerprint>`` plus the kind's suffixes."""
 
-    def __init__(self, path: str | Path, kind: str):
+    def __init__(self, path: str | Path, kind: str, storage_options: dict | None = None):
         if kind not in KINDS:
             raise DatasetError(f"unknown item kind {kind!r} for {path}; known: {sorted(KINDS)}")
-        self.path = Path(path)
+        #: an object store (``s3://...``): each file one PUT, the checksum file last (io/storage.py)
+        self.remote = storage.Remote(str(path), storage_options) if storage.is_remote(path) else None
+        self.path = self.remote.url if self.remote else Path(path)
         self.kind = kind
         self._kind = KINDS[kind]
+
+    def _name(self, key: str, fp: str, suffix: str) -> str:
+        """The item file's path relative to the store (remote stores)."""
+        self._base(key, fp)  # checks the key
+        return f"{key}.{fp}{suffix}"
+
+    def has(self, key: str, fp: str) -> bool:
+        """Whether every file of the item, its checksum file included, is there."""
+        if self.remote:
+            return all(self.remote.exists(self._name(key, fp, s)) for s in (*self._kind.suffixes, CHECKSUM_SUFFIX))
+        return all(f.is_file() for f in self._files(key, fp))
 
     def _base(self, key: str, fp: str) -> Path:
         key = str(key)
         parts = Path(key).parts
         if not key or key.startswith("/") or ".." in parts or "\\" in key:
             raise DatasetError(f"item key {key!r} must be a relative path inside {self.path}")
-        return self.path / f"{key}.{fp}"
+        return Path(self.path) / f"{key}.{fp}" if self.remote else self.path / f"{key}.{fp}"
 
     def _files(self, key: str, fp: str) -> list[Path]:
         """The item's files: the kind's, then its checksum file (the last one written)."""
@@ -197,6 +211,8 @@ class ItemStore:
 
     def read(self, key: str, fp: str):
         """The item, or FileNotFoundError when it is not there (a corrupt file raises, naming it)."""
+        if self.remote:
+            return self._read_remote(key, fp)
         files = self._files(key, fp)
         missing = [f for f in files if not f.is_file()]
         if missing:
@@ -210,22 +226,70 @@ class ItemStore:
             raise CorruptItemError(f"item '{key}' in '{self.path}' cannot be read ({type(exc).__name__}: "
                                    f"{str(exc).strip()[:200]})") from None
 
+    def _read_remote(self, key: str, fp: str):
+        """A remote item: its checksum file and files fetched (one GET each), checked, then read by the kind from
+        a temporary folder."""
+        import tempfile
+
+        try:
+            record = self.remote.read(self._name(key, fp, CHECKSUM_SUFFIX))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"item '{key}' ({fp}) is not in the store: "
+                                    f"'{self.path}/{key}.{fp}{CHECKSUM_SUFFIX}' does not exist") from None
+        try:
+            recorded = json.loads(record)["sha256"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptItemError(f"item '{key}' in '{self.path}': its checksum file cannot be read "
+                                   f"({type(exc).__name__})") from None
+        blobs = {}
+        for suffix in self._kind.suffixes:
+            try:
+                blobs[suffix] = self.remote.read(self._name(key, fp, suffix))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"item '{key}' ({fp}) is not in the store: "
+                                        f"'{self.path}/{key}.{fp}{suffix}' does not exist") from None
+            if recorded.get(suffix) != hashlib.sha256(blobs[suffix]).hexdigest():
+                raise CorruptItemError(f"item '{key}' in '{self.path}': '{key}.{fp}{suffix}' does not match the "
+                                       f"SHA-256 recorded when it was written (edited or damaged since)")
+        with tempfile.TemporaryDirectory(prefix="eagle-item-") as tmp:
+            base = Path(tmp) / "item"
+            for suffix, blob in blobs.items():
+                base.with_name(base.name + suffix).write_bytes(blob)
+            try:
+                return self._kind.read(base)
+            except Exception as exc:  # noqa: BLE001 - any read failure means a damaged file, named below
+                raise CorruptItemError(f"item '{key}' in '{self.path}' cannot be read ({type(exc).__name__}: "
+                                       f"{str(exc).strip()[:200]})") from None
+
+    def _remove(self, key: str, fp: str) -> None:
+        if self.remote:
+            for suffix in (CHECKSUM_SUFFIX, *self._kind.suffixes):  # the checksum first: no longer finished
+                self.remote.remove(self._name(key, fp, suffix))
+        else:
+            for file in self._files(key, fp):
+                file.unlink(missing_ok=True)
+
     def get(self, key: str, fp: str):
         """The finished item (one that loads), or None. A damaged item is logged by name, removed and None
         returned, so that it is computed again."""
-        if not all(f.is_file() for f in self._files(key, fp)):
+        if not self.remote and not self.has(key, fp):
             return None
         try:
             return self.read(key, fp)
+        except FileNotFoundError:
+            if self.remote:
+                return None
+            raise
         except CorruptItemError as exc:
             logger.warning("%s; removing it to compute it again", exc)
-            for file in self._files(key, fp):
-                file.unlink(missing_ok=True)
+            self._remove(key, fp)
             return None
 
     def put(self, key: str, fp: str, value) -> None:
         """Writes the item's files, then their checksums (so that an item cut off while written is never
         finished)."""
+        if self.remote:
+            return self._put_remote(key, fp, value)
         base = self._base(key, fp)
         checksum = base.with_name(base.name + CHECKSUM_SUFFIX)
         checksum.unlink(missing_ok=True)
@@ -235,7 +299,33 @@ class ItemStore:
         atomic_write(checksum, lambda f: f.write(text))
         self._skip_file(key, fp).unlink(missing_ok=True)
 
+    def _put_remote(self, key: str, fp: str, value) -> None:
+        """The kind writes its files into a temporary folder; each is uploaded in one PUT, then the checksum file
+        (an item cut off before it is not finished, and is made again)."""
+        import tempfile
+
+        self.remote.remove(self._name(key, fp, CHECKSUM_SUFFIX))
+        with tempfile.TemporaryDirectory(prefix="eagle-item-") as tmp:
+            base = Path(tmp) / "item"
+            self._kind.write(base, value)
+            blobs = {s: base.with_name(base.name + s).read_bytes() for s in self._kind.suffixes}
+        for suffix, blob in blobs.items():
+            self.remote.write(self._name(key, fp, suffix), blob)
+        text = json.dumps({"key": str(key), "fingerprint": fp,
+                           "sha256": {s: hashlib.sha256(b).hexdigest() for s, b in blobs.items()}},
+                          sort_keys=True).encode()
+        self.remote.write(self._name(key, fp, CHECKSUM_SUFFIX), text)
+        self.remote.remove(self._name(key, fp, ".skipped.json"))
+
     def skipped(self, key: str, fp: str) -> str | None:
+        if self.remote:
+            try:
+                return json.loads(self.remote.read(self._name(key, fp, ".skipped.json")))["reason"]
+            except FileNotFoundError:
+                return None
+            except (ValueError, KeyError, TypeError):
+                self.remote.remove(self._name(key, fp, ".skipped.json"))
+                return None
         file = self._skip_file(key, fp)
         if not file.is_file():
             return None
@@ -247,6 +337,9 @@ class ItemStore:
 
     def skip(self, key: str, fp: str, reason: str) -> None:
         text = json.dumps({"key": key, "fingerprint": fp, "reason": reason}).encode()
+        if self.remote:
+            self.remote.write(self._name(key, fp, ".skipped.json"), text)
+            return
         atomic_write(self._skip_file(key, fp), lambda f: f.write(text))
 
 
@@ -258,19 +351,24 @@ class ItemStoreDataset(AbstractDataset[None, ItemStore]):
     """The cache a producer node writes its items into (loaded as an ``ItemStore``; not saved as a whole).
 
     Args:
-        path: the folder.
+        path: the folder, local or an fsspec URL (``s3://bucket/prefix``).
         kind: ``label_map``, ``attribution``, ``array`` or ``record``.
+        credentials: fsspec storage options of a remote path (``credentials: s3`` in the catalog: key, secret,
+            endpoint_url...).
+        fs_args: further storage options.
     """
 
-    def __init__(self, path: str, kind: str, metadata: dict | None = None):
+    def __init__(self, path: str, kind: str, credentials: dict | None = None, fs_args: dict | None = None,
+                 metadata: dict | None = None):
         if kind not in KINDS:
             raise DatasetError(f"unknown item kind {kind!r} for {path}; known: {sorted(KINDS)}")
         self._path = path
         self._kind = kind
+        self._options = storage.options_of(credentials, fs_args)
         self.metadata = metadata
 
     def load(self) -> ItemStore:
-        return ItemStore(self._path, self._kind)
+        return ItemStore(self._path, self._kind, self._options)
 
     def save(self, data) -> None:
         raise DatasetError(f"the item store '{self._path}' is written item by item by its producer node")
@@ -317,7 +415,7 @@ def run_jobs(store: ItemStore, jobs: Iterable[Job], description: str, params: di
         reason = store.skipped(job.key, job.fp)
         if reason is not None:
             manifest["skipped"][job.key] = {"fp": job.fp, "reason": reason, **job.info}
-        elif all(f.is_file() for f in store._files(job.key, job.fp)) and store.get(job.key, job.fp) is not None:
+        elif store.get(job.key, job.fp) is not None:
             manifest["items"][job.key] = {"fp": job.fp, **job.info}
         else:
             todo.append(job)
@@ -368,13 +466,13 @@ class Manifest:
     """What a producer made in its last run: ``items`` (key -> fingerprint and facts), ``skipped`` and ``failed``
     (key -> reason and facts), the ``params`` it used, and read access to exactly those items."""
 
-    def __init__(self, data: dict, source: str = "manifest"):
+    def __init__(self, data: dict, source: str = "manifest", storage_options: dict | None = None):
         for name in ("store", "kind", "items"):
             if name not in data:
                 raise DatasetError(f"{source}: not a manifest (no '{name}')")
         self.data = data
         self.source = source
-        self.store = ItemStore(data["store"], data["kind"])
+        self.store = ItemStore(data["store"], data["kind"], storage_options)
 
     @property
     def items(self) -> dict[str, dict]:
@@ -428,29 +526,37 @@ class ManifestDataset(AbstractDataset[dict, Manifest]):
     or damaged item reruns its producer under ``--only-missing-outputs``.
 
     Args:
-        filepath: the manifest file.
+        filepath: the manifest file, local or an fsspec URL (``s3://bucket/prefix/x.json``: one PUT).
+        credentials: fsspec storage options of a remote file and of the store it lists (``credentials: s3``).
+        fs_args: further storage options.
     """
 
-    def __init__(self, filepath: str, metadata: dict | None = None):
-        self._filepath = Path(filepath)
+    def __init__(self, filepath: str, credentials: dict | None = None, fs_args: dict | None = None,
+                 metadata: dict | None = None):
+        self._options = storage.options_of(credentials, fs_args)
+        self._filepath = filepath if storage.is_remote(filepath) else Path(filepath)
         self.metadata = metadata
 
     def load(self) -> Manifest:
-        if not self._filepath.is_file():
+        if not storage.is_remote(self._filepath) and not self._filepath.is_file():
             raise DatasetError(f"manifest '{self._filepath}' does not exist: its producer has not run")
         try:
-            data = json.loads(self._filepath.read_text())
+            text = storage.read_bytes(self._filepath, self._options)
+        except FileNotFoundError:
+            raise DatasetError(f"manifest '{self._filepath}' does not exist: its producer has not run") from None
+        try:
+            data = json.loads(text)
         except ValueError as exc:
             raise DatasetError(f"manifest '{self._filepath}' is damaged ({exc}); run its producer again") from None
-        return Manifest(data, source=str(self._filepath))
+        return Manifest(data, source=str(self._filepath), storage_options=self._options)
 
     def save(self, data: dict | Manifest) -> None:
         data = data.data if isinstance(data, Manifest) else data
         text = json.dumps(data, indent=1, sort_keys=True, default=_json_default).encode()
-        atomic_write(self._filepath, lambda f: f.write(text))
+        storage.write_bytes(self._filepath, text, self._options)
 
     def _exists(self) -> bool:
-        if not self._filepath.is_file():
+        if not storage.is_file(self._filepath, self._options):
             return False
         try:
             manifest = self.load()
@@ -486,8 +592,9 @@ class AttributionManifestDataset(ManifestDataset):
             one the map is drawn over grey.
     """
 
-    def __init__(self, filepath: str, images: str | None = None, metadata: dict | None = None):
-        super().__init__(filepath, metadata)
+    def __init__(self, filepath: str, images: str | None = None, credentials: dict | None = None,
+                 fs_args: dict | None = None, metadata: dict | None = None):
+        super().__init__(filepath, credentials, fs_args, metadata)
         self._images = images
 
     def _image_of(self, info: dict) -> np.ndarray | None:
@@ -496,6 +603,8 @@ class AttributionManifestDataset(ManifestDataset):
 
         if self._images is not None:
             roots = [Path(self._images)]
+        elif storage.is_remote(self._filepath):
+            roots = []
         else:
             raw = self._filepath.parents[2] / "01_raw" / self._filepath.parent.name
             roots = [f.parents[1] for f in sorted(raw.glob("**/annotations/instances.json"))] if raw.is_dir() else []
