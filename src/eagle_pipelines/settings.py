@@ -36,13 +36,14 @@ class ConfigLoader(OmegaConfigLoader):
             if not other:
                 raise
             value = {}
-        if other:
-            try:
-                local = OmegaConfigLoader(conf_source=self.conf_source, base_env="local",
-                                          default_run_env="local")["credentials"]
-            except MissingConfigException:
-                local = {}
-            value = {**(local or {}), **(value or {})}
+        if other:  # read the files themselves: a second config loader would re-register the `globals` resolver
+            # (Kedro registers it per loader), and the run's catalog would then resolve another environment's globals
+            from omegaconf import OmegaConf
+
+            local = {}
+            for file in sorted((Path(self.conf_source) / "local").glob("credentials*.yml")):
+                local.update(OmegaConf.to_container(OmegaConf.load(file), resolve=True) or {})
+            value = {**local, **(value or {})}
         return value
 
 
