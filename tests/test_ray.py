@@ -37,9 +37,10 @@ ROOT = Path(__file__).parents[1]
 TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
         "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]},
         "attribution": {"levels": ["sentence"]}}
-#: the workers run with the driver's torch threads: a float map's last bits depend on the thread count (TAM's
-#: reductions differ between 1 and 2 threads on some hosts), and these tests compare arrays byte for byte
-THREADS = __import__("torch").get_num_threads()
+#: the driver and the workers run with the same torch threads (set for this module below, whatever an earlier test
+#: left): a float map's last bits depend on the thread count (TAM's reductions differ between 1 and 2 threads on
+#: some hosts), and these tests compare arrays byte for byte
+THREADS = 1
 RAY = {"compute": {"executor": "ray", "ray": {"workers": 2, "cpus_per_worker": THREADS}}}
 OUT = Path("data/07_model_output/eagle_coco")
 SUPERPIXELS = Path("data/02_intermediate/eagle_coco")
@@ -49,6 +50,17 @@ BAD_IMAGE = Path("data/01_raw/eagle_coco/eval/images/eval_000002.png")
 #: resident-set and tensor growth, so it follows the process's resident set: 0.64 MB in one run, 0.93 in another)
 MEASURED = {"seconds", "peak_memory_mb", "method_seconds", "eval_seconds", "budget_mb", "base_mb",
             "per_image_resident_mb", "per_image_mb"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def driver_threads():
+    """The driver's torch threads are the workers' (``cpus_per_worker``) for this module, then as they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
