@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tests.test_adapters import INTERNVL_TEMPLATE, LLAVA_TEMPLATE, _generation  # the same tiny chat templates
+
 #: the paper's prompts as conf/paper words them (the tokenizer must know every word of them)
 CAPTION_PROMPT = ("Describe the image in one factual English sentence of no more than 20 words. Do not include "
                   "information that is not clearly visible.")
@@ -145,26 +147,6 @@ TEXT = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key
 #: the decoder depth of each paper model (the presets' llava_cam_layer indexes into it): Qwen2.5-VL-3B 36,
 #: LLaVA-1.5-7B (Vicuna-7B) 32, InternVL3.5-4B (Qwen3-4B) 36
 DEPTH = {"qwen2_5_vl_3b": 36, "llava_1_5_7b": 32, "internvl3_5_4b": 36}
-LLAVA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
-    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-INTERNVL_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}{% if message['content'] is string %}"
-    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
-    "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
-    "{% endif %}{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-    "{% endif %}"
-)
-
-
-def _generation(model, tok, eos: str):
-    model.generation_config.eos_token_id = tok.convert_tokens_to_ids(eos)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.do_sample = False
-    return model
 
 
 def _qwen2_5_vl():

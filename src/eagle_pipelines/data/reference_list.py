@@ -206,6 +206,16 @@ def _skip(skipped: list, index: int, image: str, reason: str) -> None:
     skipped.append(row)
 
 
+def _checked_entries(entries: list, fmt: str, source: str, skipped: list):
+    """(index, entry, record) of each entry that is type-checked; each other one becomes a skipped row."""
+    for k, raw in enumerate(entries):
+        try:
+            entry = validate_entry(raw, fmt, k)
+            yield k, entry, reference_record(entry, fmt, k, source)
+        except (EntryError, CocoFormatError) as exc:
+            _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
+
+
 def _all_skipped(source: str, skipped: list[dict]) -> CocoFormatError:
     first = "; ".join(f"{s['item']}: {s['reason']}" for s in skipped[:3])
     return CocoFormatError(f"{source}: every entry of the list was refused ({len(skipped)}), e.g. {first}")
@@ -262,13 +272,7 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
     seen: dict[str, int] = {}  # file stem -> the entry that took it
     owner: dict[int, tuple[int, str]] = {}  # image id -> the entry that took it and its image
     next_id = 1 + max([int(im["id"]) for im in known.values() if isinstance(im.get("id"), int)], default=0)
-    for k, raw in enumerate(entries):
-        try:
-            entry = validate_entry(raw, fmt, k)
-            record = reference_record(entry, fmt, k, source)
-        except (EntryError, CocoFormatError) as exc:
-            _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
-            continue
+    for k, entry, record in _checked_entries(entries, fmt, source, skipped):
         name = PurePosixPath(entry["image_path"]).name
         stem = name.rsplit(".", 1)[0]
         if stem in seen:
@@ -420,13 +424,7 @@ def mmvp_reference_questions(entries: list, images: Mapping[str, Callable[[], An
                               f"(docs/paper.md#reference-lists)")
     skipped = [] if skipped is None else skipped
     loaded, info, rows, owner = {}, [], [], {}
-    for k, raw in enumerate(entries):
-        try:
-            entry = validate_entry(raw, fmt, k)
-            record = reference_record(entry, fmt, k, source)
-        except (EntryError, CocoFormatError) as exc:
-            _skip(skipped, k, getattr(exc, "image", ""), getattr(exc, "reason", str(exc)))
-            continue
+    for k, entry, record in _checked_entries(entries, fmt, source, skipped):
         name = PurePosixPath(entry["image_filename"]).name
         stem = name.rsplit(".", 1)[0]
         if not stem.isascii() or not stem.isdigit():
