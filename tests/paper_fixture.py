@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.test_adapters import INTERNVL_TEMPLATE, LLAVA_TEMPLATE, _generation  # the same tiny chat templates
+from tests.models.test_adapters import INTERNVL_TEMPLATE, LLAVA_TEMPLATE, _generation  # the same tiny chat templates
 
 #: the paper's prompts as conf/paper words them (the tokenizer must know every word of them)
 CAPTION_PROMPT = ("Describe the image in one factual English sentence of no more than 20 words. Do not include "
