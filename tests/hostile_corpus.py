@@ -6,7 +6,7 @@ folder run, through ``eagle-explain`` and through ``explain()``: ``ok`` (an Attr
 run given only this path says it differently) or ``skipped`` (a folder entry that is not a file, named with its
 reason). ``pixels`` is what an ``ok`` case decodes to where plain PIL would decode it otherwise (16-bit scaled, float
 scaled); ``stage: model`` marks a case refused only when it is brought to the model's resolution (decoding takes
-it). tests/test_hostile_images.py runs the same corpus through every path that decodes an image.
+it). tests/hostile/test_hostile_images.py runs the same corpus through every path that decodes an image.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 eagle-explain, eagle-compare, the API caches, video clips, item stores). Each case is refused with one line that
 names the value or the file and the fix, and no traceback; an edited item file is named and remade.
 
-``python -m tests.test_hostile_params`` prints the verdict of every case (OK / clear error / crash / silent wrong /
-hang / lost) against whichever ``eagle_pipelines`` is on the path: how the table in docs/hostile-inputs.md was
-measured before and after."""
+``python -m tests.hostile.test_hostile_params`` prints the verdict of every case (OK / clear error / crash / silent
+wrong / hang / lost) against whichever ``eagle_pipelines`` is on the path: how the table in docs/hostile-inputs.md
+was measured before and after."""
 
 from __future__ import annotations
 

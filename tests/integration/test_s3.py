@@ -56,7 +56,7 @@ TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "ev
         "attribution": {"levels": ["sentence"]}}
 KEY, SECRET, BUCKET = "eagle-test-key", "eagle-test-secret", "eagle"
 METRICS = Path("data/08_reporting/eagle_coco/metrics.csv")
-#: facts of a run, not of its result (see tests/test_ray.py)
+#: facts of a run, not of its result (see tests/integration/test_ray.py)
 MEASURED = {"seconds", "seconds_per_sample", "peak_memory_mb", "method_seconds", "eval_seconds", "budget_mb", "base_mb",
             "per_image_resident_mb", "per_image_mb"}
 

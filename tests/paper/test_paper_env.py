@@ -120,7 +120,7 @@ TINY = {
     "reporting": {"figure_samples": 2},
     "baselines": {"methods": []},  # the COCO path of EAGLE only (the baselines have their own tests)
     # the tiny random model never ends an answer within 4 tokens, so there is no end token to explain
-    # (tests/test_reference_list.py runs the paper targets end to end)
+    # (tests/paper/test_reference_list.py runs the paper targets end to end)
     "attribution": {"end_token": False},
 }
 
