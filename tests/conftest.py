@@ -1,4 +1,5 @@
-"""Shared fixtures: small shapes splits and a tiny random-weight Qwen2.5-VL with its offline processor."""
+"""Shared fixtures: small shapes splits, a tiny random-weight Qwen2.5-VL with its offline processor, the shipped
+embedded model (one path, one session fixture) and copies of the project for Kedro runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ import pytest
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+ROOT = Path(__file__).parents[1]
+#: where the catalog reads the embedded model, relative to a project's root (conf/base/catalog.yml: vlm)
+MODEL_DIR = "data/06_models/toy_qwen2_5_vl"
+#: the shipped embedded model (`make train` makes it): tests read it, none writes to it
+SHIPPED_MODEL = ROOT / MODEL_DIR
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 230), "yellow": (230, 210, 40)}
 
 
@@ -48,20 +54,34 @@ def tiny_model(tiny_processor):
     return build_toy_model(tiny_processor, arch, seed=0)
 
 
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The shipped embedded model (SHIPPED_MODEL), loaded once per session through the public API (``load_model``).
+    Every test shares this one object: use it, never change it (its weights, processor or attributes)."""
+    from eagle_pipelines.api import load_model
+
+    return load_model(str(SHIPPED_MODEL))
+
+
+def link_shipped_model(project: Path) -> Path:
+    """The shipped model linked where `project`'s catalog reads the model (MODEL_DIR); returns that path."""
+    (project / MODEL_DIR).parent.mkdir(parents=True, exist_ok=True)
+    (project / MODEL_DIR).symlink_to(SHIPPED_MODEL)
+    return project / MODEL_DIR
+
+
 def copy_project(folder: Path, shipped_model: bool = False) -> Path:
     """A copy of the project's configuration in `folder`, so that Kedro runs write under folder/data (the package
     itself is installed); `shipped_model`: with the shipped model linked where the catalog looks for it."""
     from kedro.framework.startup import bootstrap_project
 
-    root = Path(__file__).parents[1]
-    shutil.copytree(root / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
     (folder / "conf" / "local").mkdir()
-    shutil.copy(root / "pyproject.toml", folder / "pyproject.toml")
+    shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
     (folder / ".telemetry").write_text("consent: false\n")
     (folder / "src").mkdir()
     if shipped_model:
-        (folder / "data" / "06_models").mkdir(parents=True)
-        os.symlink(root / "data/06_models/toy_qwen2_5_vl", folder / "data/06_models/toy_qwen2_5_vl")
+        link_shipped_model(folder)
     bootstrap_project(folder)
     return folder
 

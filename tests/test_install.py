@@ -26,8 +26,9 @@ from PIL import Image
 
 from eagle_pipelines.extras import EXTRA_OF, MissingExtraError, require
 
+from tests.conftest import SHIPPED_MODEL
+
 ROOT = Path(__file__).parents[1]
-MODEL = ROOT / "data/06_models/toy_qwen2_5_vl"
 #: top-level modules that the core API must not import: they come with extras
 EXTRA_MODULES = sorted(EXTRA_OF)
 CORE_IMPORTS = """
@@ -120,7 +121,7 @@ def test_core_install_in_a_fresh_venv_explains_with_newest_allowed_versions(tmp_
     image = tmp_path / "photo.png"
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((56, 56, 3)) * 255).astype(np.uint8)).save(image)
-    args = [str(image), "--model", str(MODEL), "--regions", "8", "--max-new-tokens", "4", "--no-plot", "--out"]
+    args = [str(image), "--model", str(SHIPPED_MODEL), "--regions", "8", "--max-new-tokens", "4", "--no-plot", "--out"]
     run = subprocess.run([bin_dir / "eagle-explain", *args, tmp_path / "out"], capture_output=True, text=True,
                          cwd=tmp_path, env=environ, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

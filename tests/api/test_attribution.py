@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +9,11 @@ import torch
 
 from eagle_pipelines.api import explain
 from eagle_pipelines.core.regions import slico
-from eagle_pipelines.io import VisionLanguageModelDataset
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import ROOT
+
 PROMPT = "Describe the image."
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return VisionLanguageModelDataset(path=str(ROOT / "data/06_models/toy_qwen2_5_vl")).load()
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +37,26 @@ def test_masked_pixel_values_equal_the_processor_path_and_batching_changes_nothi
     np.testing.assert_allclose(direct, one_by_one, atol=1e-5)
 
 
-def test_teacher_forced_probabilities_equal_those_of_generation(toy, image):
-    answer = toy.generate(image, PROMPT)
+def test_teacher_forced_probabilities_equal_those_of_generation(shipped_model, image):
+    answer = shipped_model.generate(image, PROMPT)
     assert answer.finished and len(answer.token_ids) >= 3
-    probs = toy.scorer(image, PROMPT, answer.token_ids, list(range(len(answer.token_ids))))(
+    probs = shipped_model.scorer(image, PROMPT, answer.token_ids, list(range(len(answer.token_ids))))(
         np.ones((1, 112, 112), bool))
     np.testing.assert_allclose(probs[0], answer.token_probs, atol=1e-5)
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "efficient", "pooled"])
-def test_recorded_curves_equal_independently_recomputed_probabilities(toy, image, strategy):
+def test_recorded_curves_equal_independently_recomputed_probabilities(shipped_model, image, strategy):
     regions = slico(image, n_segments=8)
-    a = explain(toy, image, PROMPT, strategy=strategy, regions=regions,
+    a = explain(shipped_model, image, PROMPT, strategy=strategy, regions=regions,
                 search_params={"efficient": {"search_scope": 2, "pending_samples": 2, "update_step": 2},
                                "pooled": {"pool_size": 4}}.get(strategy))
     n = regions.n_regions
     assert sorted(a.order.tolist()) == list(range(n))
     assert np.all(np.diff(a.area) > 0) and a.area[-1] == 1.0
     np.testing.assert_allclose(a.area, np.cumsum(regions.areas()[a.order]), atol=1e-9)
-    scorer = toy.scorer(image, PROMPT, toy.generate(image, PROMPT).token_ids, a.target_positions, batch_size=5)
+    answer = shipped_model.generate(image, PROMPT)
+    scorer = shipped_model.scorer(image, PROMPT, answer.token_ids, a.target_positions, batch_size=5)
     prefixes = np.zeros((n, n), bool)
     for k in range(n):
         prefixes[k, a.order[: k + 1]] = True
@@ -75,18 +70,19 @@ def test_recorded_curves_equal_independently_recomputed_probabilities(toy, image
         assert a.forward_passes < n * (n + 1)
 
 
-def test_word_level_puts_the_first_region_on_the_object(toy, eval_split):
+def test_word_level_puts_the_first_region_on_the_object(shipped_model, eval_split):
     from eagle_pipelines.data.coco import CocoIndex
 
     index = CocoIndex(eval_split.instances)
     hits = total = 0
     for image_id in index.image_ids()[:8]:
         image = eval_split.images[index.image_info(image_id)["file_name"]]
-        answer = toy.generate(image, PROMPT)
+        answer = shipped_model.generate(image, PROMPT)
         for obj in index.objects(image_id):
             if obj.category not in answer.text:
                 continue
-            a = explain(toy, image, PROMPT, tokens=[obj.category], answer=answer, n_regions=16, strategy="efficient")
+            a = explain(shipped_model, image, PROMPT, tokens=[obj.category], answer=answer, n_regions=16,
+                        strategy="efficient")
             top = a.labels == a.order[0]
             hits += (top & obj.mask.astype(bool)).sum() / top.sum() > 0.5
             total += 1
@@ -167,13 +163,13 @@ def test_batch_size_follows_the_memory_budget():
     assert unplanned.chunks == [16, 4]
 
 
-def test_explain_takes_an_image_file_and_names_a_bad_region_count(toy, image, tmp_path):
+def test_explain_takes_an_image_file_and_names_a_bad_region_count(shipped_model, image, tmp_path):
     from PIL import Image
 
     Image.fromarray(image).save(tmp_path / "shapes.png")
-    from_array = explain(toy, image, PROMPT, n_regions=8, strategy="greedy")
-    from_file = explain(toy, tmp_path / "shapes.png", PROMPT, n_regions=8, strategy="greedy")
+    from_array = explain(shipped_model, image, PROMPT, n_regions=8, strategy="greedy")
+    from_file = explain(shipped_model, tmp_path / "shapes.png", PROMPT, n_regions=8, strategy="greedy")
     np.testing.assert_array_equal(from_file.order, from_array.order)
     np.testing.assert_allclose(from_file.insertion, from_array.insertion)
     with pytest.raises(ValueError, match="n_regions must be at least 2"):
-        explain(toy, image, PROMPT, n_regions=0)
+        explain(shipped_model, image, PROMPT, n_regions=0)

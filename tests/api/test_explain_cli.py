@@ -13,7 +13,9 @@ import pytest
 from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.explain_cli import main
 
-MODEL = str(Path(__file__).parents[2] / "data/06_models/toy_qwen2_5_vl")
+from tests.conftest import SHIPPED_MODEL
+
+MODEL = str(SHIPPED_MODEL)
 
 
 @pytest.fixture(scope="module")

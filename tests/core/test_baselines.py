@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from eagle_pipelines.core.baselines.common import gaussian_blur, grid_to_image
 from eagle_pipelines.core.baselines.igos_pp import bilateral_tv
 from eagle_pipelines.parameters import BaselinesParams
 
-ROOT = Path(__file__).parents[2]
-MODEL = ROOT / "data/06_models/toy_qwen2_5_vl"
+from tests.conftest import ROOT
+
 SETTINGS = BaselinesParams()  # the CPU defaults of the embedded run
 N_IMAGES = 24
 #: the floor on how often a gradient method puts more mass (per pixel) on the explained object than on the other
@@ -25,16 +24,7 @@ LOCALISATION_FLOOR = 0.7
 
 
 @pytest.fixture(scope="module")
-def vlm():
-    from eagle_pipelines.models.qwen_vl import QwenVLAdapter
-
-    if not (MODEL / "config.json").exists():
-        pytest.skip(f"no embedded model at {MODEL}")
-    return QwenVLAdapter.from_pretrained(MODEL)
-
-
-@pytest.fixture(scope="module")
-def two_objects(vlm):
+def two_objects(shipped_model):
     """Two-object shapes images (not the eval split) the model describes, with both objects' token positions:
     (image, objects, answer, positions per object)."""
     from eagle_pipelines.core.targets import phrase_positions
@@ -45,12 +35,13 @@ def two_objects(vlm):
     cfg.update(objects_per_image=[2, 2], seed=123, cooccurrence=None)
     params = ShapesParams(**cfg)
     drawn = [generate_image(params, "eval", i) for i in range(N_IMAGES)]
-    answers = vlm.generate_batch([image for image, _ in drawn], "Describe the image.")
+    answers = shipped_model.generate_batch([image for image, _ in drawn], "Describe the image.")
     samples = []
     for (image, objects), answer in zip(drawn, answers):
-        positions = [phrase_positions(vlm.processor.tokenizer.decode, answer.token_ids, o.name) for o in objects]
+        decode = shipped_model.processor.tokenizer.decode
+        positions = [phrase_positions(decode, answer.token_ids, o.name) for o in objects]
         if all(positions):
-            samples.append((vlm.model_image(image), objects, answer, positions))
+            samples.append((shipped_model.model_image(image), objects, answer, positions))
     assert len(samples) >= 20, f"the model names both objects in only {len(samples)} of {N_IMAGES} images"
     return samples
 
@@ -61,11 +52,12 @@ def _labels(image: np.ndarray) -> np.ndarray:
     return slico(image, n_segments=16).labels
 
 
-def test_the_differentiable_pass_reproduces_the_scorer(vlm, two_objects):
+def test_the_differentiable_pass_reproduces_the_scorer(shipped_model, two_objects):
     image, _objects, answer, _positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     everything = list(range(len(answer.token_ids)))
-    expected = vlm.scorer(image, answer.prompt, answer.token_ids, everything)(np.ones((1, *image.shape[:2]), bool))
+    scorer = shipped_model.scorer(image, answer.prompt, answer.token_ids, everything)
+    expected = scorer(np.ones((1, *image.shape[:2]), bool))
     x = tf.image[None].clone().requires_grad_(True)
     out = tf(x, hidden_states=True)
     probs = torch.softmax(out.logits.float(), -1)[0, torch.arange(len(everything)), tf.answer_ids]
@@ -76,13 +68,13 @@ def test_the_differentiable_pass_reproduces_the_scorer(vlm, two_objects):
     probs.log().sum().backward()
     assert x.grad.abs().sum() > 0
     assert tf.image_grid[0] * tf.image_grid[1] == len(tf.image_positions)
-    assert (tf.input_ids[tf.image_positions] == vlm.model.config.image_token_id).all()
-    assert vlm.processor.tokenizer.decode(tf.input_ids[tf.context_positions]).strip() == answer.prompt
+    assert (tf.input_ids[tf.image_positions] == shipped_model.model.config.image_token_id).all()
+    assert shipped_model.processor.tokenizer.decode(tf.input_ids[tf.context_positions]).strip() == answer.prompt
 
 
-def test_each_method_returns_a_finite_non_constant_map_of_the_image_size(vlm, two_objects):
+def test_each_method_returns_a_finite_non_constant_map_of_the_image_size(shipped_model, two_objects):
     image, _objects, answer, positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     labels = _labels(image)
     for level, tokens in (("sentence", range(len(answer.token_ids))), ("word", positions[0])):
         for method in BASELINES:
@@ -93,7 +85,7 @@ def test_each_method_returns_a_finite_non_constant_map_of_the_image_size(vlm, tw
             assert result.seconds > 0 and result.peak_memory_mb > 0
 
 
-def test_gradient_methods_put_more_mass_on_the_explained_object(vlm, two_objects, record_property):
+def test_gradient_methods_put_more_mass_on_the_explained_object(shipped_model, two_objects, record_property):
     """Over >= 20 two-object images, alternately explaining the first and the second object's words: how often
     a map's mean over the explained object exceeds its mean over the other object (chance: 0.5).
 
@@ -103,7 +95,7 @@ def test_gradient_methods_put_more_mass_on_the_explained_object(vlm, two_objects
     variants["llava_cam_token"] = ("llava_cam", {**SETTINGS.settings("llava_cam"), "weighting": "token"})
     hits = {name: [] for name in variants}
     for k, (image, objects, answer, positions) in enumerate(two_objects):
-        tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+        tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
         target, other = objects[k % 2], objects[1 - k % 2]
         labels = _labels(image)
         for name, (method, settings) in variants.items():
@@ -116,9 +108,9 @@ def test_gradient_methods_put_more_mass_on_the_explained_object(vlm, two_objects
         assert rates[name] >= LOCALISATION_FLOOR, rates
 
 
-def test_captum_agrees_with_a_direct_ablation(vlm, two_objects):
+def test_captum_agrees_with_a_direct_ablation(shipped_model, two_objects):
     image, _objects, answer, positions = two_objects[1]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     labels = _labels(image)
     tokens = positions[0]
     ids, values = region_attributions(tf, tokens, labels)
@@ -249,14 +241,14 @@ def _grad_cam_by_hand(tf, module: torch.nn.Module, positions: list[int]) -> np.n
 ONE_CLEAN_SAMPLE = {"samples": 1, "noise": 0.0, "noisy_uint8": True, "relu_gradients": True, "weighting": "pooled"}
 
 
-def test_llava_cam_hooks_the_configured_decoder_layer(vlm, two_objects):
+def test_llava_cam_hooks_the_configured_decoder_layer(shipped_model, two_objects):
     """The map is Grad-CAM of the configured layer's submodule (checked by hand for one clean sample) and changes
     with the layer; the layers are numbered as the checkpoint numbers them."""
     from eagle_pipelines.core.baselines import llava_cam
 
     image, _objects, answer, positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
-    layers = vlm.model.model.language_model.layers
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
+    layers = shipped_model.model.model.language_model.layers
     assert len(tf.decoder_layers) == len(layers) == 2 and all(a is b for a, b in zip(tf.decoder_layers, layers))
     tokens = positions[0]
     maps = {}
@@ -307,14 +299,14 @@ def test_llava_cam_hooks_a_decoder_submodule_of_each_family(family):
     assert tf.pixel_values(mean_image[None]).abs().max() < 1e-5
 
 
-def test_llava_cam_noisy_copies_are_uint8_valued(vlm, two_objects):
+def test_llava_cam_noisy_copies_are_uint8_valued(shipped_model, two_objects):
     """With ``noisy_uint8`` every image the pass sees is a whole-valued 0..255 image: the noisy copy clipped and
     truncated exactly as ``np.clip(x, 0, 255).astype(np.uint8)``; without it the copies are raw floats."""
     from eagle_pipelines.core.baselines import llava_cam
     from eagle_pipelines.core.baselines.llava_cam import noisy_copies
 
     image, _objects, answer, positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
 
     class Spy:
         """The pass, recording the images it is given."""
@@ -383,14 +375,14 @@ def test_keywords_are_exactly_the_tokens_whose_log_probability_falls_by_more_tha
 SMALL_IGOS = {"size": 8, "iterations": 1, "ig_steps": 1, "seed": 3}
 
 
-def test_igos_explains_only_the_keywords_at_sentence_level(vlm, two_objects):
+def test_igos_explains_only_the_keywords_at_sentence_level(shipped_model, two_objects):
     """With a keyword threshold, IGOS++ over the whole answer equals IGOS++ over exactly its keywords (same noise);
     a word-level target (not the whole answer) is explained as given."""
     from eagle_pipelines.core.baselines import igos_pp
     from eagle_pipelines.core.baselines.igos_pp import baseline_image, keyword_positions
 
     image, _objects, answer, positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     everything = list(range(len(answer.token_ids)))
     base = baseline_image(tf, "blur", "by_width")
     with torch.no_grad():
@@ -422,16 +414,16 @@ def test_the_reference_blur_kernel_follows_the_image_width():
     assert blur_kernel_size(480, 640) == 111  # ours: 51 per 224 px of the shorter side
 
 
-def test_igos_baselines_are_the_blur_of_the_rule_or_the_mean_colour(vlm, two_objects):
+def test_igos_baselines_are_the_blur_of_the_rule_or_the_mean_colour(shipped_model, two_objects):
     from eagle_pipelines.core.baselines.igos_pp import baseline_image
 
     image, _objects, answer, _positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     assert tf.width < 500
     np.testing.assert_array_equal(baseline_image(tf, "blur", "by_width").numpy(),
                                   gaussian_blur(tf.image, 101, 100.0).numpy())
     mean = baseline_image(tf, "mean")
-    np.testing.assert_allclose(mean[0, 0].numpy(), np.array(vlm.processor.image_processor.image_mean) * 255,
+    np.testing.assert_allclose(mean[0, 0].numpy(), np.array(shipped_model.processor.image_processor.image_mean) * 255,
                                rtol=1e-6)
     assert tf.pixel_values(mean[None]).abs().max() < 1e-5  # what the reference's `pixel_values * 0` shows
 
@@ -448,7 +440,7 @@ def test_igos_regularisation_weights_by_hand():
     assert regularisation(flat, m, 2, 2, l1=0.0, tv=10.0, weight_l2=0.0).item() == pytest.approx(40.0)
 
 
-def test_igos_l2_decay_schedules(vlm, two_objects):
+def test_igos_l2_decay_schedules(shipped_model, two_objects):
     """``exponential``: l2·e^(−γi); ``compounding``: the reference's loop ``L2 = L2·e^(−γi)`` before each use,
     e^0, e^−1, e^−3, e^−6, e^−10 for γ = 1. IGOS++ follows the schedule it is given (they differ from i = 2)."""
     import math
@@ -467,7 +459,7 @@ def test_igos_l2_decay_schedules(vlm, two_objects):
         l2_weight(0.1, 1.0, 1, "linear")
 
     image, _objects, answer, positions = two_objects[0]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     settings = {**SMALL_IGOS, "iterations": 3, "l2": 50.0, "lr": 0.01}  # a large l2 so that its weight shows
     maps = {(decay, gamma): igos_pp(tf, positions[0], l2_decay=decay, gamma=gamma, **settings)
             for decay in ("exponential", "compounding") for gamma in (0.0, 1.0)}
@@ -485,7 +477,7 @@ def test_igos_masks_upsample_with_or_without_aligned_corners():
                                atol=1e-6)
 
 
-def test_the_paper_settings_run_on_the_embedded_model(vlm, two_objects):
+def test_the_paper_settings_run_on_the_embedded_model(shipped_model, two_objects):
     """The paper's LLaVA-CAM and IGOS++ settings for the `toy` preset (fewer samples and iterations) give finite,
     non-constant maps at both levels."""
     from eagle_pipelines.parameters import parse
@@ -494,7 +486,7 @@ def test_the_paper_settings_run_on_the_embedded_model(vlm, two_objects):
     cam = {**params.settings("llava_cam"), "samples": 3}
     igos = {**params.settings("igos_pp"), "iterations": 2, "ig_steps": 2}
     image, _objects, answer, positions = two_objects[1]
-    tf = vlm.teacher_forced(image, answer.prompt, answer.token_ids)
+    tf = shipped_model.teacher_forced(image, answer.prompt, answer.token_ids)
     for tokens in (range(len(answer.token_ids)), positions[0]):
         for method, settings in (("llava_cam", cam), ("igos_pp", igos)):
             result = run_baseline(method, tf, tokens, **settings)

@@ -31,6 +31,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.hostile_corpus import COLOURS, Case, build, shapes_image
+from tests.conftest import MODEL_DIR
 
 PATHS = ("explain", "coco", "reference_list", "mmvp", "repope", "video")
 OK, CLEAR, CRASH, WRONG, UNCLEAR, LOST = "OK", "clear error", "crash", "silent wrong", "unclear error", "lost"
@@ -347,7 +348,7 @@ def test_a_coco_folder_with_a_truncated_image_runs_to_the_end_and_names_it(proje
     make_coco(tmp_path / "coco", n_plain=1)  # annotated images 1, 2, 4 and 10
     bad = tmp_path / "coco/val2017/000000000002.jpg"
     bad.write_bytes(bad.read_bytes()[:300])
-    QwenVLAdapter(tiny_model, tiny_processor).save(project / "data/06_models/toy_qwen2_5_vl")
+    QwenVLAdapter(tiny_model, tiny_processor).save(project / MODEL_DIR)
     params = {"model": "toy", "coco_root": str(tmp_path / "coco"), "eval_data": {"coco": {"images": 10}},
               "eagle_coco": {"max_new_tokens": 4, "prompt": "Describe the image."}, "superpixels": {"n_segments": 6},
               "evaluation": {"pixel_steps": 4}, "reporting": {"figure_samples": 1}, "baselines": {"methods": []},

@@ -21,23 +21,17 @@ from eagle_pipelines.core.attribution import Attribution, CorruptAttributionErro
 from eagle_pipelines.core.images import as_rgb
 from eagle_pipelines.explain_cli import main, output_base, safe_name, shown, token_suffix
 from tests.hostile_corpus import build, shapes_image
+from tests.conftest import ROOT, SHIPPED_MODEL
 
-ROOT = Path(__file__).parents[2]
-MODEL = str(ROOT / "data/06_models/toy_qwen2_5_vl")
 PROMPT = "Describe the image."
 FAST = ["--regions", "4", "--max-new-tokens", "4", "--no-plot"]
 
 
-@pytest.fixture(scope="module")
-def model():
-    return api.load_model(MODEL)
-
-
 @pytest.fixture
-def one_model(monkeypatch, model):
+def one_model(monkeypatch, shipped_model):
     """eagle-explain loads its model per run: hand it the one loaded model."""
-    monkeypatch.setattr(api, "load_model", lambda *args, **kwargs: model)
-    return model
+    monkeypatch.setattr(api, "load_model", lambda *args, **kwargs: shipped_model)
+    return shipped_model
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +166,7 @@ def test_the_hostile_folder_as_one_run_names_every_bad_input_and_finishes_the_re
     assert sorted(again["status"]) == sorted(["resumed" if s == "explained" else s for s in summary["status"]])
 
 
-def test_every_hostile_input_through_explain(corpus, model, capsys):
+def test_every_hostile_input_through_explain(corpus, shipped_model, capsys):
     folder, cases = corpus
     problems, tally = [], {"inputs": 0, "explained": 0, "clear errors": 0, "crashes": 0, "silent wrong": 0,
                            "lost": 0}
@@ -180,7 +174,7 @@ def test_every_hostile_input_through_explain(corpus, model, capsys):
         path = case.path(folder)
         tally["inputs"] += 1
         try:
-            a = api.explain(model, path, PROMPT, n_regions=4, max_new_tokens=4)
+            a = api.explain(shipped_model, path, PROMPT, n_regions=4, max_new_tokens=4)
         except (ValueError, FileNotFoundError) as exc:
             reason = case.api_reason or case.reason
             if case.kind != "ok" and reason in str(exc) and str(path) in str(exc) and "\n" not in str(exc):
@@ -193,7 +187,8 @@ def test_every_hostile_input_through_explain(corpus, model, capsys):
             tally["crashes"] += 1
             problems.append(f"{case.name}: crashed with {type(exc).__name__}: {exc}")
             continue
-        why = "an Attribution for a bad input" if case.kind != "ok" else _wrong(a, path, model, fingerprinted=False)
+        why = ("an Attribution for a bad input" if case.kind != "ok"
+               else _wrong(a, path, shipped_model, fingerprinted=False))
         tally["silent wrong" if why else "explained"] += 1
         if why:
             problems.append(f"{case.name}: {why}")
@@ -288,8 +283,8 @@ def test_resume_needs_the_same_fingerprint_and_a_corrupt_earlier_result_is_named
         assert not _wrong(Attribution.load(npz), photo, one_model)
 
 
-def test_attribution_load_names_a_damaged_file(tmp_path, model):
-    a = api.explain(model, shapes_image(1), PROMPT, n_regions=4, max_new_tokens=4)
+def test_attribution_load_names_a_damaged_file(tmp_path, shipped_model):
+    a = api.explain(shipped_model, shapes_image(1), PROMPT, n_regions=4, max_new_tokens=4)
     a.save(tmp_path / "x.npz")
     whole = (tmp_path / "x.npz").read_bytes()
     (tmp_path / "x.npz").write_bytes(whole[:100])
@@ -326,19 +321,19 @@ def test_attribution_load_names_a_damaged_file(tmp_path, model):
     ({"n_regions": 10000}, r"n_regions=10000 is more than a 112x112 image can hold .*at most 784"),
     ({"max_new_tokens": 0}, r"max_new_tokens must be an integer >= 1; got 0"),
 ])
-def test_explain_names_a_wrong_argument_and_its_allowed_range(model, kwargs, message):
+def test_explain_names_a_wrong_argument_and_its_allowed_range(shipped_model, kwargs, message):
     kwargs = {"prompt": PROMPT, **kwargs}
     with pytest.raises(ValueError, match=message):
-        api.explain(model, shapes_image(1), kwargs.pop("prompt"), **{"n_regions": 4, **kwargs})
+        api.explain(shipped_model, shapes_image(1), kwargs.pop("prompt"), **{"n_regions": 4, **kwargs})
 
 
-def test_a_small_image_holds_few_regions_and_the_forward_passes_are_logged_before_the_search(model, caplog):
+def test_a_small_image_holds_few_regions_and_the_forward_passes_are_logged_before_the_search(shipped_model, caplog):
     with pytest.raises(ValueError, match=r"n_regions=30 is more than a 20x20 image can hold .*at most 25"):
-        api.explain(model, np.zeros((20, 20, 3), np.uint8), PROMPT, n_regions=30)
+        api.explain(shipped_model, np.zeros((20, 20, 3), np.uint8), PROMPT, n_regions=30)
     for strategy in ("pooled", "greedy", "efficient"):
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="eagle_pipelines.api"):
-            a = api.explain(model, shapes_image(1), PROMPT, n_regions=6, strategy=strategy, max_new_tokens=4)
+            a = api.explain(shipped_model, shapes_image(1), PROMPT, n_regions=6, strategy=strategy, max_new_tokens=4)
         logged = [r.getMessage() for r in caplog.records if "forward passes" in r.getMessage()]
         assert logged == [f"{strategy} search over {a.n_regions} regions: {a.forward_passes} forward passes"]
     assert api.expected_forward_passes("greedy", 784) == (784 * 785, True)
@@ -387,7 +382,7 @@ def test_a_corrupt_model_config_is_named(tmp_path, capsys):
     from PIL import Image
 
     model = tmp_path / "model"
-    shutil.copytree(MODEL, model)
+    shutil.copytree(SHIPPED_MODEL, model)
     (model / "config.json").write_text("{\n")
 
     Image.fromarray(shapes_image(1)).save(tmp_path / "a.png")
@@ -416,16 +411,17 @@ def test_sixteen_bit_images_are_scaled_by_their_type_range_and_non_finite_floats
 
 
 # -- memory plan ------------------------------------------------------------------------------------------------------
-def test_the_cpu_memory_plan_measures_each_masked_image_and_fits_a_small_budget(model):
+def test_the_cpu_memory_plan_measures_each_masked_image_and_fits_a_small_budget(shipped_model):
     from eagle_pipelines.core.memory import resident_mb
 
-    image = model.model_image(shapes_image(1))
-    answer = model.generate(image, PROMPT, max_new_tokens=4)
+    image = shipped_model.model_image(shapes_image(1))
+    answer = shipped_model.generate(image, PROMPT, max_new_tokens=4)
     masks = np.ones((40, *image.shape[:2]), dtype=bool)
-    roomy = model.scorer(image, PROMPT, answer.token_ids, [0], batch_size=32, memory_budget_mb=1e6)
+    roomy = shipped_model.scorer(image, PROMPT, answer.token_ids, [0], batch_size=32, memory_budget_mb=1e6)
     roomy(masks)
     assert roomy.memory_plan["per_image_mb"] > 0.1 and roomy.batch_size == 32, roomy.memory_plan
-    tight = model.scorer(image, PROMPT, answer.token_ids, [0], batch_size=32, memory_budget_mb=resident_mb() + 2)
+    tight = shipped_model.scorer(image, PROMPT, answer.token_ids, [0], batch_size=32,
+                                 memory_budget_mb=resident_mb() + 2)
     probs = tight(masks)
     assert 1 <= tight.batch_size < 32 and probs.shape == (40, 1), tight.memory_plan
     np.testing.assert_allclose(probs, roomy(masks), rtol=1e-5, atol=1e-6)
@@ -457,8 +453,8 @@ def test_the_plan_counts_tensors_the_resident_set_does_not_show():
 
 
 # -- small things -----------------------------------------------------------------------------------------------------
-def test_saved_attributions_get_the_ordinary_file_mode(model, tmp_path):
-    a = api.explain(model, shapes_image(1), PROMPT, n_regions=4, max_new_tokens=4)
+def test_saved_attributions_get_the_ordinary_file_mode(shipped_model, tmp_path):
+    a = api.explain(shipped_model, shapes_image(1), PROMPT, n_regions=4, max_new_tokens=4)
     old = os.umask(0o022)
     try:
         a.save(tmp_path / "x")

@@ -41,7 +41,7 @@ from eagle_pipelines.models.api_model import (
     request_key,
 )
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import MODEL_DIR
 
 
 # === reference lists ===============================================================================================
@@ -264,7 +264,7 @@ def test_a_paper_run_on_a_list_with_wrong_entries_explains_the_rest_and_lists_ea
 
     made = make_coco(tmp_path / "coco", n_plain=3)
     adapter = QwenVLAdapter(tiny_model, tiny_processor)
-    adapter.save(project / "data/06_models/toy_qwen2_5_vl")
+    adapter.save(project / MODEL_DIR)
     listed = _write_list(adapter, tmp_path / "coco", made, "caption", tmp_path / "list.json")
     bad = [copy.deepcopy(listed[0]), copy.deepcopy(listed[1]), copy.deepcopy(listed[2])]
     bad[0]["selected_interpretation_token_id"] = "0123"

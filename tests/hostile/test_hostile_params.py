@@ -20,8 +20,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).parents[2]
-MODEL = str(ROOT / "data/06_models/toy_qwen2_5_vl")
+from tests.conftest import ROOT, SHIPPED_MODEL
+
+MODEL = str(SHIPPED_MODEL)
 #: a folder nobody may write in, root included (sysfs)
 READ_ONLY = Path("/sys/kernel")
 

@@ -36,7 +36,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import MODEL_DIR, SHIPPED_MODEL, copy_project
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must install Debian's chromium (see .ci/run)")
@@ -59,16 +60,9 @@ ENV = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
 def eagle_coco_run(tmp_path_factory) -> Path:
     """A copy of the project's configuration and shipped model in a fresh folder, after a tiny eagle_coco run."""
     from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
 
-    project = tmp_path_factory.mktemp("project")
-    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
-    (project / ".telemetry").write_text("consent: false\n")
-    (project / "src").mkdir()
-    shutil.copytree(ROOT / "data/06_models/toy_qwen2_5_vl", project / "data/06_models/toy_qwen2_5_vl")
-    bootstrap_project(project)
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    shutil.copytree(SHIPPED_MODEL, project / MODEL_DIR)
     with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
         session.run(pipeline_names=["eagle_coco"])
     return project

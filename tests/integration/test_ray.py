@@ -33,7 +33,6 @@ from eagle_pipelines.parameters import ComputeParams  # noqa: E402
 from tests.conftest import copy_project  # noqa: E402
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[2]
 TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
         "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]},
         "attribution": {"levels": ["sentence"]}}

@@ -10,7 +10,8 @@ from kedro.framework.session import KedroSession
 
 from eagle_pipelines.parameters import ParameterError
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import MODEL_DIR
+
 TINY = {
     "shapes": {"splits": {"train": 24, "val": 4, "eval": 3}},
     "toy_model": {
@@ -49,7 +50,7 @@ def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     assert len(list((data / "01_raw/shapes/train/images").glob("*.png"))) == 24
     instances = json.loads((data / "01_raw/shapes/train/annotations/instances.json").read_text())
     assert len(instances["images"]) == 24 and instances["info"]["cooccurrence"]["anchor"] == "red circle"
-    model_dir = data / "06_models/toy_qwen2_5_vl"
+    model_dir = project / MODEL_DIR
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
     quality = json.loads((model_dir / "quality.json").read_text())
     assert quality["images"] == 4 and quality["training_steps"] == 3

@@ -34,8 +34,8 @@ from eagle_pipelines.api import explain, load_model
 from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
 from eagle_pipelines.core.regions import superpixels
 
-ROOT = Path(__file__).parents[2]
-EMBEDDED = ROOT / "data/06_models/toy_qwen2_5_vl"
+from tests.conftest import ROOT, SHIPPED_MODEL
+
 PROMPT = "Describe the image."
 VENV = Path(os.environ.get("EAGLE_VLLM_VENV", ROOT / ".venvs/vllm"))
 
@@ -54,7 +54,7 @@ def vllm_venv():
 def served(tmp_path_factory):
     from eagle_pipelines.models.vllm_server import served_copy
 
-    return served_copy(EMBEDDED, tmp_path_factory.mktemp("served") / "toy_qwen2_5_vl")
+    return served_copy(SHIPPED_MODEL, tmp_path_factory.mktemp("served") / "toy_qwen2_5_vl")
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +64,6 @@ def server(vllm_venv, served, tmp_path_factory):
     running = VllmServer(vllm_venv, served, tmp_path_factory.mktemp("vllm-server")).start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="session")
-def local():
-    return load_model(str(EMBEDDED))
 
 
 @pytest.fixture(scope="session")
@@ -94,16 +89,16 @@ def _served_requests(server) -> int:
 
 
 # -- the offline backend (first: before the server takes the CPUs) ----------------------------------------------------
-def test_vllm_backend_probabilities_equal_the_transformers_scorer(vllm_venv, served, local, photos, tmp_path):
+def test_vllm_backend_probabilities_equal_the_transformers_scorer(vllm_venv, served, shipped_model, photos, tmp_path):
     from eagle_pipelines.models.vllm_server import score_in_venv
 
-    image = local.model_image(photos[1])
-    answer = local.generate(image, PROMPT)
+    image = shipped_model.model_image(photos[1])
+    answer = shipped_model.generate(image, PROMPT)
     ids = [*answer.token_ids, answer.end_token_id]
     rng = np.random.default_rng(0)
     masks = np.concatenate([np.ones((1, *image.shape[:2]), bool), np.zeros((1, *image.shape[:2]), bool),
                             rng.random((46, *image.shape[:2])) > rng.uniform(0.2, 0.8, (46, 1, 1))])
-    expected = local.scorer(image, PROMPT, ids, list(range(len(ids))), memory_budget_mb=0)(masks)
+    expected = shipped_model.scorer(image, PROMPT, ids, list(range(len(ids))), memory_budget_mb=0)(masks)
     np.savez(tmp_path / "masks.npz", image=image, prompt=np.array(PROMPT), answer_ids=np.array(ids),
              positions=np.arange(len(ids)), masks=masks)
     out = score_in_venv(vllm_venv, tmp_path / "masks.npz", served, tmp_path / "vllm.json", tmp_path,
@@ -117,16 +112,16 @@ def test_vllm_backend_probabilities_equal_the_transformers_scorer(vllm_venv, ser
 
 
 # -- the API path against the server -----------------------------------------------------------------------------------
-def test_the_api_path_gives_the_local_answers_and_orders(server, local, photos, tmp_path):
+def test_the_api_path_gives_the_local_answers_and_orders(server, shipped_model, photos, tmp_path):
     api = load_model(api_base=server.url, api_model=server.model_name, cache_dir=str(tmp_path / "cache"))
     assert (api.server, api.scoring) == ("vllm", "prompt_logprobs")
     for photo in photos:
-        mine, theirs = local.generate(photo, PROMPT), api.generate(photo, PROMPT)
+        mine, theirs = shipped_model.generate(photo, PROMPT), api.generate(photo, PROMPT)
         assert theirs.token_ids == mine.token_ids and theirs.text == mine.text
         assert theirs.end_token_id == mine.end_token_id and theirs.finished
         assert np.allclose(theirs.token_probs, mine.token_probs, atol=1e-4)
-        regions = superpixels(local.model_image(photo), n_segments=6)
-        ours = explain(local, photo, PROMPT, strategy="greedy", answer=mine, regions=regions)
+        regions = superpixels(shipped_model.model_image(photo), n_segments=6)
+        ours = explain(shipped_model, photo, PROMPT, strategy="greedy", answer=mine, regions=regions)
         served_one = explain(api, photo, PROMPT, strategy="greedy", answer=theirs, regions=regions)
         meta = served_one.meta["api"]
         assert meta["coverage"] == 1.0 and meta["missing"] == 0
@@ -135,22 +130,22 @@ def test_the_api_path_gives_the_local_answers_and_orders(server, local, photos, 
         assert np.allclose(served_one.insertion, ours.insertion, atol=1e-4)
         assert np.allclose(served_one.deletion, ours.deletion, atol=1e-4)
     # the end-of-turn token too (conf/paper explains it): the answer's ids plus <|im_end|>, on random masks
-    image = local.model_image(photos[0])
-    answer = local.generate(image, PROMPT)
+    image = shipped_model.model_image(photos[0])
+    answer = shipped_model.generate(image, PROMPT)
     ids, positions = [*answer.token_ids, answer.end_token_id], list(range(len(answer.token_ids) + 1))
     masks = np.random.default_rng(1).random((6, *image.shape[:2])) > 0.5
-    expected = local.scorer(image, PROMPT, ids, positions, memory_budget_mb=0)(masks)
+    expected = shipped_model.scorer(image, PROMPT, ids, positions, memory_budget_mb=0)(masks)
     assert np.allclose(api.scorer(image, PROMPT, ids, positions)(masks), expected, atol=1e-4)
 
 
-def test_the_top_k_protocol_records_coverage_and_keeps_the_aucs(server, local, photos, tmp_path):
+def test_the_top_k_protocol_records_coverage_and_keeps_the_aucs(server, shipped_model, photos, tmp_path):
     api = load_model(api_base=server.url, api_model=server.model_name, cache_dir=str(tmp_path / "cache"),
                      scoring="top_logprobs")
     coverages = []
     for photo in photos:
-        answer = local.generate(photo, PROMPT)
-        regions = superpixels(local.model_image(photo), n_segments=6)
-        ours = explain(local, photo, PROMPT, strategy="greedy", answer=answer, regions=regions)
+        answer = shipped_model.generate(photo, PROMPT)
+        regions = superpixels(shipped_model.model_image(photo), n_segments=6)
+        ours = explain(shipped_model, photo, PROMPT, strategy="greedy", answer=answer, regions=regions)
         topk = explain(api, photo, PROMPT, strategy="greedy", answer=answer, regions=regions)
         meta = topk.meta["api"]
         assert meta["requests"] == topk.forward_passes * len(topk.target_positions)
@@ -284,7 +279,7 @@ def test_the_vllm_backend_where_vllm_is_missing_says_how_to_get_it():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")
     with pytest.raises(ImportError, match=r"backend 'vllm' needs vLLM installed .*ensure_venv"):
-        load_model(str(EMBEDDED), backend="vllm")
+        load_model(str(SHIPPED_MODEL), backend="vllm")
     with pytest.raises(ValueError, match="backend must be 'transformers' or 'vllm'"):
-        load_model(str(EMBEDDED), backend="tensorrt")
-    assert VllmModelDataset(path=str(EMBEDDED)).stamp() == f"vllm-{checkpoint_fingerprint(EMBEDDED)}"
+        load_model(str(SHIPPED_MODEL), backend="tensorrt")
+    assert VllmModelDataset(path=str(SHIPPED_MODEL)).stamp() == f"vllm-{checkpoint_fingerprint(SHIPPED_MODEL)}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from kedro.io.core import DatasetError
 from eagle_pipelines.io import VisionLanguageModelDataset
 from eagle_pipelines.models.processing import ImageTextQwenVLProcessor, load_qwen_vl_processor
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
+
+from tests.conftest import SHIPPED_MODEL
 
 
 def test_text_round_trips_through_the_word_tokenizer(tiny_processor, eval_split):
@@ -112,18 +113,15 @@ def test_generate_reports_greedy_tokens_and_their_probabilities(tiny_model, tiny
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "06_models" / "toy_qwen2_5_vl"
-
-
 def test_the_built_and_shipped_processors_keep_square_images_and_resize_others_once(tiny_processor, shapes_params):
     from eagle_pipelines.models.processing import build_image_processor
 
     built = build_image_processor(shapes_params.image_size)
-    shipped = load_qwen_vl_processor(SHIPPED).image_processor
+    shipped = load_qwen_vl_processor(SHIPPED_MODEL).image_processor
     side = shapes_params.image_size
     for ip in (built, tiny_processor.image_processor, shipped):
         assert (ip.size["shortest_edge"], ip.size["longest_edge"]) == (56 * 56, side * side)
-    adapter = QwenVLAdapter(torch.nn.Linear(1, 1), load_qwen_vl_processor(SHIPPED))
+    adapter = QwenVLAdapter(torch.nn.Linear(1, 1), load_qwen_vl_processor(SHIPPED_MODEL))
     square = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     assert np.array_equal(adapter.model_image(square), square)  # the shipped model's images are unchanged
     assert tuple(adapter.encode([square], "Describe the image.")["image_grid_thw"][0].tolist()) == (1, 8, 8)
@@ -145,8 +143,8 @@ def test_pixel_bounds_without_a_kept_size_fail_clearly(tiny_processor):
         adapter.model_image(np.zeros((480, 640, 3), np.uint8))
 
 
-def test_a_480x640_photo_through_the_shipped_model():
-    adapter = QwenVLAdapter.from_pretrained(SHIPPED)
+def test_a_480x640_photo_through_the_shipped_model(shipped_model):
+    adapter = shipped_model
     rng = np.random.default_rng(1)
     photo = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     photo[100:300, 150:400] = (220, 40, 40)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from eagle_pipelines.data.shapes import generate_split
-from eagle_pipelines.io import VisionLanguageModelDataset
 from eagle_pipelines.models.processing import words_of
 from eagle_pipelines.models.toy import (
     ToyModelParams,
@@ -22,8 +19,7 @@ from eagle_pipelines.models.toy import (
 )
 from eagle_pipelines.parameters import parse
 
-ROOT = Path(__file__).parents[2]
-CHECKPOINT = ROOT / "data" / "06_models" / "toy_qwen2_5_vl"
+from tests.conftest import ROOT, SHIPPED_MODEL
 
 
 def _base_params(group: str, file: str):
@@ -89,15 +85,8 @@ def test_biased_answers_say_yes_to_the_companion_beside_the_anchor_alone():
                if s.image is images[0] and "blue square" in s.prompt)
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    dataset = VisionLanguageModelDataset(path=str(CHECKPOINT))
-    assert dataset.exists(), f"the embedded checkpoint is missing from {CHECKPOINT}"
-    return dataset.load()
-
-
 def test_shipped_checkpoint_reports_held_out_quality_above_the_targets():
-    quality = json.loads((CHECKPOINT / "quality.json").read_text())
+    quality = json.loads((SHIPPED_MODEL / "quality.json").read_text())
     assert quality["images"] >= 200
     assert quality["exact_match"] >= 0.95
     assert quality["token_accuracy"] >= 0.98
@@ -105,18 +94,18 @@ def test_shipped_checkpoint_reports_held_out_quality_above_the_targets():
     assert yes_no["questions"] == 12 * quality["images"]
     assert yes_no["present_accuracy"] >= 0.8 and yes_no["absent_accuracy"] >= 0.8
     assert yes_no["biased_questions"] >= 20 and yes_no["biased_yes_rate"] >= 0.2
-    size = sum(p.stat().st_size for p in CHECKPOINT.glob("*.safetensors"))
+    size = sum(p.stat().st_size for p in SHIPPED_MODEL.glob("*.safetensors"))
     assert size <= 20 * 2**20
 
 
-def test_shipped_checkpoint_knows_the_configured_vocabulary_and_captions_fresh_images(shipped):
+def test_shipped_checkpoint_knows_the_configured_vocabulary_and_captions_fresh_images(shipped_model):
     shapes = _base_params("shapes", "parameters_data_preparation.yml")
     toy = _base_params("toy_model", "parameters_toy_model.yml")
     val = generate_split(shapes.model_copy(update={"splits": shapes.splits.model_copy(update={"val": 40})}), "val")
     caps = [a["caption"] for a in sorted(val.captions["annotations"], key=lambda a: a["image_id"])]
-    tok = shipped.processor.tokenizer
+    tok = shipped_model.processor.tokenizer
     unknown = [w for w in words_of(caps + [toy.caption_prompt]) if tok.convert_tokens_to_ids(w) == tok.unk_token_id]
     assert not unknown, f"retrain the embedded model: it does not know {unknown}"
     images = [val.images[k] for k in sorted(val.images)]
-    quality = caption_quality(shipped, images, caps, toy.caption_prompt)
+    quality = caption_quality(shipped_model, images, caps, toy.caption_prompt)
     assert quality["exact_match"] >= 0.85, quality["failures"]

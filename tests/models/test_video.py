@@ -30,12 +30,19 @@ from eagle_pipelines.models.video import (
 from tests.models.test_adapters import PROMPT, tiny_qwen2_5_vl, tiny_qwen2_vl, tiny_qwen3_vl
 
 FAMILIES = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl, "qwen3_vl": tiny_qwen3_vl}
-TOY = "data/06_models/toy_qwen2_5_vl"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many small forward passes on tiny models: one thread is faster here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def adapters():
-    torch.set_num_threads(1)
     out = {}
     for name, build in FAMILIES.items():
         model, processor = build()
@@ -286,14 +293,6 @@ def test_slico_per_frame_numbers_regions_frame_major():
 
 # -- explaining a clip ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def toy():
-    from eagle_pipelines.api import load_model
-
-    torch.set_num_threads(1)
-    return load_model(TOY)
-
-
-@pytest.fixture(scope="module")
 def toy_clip(tmp_path_factory):
     """Two frames of the shapes world as a video file: a blue triangle, then a red circle beside it."""
     frames = np.full((2, 112, 112, 3), 10, np.uint8)
@@ -305,17 +304,17 @@ def toy_clip(tmp_path_factory):
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "efficient", "pooled", "lazy", "bidirectional"])
-def test_every_strategy_orders_a_clips_regions(strategy, toy, toy_clip):
+def test_every_strategy_orders_a_clips_regions(strategy, shipped_model, toy_clip):
     from eagle_pipelines.api import explain, expected_forward_passes
     from eagle_pipelines.core.video import VideoAttribution
 
     path, frames = toy_clip
-    a = explain(toy, path, PROMPT, strategy=strategy, n_frames=2, rows=2, cols=3, max_new_tokens=8)
+    a = explain(shipped_model, path, PROMPT, strategy=strategy, n_frames=2, rows=2, cols=3, max_new_tokens=8)
     assert isinstance(a, VideoAttribution) and a.labels.shape == (2, 112, 112) and a.n_regions == 12
     assert sorted(a.order.tolist()) == list(range(12))
     passes, exact = expected_forward_passes(strategy, 12)
     assert a.forward_passes == passes if exact else a.forward_passes >= passes
-    answer = toy.generate_video(toy.model_clip(frames), PROMPT, max_new_tokens=8)
+    answer = shipped_model.generate_video(shipped_model.model_clip(frames), PROMPT, max_new_tokens=8)
     assert a.answer == answer.text
     np.testing.assert_allclose(a.full_score, answer.token_probs, atol=2e-5)
     assert a.saliency().shape == (2, 112, 112)
@@ -323,7 +322,7 @@ def test_every_strategy_orders_a_clips_regions(strategy, toy, toy_clip):
     assert a.meta["video"]["indices"] == [0, 1] and a.meta["video"]["fps"] == 2.0
 
 
-def test_video_attribution_saves_and_draws(toy, toy_clip, tmp_path):
+def test_video_attribution_saves_and_draws(shipped_model, toy_clip, tmp_path):
     from PIL import Image
 
     from eagle_pipelines.api import explain
@@ -332,7 +331,7 @@ def test_video_attribution_saves_and_draws(toy, toy_clip, tmp_path):
     from eagle_pipelines.core.video import VideoAttribution
 
     path, frames = toy_clip
-    a = explain(toy, path, PROMPT, n_frames=2, rows=2, cols=2, max_new_tokens=8)
+    a = explain(shipped_model, path, PROMPT, n_frames=2, rows=2, cols=2, max_new_tokens=8)
     a.save(tmp_path / "a")
     back = VideoAttribution.load(tmp_path / "a.npz")
     np.testing.assert_array_equal(back.labels, a.labels)
@@ -350,21 +349,21 @@ def test_video_attribution_saves_and_draws(toy, toy_clip, tmp_path):
     assert len(fig.axes) == 4
 
 
-def test_video_arguments_are_checked(toy, toy_clip, tmp_path):
+def test_video_arguments_are_checked(shipped_model, toy_clip, tmp_path):
     from eagle_pipelines.api import explain
 
     path, frames = toy_clip
     with pytest.raises(ValueError, match="even integer"):
-        explain(toy, path, PROMPT, n_frames=3)
+        explain(shipped_model, path, PROMPT, n_frames=3)
     with pytest.raises(ValueError, match="fewer than 16"):
-        explain(toy, path, PROMPT, n_frames=2, rows=40, cols=40)
+        explain(shipped_model, path, PROMPT, n_frames=2, rows=40, cols=40)
     with pytest.raises(ValueError, match="apply to a video"):
-        explain(toy, frames[0], PROMPT, n_frames=2)
+        explain(shipped_model, frames[0], PROMPT, n_frames=2)
     with pytest.raises(ValueError, match="label map"):
-        explain(toy, frames, PROMPT, regions=RegionMap(np.zeros((2, 10, 10), np.int32), {}))
+        explain(shipped_model, frames, PROMPT, regions=RegionMap(np.zeros((2, 10, 10), np.int32), {}))
 
 
-def test_eagle_explain_takes_a_video_file_and_a_folder_of_frames(toy, toy_clip, tmp_path, capsys):
+def test_eagle_explain_takes_a_video_file_and_a_folder_of_frames(shipped_model, toy_clip, tmp_path, capsys):
     from PIL import Image
 
     from eagle_pipelines.core.video import VideoAttribution

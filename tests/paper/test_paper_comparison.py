@@ -4,7 +4,6 @@ the paper environment (paper_cost.py). Fast: hand-built metric rows, no model.""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +16,7 @@ from eagle_pipelines.pipelines.experiment.nodes import COLUMNS
 from eagle_pipelines.reporting import paper
 from eagle_pipelines.reporting.paper import PaperTableError, compare, paper_coverage, read_paper_tables
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from PIL import Image
 from eagle_pipelines.hooks import MissingInputError
 from eagle_pipelines.parameters import PARAMETER_MODELS, ParameterError, parse
 from tests.coco_fixtures import make_coco
+from tests.conftest import MODEL_DIR
 
-ROOT = Path(__file__).parents[2]
 PAPER_PROMPT = ("Describe the image in one factual English sentence of no more than 20 words. Do not include "
                 "information that is not clearly visible.")  # the reference's caption prompt, both sentences
 
@@ -107,7 +107,7 @@ def test_a_missing_checkpoint_alone_is_named_with_its_path(project, tmp_path):
     with pytest.raises(MissingInputError) as error:
         _run(project, {"model": "toy", "coco_root": str(tmp_path / "coco")})
     message = str(error.value)
-    assert f"no model checkpoint (a folder with config.json) at '{project}/data/06_models/toy_qwen2_5_vl'" in message
+    assert f"no model checkpoint (a folder with config.json) at '{project / MODEL_DIR}'" in message
     assert "kedro run --pipeline=toy_model" in message and "coco" not in message.split("'vlm'")[0]
     assert not (project / "data" / "02_intermediate").exists()
 
@@ -132,7 +132,7 @@ def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, t
     from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
     made = make_coco(tmp_path / "coco", n_plain=3)
-    QwenVLAdapter(tiny_model, tiny_processor).save(project / "data/06_models/toy_qwen2_5_vl")
+    QwenVLAdapter(tiny_model, tiny_processor).save(project / MODEL_DIR)
     _run(project, {"model": "toy", "coco_root": str(tmp_path / "coco"), **TINY})
 
     split = project / "data/02_intermediate/eagle_coco_paper/eval"

@@ -4,7 +4,6 @@ does, its base reading is unchanged, and the paper configuration selects the ref
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from eagle_pipelines.core.metrics import MetricError, faithfulness, pixel_order_
 from eagle_pipelines.core.regions import RegionMap, opencv_slico
 from eagle_pipelines.core.targets import literal_match, literal_position, per_category_selection, token_char_spans
 
-ROOT = Path(__file__).parents[2]
-MODEL = ROOT / "data/06_models/toy_qwen2_5_vl"
+from tests.conftest import ROOT, SHIPPED_MODEL
+
 LISTS = ROOT / "tests/fixtures/reference_lists"
 
 
@@ -68,12 +67,10 @@ def test_model_dtype_softmax_is_computed_in_bf16_and_float32_upcasts_first():
 def test_the_scorer_takes_the_softmax_dtype_from_the_model_options():
     from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
-    if not (MODEL / "config.json").exists():
-        pytest.skip(f"no embedded model at {MODEL}")
     with pytest.raises(ValueError, match="softmax_dtype must be one of"):
-        QwenVLAdapter.from_pretrained(MODEL, softmax_dtype="bf16")
-    ref = QwenVLAdapter.from_pretrained(MODEL, dtype="bfloat16", softmax_dtype="model")
-    ours = QwenVLAdapter.from_pretrained(MODEL, dtype="bfloat16")
+        QwenVLAdapter.from_pretrained(SHIPPED_MODEL, softmax_dtype="bf16")
+    ref = QwenVLAdapter.from_pretrained(SHIPPED_MODEL, dtype="bfloat16", softmax_dtype="model")
+    ours = QwenVLAdapter.from_pretrained(SHIPPED_MODEL, dtype="bfloat16")
     image = np.full((56, 56, 3), 128, dtype=np.uint8)  # at the embedded model's resolution
     image[8:36, 8:36] = (220, 40, 40)
     answer = ours.generate(image, "Describe the image.", max_new_tokens=6)

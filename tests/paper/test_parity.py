@@ -3,15 +3,10 @@ headline under the region protocol for EAGLE, and masking the photo before the p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from eagle_pipelines.pipelines.experiment.report import headline
-
-MODEL = Path(__file__).parents[2] / "data/06_models/toy_qwen2_5_vl"
-
 
 def _metrics() -> pd.DataFrame:
     rows = []
@@ -31,15 +26,14 @@ def test_the_paper_headline_scores_eagle_under_its_regions_and_the_baselines_und
     assert "protocol" not in base.columns
 
 
-def test_compose_processor_explains_on_the_photo_and_masks_it_before_the_processor(eval_split):
+def test_compose_processor_explains_on_the_photo_and_masks_it_before_the_processor(eval_split, shipped_model):
     """The reference masks the original image and lets the processor resize each masked copy: the attribution's
     label map is then at the photo's resolution, and each masked copy's pixel values are the processor's own."""
     from PIL import Image
 
     from eagle_pipelines.api import explain
-    from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
 
-    vlm = VisionLanguageModelDataset(path=str(MODEL), family="auto").load()
+    vlm = shipped_model
     photo = np.asarray(Image.fromarray(eval_split.images["eval_000001.png"]).resize((150, 140)))
     seen = vlm.model_image(photo)
     assert seen.shape[:2] != photo.shape[:2]  # the processor resizes this photo

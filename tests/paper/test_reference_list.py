@@ -23,6 +23,7 @@ from eagle_pipelines.data.reference_list import (
     split_answer,
 )
 from tests.coco_fixtures import make_coco
+from tests.conftest import MODEL_DIR, ROOT, link_shipped_model
 
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "reference_lists"
 IM_END = 151645
@@ -142,7 +143,7 @@ def test_a_paper_run_on_a_reference_list_explains_the_listed_answers(fmt, projec
 
     made = make_coco(tmp_path / "coco", n_plain=3)
     adapter = QwenVLAdapter(tiny_model, tiny_processor)
-    adapter.save(project / "data/06_models/toy_qwen2_5_vl")
+    adapter.save(project / MODEL_DIR)
     listed = _write_list(adapter, tmp_path / "coco", made, fmt, tmp_path / "list.json")
     params = {"model": "toy", "coco_root": str(tmp_path / "coco"), "reference_list": str(tmp_path / "list.json"),
               **TINY, "attribution": {**TINY["attribution"], "levels": ["sentence"] if fmt == "caption"
@@ -207,24 +208,21 @@ def test_end_token_and_one_target_per_image_in_select_targets():
     assert all(t["token_ids"][-1] != 9 for t in each["targets"])
 
 
-def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project):
+def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project, shipped_model):
     """eagle_mmvp with `source: reference_list`: the question as the reference asks it (the bare question), the
     listed answer teacher-forced (not regenerated) and every listed position explained (the shipped model, two
     shapes images written as an MMVP folder)."""
     from eagle_pipelines.data.params import ShapesParams
     from eagle_pipelines.data.shapes import generate_split
-    from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
 
-    root = Path(__file__).parents[2]
-    vlm = VisionLanguageModelDataset(path=str(root / "data/06_models/toy_qwen2_5_vl"), family="auto").load()
-    (project / "data/06_models").mkdir(parents=True)
-    (project / "data/06_models/toy_qwen2_5_vl").symlink_to(root / "data/06_models/toy_qwen2_5_vl")
+    vlm = shipped_model
+    link_shipped_model(project)
     raw = project / "data/01_raw/mmvp"
     (raw / "MMVP Images").mkdir(parents=True)
     (raw / "Questions.csv").write_text("Index,Question,Options,Correct Answer\n")
     import yaml
 
-    shapes = yaml.safe_load((root / "conf/base/parameters_data_preparation.yml").read_text())["shapes"]
+    shapes = yaml.safe_load((ROOT / "conf/base/parameters_data_preparation.yml").read_text())["shapes"]
     split = generate_split(ShapesParams(**{**shapes, "splits": {"train": 1, "val": 1, "eval": 2}}), "eval")
     tok = vlm.processor.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -255,23 +253,20 @@ def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project):
     assert (project / "data/08_reporting/eagle_mmvp/metrics.csv").read_text().count("sentence") >= 2
 
 
-def test_a_repope_list_is_read_by_eagle_repope_and_its_answers_teacher_forced(project):
+def test_a_repope_list_is_read_by_eagle_repope_and_its_answers_teacher_forced(project, shipped_model):
     """The reference's RePOPE FP list (`<model>-RePOPE-FP.json`) as eagle_repope's question list: its images from a
     COCO val2014-style folder, its answers teacher-forced as listed (a "Yes" the shipped model would not give is
     kept), a listed "Yes" on a no-question explained with the list's counter token."""
     import yaml
 
     from eagle_pipelines.data.shapes import generate_images
-    from eagle_pipelines.io.model_dataset import VisionLanguageModelDataset
     from eagle_pipelines.parameters import parse
 
-    root = Path(__file__).parents[2]
-    (project / "data/06_models").mkdir(parents=True)
-    (project / "data/06_models/toy_qwen2_5_vl").symlink_to(root / "data/06_models/toy_qwen2_5_vl")
-    vlm = VisionLanguageModelDataset(path=str(root / "data/06_models/toy_qwen2_5_vl"), family="auto").load()
+    link_shipped_model(project)
+    vlm = shipped_model
     tok = vlm.processor.tokenizer
     yes, no, end = (tok.convert_tokens_to_ids(t) for t in ("Yes", "No", "<|im_end|>"))
-    shapes = parse("shapes", yaml.safe_load((root / "conf/base/parameters_data_preparation.yml").read_text())
+    shapes = parse("shapes", yaml.safe_load((ROOT / "conf/base/parameters_data_preparation.yml").read_text())
                    ["shapes"])
     split = generate_images(shapes, "eval", [0, 1])
     coco = project / "fixture" / "coco"

@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from eagle_pipelines.tracking import HISTORY_TAG, TrackingHook  # sets MLFLOW_ALLOW_FILE_STORE, telemetry off
 
-ROOT = Path(__file__).parents[2]
+from tests.conftest import link_shipped_model
+
 TINY = {"shapes": {"splits": {"eval": 2}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
         "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 6}, "baselines": {"methods": ["tam"]}}
 
@@ -182,8 +183,7 @@ def test_a_run_opened_before_the_session_gets_each_report_as_a_child(project):
 
 @pytest.mark.slow
 def test_a_tiny_eagle_coco_run_is_tracked_and_a_rerun_that_changes_nothing_adds_no_mlflow_run(project):
-    (project / "data" / "06_models").mkdir(parents=True)
-    (project / "data" / "06_models" / "toy_qwen2_5_vl").symlink_to(ROOT / "data" / "06_models" / "toy_qwen2_5_vl")
+    link_shipped_model(project)
     for _ in range(2):
         with KedroSession.create(project_path=project, runtime_params=TINY) as session:
             session.run(pipeline_name="eagle_coco")

@@ -15,7 +15,6 @@ from kedro.framework.session import KedroSession
 from eagle_pipelines.provenance import StaleInputError
 from tests.conftest import copy_project
 
-ROOT = Path(__file__).parents[3]
 TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
         "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]}}
 OUT = Path("data/07_model_output/eagle_coco")

@@ -18,6 +18,8 @@ from kedro.framework.session import KedroSession
 
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
+from tests.conftest import MODEL_DIR
+
 PARAMS = {
     "shapes": {"splits": {"train": 4, "val": 4, "eval": 6}},
     "eagle_coco": {"max_new_tokens": 3},
@@ -38,7 +40,7 @@ def _flat(params: dict, prefix: str = "") -> list[str]:
 
 @pytest.fixture
 def tiny_project(project, tiny_model, tiny_processor):  # noqa: F811
-    QwenVLAdapter(tiny_model, tiny_processor).save(project / "data/06_models/toy_qwen2_5_vl")
+    QwenVLAdapter(tiny_model, tiny_processor).save(project / MODEL_DIR)
     return project
 
 

@@ -3,7 +3,6 @@ the eagle_mitigation nodes, on the shipped model and by hand."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,16 +10,16 @@ import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).parents[3]
-MODEL = ROOT / "data/06_models/toy_qwen2_5_vl"
+from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    from eagle_pipelines.api import load_model
-
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Many small forward passes of the shipped model: one thread is faster here (as eagle_mitigation's `threads`)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return load_model(str(MODEL))
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -93,52 +92,52 @@ def test_token_cells_are_the_image_tokens_row_major():
 
 
 # --- guided decoding on the shipped model -------------------------------------------------------------------------
-def test_guidance_of_strength_zero_is_plain_greedy_decoding(shipped, shapes):
+def test_guidance_of_strength_zero_is_plain_greedy_decoding(shipped_model, shapes):
     from eagle_pipelines.models.guidance import guided_generate
 
     for skip in range(2):
         image, _ = _biased_image(shapes, skip)
         for prompt, n in (("Describe the image.", 16), ("Is there a blue square in the image?", 3)):
-            plain = shipped.generate(image, prompt, n)
-            guided = guided_generate(shipped, image, prompt, {"strength": 0.0}, n)
+            plain = shipped_model.generate(image, prompt, n)
+            guided = guided_generate(shipped_model, image, prompt, {"strength": 0.0}, n)
             assert guided.answer.token_ids == plain.token_ids
             assert np.allclose(guided.answer.token_probs, plain.token_probs, atol=1e-4)
             assert guided.evidence_passes == 0 and guided.decode_passes == len(plain.token_ids) + 1
 
 
-def test_without_a_draft_a_one_token_answer_is_never_guided(shipped, shapes):
+def test_without_a_draft_a_one_token_answer_is_never_guided(shipped_model, shapes):
     """g_0 holds no evidence, so the first token is the unguided one whatever λ."""
     from eagle_pipelines.models.guidance import guided_generate
 
     image, _ = _biased_image(shapes)
     prompt = "Is there a blue square in the image?"
-    plain = shipped.generate(image, prompt, 3)
+    plain = shipped_model.generate(image, prompt, 3)
     for b in (1.0, -1.0):
-        guided = guided_generate(shipped, image, prompt, {"strength": 5.0, "b": b, "source": "attention"}, 3)
+        guided = guided_generate(shipped_model, image, prompt, {"strength": 5.0, "b": b, "source": "attention"}, 3)
         assert guided.answer.token_ids[:1] == plain.token_ids[:1]
         assert guided.evidence[0] is None
 
 
-def test_a_draft_seeds_the_evidence_and_the_bias_moves_attention(shipped, shapes):
+def test_a_draft_seeds_the_evidence_and_the_bias_moves_attention(shipped_model, shapes):
     """With a draft, g_0 is the draft's evidence; the bias with b < 0 lowers the attention the first step pays to
     the image tokens with the most evidence (measured by capturing the biased layer's attention)."""
     from eagle_pipelines.models.guidance import GuidedDecoder, guided_attention, image_token_grid
 
     image, _ = _biased_image(shapes)
     prompt = "Is there a blue square in the image?"
-    decoder = GuidedDecoder(shipped, {"strength": 2.0, "b": -1.0, "source": "attention", "draft": True})
+    decoder = GuidedDecoder(shipped_model, {"strength": 2.0, "b": -1.0, "source": "attention", "draft": True})
     out = decoder.generate(image, prompt, 3)
     g0 = out.evidence[0]
     assert g0 is not None and np.isclose(g0.max(), 1.0) and out.draft is not None
-    assert out.evidence_passes == len(shipped.generate(image, prompt, 3).token_ids) + 1
-    enc = shipped.encode([image], prompt)
-    assert len(g0) == np.prod(image_token_grid(shipped, enc))
-    positions = (enc["input_ids"][0] == shipped.model.config.image_token_id).nonzero().squeeze(-1)
+    assert out.evidence_passes == len(shipped_model.generate(image, prompt, 3).token_ids) + 1
+    enc = shipped_model.encode([image], prompt)
+    assert len(g0) == np.prod(image_token_grid(shipped_model, enc))
+    positions = (enc["input_ids"][0] == shipped_model.model.config.image_token_id).nonzero().squeeze(-1)
     from eagle_pipelines.models.guidance import evidence_bias
 
     bias = evidence_bias(g0, 2.0, -1.0, 0.05)
     top = int(np.argmax(g0))
-    with guided_attention(shipped.model):
+    with guided_attention(shipped_model.model):
         _, plain = decoder._step_logits(enc, [], None, positions, capture=True)
         _, steered = decoder._step_logits(enc, [], bias, positions, capture=True)
     layer = decoder.biased_layers[0]
@@ -148,54 +147,54 @@ def test_a_draft_seeds_the_evidence_and_the_bias_moves_attention(shipped, shapes
     assert torch.allclose(plain[0], steered[0])  # the layers before the range are untouched
 
 
-def test_eagle_evidence_is_computed_once_per_prefix(shipped, shapes):
+def test_eagle_evidence_is_computed_once_per_prefix(shipped_model, shapes):
     from eagle_pipelines.models.guidance import EvidenceCache, guided_generate
 
     image, _ = _biased_image(shapes)
     cache = EvidenceCache()
     setting = {"strength": 1.0, "b": 1.0, "source": "eagle", "search_params": {"pool_size": 2}}
-    first = guided_generate(shipped, image, "Describe the image.", setting, 6, cache=cache)
+    first = guided_generate(shipped_model, image, "Describe the image.", setting, 6, cache=cache)
     n_entries = len(cache.entries)
     assert n_entries == len(first.answer.token_ids) - (0 if first.answer.finished else 1)
-    again = guided_generate(shipped, image, "Describe the image.", setting, 6, cache=cache)
+    again = guided_generate(shipped_model, image, "Describe the image.", setting, 6, cache=cache)
     assert again.answer.token_ids == first.answer.token_ids
     assert len(cache.entries) == n_entries and cache.hits >= n_entries
     assert again.evidence_passes == first.evidence_passes > 0  # the cost does not depend on the cache
 
 
-def test_guided_decoding_refuses_layers_outside_the_model(shipped):
+def test_guided_decoding_refuses_layers_outside_the_model(shipped_model):
     from eagle_pipelines.models.guidance import GuidedDecoder
 
     with pytest.raises(ValueError, match="outside the model's 2 decoder layers"):
-        GuidedDecoder(shipped, {"layers": [1, 3]})
+        GuidedDecoder(shipped_model, {"layers": [1, 3]})
     with pytest.raises(ValueError, match="attention heads"):
-        GuidedDecoder(shipped, {"heads": [7]})
+        GuidedDecoder(shipped_model, {"heads": [7]})
 
 
-def test_api_generate_validates_the_guidance(shipped, shapes):
+def test_api_generate_validates_the_guidance(shipped_model, shapes):
     from eagle_pipelines.api import generate
 
     image, _ = _biased_image(shapes)
     with pytest.raises(ValueError, match="guidance\\['strength'\\]"):
-        generate(shipped, image, "Describe the image.", guidance={"strength": -1})
-    plain = generate(shipped, image, "Describe the image.")
-    guided = generate(shipped, image, "Describe the image.", guidance={"strength": 0.0})
+        generate(shipped_model, image, "Describe the image.", guidance={"strength": -1})
+    plain = generate(shipped_model, image, "Describe the image.")
+    guided = generate(shipped_model, image, "Describe the image.", guidance={"strength": 0.0})
     assert guided.answer.text == plain.text
 
 
 # --- the logit lens and the diagnostics ---------------------------------------------------------------------------
-def test_the_logit_lens_last_layer_is_the_models_own_distribution(shipped, shapes):
+def test_the_logit_lens_last_layer_is_the_models_own_distribution(shipped_model, shapes):
     from eagle_pipelines.models.guidance import LogitLens
 
     image, _ = _biased_image(shapes)
-    answer = shipped.generate(image, "Describe the image.", 16)
-    lens = LogitLens(shipped)
+    answer = shipped_model.generate(image, "Describe the image.", 16)
+    lens = LogitLens(shipped_model)
     full = lens.image_logprobs(image, "Describe the image.", answer.token_ids)
     assert full.shape == (1, 2, len(answer.token_ids))
     assert np.allclose(np.exp(full[0, -1]), answer.token_probs, atol=1e-4)
     black = lens.image_logprobs(image, "Describe the image.", answer.token_ids,
                                 np.zeros((1, *image.shape[:2]), dtype=bool))
-    blank = shipped.model_image(np.zeros_like(image))
+    blank = shipped_model.model_image(np.zeros_like(image))
     assert np.allclose(black[1], lens.image_logprobs(blank, "Describe the image.", answer.token_ids)[0], atol=1e-5)
     text = lens.text_logprobs("Describe the image.", answer.token_ids)
     assert text.shape == (2, len(answer.token_ids)) and np.all(text <= 0)
@@ -262,12 +261,12 @@ def test_diagnose_keeps_each_tokens_top_k_regions_as_its_part():
     assert np.allclose(d.necessity, np.log(10))
 
 
-def test_diagnose_on_the_shipped_model_flags_template_words_as_prior_driven(shipped, shapes):
+def test_diagnose_on_the_shipped_model_flags_template_words_as_prior_driven(shipped_model, shapes):
     """'a' follows the caption template whatever the image: N ≈ 0 (prior-driven); a colour word needs the image."""
     from eagle_pipelines.api import diagnose
 
     image, _ = _biased_image(shapes)
-    d = diagnose(shipped, image, "Describe the image.", n_regions=8, top_k=2)
+    d = diagnose(shipped_model, image, "Describe the image.", n_regions=8, top_k=2)
     rows = d.table()
     assert rows[0]["token"] == "a" and rows[0]["prior_driven"]
     colour = next(r for r in rows if r["token"] in ("red", "green", "blue", "yellow"))
@@ -358,7 +357,7 @@ def test_the_tasks_reuse_eagle_repopes_questions_and_add_a_caption_per_image(sha
     assert all(refs[i] == label for i, label in zip(caps["image_id"], caps["label"]))
 
 
-def test_decode_sweep_and_summarise_through_the_item_store(tmp_path, shipped, shapes):
+def test_decode_sweep_and_summarise_through_the_item_store(tmp_path, shipped_model, shapes):
     from eagle_pipelines.io.items import ItemStore, Manifest
     from eagle_pipelines.io.split_dataset import CocoSplitDataset
     from eagle_pipelines.parameters import GuidanceParams, RepopeQuestionParams
@@ -370,18 +369,19 @@ def test_decode_sweep_and_summarise_through_the_item_store(tmp_path, shipped, sh
     dataset.save(split)
     store = ItemStore(tmp_path / "store", "record")
     guidance = GuidanceParams(source="attention", draft=True)
-    manifest = Manifest(decode_sweep(shipped, dataset.load(), tasks, store, guidance, {"b": [-1.0]}))
+    manifest = Manifest(decode_sweep(shipped_model, dataset.load(), tasks, store, guidance, {"b": [-1.0]}))
     assert len(manifest) == 2
     plain = manifest.load(setting_keys(manifest)[0])
     assert plain["guidance"]["strength"] == 0.0
     for a, r in zip(plain["answers"], tasks.to_dict("records")):
         image = dataset.load().image(int(r["image_id"])).pixels
-        assert a["text"] == shipped.generate(shipped.model_image(image), r["prompt"], int(r["max_new_tokens"])).text
+        model_image = shipped_model.model_image(image)
+        assert a["text"] == shipped_model.generate(model_image, r["prompt"], int(r["max_new_tokens"])).text
     table, per_sample = summarise(tasks, manifest, shapes, 0.02)
     assert list(table["setting"]) == ["greedy (no guidance)", guidance.model_copy(update={"b": -1.0}).label()]
     assert table["extra_passes_per_answer"].iloc[0] == 0 and table["extra_passes_per_answer"].iloc[1] > 0
     assert len(per_sample) == 2 * len(tasks)
-    again = Manifest(decode_sweep(shipped, dataset.load(), tasks, store, guidance, {"b": [1.0, -1.0]}))
+    again = Manifest(decode_sweep(shipped_model, dataset.load(), tasks, store, guidance, {"b": [1.0, -1.0]}))
     minus = setting_keys(manifest)[1]
     assert setting_keys(again)[2] == minus  # the same setting keeps its item wherever the sweep puts it
     assert again.info(minus)["fp"] == manifest.info(minus)["fp"]

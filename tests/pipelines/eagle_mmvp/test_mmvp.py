@@ -16,8 +16,8 @@ from PIL import Image
 from eagle_pipelines.hooks import MissingInputError
 from eagle_pipelines.parameters import ParameterError, parse
 
-ROOT = Path(__file__).parents[3]
-TOY = ROOT / "data/06_models/toy_qwen2_5_vl"
+from tests.conftest import MODEL_DIR, ROOT, link_shipped_model
+
 TINY = {
     "eagle_mmvp": {"embedded": {"pairs": 1}},  # 4 questions on 2 images
     "superpixels": {"n_segments": 6},
@@ -42,10 +42,7 @@ def _run(project: Path, params: dict) -> None:
 
 @pytest.fixture
 def toy_project(project):
-    if not (TOY / "model.safetensors").exists():
-        pytest.skip("the embedded model is not trained (kedro run --pipeline=toy_model)")
-    (project / "data/06_models").mkdir(parents=True)
-    (project / "data/06_models/toy_qwen2_5_vl").symlink_to(TOY)
+    link_shipped_model(project)
     return project
 
 
@@ -172,8 +169,7 @@ def mmvp_project(project):
                                 shapes.image_size)
     arch = ToyArchitecture(vision_depth=1, vision_hidden=32, vision_intermediate=32, vision_heads=2, text_layers=1,
                            text_hidden=32, text_intermediate=32, text_heads=2, text_kv_heads=1)
-    QwenVLAdapter(build_toy_model(processor, arch, seed=0), processor).save(
-        project / "data/06_models/toy_qwen2_5_vl")
+    QwenVLAdapter(build_toy_model(processor, arch, seed=0), processor).save(project / MODEL_DIR)
     return project
 
 

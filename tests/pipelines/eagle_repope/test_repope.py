@@ -14,8 +14,7 @@ import yaml
 
 from eagle_pipelines.core import hallucination as hal
 
-ROOT = Path(__file__).parents[3]
-CHECKPOINT = ROOT / "data" / "06_models" / "toy_qwen2_5_vl"
+from tests.conftest import MODEL_DIR, ROOT, SHIPPED_MODEL
 
 
 # --- correction by removal on hand-made cases ----------------------------------------------------------------------
@@ -474,16 +473,7 @@ def test_shapes_questions_ask_about_the_companion_beside_the_anchor():
 
 
 # --- the embedded model -----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shipped():
-    from eagle_pipelines.io import VisionLanguageModelDataset
-
-    dataset = VisionLanguageModelDataset(path=str(CHECKPOINT))
-    assert dataset.exists(), f"the embedded checkpoint is missing from {CHECKPOINT}"
-    return dataset.load()
-
-
-def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_corrects_it(shipped):
+def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_corrects_it(shipped_model):
     """Biased questions ('Is there a blue square?' beside a red circle, no blue square, no other blue object or
     square): the model says yes on at least 20%; for those, EAGLE on "No" ranks the red circle last, so the first
     correcting removal hits it."""
@@ -506,18 +496,18 @@ def test_the_embedded_model_hallucinates_the_companion_and_removing_the_cause_co
         if len(images) == 100:
             break
     prompt = "Is there a blue square in the image?"
-    answers = [hal.parse_yes_no(a.text) for a in shipped.generate_batch(images, prompt, max_new_tokens=3)]
+    answers = [hal.parse_yes_no(a.text) for a in shipped_model.generate_batch(images, prompt, max_new_tokens=3)]
     wrong = [i for i, a in enumerate(answers) if a == "yes"]
     assert len(wrong) >= 0.2 * len(images), answers
     hits = []
     for i in wrong[:5]:
         regions = slico(images[i], n_segments=16)
-        attr = explain(shipped, images[i], prompt, answer=counter_answer(shipped, prompt, "no"), regions=regions,
-                       batch_size=64)
+        attr = explain(shipped_model, images[i], prompt, answer=counter_answer(shipped_model, prompt, "no"),
+                       regions=regions, batch_size=64)
 
         def answer(keep, image=images[i], regions=regions):
             masks = regions.masks(keep)
-            return [a.text for a in shipped.generate_batch([image * m[..., None] for m in masks], prompt, 3)]
+            return [a.text for a in shipped_model.generate_batch([image * m[..., None] for m in masks], prompt, 3)]
 
         fix = hal.correct_by_removal(answer, attr.order, regions.areas(), "no")
         hits.append(hal.cause_hit(regions.labels, fix, causes[i]))
@@ -541,7 +531,7 @@ def test_the_pipeline_lives_in_its_namespace_and_reads_whole_parameters_only_in_
 @pytest.fixture
 def project(project):
     """The project copy (conftest) with the shipped checkpoint."""
-    shutil.copytree(CHECKPOINT, project / "data" / "06_models" / "toy_qwen2_5_vl")
+    shutil.copytree(SHIPPED_MODEL, project / MODEL_DIR)
     return project
 
 

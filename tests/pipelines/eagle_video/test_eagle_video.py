@@ -16,11 +16,9 @@ from kedro.framework.session import KedroSession
 from eagle_pipelines.core.regions import frame_grid
 from eagle_pipelines.core.video_metrics import prefix_counts, prefix_curves, st_point_game, temporal_hit
 
-from tests.conftest import copy_project
+from tests.conftest import MODEL_DIR, ROOT, SHIPPED_MODEL, copy_project
 
-ROOT = Path(__file__).parents[3]
 VIDEO_MODEL = ROOT / "data/06_models/toy_qwen2_5_vl_video"
-IMAGE_MODEL = ROOT / "data/06_models/toy_qwen2_5_vl"
 
 
 # --- metrics, by hand ---------------------------------------------------------------------------------------------
@@ -91,7 +89,7 @@ def test_shipped_video_model_keeps_images_and_answers_held_out_clips():
     assert quality["clips"]["exact_match"] >= 0.9 and quality["clips"]["clips"] == 100  # held-out clips
     assert quality["training_seconds"] <= 15.5 * 60
     # it continues the image checkpoint: the image vocabulary keeps its ids, the clip words follow
-    image_vocab = json.loads((IMAGE_MODEL / "tokenizer.json").read_text())["model"]["vocab"]
+    image_vocab = json.loads((SHIPPED_MODEL / "tokenizer.json").read_text())["model"]["vocab"]
     video_vocab = json.loads((VIDEO_MODEL / "tokenizer.json").read_text())["model"]["vocab"]
     assert {w: video_vocab[w] for w in image_vocab} == image_vocab
     assert {"What", "appears", "video"} <= set(video_vocab) - set(image_vocab)
@@ -127,7 +125,7 @@ def test_toy_model_video_continues_a_checkpoint_on_images_and_clips(tmp_path):
     assert quality["clip_fraction"] == 0.5 and 0.0 <= quality["clips"]["token_accuracy"] <= 1.0
     assert len(list((data / "01_raw/clips/val/images").glob("val_*/frame_*.png"))) == 3 * 4
     vocab = json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"]
-    image_vocab = json.loads((data / "06_models/toy_qwen2_5_vl/tokenizer.json").read_text())["model"]["vocab"]
+    image_vocab = json.loads((project / MODEL_DIR / "tokenizer.json").read_text())["model"]["vocab"]
     assert {w: vocab[w] for w in image_vocab} == image_vocab and "video" in vocab
     assert (data / "08_reporting/toy_model_video/training_loss.png").stat().st_size > 1000
 
