@@ -1,5 +1,6 @@
 # `make run`  : installs the project with its extras into .venv (versions of constraints.txt), then runs the main job on the embedded default.
-# `make test` : the same install, then runs the test suite.
+# `make test` : the same install, then runs the test suite (what CI runs: .ci/run).
+# `make test-fast` : the same, without the tests marked slow (those that run a pipeline or start a server).
 # `make paper MODEL=qwen2_5_vl_3b` : the paper's tables for one model on a GPU (docs/paper.md); first
 #               `make paper-cost MODEL=...` : the forward passes per table and the hours they take.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test train viz paper paper-cost
+.PHONY: run test test-fast train viz paper paper-cost
 
 # The project with its extras (EXTRAS), each distribution at the exact version of constraints.txt (docs/install.md).
 EXTRAS ?= test
@@ -24,6 +25,9 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not slow"
 
 # Re-trains the shipped embedded model (data/06_models/toy_qwen2_5_vl), about 15 minutes on 2 CPU cores.
 train: $(BIN)/.installed

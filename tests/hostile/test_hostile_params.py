@@ -249,8 +249,10 @@ def edited_item(kind: str) -> Callable[[Path], Outcome]:
 
 
 # -- the table ------------------------------------------------------------------------------------------------------
-CASES = [
-    # parameters the API refuses: refused by the pipeline before any node runs (and by explain() alike)
+#: the cases that run `kedro run` (the project's CLI, in this process): each copies the project and starts a
+#: session, so their test is slow
+RUN_CASES = [
+    # the same parameters refused by explain()
     Case("pipeline parameters", "superpixels.n_segments=100000", params_run("superpixels.n_segments=100000"),
          "superpixels.n_segments", "65536"),
     Case("pipeline parameters", "superpixels.n_segments=true", params_run("superpixels.n_segments=true"),
@@ -267,12 +269,6 @@ CASES = [
          "attribution.batch_size", "integer"),
     Case("pipeline parameters", "eagle_coco.prompt=' ' (blank)", params_run("eagle_coco.prompt=' '"),
          "eagle_coco.prompt", "non-empty"),
-    Case("explain() arguments", "n_regions=True", explain_args(n_regions=True), "n_regions", "integer"),
-    Case("explain() arguments", "n_regions=100000", explain_args(n_regions=100000), "n_regions", "65536"),
-    Case("explain() arguments", "lambda1=inf", explain_args(lambda1=float("inf")), "lambda1", "finite"),
-    Case("explain() arguments", "lambda1=lambda2=0", explain_args(lambda1=0.0, lambda2=0.0), "lambda1", "both 0"),
-    Case("explain() arguments", "search_params pool_size=True", explain_args(search_params={"pool_size": True}),
-         "pool_size", "integer"),
     # commands and folders
     Case("node names", "--from-nodes typo", lambda t: kedro_run(t, ["--pipeline", "eagle_coco", "--from-nodes",
                                                                     "eagle_coco.generate_answer"]),
@@ -284,6 +280,17 @@ CASES = [
                                                                          "generate_answers"]),
          "generate_answers", "eagle_coco.answers.generate_answers"),
     Case("read-only folders", "data/ read-only (kedro run)", lambda t: read_only_data(t), "data", "writable"),
+]
+#: the cases of explain(), eagle-explain, eagle-compare, the API caches, clips and item stores
+CASES = [
+    # the same parameters refused by explain()
+    Case("explain() arguments", "n_regions=True", explain_args(n_regions=True), "n_regions", "integer"),
+    Case("explain() arguments", "n_regions=100000", explain_args(n_regions=100000), "n_regions", "65536"),
+    Case("explain() arguments", "lambda1=inf", explain_args(lambda1=float("inf")), "lambda1", "finite"),
+    Case("explain() arguments", "lambda1=lambda2=0", explain_args(lambda1=0.0, lambda2=0.0), "lambda1", "both 0"),
+    Case("explain() arguments", "search_params pool_size=True", explain_args(search_params={"pool_size": True}),
+         "pool_size", "integer"),
+    # commands and folders
     Case("read-only folders", "eagle-explain --out read-only",
          eagle_explain(["{tmp}/a.png", "--out", str(READ_ONLY), "--regions", "4", "--max-new-tokens", "2",
                         "--no-plot"]), str(READ_ONLY), "writ"),
@@ -359,14 +366,24 @@ def _outcome(case: Case, tmp: Path, timeout: float = 600) -> Outcome:
     return box[0] if box else Outcome(None, "hang")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.group}: {c.name}" for c in CASES])
-def test_every_hostile_case_is_named_on_one_line_without_a_traceback(case, tmp_path):
+def _check(case: Case, tmp: Path) -> None:
     if "read-only" in case.name and not _read_only():
         pytest.skip(f"{READ_ONLY} is not a read-only folder here")
-    outcome = _outcome(case, tmp_path)
+    outcome = _outcome(case, tmp)
     assert verdict(case, outcome) == case.expect, outcome.text[-3000:]
     if case.expect == "clear error":  # the message: one line per problem, the value or file named on it
         assert "computed first" not in outcome.text
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.group}: {c.name}" for c in CASES])
+def test_every_hostile_case_is_named_on_one_line_without_a_traceback(case, tmp_path):
+    _check(case, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", RUN_CASES, ids=[f"{c.group}: {c.name}" for c in RUN_CASES])
+def test_every_hostile_kedro_run_is_refused_on_one_line_without_a_traceback(case, tmp_path):
+    _check(case, tmp_path)
 
 
 def test_the_pipeline_and_explain_refuse_the_same_values():
@@ -423,6 +440,7 @@ def test_the_stale_input_hint_keeps_the_users_params():
     assert "--params" not in _command({"pipeline_names": ["eagle_coco"], "runtime_params": {}}, ["x"])
 
 
+@pytest.mark.slow
 def test_a_user_error_shows_its_traceback_when_asked(tmp_path):
     outcome = kedro_run(tmp_path, ["--pipeline", "eagle_coco", "--params", "attribution.lambda1=inf"],
                         env={"EAGLE_TRACEBACK": "1"})
@@ -452,7 +470,7 @@ def main(before: bool = False) -> None:
     import tempfile
 
     tally: dict[str, Counter] = {}
-    for case in CASES:
+    for case in [*RUN_CASES, *CASES]:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 dotlist = getattr(case.run, "dotlist", None)

@@ -44,6 +44,7 @@ def test_pipelines_are_registered():
     assert "vlm" in pipelines["eagle_coco"].inputs()  # eagle_coco explains a saved model, it does not train one
 
 
+@pytest.mark.slow
 def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     _run(project, "toy_model", TINY)
     data = project / "data"
@@ -92,6 +93,7 @@ def test_toy_model_then_eagle_coco_on_a_tiny_configuration(project):
     assert (history[0] / "figures/curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_wrong_parameter_fails_before_any_node_runs(project):
     bad = {**TINY, "shapes": {"splits": {"train": 24, "val": 0, "eval": 3}}}
     with pytest.raises(ParameterError, match=r"shapes\.splits\.val"):
@@ -99,6 +101,7 @@ def test_a_wrong_parameter_fails_before_any_node_runs(project):
     assert not (project / "data" / "01_raw").exists()
 
 
+@pytest.mark.slow
 def test_eagle_coco_without_a_model_says_how_to_get_one(project):
     from kedro.io.core import DatasetError
 
@@ -106,6 +109,7 @@ def test_eagle_coco_without_a_model_says_how_to_get_one(project):
         _run(project, "eagle_coco", TINY)
 
 
+@pytest.mark.slow
 def test_kedro_viz_build_succeeds(project):
     import os
     import subprocess

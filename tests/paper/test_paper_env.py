@@ -89,6 +89,7 @@ def test_a_wrong_source_is_named():
         parse("eval_data", {"source": "imagenet"})
 
 
+@pytest.mark.slow
 def test_missing_coco_and_checkpoint_stop_the_run_before_any_node(project):
     with pytest.raises(MissingInputError) as error:
         _run(project, {})
@@ -102,6 +103,7 @@ def test_missing_coco_and_checkpoint_stop_the_run_before_any_node(project):
     assert not (project / "data").exists()  # no node ran
 
 
+@pytest.mark.slow
 def test_a_missing_checkpoint_alone_is_named_with_its_path(project, tmp_path):
     make_coco(tmp_path / "coco", n_plain=0)
     with pytest.raises(MissingInputError) as error:
@@ -125,6 +127,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_a_tiny_paper_run_on_a_coco_fixture_goes_end_to_end(project, tmp_path, tiny_model, tiny_processor):
     """The COCO path of eagle_coco with the paper's configuration, on the CPU: a 7-image COCO fixture and a tiny
     random-weight Qwen2.5-VL saved where the `toy` preset looks; the photos are not square, as COCO's are not."""
@@ -179,6 +182,7 @@ def _run_base(project: Path, pipeline: str) -> None:
         session.run(pipeline_names=[pipeline])
 
 
+@pytest.mark.slow
 def test_the_mmvp_pipeline_reads_a_local_copy_and_names_what_is_missing(project):
     with pytest.raises(MissingInputError) as error:
         _run_base(project, "mmvp")
@@ -203,6 +207,7 @@ def test_the_mmvp_pipeline_reads_a_local_copy_and_names_what_is_missing(project)
                                             "Answer with the option's letter from the given choices directly."]
 
 
+@pytest.mark.slow
 def test_a_cuda_model_on_a_machine_without_cuda_stops_before_any_node(project, tmp_path):
     import torch
 
@@ -218,6 +223,7 @@ def test_a_cuda_model_on_a_machine_without_cuda_stops_before_any_node(project, t
     assert not (project / "data" / "02_intermediate").exists()
 
 
+@pytest.mark.slow
 def test_the_embedded_default_does_not_need_coco(project):
     """In conf/base, coco_val2017 is declared but read only when eval_data.source is coco: a run without a model
     names the model and not COCO; with the source switched to coco, COCO is named too."""

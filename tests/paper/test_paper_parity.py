@@ -297,6 +297,7 @@ def test_base_keeps_our_readings(project):
     session.close()
 
 
+@pytest.mark.slow
 def test_a_reference_lists_folder_without_the_list_stops_the_run_naming_the_file_and_the_fix(project, tmp_path):
     from kedro.framework.session import KedroSession
 

@@ -152,6 +152,7 @@ def _one_line_error(result) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_a_missing_annotation_file_is_one_line_naming_the_file_and_the_fix(tmp_path, llava_cache, monkeypatch):
     project = copy_project(tmp_path / "project")
     write_paper_data(project / "data/01_raw")
@@ -165,6 +166,7 @@ def test_a_missing_annotation_file_is_one_line_naming_the_file_and_the_fix(tmp_p
     assert not (project / "data/02_intermediate").exists()  # no node ran
 
 
+@pytest.mark.slow
 def test_a_hub_id_not_in_the_cache_is_one_line_naming_it_and_the_fix(tmp_path, llava_cache, monkeypatch):
     project = copy_project(tmp_path / "project")
     write_paper_data(project / "data/01_raw")
@@ -176,6 +178,7 @@ def test_a_hub_id_not_in_the_cache_is_one_line_naming_it_and_the_fix(tmp_path, l
     assert not (project / "data/02_intermediate").exists()
 
 
+@pytest.mark.slow
 def test_a_list_whose_prompt_differs_is_refused_for_its_entry_by_file_and_the_rest_finish(tmp_path, llava_cache,
                                                                                           monkeypatch):
     """A caption list whose first entry was made with another prompt than the configuration's: that entry is

@@ -136,6 +136,7 @@ def _write_list(adapter, coco: Path, made: dict, fmt: str, path: Path) -> list[d
     return entries
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["caption", "object"])
 def test_a_paper_run_on_a_reference_list_explains_the_listed_answers(fmt, project, tmp_path, tiny_model,
                                                                       tiny_processor):
@@ -208,6 +209,7 @@ def test_end_token_and_one_target_per_image_in_select_targets():
     assert all(t["token_ids"][-1] != 9 for t in each["targets"])
 
 
+@pytest.mark.slow
 def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project, shipped_model):
     """eagle_mmvp with `source: reference_list`: the question as the reference asks it (the bare question), the
     listed answer teacher-forced (not regenerated) and every listed position explained (the shipped model, two
@@ -253,6 +255,7 @@ def test_an_mmvp_list_runs_eagle_mmvp_on_the_listed_answers(project, shipped_mod
     assert (project / "data/08_reporting/eagle_mmvp/metrics.csv").read_text().count("sentence") >= 2
 
 
+@pytest.mark.slow
 def test_a_repope_list_is_read_by_eagle_repope_and_its_answers_teacher_forced(project, shipped_model):
     """The reference's RePOPE FP list (`<model>-RePOPE-FP.json`) as eagle_repope's question list: its images from a
     COCO val2014-style folder, its answers teacher-forced as listed (a "Yes" the shipped model would not give is

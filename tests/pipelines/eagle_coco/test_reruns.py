@@ -69,6 +69,7 @@ def tiny(tmp_path_factory):
     return project
 
 
+@pytest.mark.slow
 def test_a_noop_rerun_with_only_missing_outputs_runs_nothing_and_keeps_the_history(tiny):
     history = _history(tiny)
     assert _run(tiny, only_missing_outputs=True) == set()
@@ -79,6 +80,7 @@ def test_a_noop_rerun_with_only_missing_outputs_runs_nothing_and_keeps_the_histo
     assert _history(tiny) == history
 
 
+@pytest.mark.slow
 def test_a_new_lambda2_with_only_missing_outputs_recomputes_exactly_what_it_reaches(tiny):
     before_sp = _files(tiny / "data/02_intermediate/eagle_coco/superpixels", "*.npz")
     before_maps = _files(tiny / OUT / "baselines", "*.npz")
@@ -106,6 +108,7 @@ def test_a_new_lambda2_with_only_missing_outputs_recomputes_exactly_what_it_reac
     assert _files(tiny / OUT / "attributions", "*.npz") == eagle_files
 
 
+@pytest.mark.slow
 def test_from_nodes_with_attributions_of_other_parameters_stops_before_writing_anything(tiny):
     metrics = (tiny / REPORT / "metrics.csv").read_bytes()
     history = _history(tiny)
@@ -120,6 +123,7 @@ def test_from_nodes_with_attributions_of_other_parameters_stops_before_writing_a
     assert "explain" not in ran and "evaluate" in ran
 
 
+@pytest.mark.slow
 def test_a_shrunken_evaluation_list_gives_a_table_over_exactly_its_targets(tiny):
     _run(tiny, {"eagle_coco": {"max_images": 1}, "attribution": {"lambda2": 0.75}}, only_missing_outputs=True)
     metrics = pd.read_csv(tiny / REPORT / "metrics.csv")
@@ -134,6 +138,7 @@ def test_a_shrunken_evaluation_list_gives_a_table_over_exactly_its_targets(tiny)
     assert set(per_sample.image_id) == {3_000_000}
 
 
+@pytest.mark.slow
 def test_a_new_data_seed_never_reuses_the_old_images_results(tiny):
     _run(tiny, only_missing_outputs=True)  # the default configuration again: all from the stores
     old_answers = json.loads((tiny / OUT / "answers.json").read_text())["answers"]

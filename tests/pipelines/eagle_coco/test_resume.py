@@ -53,6 +53,7 @@ def _run(project: Path, params: dict, **kwargs) -> None:
         session.run(pipeline_names=["eagle_coco"], **kwargs)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_with_only_the_missing_images(tiny_project):
     out = tiny_project / "data/07_model_output/eagle_coco/attributions/sentence"
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "400"}  # no wrapped log lines
@@ -79,6 +80,7 @@ def test_a_killed_run_resumes_with_only_the_missing_images(tiny_project):
     assert all(after[n] == t for n, t in before.items() if n in finished or n.replace(".npz", ".json") in finished)
 
 
+@pytest.mark.slow
 def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_item_is_remade(tiny_project):
     data = tiny_project / "data"
     image = data / "01_raw/eagle_coco/eval/images/eval_000002.png"
@@ -142,6 +144,7 @@ def test_a_bad_image_is_skipped_named_and_retried_once_readable_and_a_corrupt_it
     assert set(pd.read_csv(data / "08_reporting/eagle_coco/metrics.csv").n_samples) == {6}
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_data_folder_is_refused_with_a_clear_message(tiny_project):
     from filelock import FileLock
 

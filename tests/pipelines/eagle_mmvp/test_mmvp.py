@@ -114,6 +114,7 @@ def test_parameters_are_validated_and_the_paper_file_reads_mmvp():
     assert parse("eagle_mmvp", {**base, **paper}).source == "mmvp"
 
 
+@pytest.mark.slow
 def test_eagle_mmvp_on_the_embedded_set(toy_project):
     """Two questions on each image of one pair: distinct items, answers, attributions and table rows for all."""
     _run(toy_project, TINY)
@@ -141,6 +142,7 @@ def _mmvp_copy(project: Path) -> None:
         (image.resize((168, 112)) if k == 3 else image).save(raw / "MMVP Images" / f"{k}.jpg", quality=95)
 
 
+@pytest.mark.slow
 def test_a_missing_mmvp_copy_stops_the_run_before_any_node(project):
     params = {**TINY, "eagle_mmvp": {"source": "mmvp"}}
     with pytest.raises(MissingInputError) as error:
@@ -173,6 +175,7 @@ def mmvp_project(project):
     return project
 
 
+@pytest.mark.slow
 def test_the_paper_environment_reads_the_local_copy(project):
     with pytest.raises(MissingInputError) as error, KedroSession.create(
             project_path=project, env="paper", runtime_params={"model": "toy"}) as session:
@@ -181,6 +184,7 @@ def test_the_paper_environment_reads_the_local_copy(project):
         error.value)
 
 
+@pytest.mark.slow
 def test_eagle_mmvp_on_a_local_mmvp_copy(mmvp_project):
     _mmvp_copy(mmvp_project)
     _run(mmvp_project, {**TINY, "eagle_mmvp": {"source": "mmvp", "max_new_tokens": 3}})

@@ -564,6 +564,7 @@ def _items(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_eagle_repope_runs_and_writes_its_outputs(project):
     import pandas as pd
 
@@ -625,6 +626,7 @@ def test_eagle_repope_runs_and_writes_its_outputs(project):
     assert json.loads((project / OUT / "corrections.json").read_text())["items"] == corrections["items"]
 
 
+@pytest.mark.slow
 def test_the_reference_protocol_runs_on_the_photo(project):
     """The paper environment's protocol on the embedded data: the reference's reading, removal steps from the
     intact image, TAM inverted and corrected by pixel bands, regions and masks on the photo (compose: processor)."""
@@ -651,6 +653,7 @@ def test_the_reference_protocol_runs_on_the_photo(project):
         assert record["corrected"] == any(hal.read_reference(t) == record["label"] for t in record["answers"])
 
 
+@pytest.mark.slow
 def test_a_new_csr_threshold_reruns_only_the_tables_and_the_report(project):
     import pandas as pd
 
@@ -670,6 +673,7 @@ def test_a_new_csr_threshold_reruns_only_the_tables_and_the_report(project):
     assert _run(project, wider, only_missing_outputs=True) == set()
 
 
+@pytest.mark.slow
 def test_the_repope_source_says_what_is_missing(project):
     from kedro.io.core import DatasetError
 
@@ -678,6 +682,7 @@ def test_the_repope_source_says_what_is_missing(project):
         _run(project, params)
 
 
+@pytest.mark.slow
 def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
     """The paper environment's path on a fixture: a RePOPE-format list about three COCO-named images."""
     import pandas as pd

@@ -108,6 +108,7 @@ def _run(project: Path, pipeline: str, params: dict) -> None:
         session.run(pipeline_name=pipeline)
 
 
+@pytest.mark.slow
 def test_toy_model_video_continues_a_checkpoint_on_images_and_clips(tmp_path):
     from tests.integration.test_run import TINY
 
@@ -130,6 +131,7 @@ def test_toy_model_video_continues_a_checkpoint_on_images_and_clips(tmp_path):
     assert (data / "08_reporting/toy_model_video/training_loss.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not VIDEO_MODEL.is_dir(), reason="train it with kedro run --pipeline=toy_model_video")
 def test_eagle_video_finds_the_moment_and_the_place_and_resumes(tmp_path):
     project = copy_project(tmp_path)
@@ -183,6 +185,7 @@ def test_search_settings_must_fit_the_strategy():
         parse("eagle_video", {"strategy": "greedy", "search_params": {"pool_size": 12}})
 
 
+@pytest.mark.slow
 def test_eagle_video_without_the_video_model_says_how_to_get_one(tmp_path):
     from kedro.io.core import DatasetError
 
