@@ -63,6 +63,18 @@ def shipped_model():
     return load_model(str(SHIPPED_MODEL))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``), the count
+    before restored after it: many small forward passes of a tiny model run faster so."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def link_shipped_model(project: Path) -> Path:
     """The shipped model linked where `project`'s catalog reads the model (MODEL_DIR); returns that path."""
     (project / MODEL_DIR).parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.models.test_adapters import INTERNVL_TEMPLATE, LLAVA_TEMPLATE, _generation  # the same tiny chat templates
+from tests.models.test_adapters import hub_layout, tiny_internvl, tiny_llava  # the same tiny models, deeper
 
 #: the paper's prompts as conf/paper words them (the tokenizer must know every word of them)
 CAPTION_PROMPT = ("Describe the image in one factual English sentence of no more than 20 words. Do not include "
@@ -142,8 +142,8 @@ def write_paper_data(root: Path) -> dict:
 
 # --- checkpoints ----------------------------------------------------------------------------------------------------
 
-TEXT = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
-            max_position_embeddings=1024)
+#: the paper's prompts are longer than tests/models/test_adapters.py's TEXT allows for
+MAX_POSITIONS = 1024
 #: the decoder depth of each paper model (the presets' llava_cam_layer indexes into it): Qwen2.5-VL-3B 36,
 #: LLaVA-1.5-7B (Vicuna-7B) 32, InternVL3.5-4B (Qwen3-4B) 36
 DEPTH = {"qwen2_5_vl_3b": 36, "llava_1_5_7b": 32, "internvl3_5_4b": 36}
@@ -161,55 +161,16 @@ def _qwen2_5_vl():
 
 
 def _llava():
-    """LLaVA-1.5's layout at 28×28: CLIP resize + centre crop, 7-pixel patches, CLS dropped, layer -2."""
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-
-    from eagle_pipelines.models.processing import word_tokenizer
-
-    tok = word_tokenizer(vocabulary() + ["USER ASSISTANT :"], ["<s>", "</s>", "<pad>", "<image>"], bos_token="<s>",
-                         eos_token="</s>", pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
-    ip = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=7,
-                               vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
-    config = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", image_size=28, patch_size=7, hidden_size=32,
-                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32),
-        text_config=dict(TEXT, num_hidden_layers=DEPTH["llava_1_5_7b"], model_type="llama", vocab_size=len(tok),
-                         pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
-        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
-        vision_feature_layer=-2, image_seq_length=16, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    return _generation(LlavaForConditionalGeneration(config), tok, "</s>"), processor, "</s>", "LlavaProcessor"
+    model, processor = tiny_llava(vocabulary() + ["USER ASSISTANT :"], num_hidden_layers=DEPTH["llava_1_5_7b"],
+                                  max_position_embeddings=MAX_POSITIONS)
+    return model, processor, "</s>", "LlavaProcessor"
 
 
 def _internvl():
-    """InternVL's layout at one 32×32 tile: 8-pixel patches, pixel shuffle 0.5 -> 4 image tokens."""
-    from transformers import GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration
-
-    from eagle_pipelines.models.processing import ImageTextInternVLProcessor, word_tokenizer
-
-    image_tokens = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
-                    "video_token": "<video>"}
-    tok = word_tokenizer(vocabulary() + ["system user assistant"],
-                         ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *image_tokens.values()],
-                         eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=image_tokens)
-    ip = GotOcr2ImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
-                               image_std=[0.229, 0.224, 0.225], crop_to_patches=True, max_patches=12)
-    processor = ImageTextInternVLProcessor(image_processor=ip, tokenizer=tok, image_seq_length=4,
-                                           chat_template=INTERNVL_TEMPLATE)
-    config = InternVLConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                           image_size=32, patch_size=8),
-        text_config=dict(TEXT, num_hidden_layers=DEPTH["internvl3_5_4b"], model_type="qwen3", head_dim=16,
-                         vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, tie_word_embeddings=False),
-        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5,
-        tie_word_embeddings=False)
-    torch.manual_seed(0)
-    return (_generation(InternVLForConditionalGeneration(config), tok, "<|im_end|>"), processor, "<|im_end|>",
-            "InternVLProcessor")
+    model, processor = tiny_internvl(vocabulary() + ["system user assistant"], model_type="qwen3", head_dim=16,
+                                     num_hidden_layers=DEPTH["internvl3_5_4b"], max_position_embeddings=MAX_POSITIONS,
+                                     tie_word_embeddings=False)
+    return model, processor, "<|im_end|>", "InternVLProcessor"
 
 
 BUILDERS = {"qwen2_5_vl_3b": _qwen2_5_vl, "llava_1_5_7b": _llava, "internvl3_5_4b": _internvl}
@@ -233,23 +194,6 @@ def _plant_answer(model, processor, end: str) -> None:
             head[after] = 1.2 * embed[before] / embed[before].norm()
 
 
-def _hub_layout(folder: Path, processor_class: str) -> None:
-    """The saved processor files rewritten as the Hub's checkpoints have them: preprocessor_config.json beside a
-    processor_config.json holding only the processor's own keys, the stock processor class named everywhere."""
-    processor = json.loads((folder / "processor_config.json").read_text())
-    image = processor.pop("image_processor")
-    processor["processor_class"] = image["processor_class"] = processor_class
-    (folder / "preprocessor_config.json").write_text(json.dumps(image))
-    (folder / "processor_config.json").write_text(json.dumps(processor))
-    tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
-    tokenizer["processor_class"] = processor_class
-    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
-    if processor_class == "InternVLProcessor":  # the Hub's InternVL has a video processor config
-        (folder / "video_preprocessor_config.json").write_text(json.dumps(
-            {"video_processor_type": "InternVLVideoProcessor", "processor_class": processor_class,
-             "size": image["size"]}))
-
-
 def write_checkpoint(cache: Path, preset: str) -> Path:
     """The preset's tiny checkpoint in the hub cache `cache` under its hub id; returns the snapshot folder."""
     model, processor, end, processor_class = BUILDERS[preset]()
@@ -260,7 +204,7 @@ def write_checkpoint(cache: Path, preset: str) -> Path:
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
     if processor_class != "Qwen2_5_VLProcessor":  # the stock Qwen2.5-VL processor needs torchvision here
-        _hub_layout(staging, processor_class)
+        hub_layout(staging, processor_class)
     digest = hashlib.sha1(hub_id.encode()).hexdigest()
     snapshot = entry / "snapshots" / digest
     snapshot.parent.mkdir(parents=True)

@@ -10,6 +10,7 @@ and the differentiable teacher-forced pass of ``ModelInternals`` reproduces the 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -113,11 +114,13 @@ def tiny_qwen3_vl():
     return _generation(Qwen3VLForConditionalGeneration(config), tok, "<|im_end|>"), processor
 
 
-def tiny_llava():
-    """LLaVA-1.5's layout at 28×28: CLIP resize + centre crop, 7-pixel patches, CLS dropped, layer -2."""
+def tiny_llava(words: list[str] = WORDS, **text):
+    """LLaVA-1.5's layout at 28×28: CLIP resize + centre crop, 7-pixel patches, CLS dropped, layer -2. `words`: what
+    the word-level tokenizer knows; `text`: the language model's settings over TEXT (tests/paper_fixture.py's
+    checkpoints: the paper model's depth)."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    tok = word_tokenizer(WORDS, ["<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>",
+    tok = word_tokenizer(words, ["<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>",
                          pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
     ip = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
     processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=7,
@@ -126,21 +129,22 @@ def tiny_llava():
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", image_size=28, patch_size=7, hidden_size=32,
                            intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32),
-        text_config=dict(TEXT, model_type="llama", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        text_config={**TEXT, "model_type": "llama", "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
+                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, **text},
         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
         vision_feature_layer=-2, image_seq_length=16, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     return _generation(LlavaForConditionalGeneration(config), tok, "</s>"), processor
 
 
-def tiny_internvl():
-    """InternVL's layout at one 32×32 tile: 8-pixel patches, pixel shuffle 0.5 -> 4 image tokens."""
+def tiny_internvl(words: list[str] = WORDS, **text):
+    """InternVL's layout at one 32×32 tile: 8-pixel patches, pixel shuffle 0.5 -> 4 image tokens. `words` and `text`
+    as tiny_llava's (``tie_word_embeddings`` there unties, or ties, the whole model's output head too)."""
     from transformers import GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration
 
     image_tokens = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                     "video_token": "<video>"}
-    tok = word_tokenizer(WORDS, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *image_tokens.values()],
+    tok = word_tokenizer(words, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *image_tokens.values()],
                          eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=image_tokens)
     ip = GotOcr2ImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
                                image_std=[0.229, 0.224, 0.225], crop_to_patches=True, max_patches=12)
@@ -149,9 +153,10 @@ def tiny_internvl():
     config = InternVLConfig(
         vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                            image_size=32, patch_size=8),
-        text_config=dict(TEXT, model_type="qwen2", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id),
-        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5)
+        text_config={**TEXT, "model_type": "qwen2", "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
+                     "eos_token_id": tok.eos_token_id, **text},
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5,
+        **{k: text[k] for k in ("tie_word_embeddings",) if k in text})
     torch.manual_seed(0)
     return _generation(InternVLForConditionalGeneration(config), tok, "<|im_end|>"), processor
 
@@ -320,32 +325,30 @@ def test_internvl_tiles_are_crops_of_the_model_image_plus_a_thumbnail(cases):
     assert not torch.equal(pv[2], scorer.pv_full[2]) and not torch.equal(pv[2], scorer.pv_black[2])
 
 
-def _hub_layout(folder, dst, processor_class: str, video: bool):
-    """`folder` rewritten in the layout of the Hub checkpoints: preprocessor_config.json beside a processor_config.json
-    holding only the processor's own keys, the stock processor class named everywhere, and (InternVL) a video
-    processor config, which the stock processor cannot build without torchvision."""
-    import shutil
-
-    shutil.copytree(folder, dst)
-    processor = json.loads((dst / "processor_config.json").read_text())
+def hub_layout(folder, processor_class: str):
+    """The saved processor files of `folder` rewritten as the Hub's checkpoints have them (tests/paper_fixture.py
+    saves its hub cache so too): preprocessor_config.json beside a processor_config.json holding only the
+    processor's own keys, the stock processor class named everywhere, and (InternVL) a video processor config,
+    which the stock processor cannot build without torchvision. Returns `folder`."""
+    processor = json.loads((folder / "processor_config.json").read_text())
     image = processor.pop("image_processor")
     processor["processor_class"] = image["processor_class"] = processor_class
-    (dst / "preprocessor_config.json").write_text(json.dumps(image))
-    (dst / "processor_config.json").write_text(json.dumps(processor))
-    tokenizer = json.loads((dst / "tokenizer_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(image))
+    (folder / "processor_config.json").write_text(json.dumps(processor))
+    tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
     tokenizer["processor_class"] = processor_class
-    (dst / "tokenizer_config.json").write_text(json.dumps(tokenizer))
-    if video:
-        (dst / "video_preprocessor_config.json").write_text(json.dumps(
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    if processor_class == "InternVLProcessor":
+        (folder / "video_preprocessor_config.json").write_text(json.dumps(
             {"video_processor_type": "InternVLVideoProcessor", "processor_class": processor_class,
              "size": image["size"]}))
-    return dst
+    return folder
 
 
 @pytest.mark.parametrize("name, processor_class", [("llava", "LlavaProcessor"), ("internvl", "InternVLProcessor")])
 def test_hub_layout_checkpoints_load_with_the_same_inputs(name, processor_class, checkpoints, cases, tmp_path):
     adapter, image, _, _ = cases[name]
-    hub = _hub_layout(checkpoints[name], tmp_path / "hub", processor_class, video=name == "internvl")
+    hub = hub_layout(shutil.copytree(checkpoints[name], tmp_path / "hub"), processor_class)
     loaded = VisionLanguageModelDataset(path=str(hub), family=name).load()
     assert loaded.chat_prompt(PROMPT) == adapter.chat_prompt(PROMPT)
     ours, theirs = adapter.encode([image], PROMPT), loaded.encode([image], PROMPT)

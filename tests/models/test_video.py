@@ -30,15 +30,7 @@ from eagle_pipelines.models.video import (
 from tests.models.test_adapters import PROMPT, tiny_qwen2_5_vl, tiny_qwen2_vl, tiny_qwen3_vl
 
 FAMILIES = {"qwen2_vl": tiny_qwen2_vl, "qwen2_5_vl": tiny_qwen2_5_vl, "qwen3_vl": tiny_qwen3_vl}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small forward passes on tiny models: one thread is faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

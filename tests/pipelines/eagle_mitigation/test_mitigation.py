@@ -12,14 +12,7 @@ import yaml
 
 from tests.conftest import ROOT
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small forward passes of the shipped model: one thread is faster here (as eagle_mitigation's `threads`)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small passes (as eagle_mitigation's `threads`)
 
 
 @pytest.fixture(scope="module")
