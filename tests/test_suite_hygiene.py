@@ -14,10 +14,12 @@ The reading is static (the AST of each test file), so a new test is checked with
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import MODEL_DIR
 
 TESTS = Path(__file__).parent
 #: calls that start a server or a child process that lives beside the test (name or attribute called)
@@ -304,3 +306,13 @@ def test_the_check_finds_each_way_a_test_starts_a_run(tmp_path, monkeypatch):
                      "test_unmarked_helper", "test_unmarked_table"], found
     assert all(line.startswith("tests/sample/test_sample.py::") for line in found)
     assert any("runs `kedro run`" in line for line in found) and any("a vLLM server" in line for line in found)
+
+
+def test_the_shipped_models_path_is_written_in_conftest_only():
+    """One place names the shipped model's folder: a test takes conftest's ``shipped_model`` fixture, or its
+    SHIPPED_MODEL / MODEL_DIR, so moving the model is one edit and the model is loaded once per session."""
+    folder, name = Path(MODEL_DIR).parts[-2:]
+    path = re.compile(re.escape(folder) + r".{0,12}" + re.escape(name) + r"(?!\w)")
+    found = [f"{p.relative_to(TESTS.parent)}:{i}" for p in sorted(TESTS.rglob("*.py")) if p.name != "conftest.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if path.search(line)]
+    assert not found, "use tests/conftest.py's shipped_model, SHIPPED_MODEL or MODEL_DIR:\n" + "\n".join(found)
