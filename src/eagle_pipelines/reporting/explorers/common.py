@@ -33,6 +33,7 @@ STYLE = """
 .xp .xp-thumb img { display: block; margin: 0 auto 2px; max-width: 64px; max-height: 64px; }
 .xp .xp-thumb.on { border-color: #d55e00; box-shadow: 0 0 0 1px #d55e00; }
 .xp .xp-row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+.xp figure { max-width: 300px; }
 .xp .xp-map { width: 288px; height: auto; border: 1px solid #ccc; display: block; }
 .xp .xp-small { width: 150px; height: auto; border: 1px solid #ccc; display: block; }
 .xp .xp-note { font-size: 12px; color: #8a5300; max-width: 560px; }

@@ -60,7 +60,7 @@ SCRIPT = r"""
   const state = {rec: 0, tok: 0};
   const rec = () => data.records[state.rec];
   function bars(svg, values, title, threshold) {
-    const W = 270, H = 30 + 18 * values.length, L = 56, R = 12;
+    const W = 380, H = 30 + 18 * values.length, L = 56, R = 46;
     const lo = Math.min(0, ...values, threshold === null ? 0 : threshold);
     const hi = Math.max(0, ...values, threshold === null ? 0 : threshold, 1e-6);
     const x = v => L + (v - lo) / (hi - lo) * (W - L - R);
@@ -100,7 +100,7 @@ SCRIPT = r"""
     $('mx-map').setAttribute('data-token', state.tok);
     $('mx-map-caption').textContent = 'token \u201c' + t.text.trim() + '\u201d: its top-' + r.top_k +
       ' EAGLE regions (' + (t.area === null ? '?' : Math.round(100 * t.area)) + '% of the image), the part S keeps';
-    bars($('mx-n'), t.n, 'necessity N per layer (nats; red dashes: prior threshold ' + r.threshold + ')', r.threshold);
+    bars($('mx-n'), t.n, 'necessity N per layer (nats; dashes: threshold ' + r.threshold + ')', r.threshold);
     bars($('mx-s'), t.s, 'sufficiency S per layer (top-' + r.top_k + ' regions only)', null);
     $('mx-verdict').textContent = t.prior ?
       'Prior-driven: with the image removed this token is about as likely (N below ' + r.threshold + ').' :

@@ -90,7 +90,8 @@ SCRIPT = r"""
 BODY = """
  <div class="xp-bar">clip:</div><div class="xp-thumbs" id="vx-thumbs"></div>
  <div class="xp-q"><b>question</b> <span id="vx-question"></span></div>
- <div class="xp-q"><b>answer</b> <span id="vx-answer"></span> &nbsp; <b>explained</b> <span id="vx-explained"></span></div>
+ <div class="xp-q"><b>answer</b> <span id="vx-answer"></span> &nbsp;
+  <b>explained</b> <span id="vx-explained"></span></div>
  <div class="xp-bar">frame importance (each frame's share of the search's gain; click a bar or a frame;
   \u2605: the frame of the region ranked first):</div>
  <svg id="vx-strip"></svg>
