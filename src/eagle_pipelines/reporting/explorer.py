@@ -43,13 +43,13 @@ class ExplorerImage:
 
     image_id: int
     image: np.ndarray
-    question: str = ""
-    label: str = ""
     sentence: tuple[str, Attribution] | None = None
     words: list[tuple[str, Attribution]] = field(default_factory=list)
     maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     curves: dict[str, dict[str, dict]] = field(default_factory=dict)
     random: dict[str, np.ndarray] = field(default_factory=dict)
+    question: str = ""
+    label: str = ""
 
 
 def data_url(rgb: np.ndarray, side: int = MAP_SIDE, quality: int = JPEG_QUALITY) -> str:
