@@ -106,7 +106,8 @@ SCRIPT = r"""
     $('rx-step-img').src = st.src;
     $('rx-step-img').setAttribute('data-step', st.step);
     $('rx-step-caption').textContent = 'step ' + st.step + ': ' + st.k + ' lowest-ranked regions removed (' +
-      Math.round(100 * st.area) + '% of the image)' + (st.k ? '; yellow: removed at this step' : '');
+      Math.round(100 * st.area) + '% of the image)' + (!st.k ? '' : st.corrected && r.trigger ?
+      '; red: removed at this step, and the answer turned right' : '; yellow: removed at this step');
     const said = $('rx-step-answer');
     said.textContent = 'answer after this step: ' + st.answer;
     said.className = st.corrected ? 'ok' : 'bad';
