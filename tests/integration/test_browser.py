@@ -283,14 +283,15 @@ def test_report_explorer_shows_the_map_of_the_clicked_token(eagle_coco_run, tmp_
         on_screen = _map_pixels(page)
         assert on_screen.shape == whole.shape and np.abs(on_screen - whole).mean() > 1.0, "the map did not change"
 
-        # the method selector: a baseline's map for the same target (the whole answer's, said in the note)
+        # the method selector on a token: TAM has no per-token map, and the panel says so (one scope at a time:
+        # no other view's map or curves); on the whole answer, TAM's own map and curve
         pick = ("(() => { const s = document.getElementById('ex-method'); s.value = 'tam'; "
                 "s.dispatchEvent(new Event('change')); })()")
         tam = _explorer_after(page, pick, token, "tam")
-        assert tam["src"] != state["src"] and "whole answer" in tam["note"]
-        assert "tam:3" in tam["curves"]  # TAM's curve drawn thick
+        assert "no per-token map" in tam["note"] and "no map" in tam["caption"]
+        assert not any(c.startswith("tam:") for c in tam["curves"])
         back = _explorer_after(page, "document.querySelector('.ex-whole').click()", "answer", "tam")
-        assert back["src"] == tam["src"] and back["note"] == ""
+        assert back["src"] != state["src"] and back["note"] == "" and "tam:3" in back["curves"]
 
         # an explained object: its own word-level search
         if start["objects"]:

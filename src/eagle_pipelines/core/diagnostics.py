@@ -176,13 +176,17 @@ def diagnose(lens, image: np.ndarray, prompt: str, answer_ids, tokens: list[str]
 
 def plot_diagnostics(diag: Diagnostics, ax_n=None, ax_s=None, title: str | None = None):
     """Two heat maps, tokens × layers: N_t (diverging around 0; prior-driven tokens' labels in red) and S_t
-    (clipped to [−1, 2]). Returns the figure."""
+    (clipped to [−1, 2]), each cell its value in a readable font, each colour bar in its own column beside its map
+    (constrained layout: never over the cells), the title wrapped to the figure's width. Returns the figure."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     t = diag.logp_full.shape[1]
     if ax_n is None or ax_s is None:
-        fig, (ax_n, ax_s) = plt.subplots(1, 2, figsize=(2.2 + 0.55 * t * 2, 1.2 + 0.45 * diag.n_layers + 0.8),
-                                         squeeze=True)
+        width = max(8.0, 2 * (1.6 + 0.62 * t) + 1.2)
+        fig, (ax_n, ax_s) = plt.subplots(1, 2, figsize=(width, 1.9 + 0.42 * diag.n_layers + 0.9), squeeze=True,
+                                         layout="constrained")
     else:
         fig = ax_n.figure
     n = diag.necessity
@@ -195,21 +199,26 @@ def plot_diagnostics(diag: Diagnostics, ax_n=None, ax_s=None, title: str | None 
             (ax_s, np.clip(diag.sufficiency, -1, 2), f"sufficiency S (top-{diag.top_k} regions)",
              {"cmap": "viridis", "vmin": -1, "vmax": 2})):
         im = ax.imshow(values, aspect="auto", origin="lower", **kwargs)
-        ax.set_xticks(range(t), labels, rotation=45, ha="right")
+        ax.set_xticks(range(t), labels, rotation=45, ha="right", fontsize=10)
         for tick, p in zip(ax.get_xticklabels(), prior):
             if p:
                 tick.set_color("red")
-        ax.set_yticks(range(diag.n_layers), layers)
-        ax.set_ylabel("layer")
-        ax.set_title(name, fontsize=9)
+        ax.set_yticks(range(diag.n_layers), layers, fontsize=10)
+        ax.set_ylabel("layer", fontsize=10)
+        ax.set_xlabel("answer token (red: prior-driven)", fontsize=9)
+        ax.set_title(name, fontsize=11)
+        cmap, norm = im.get_cmap(), im.norm
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
-                    color="black" if name.startswith("suff") and v > 0.5 else "white" if name.startswith(
-                        "suff") else "black")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            r, g, b, _ = cmap(norm(v))
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=9,
+                    color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+        bar = fig.colorbar(im, ax=ax, location="right", shrink=0.9, pad=0.02)
+        bar.ax.tick_params(labelsize=9)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        chars = max(30, int(fig.get_figwidth() * 72 / (0.62 * 10)))
+        fig.suptitle("\n".join(textwrap.wrap(title, chars)), fontsize=10)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     return fig
 
 

@@ -2,7 +2,9 @@
 
 ``attribution_display`` is the one picture every figure, the report's explorer and the kedro-viz preview use:
 
-- a greyscale copy of the image, so that the object's own colour never competes with the map's;
+- the image in its own colours (``background="colour"``, the reports' figures and explorer: a reader names the
+  object under region 1 without a thumbnail; the map is laid over it more lightly) or a greyscale copy
+  (``background="grey"``, the default here: the object's own colour never competes with the map's);
 - the map through a perceptual colour map (viridis: dark violet = low, yellow = high), smoothed as the reference
   smooths its maps (down to 1/20 of the size and back up, so region edges do not read as evidence);
 - the image dimmed outside the top regions (the first regions of the order up to ``keep`` of the area; for a map
@@ -28,6 +30,8 @@ SMOOTH_FACTOR = 20
 CMAP = "viridis"
 #: the reference's word-level scale: the map times min(1, 1.5 × (max insertion − empty score))
 SENSITIVITY_GAIN = 1.5
+#: the backgrounds ``attribution_display`` draws on, and the colour map's weight over each
+BACKGROUNDS = {"grey": None, "colour": 0.3}
 
 
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
@@ -182,13 +186,18 @@ def attribution_display(image: np.ndarray, saliency: np.ndarray, *, labels: np.n
                         smooth_factor: int = SMOOTH_FACTOR, cmap: str = CMAP, alpha: float = 0.6,
                         dim: float = 0.35, min_side: int = 256, boxes: list[tuple[float, float, float, float]]
                         | None = None, outlines: list[tuple[np.ndarray, tuple[int, int, int]]] | None = None,
-                        numbers: bool = True) -> Display:
+                        numbers: bool = True, background: str = "grey") -> Display:
     """The picture of `saliency` (in [0, 1], the image's size) over `image` that reads at a glance (see the
     module docstring). `labels`/`order`: the region map and the method's order (EAGLE, random: the top regions are
     whole regions, the first `top_k` outlined and numbered); without them the top `keep` pixels are lit. `boxes`
     (x, y, w, h in image pixels) are drawn in white; `outlines` are extra (mask, colour) contours. The picture is
-    upscaled (nearest for regions, bilinear for the image) so that its short side is at least `min_side`."""
+    upscaled (nearest for regions, bilinear for the image) so that its short side is at least `min_side`.
+    `background`: ``grey`` (a greyscale copy under the map at `alpha`) or ``colour`` (the image's own colours
+    under the map at ``BACKGROUNDS["colour"]``)."""
     from matplotlib import colormaps
+
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background {background!r} is not one of {sorted(BACKGROUNDS)}")
     from PIL import Image, ImageDraw
 
     image = as_rgb(image)
@@ -202,7 +211,12 @@ def attribution_display(image: np.ndarray, saliency: np.ndarray, *, labels: np.n
     shown = _resize(smooth(saliency, smooth_factor), size) * float(np.clip(scale, 0.0, 1.0))
     lit_big = _resize(lit, size, nearest=True)
     colours = colormaps[cmap](np.clip(shown, 0, 1))[..., :3].astype(np.float32)
-    picture = (1 - alpha) * (0.15 + 0.85 * grey)[..., None] + alpha * colours
+    if background == "colour":
+        weight = BACKGROUNDS["colour"]
+        photo = _resize(image, size).astype(np.float32) / 255.0
+        picture = (1 - weight) * photo + weight * colours
+    else:
+        picture = (1 - alpha) * (0.15 + 0.85 * grey)[..., None] + alpha * colours
     picture = np.where(lit_big[..., None], picture, picture * dim)
     picture = (np.clip(picture, 0, 1) * 255).astype(np.uint8)
     if not lit_big.all():  # the edge of the lit area, in white
@@ -253,6 +267,18 @@ def colour_bar(fig, ax=None, cmap: str = CMAP, label: str = "saliency (high: ran
 
 
 # --- the figure of one Attribution (explain(), eagle-explain) -----------------------------------------------------
+def fit_title(fig, text: str, fontsize: float = 10) -> None:
+    """`text` as the figure's title, every line wrapped to the figure's width (a long prompt or answer is never
+    clipped at the edges), then the panels laid out under it (``tight_layout`` below the title's band)."""
+    import textwrap
+
+    width = max(20, int(fig.get_figwidth() * 72 / (0.62 * fontsize)))
+    lines = [part for line in text.split("\n") for part in (textwrap.wrap(line, width) or [""])]
+    fig.suptitle("\n".join(lines), fontsize=fontsize, y=1 - 0.05 / fig.get_figheight(), va="top")
+    band = (0.12 + len(lines) * fontsize * 1.3 / 72) / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, max(0.5, 1 - band)))
+
+
 def plot_attribution(attribution, image=None, token_labels: list[str] | None = None):
     """Three panels: the attribution display (first three regions numbered, colour bar), the insertion and
     deletion curves with their AUCs, and each token's influence."""
@@ -265,7 +291,8 @@ def plot_attribution(attribution, image=None, token_labels: list[str] | None = N
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.1, 1, 1]})
     sal = a.saliency()
     base = as_rgb(image) if image is not None else np.full(sal.shape + (3,), 128, np.uint8)
-    shown = attribution_display(base, sal, labels=a.labels, order=a.order, min_side=1, numbers=False)
+    shown = attribution_display(base, sal, labels=a.labels, order=a.order, min_side=1, numbers=False,
+                                background="colour" if image is not None else "grey")
     axes[0].imshow(shown.rgb)  # at the attribution's resolution; the ranks as text, sharp at any size
     for rank, row, col in shown.ranks:
         axes[0].text(col, row, str(rank), ha="center", va="center", color="white", fontsize=11, weight="bold",
@@ -289,8 +316,7 @@ def plot_attribution(attribution, image=None, token_labels: list[str] | None = N
     axes[2].set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     axes[2].set_ylabel("influence (high: visual evidence)", fontsize=9)
     axes[2].set_title("per-token influence (grey: < 0.1, language prior)", fontsize=10)
-    fig.suptitle(f"{a.prompt!r} → {a.answer!r}", fontsize=10)
-    fig.tight_layout()
+    fit_title(fig, f"{a.prompt!r} → {a.answer!r}", 10)
     return fig
 
 
@@ -307,14 +333,16 @@ def _clip_frames(attribution, frames) -> np.ndarray:
 
 
 def video_frame_displays(attribution, frames=None, keep: float = 0.1, top_k: int = 3,
-                         min_side: int = 224, numbers: bool = True) -> list[Display]:
+                         min_side: int = 224, numbers: bool = True, background: str = "colour") -> list[Display]:
     """One ``attribution_display`` per frame of a clip's attribution, on one colour scale (the clip's saliency).
     Lit: the first regions of the clip's order until they cover `keep` of the whole clip (a frame holding none of
     them is dimmed throughout, so the moment stands out); numbered: the clip's first `top_k` regions, in
-    whichever frame they lie."""
+    whichever frame they lie. `background`: the frames in colour (the shape that appears is seen as it is) or
+    grey (``attribution_display``)."""
     sal = attribution.saliency()
     labels = np.asarray(attribution.labels)
     order = np.asarray(attribution.order)
+    background = background if frames is not None else "grey"
     frames = _clip_frames(attribution, frames)
     lit = top_mask(sal, keep, labels, order)  # (N, H, W) over the whole clip
     displays = []
@@ -323,7 +351,8 @@ def video_frame_displays(attribution, frames=None, keep: float = 0.1, top_k: int
         # its last lit region (a frame with none: only order[0] would be lit, and it lies elsewhere)
         share = float(lit[k].mean())
         displays.append(attribution_display(frames[k], sal[k], labels=labels[k], order=order, top_k=top_k,
-                                            keep=max(share, 1e-9), min_side=min_side, numbers=numbers))
+                                            keep=max(share, 1e-9), min_side=min_side, numbers=numbers,
+                                            background=background))
     return displays
 
 
@@ -414,7 +443,6 @@ def plot_video_attribution(attribution, frames=None, token_labels: list[str] | N
     ax.set_ylabel("share of the search's gain", fontsize=9)
     ax.set_title("which moment", fontsize=10)
     words = " ".join(token_labels or a.target_words)
-    fig.suptitle(f"{a.prompt!r} → {a.answer!r}\nexplained: {words!r}; {a.strategy} search over {a.n_regions} "
-                 f"regions of {n} frames", fontsize=10)
-    fig.tight_layout()
+    fit_title(fig, f"{a.prompt!r} → {a.answer!r}\nexplained: {words!r}; {a.strategy} search over {a.n_regions} "
+              f"regions of {n} frames", 10)
     return fig

@@ -8,8 +8,11 @@ lines of JavaScript without any library), so the page stays one file that works 
 
 Views, per image: ``answer`` (the sentence-level attribution: the whole answer), ``t<i>`` (token i of the answer:
 the same EAGLE order seen through that token's own curves, ``core.plotting.token_saliency``) and ``w<j>`` (the
-j-th explained object: its own word-level search, the object's box drawn). A view without a map for the selected
-method (a baseline explains whole targets, not single tokens) shows its ``fallback`` view's map, and says so.
+j-th explained object: its own word-level search, the object's box drawn). One scope at a time: a view shows only
+its own maps and curves; a method without a map for the view (a baseline explains whole targets, not single
+tokens) gets a panel that says so, never another view's map. Every map comes drawn on the colour image and on a
+grey copy (the page's toggle); the images are picked by their thumbnails; an entry is one question (its image, its
+question beside its answer, its ``label``: e.g. what differs within an MMVP pair).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class ExplorerImage:
     maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     curves: dict[str, dict[str, dict]] = field(default_factory=dict)
     random: dict[str, np.ndarray] = field(default_factory=dict)
+    question: str = ""
+    label: str = ""
 
 
 def data_url(rgb: np.ndarray, side: int = MAP_SIDE, quality: int = JPEG_QUALITY) -> str:
@@ -57,6 +62,12 @@ def data_url(rgb: np.ndarray, side: int = MAP_SIDE, quality: int = JPEG_QUALITY)
     buf = io.BytesIO()
     picture.save(buf, format="JPEG", quality=quality, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _both(image: np.ndarray, saliency: np.ndarray, **kwargs) -> dict[str, str]:
+    """``attribution_display`` on the colour image and on a grey copy: ``{"colour": url, "grey": url}``."""
+    return {bg: data_url(attribution_display(image, saliency, background=bg, **kwargs).rgb)
+            for bg in ("colour", "grey")}
 
 
 def _rounded(values, digits: int = 3) -> list[float]:
@@ -81,15 +92,13 @@ def _maps(item: ExplorerImage, key: str, a: Attribution, box, scale: float = 1.0
     from eagle_pipelines.core.evaluate import order_saliency
     from eagle_pipelines.core.plotting import top_mask
 
-    out = {"eagle": data_url(attribution_display(item.image, a.saliency(), labels=a.labels, order=a.order,
-                                                 scale=scale, boxes=box).rgb)}
+    out = {"eagle": _both(item.image, a.saliency(), labels=a.labels, order=a.order, scale=scale, boxes=box)}
     if key in item.random:
         order = item.random[key]
-        out["random"] = data_url(attribution_display(item.image, order_saliency(order, a.labels), labels=a.labels,
-                                                     order=order, boxes=box).rgb)
+        out["random"] = _both(item.image, order_saliency(order, a.labels), labels=a.labels, order=order, boxes=box)
     keep = float(top_mask(a.saliency(), KEEP, a.labels, a.order).mean())  # every method lights as much
     for method, saliency in sorted(item.maps.get(key, {}).items()):
-        out[method] = data_url(attribution_display(item.image, saliency, keep=keep, boxes=box).rgb)
+        out[method] = _both(item.image, saliency, keep=keep, boxes=box)
     return out
 
 
@@ -112,9 +121,9 @@ def _image_data(item: ExplorerImage, norm) -> dict:
         for t, (word, value, colour) in enumerate(zip(a.target_words, a.influence, colours)):
             name = f"t{t}"
             views[name] = {"title": f"token \u201c{word.strip()}\u201d (sentence level, its own curves)",
-                           "level": "token", "influence": round(float(value), 3), "fallback": "answer",
-                           "maps": {"eagle": data_url(attribution_display(
-                               item.image, token_saliency(a, t), labels=a.labels, order=a.order).rgb)},
+                           "level": "token", "influence": round(float(value), 3),
+                           "maps": {"eagle": _both(item.image, token_saliency(a, t), labels=a.labels,
+                                                   order=a.order)},
                            "curves": {"eagle": _token_curve(a, t)}}
             tokens.append({"text": word, "view": name, "position": int(a.target_positions[t]),
                            "bg": "#" + "".join(f"{int(255 * c):02x}" for c in colour[:3]),
@@ -132,7 +141,10 @@ def _image_data(item: ExplorerImage, norm) -> dict:
         objects.append({"label": word, "view": name, "positions": [int(p) for p in a.target_positions]})
     for token in tokens:  # a token of an explained object names it (the page marks it)
         token["object"] = next((o["view"] for o in objects if token["position"] in o["positions"]), None)
-    return {"id": int(item.image_id), "answer": answer, "photo": data_url(item.image), "tokens": tokens,
+    from eagle_pipelines.reporting.explorers.common import thumb
+
+    return {"id": int(item.image_id), "answer": answer, "photo": data_url(item.image), "thumb": thumb(item.image),
+            "label": item.label or f"image {item.image_id}", "question": item.question, "tokens": tokens,
             "objects": objects, "views": views,
             "first": "answer" if "answer" in views else (objects[0]["view"] if objects else None)}
 
@@ -159,9 +171,13 @@ STYLE = """
 #explorer .ex-row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
 #explorer .ex-bar { margin: 6px 0 10px; font-size: 13px; }
 #explorer button { font: inherit; cursor: pointer; }
-#explorer .ex-image { border: 1px solid #bbb; background: #fff; border-radius: 4px; margin: 0 4px 4px 0;
-  padding: 2px 8px; }
-#explorer .ex-image.on, #explorer .ex-whole.on, #explorer .ex-object.on { background: #222; color: #fff; }
+#explorer #ex-images { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 4px; }
+#explorer .ex-image { border: 2px solid #ccc; background: #fff; border-radius: 4px; padding: 2px; font-size: 11px;
+  max-width: 150px; text-align: center; }
+#explorer .ex-image img { display: block; margin: 0 auto 2px; max-width: 64px; max-height: 64px; }
+#explorer .ex-image.on { border-color: #d55e00; box-shadow: 0 0 0 1px #d55e00; }
+#explorer .ex-q { font-size: 15px; margin: 4px 0; } #explorer .ex-q b { color: #555; font-weight: 600; }
+#explorer .ex-whole.on, #explorer .ex-object.on { background: #222; color: #fff; }
 #explorer #ex-answer { font-size: 17px; line-height: 2.1; margin: 6px 0; }
 #explorer .ex-token { border: 2px solid transparent; border-radius: 4px; padding: 1px 4px; margin: 0 1px; }
 #explorer .ex-token.obj { text-decoration: underline; text-decoration-thickness: 2px; }
@@ -185,21 +201,19 @@ SCRIPT = r"""
 (function () {
   const data = JSON.parse(document.getElementById('explorer-data').textContent);
   const $ = (id) => document.getElementById(id);
-  const state = {image: 0, view: null, method: 'eagle'};
+  const state = {image: 0, view: null, method: 'eagle', bg: 'colour'};
   const colour = Object.fromEntries(data.methods.map(m => [m.id, m.colour]));
   const names = Object.fromEntries(data.methods.map(m => [m.id, m.name]));
   const img = () => data.images[state.image];
-  function mapOf(view, method) {
-    const views = img().views, own = views[view];
-    if (own.maps[method]) return {src: own.maps[method], from: view};
-    if (own.fallback && views[own.fallback].maps[method]) return {src: views[own.fallback].maps[method],
-                                                                   from: own.fallback};
-    return null;
+  function mapOf(view, method) {  // one scope: the view's own map or none
+    const own = img().views[view];
+    return own.maps[method] ? own.maps[method][state.bg] : null;
   }
-  function curvesOf(view) {
-    const views = img().views, own = views[view];
-    const out = Object.assign({}, own.fallback ? views[own.fallback].curves : {}, own.curves);
-    return out;
+  function curvesOf(view) { return img().views[view].curves; }
+  function monotone(c) {
+    for (let i = 1; i < c.x.length; i++) if (c.ins[i] < c.ins[i - 1] - 0.02 || c.del[i] > c.del[i - 1] + 0.02)
+      return false;
+    return true;
   }
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
@@ -210,15 +224,27 @@ SCRIPT = r"""
   function drawImages() {
     const bar = $('ex-images'); bar.textContent = '';
     data.images.forEach((im, i) => {
-      const b = el('button', {class: 'ex-image' + (i === state.image ? ' on' : ''), 'data-image': i},
-                   '#' + im.id);
+      const b = el('button', {class: 'ex-image' + (i === state.image ? ' on' : ''), 'data-image': i,
+                              title: im.label + (im.question ? ': ' + im.question : '')});
+      b.appendChild(el('img', {src: im.thumb, alt: im.label}));
+      b.appendChild(el('span', {}, im.label));
       b.onclick = () => { state.image = i; state.view = img().first; render(); };
       bar.appendChild(b);
     });
+    const tg = $('ex-bg'); tg.textContent = '';
+    tg.appendChild(el('span', {}, 'maps on: '));
+    for (const bg of ['colour', 'grey']) {
+      const b = el('button', {class: 'ex-whole' + (state.bg === bg ? ' on' : ''), 'data-bg': bg},
+                   bg === 'colour' ? 'the colour image' : 'a grey copy');
+      b.onclick = () => { state.bg = bg; render(); };
+      tg.appendChild(b);
+    }
   }
   function drawAnswer() {
     const box = $('ex-answer'); box.textContent = '';
     const im = img();
+    $('ex-question').textContent = im.question || '';
+    $('ex-question-row').style.display = im.question ? '' : 'none';
     if (im.views.answer) {
       const whole = el('button', {class: 'ex-whole' + (state.view === 'answer' ? ' on' : ''),
                                   'data-view': 'answer'}, 'whole answer');
@@ -244,23 +270,28 @@ SCRIPT = r"""
     const sel = $('ex-method'); sel.textContent = '';
     data.methods.forEach((m) => {
       const found = mapOf(state.view, m.id);
-      const o = el('option', {value: m.id}, m.name + (found ? '' : ' (no map)'));
-      if (!found) o.disabled = true;
-      sel.appendChild(o);
+      const token = img().views[state.view].level === 'token';
+      sel.appendChild(el('option', {value: m.id}, m.name + (found ? '' : token ? ' (no per-token map)' :
+                                                                          ' (no map)')));
     });
-    if (!mapOf(state.view, state.method)) state.method = 'eagle';
+    if (!data.methods.some(m => m.id === state.method)) state.method = 'eagle';
     sel.value = state.method;
   }
   function drawMap() {
     const view = img().views[state.view], found = mapOf(state.view, state.method);
     const map = $('ex-map');
-    map.src = found ? found.src : img().photo;
+    map.style.display = found ? '' : 'none';
+    if (found) map.src = found;
     map.setAttribute('data-view', state.view);
     map.setAttribute('data-method', state.method);
+    map.setAttribute('data-bg', state.bg);
     map.alt = names[state.method] + ': ' + view.title;
-    $('ex-map-caption').textContent = names[state.method] + ' \u2014 ' + view.title;
-    $('ex-note').textContent = found && found.from !== state.view ?
-      names[state.method] + ' explains whole targets, not single tokens: the whole answer\'s map is shown.' :
+    $('ex-map-caption').textContent = names[state.method] + ' \u2014 ' + view.title +
+      (found ? ', drawn on ' + (state.bg === 'colour' ? 'the colour image' : 'a grey copy') : ': no map');
+    $('ex-note').textContent = !found ? (view.level === 'token' ?
+      names[state.method] + ' has no per-token map: it explains whole targets, not single tokens. Pick ' +
+      '\u201cwhole answer\u201d to compare it with EAGLE, or EAGLE for this token.' :
+      names[state.method] + ' made no map for this target.') :
       (view.level === 'word' && state.method === 'eagle' && view.scale < 1 ?
        'map \u00d7 ' + view.scale + ': the word\'s sensitivity is ' + view.sensitivity +
        ' (the reference scales by 1.5 \u00d7 (max insertion \u2212 empty score))' : '');
@@ -303,13 +334,25 @@ SCRIPT = r"""
     svg.innerHTML = s;
   }
   function drawLegend() {
-    const curves = curvesOf(state.view);
+    const curves = curvesOf(state.view), view = img().views[state.view];
     $('ex-legend').innerHTML = Object.keys(curves).map(m => '<span><i style="background:' + colour[m] +
       '"></i>' + names[m] + (m === state.method ? ' (selected)' : '') + '</span>').join('');
+    const notes = [];
+    if (!curves[state.method]) notes.push(names[state.method] + ' has no curves for ' + view.title +
+      (view.level === 'token' ? ' (no per-token map); the curves drawn are EAGLE\'s for this token.' : '.'));
+    const bent = Object.keys(curves).filter(m => !monotone(curves[m]));
+    if (bent.length) notes.push('Not monotone (' + bent.map(m => names[m]).join(', ') + '): ' +
+      (view.level === 'token' ? 'one token\'s probability is read at each step of an order chosen for the ' +
+       'whole answer, so a region can help this token after it was removed or hurt it once inserted; the ' +
+       'curve goes up and down where the regions help other tokens.' :
+       'a region can lower the explained tokens\' probability when inserted (or raise it when removed): ' +
+       'the curve follows the model, not a sorted list.'));
+    $('ex-curve-note').textContent = notes.join(' ');
   }
   function select(view) { state.view = view; render(); }
   function render() {
     if (!state.view) state.view = img().first;
+    $('explorer').setAttribute('data-scope', img().views[state.view].level);
     drawImages(); drawAnswer(); drawMethods(); drawMap(); drawFacts();
     chart($('ex-ins'), 'ins', 'insertion', 'area kept');
     chart($('ex-del'), 'del', 'deletion', 'area removed');
@@ -343,10 +386,14 @@ def explorer_html(data: dict | None) -> str:
 insertion and deletion curves), its curves and its influence; <em>whole answer</em> shows the sentence-level
 attribution, an object (underlined tokens) its own word-level search. The selector shows the random floor and the
 baselines for the same target (curves: {protocol} protocol for the baselines; EAGLE's token curves are its own
-region curves). Bright: the top quarter of the image by the method's ranking; numbers: EAGLE's first regions.</p>
+region curves); the baselines explain whole targets, so with a token selected only EAGLE has a map and curves.
+Bright: the top quarter of the image by the method's ranking; numbers: EAGLE's first regions. The toggle draws the
+maps on the colour image or on a grey copy.</p>
 <style>{STYLE}</style>
 <div id="explorer">
- <div class="ex-bar">image: <span id="ex-images"></span></div>
+ <div class="ex-bar">image: <div id="ex-images"></div></div>
+ <div class="ex-bar" id="ex-bg"></div>
+ <div class="ex-q" id="ex-question-row"><b>question</b> <span id="ex-question"></span></div>
  <div id="ex-answer"></div>
  <div class="ex-bar" id="ex-objects"></div>
  <div class="ex-bar">method: <select id="ex-method"></select></div>
@@ -355,6 +402,7 @@ region curves). Bright: the top quarter of the image by the method's ranking; nu
    <div class="ex-note" id="ex-note"></div></figure>
   <div><svg id="ex-ins" width="270" height="190"></svg><svg id="ex-del" width="270" height="190"></svg>
    <div class="ex-legend" id="ex-legend"></div>
+   <div class="ex-note" id="ex-curve-note" style="max-width:560px"></div>
    <table class="ex-facts" id="ex-facts"></table>
    <img id="ex-photo" alt="the image"></div>
  </div>

@@ -1,7 +1,8 @@
 """Matplotlib figures of the reports (no Kedro; the reporting nodes call these).
 
-The reference's three figure types, drawn with ``core.plotting.attribution_display`` (viridis on a greyscale copy,
-dimmed outside the top regions, the first regions numbered, a colour bar):
+The reference's three figure types, drawn with ``core.plotting.attribution_display`` (viridis laid lightly over the
+image in its own colours, ``BACKGROUND``, so a reader names the object under region 1 without a thumbnail; dimmed
+outside the top regions, the first regions numbered, a colour bar):
 
 - ``sentence_figure``: per image, EAGLE beside the random floor and the baselines, and under them the answer as a
   strip of tokens, each coloured by its influence (visual evidence against language prior);
@@ -44,6 +45,8 @@ from eagle_pipelines.core.plotting import (  # noqa: E402
 TITLE, LABEL, SMALL = 10, 9, 8
 #: the area left bright in every display: the top quarter of the image by each method's ranking
 KEEP = 0.25
+#: what every map of the reports is drawn on (core.plotting.attribution_display: "colour" or "grey")
+BACKGROUND = "colour"
 #: the colour map of the token strips (influence)
 INFLUENCE_CMAP = "Blues"
 #: the word-level figure's highlight (the reference's pale green)
@@ -135,6 +138,11 @@ def _show(ax, picture: np.ndarray, title: str, fontsize: float = LABEL) -> None:
         spine.set_visible(False)
 
 
+def _display(image: np.ndarray, saliency: np.ndarray, **kwargs):
+    """``attribution_display`` on the reports' ``BACKGROUND``."""
+    return attribution_display(image, saliency, background=BACKGROUND, **kwargs)
+
+
 def _blank(shape: tuple[int, int]) -> np.ndarray:
     return np.full((*shape, 3), 245, np.uint8)
 
@@ -145,30 +153,35 @@ def _eagle_keep(a: Attribution) -> float:
 
 
 def sentence_figure(samples: list[tuple[np.ndarray, Attribution]], seed: int = 0,
-                    baselines: list[dict[str, np.ndarray]] | None = None):
+                    baselines: list[dict[str, np.ndarray]] | None = None, titles: list[str] | None = None):
     """Sentence level, one block per image: the photo, EAGLE (first three regions numbered), the random floor and
     each baseline's map (``{method: (H, W) map}`` per sample), the same area lit in each, and the answer under them
-    as a strip of tokens coloured by influence."""
+    as a strip of tokens coloured by influence. `titles`: the photo's title per sample (e.g. what differs within
+    an MMVP pair, and the question; default ``#<image id>``), wrapped to the panel."""
     if not samples:
         return placeholder("no sentence-level attribution in this run")
     baselines = baselines or [{} for _ in samples]
     methods = sorted({m for maps in baselines for m in maps})
     cols = 3 + len(methods)
     norm = _influence_norm([a for _, a in samples])
-    fig, outer = _blocks(len(samples), 2.55 * cols + 0.9, 3.45, "Sentence level: the regions the whole answer "
-                         "relies on (bright: the top quarter of the image by each method; numbers: rank)")
-    for block, (image, a), maps in zip(outer, samples, baselines):
+    titles = ["\n".join(textwrap.fill(line, 30) for line in t.split("\n"))
+              for t in (titles or [f"#{a.meta.get('image_id', '')}" for _, a in samples])]
+    lines = max(t.count("\n") + 1 for t in titles)
+    fig, outer = _blocks(len(samples), 2.55 * cols + 0.9, 3.45 + 0.17 * (lines - 1), "Sentence level: the regions "
+                         "the whole answer relies on (bright: the top quarter of the image by each method; numbers: "
+                         "rank)", lines)
+    for block, (image, a), maps, photo_title in zip(outer, samples, baselines, titles):
         inner = block.subgridspec(2, cols + 1, height_ratios=[2.55, 0.62], width_ratios=[1] * cols + [0.07],
                                   hspace=0.12, wspace=0.06)
         keep = _eagle_keep(a)
         rand = random_order(a.n_regions, seed, a.meta.get("image_id", 0), 0)
-        panels = [(image, f"#{a.meta.get('image_id', '')}"),
-                  (attribution_display(image, a.saliency(), labels=a.labels, order=a.order).rgb, "EAGLE"),
-                  (attribution_display(image, order_saliency(rand, a.labels), labels=a.labels, order=rand).rgb,
+        panels = [(image, photo_title),
+                  (_display(image, a.saliency(), labels=a.labels, order=a.order).rgb, "EAGLE"),
+                  (_display(image, order_saliency(rand, a.labels), labels=a.labels, order=rand).rgb,
                    "random floor")]
         for method in methods:
             saliency = maps.get(method)
-            panels.append((attribution_display(image, saliency, keep=keep).rgb if saliency is not None
+            panels.append((_display(image, saliency, keep=keep).rgb if saliency is not None
                            else _blank(a.labels.shape), display_name(method)))
         for col, (picture, title) in enumerate(panels):
             _show(fig.add_subplot(inner[0, col]), picture, title, TITLE)
@@ -226,12 +239,12 @@ def word_figure(samples: list[tuple[np.ndarray, Attribution]], baselines: list[d
         scale = sensitivity_scale(a)
         keep = _eagle_keep(a)
         word = " ".join(t.strip() for t in a.target_words) or a.meta.get("category", "")
-        panels = [(attribution_display(image, a.saliency(), labels=a.labels, order=a.order, scale=scale,
+        panels = [(_display(image, a.saliency(), labels=a.labels, order=a.order, scale=scale,
                                        boxes=box).rgb,
                    f"EAGLE: \u201c{word}\u201d\nsensitivity {sensitivity(a):.2f} \u2192 map \u00d7 {scale:.2f}")]
         for method in methods:
             saliency = maps.get(method)
-            panels.append((attribution_display(image, saliency, keep=keep, boxes=box).rgb if saliency is not None
+            panels.append((_display(image, saliency, keep=keep, boxes=box).rgb if saliency is not None
                            else _blank(a.labels.shape), display_name(method)))
         for col, (picture, title) in enumerate(panels):
             _show(fig.add_subplot(inner[0, col]), picture, title, TITLE - 0.5)
@@ -305,7 +318,7 @@ def hallucination_figure(samples: list[dict], most_steps: int = 4):
         if trigger is not None:
             marks.append((a.labels == trigger, (255, 40, 40)))
         ax = fig.add_subplot(grid[row, 0])
-        _show(ax, attribution_display(image, a.saliency(), labels=a.labels, order=a.order, outlines=marks).rgb,
+        _show(ax, _display(image, a.saliency(), labels=a.labels, order=a.order, outlines=marks).rgb,
               f"Q{s['question_id']}: {textwrap.fill(s['text'], 34)}", LABEL)
         revised = fix["answers"][fix["ks"].index(fix["corrected_k"])] if fix.get("corrected_k") is not None \
             else "never corrected"

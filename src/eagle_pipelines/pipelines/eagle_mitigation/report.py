@@ -14,12 +14,39 @@ HEADLINE = ["setting", "hallucination_rate_biased", "companion_rate_captions", "
             "extra_passes_per_answer", "seconds_per_answer", "best"]
 
 
-def build_figures(metrics: pd.DataFrame, diagnostics: Manifest) -> dict:
+def _explorer(metrics: pd.DataFrame, diagnostics: Manifest, vlm, eval_split, decodings: Manifest,
+              params) -> dict:
+    """The explorer's data (reporting/explorers/mitigation.py): each diagnosed answer's image and the region map
+    its EAGLE searches ran on (the same SLICO call as the diagnostics), and every setting's answers."""
+    from eagle_pipelines.core.regions import superpixels
+    from eagle_pipelines.pipelines.eagle_mitigation.nodes import setting_keys
+    from eagle_pipelines.reporting.explorers.mitigation import mitigation_explorer
+
+    best = set(metrics.loc[metrics["best"].astype(bool), "setting"]) if "best" in metrics else set()
+    settings = []
+    for key in setting_keys(decodings):
+        record = decodings.load(key)
+        settings.append({"label": record["label"], "best": record["label"] in best,
+                         "answers": {a["task_id"]: a["text"] for a in record["answers"]}})
+    samples = []
+    for key in diagnostics.keys():
+        diag = Diagnostics.from_dict(diagnostics.load(key))
+        image = vlm.model_image(eval_split.image(int(diag.meta["image_id"])).pixels)
+        labels = superpixels(image, n_segments=params.n_regions).labels
+        samples.append({"diag": diag, "image": image, "labels": labels})
+    return mitigation_explorer(samples, settings)
+
+
+def build_figures(metrics: pd.DataFrame, diagnostics: Manifest, vlm=None, eval_split=None,
+                  decodings: Manifest | None = None, params=None) -> dict:
     """``diagnostics_<task>.png``: N and S heat maps of each diagnosed answer; ``sweep.png``: hallucination on
-    biased questions and in captions against unbiased accuracy, per setting."""
+    biased questions and in captions against unbiased accuracy, per setting; ``explorer`` (with the model, the
+    split, the decodings and the diagnostics' parameters): the page's explorer data, saved as JSON."""
     import matplotlib.pyplot as plt
 
     figures = {}
+    if vlm is not None and decodings is not None and params is not None:
+        figures["explorer"] = _explorer(metrics, diagnostics, vlm, eval_split, decodings, params)
     for key in diagnostics.keys():
         diag = Diagnostics.from_dict(diagnostics.load(key))
         title = f"{diag.meta.get('kind', '')}: {diag.prompt!r} -> {diag.answer!r}"
@@ -47,11 +74,15 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     """The bundle the report dataset writes whole: tables, figures, the HTML page and ``run.json``."""
     import base64
 
+    from eagle_pipelines.reporting.explorers.mitigation import mitigation_html
+
     params = {"eagle_mitigation": eagle_mitigation.model_dump(mode="json")}
 
     from eagle_pipelines.io.report_dataset import figure_png
 
-    pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()}
+    explorer = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
+    pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()
+            if not isinstance(png, dict)}
     best = metrics[metrics["best"]] if "best" in metrics else metrics.iloc[0:0]
     run = {"generated": pages.now(), "git commit": pages.git_commit(),
            "model fingerprint": coverage["params"]["decoding"].get("model_fingerprint", ""),
@@ -76,10 +107,13 @@ without costing more than {eagle_mitigation.max_drop:.2f} of unbiased accuracy o
 <p>Necessity N_t = log p(y_t | image) − log p(y_t | no image) and sufficiency S_t of the token's top-k EAGLE
 regions, at the last layer; prior-driven: N_t below the threshold.</p>
 {pages.table(diag_table) if len(diag_table) else '<p>none</p>'}
+{mitigation_html(explorer)}
 <h2>Figures</h2>
 {pages.figures({n: base64.b64encode(p).decode('ascii') for n, p in pngs.items()}, {})}"""
     page = pages.document("EAGLE report: eagle_mitigation (evidence-guided decoding)", run, body, params)
     bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "report.html": page,
               "diagnostics.csv": diag_table, "run.json": {**run, "params": params, "coverage": coverage}}
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
+    if explorer is not None:
+        bundle["figures/explorer.json"] = explorer
     return bundle

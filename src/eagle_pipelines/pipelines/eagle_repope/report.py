@@ -36,7 +36,10 @@ def coverage(answers: dict, superpixels: Manifest, attributions: Manifest, corre
 
 def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, corrections: Manifest,
                   eagle_repope: EagleRepopeParams) -> dict:
-    """The corrections figure (paper style; biased questions first, as their cause is known) and the AMCR curve."""
+    """The corrections figure (paper style; biased questions first, as their cause is known), the AMCR curve and
+    ``explorer`` (the page's explorer of the same wrong answers: a dict, saved as JSON beside the PNGs)."""
+    from eagle_pipelines.reporting.explorers.repope import repope_explorer
+
     records = question_records(corrections)
     chosen = sorted(records, key=lambda r: (r["kind"] != "biased", str(r["question_id"])))
     samples = []
@@ -59,7 +62,8 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})
     return {"corrections": figures.hallucination_figure(samples),
-            "amcr": figures.amcr_curves(records, list(eagle_repope.methods), eagle_repope.csr_threshold)}
+            "amcr": figures.amcr_curves(records, list(eagle_repope.methods), eagle_repope.csr_threshold),
+            "explorer": repope_explorer(samples)}
 
 
 def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
@@ -69,7 +73,9 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     items not made with their reasons)."""
     from eagle_pipelines.io.report_dataset import figure_png
 
-    pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()}
+    explorer = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
+    pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()
+            if not isinstance(png, dict)}
     params = {"eagle_repope": eagle_repope.model_dump(mode="json"), **coverage["params"]}
     summary = coverage["summary"]
     run = {"generated": pages.now(), "git commit": pages.git_commit(), "model": coverage["model"],
@@ -77,10 +83,12 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
            "wrong answers": summary["wrong"], "explained": coverage["n_explained"],
            "items not made": len(coverage["not_made"])}
     page = html_page(metrics, summary, {n: base64.b64encode(p).decode("ascii") for n, p in pngs.items()}, run,
-                     params, coverage["not_made"])
+                     params, coverage["not_made"], explorer)
     bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "report.html": page,
               "run.json": {**run, "params": params, "coverage": coverage}}
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
+    if explorer is not None:
+        bundle["figures/explorer.json"] = explorer
     return bundle
 
 
@@ -94,9 +102,11 @@ def _count_or_rate(value) -> str:
 
 
 def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict,
-              not_made: list[dict] | None = None) -> str:
+              not_made: list[dict] | None = None, explorer: dict | None = None) -> str:
     """The report: run facts, the model's answers, the metrics table, the items not made (with the reason), the
-    figures (base64 PNG), parameters."""
+    explorer of the wrong answers (``reporting/explorers/repope.py``), the figures (base64 PNG), parameters."""
+    from eagle_pipelines.reporting.explorers.repope import repope_html
+
     empty = [kind for kind in ("biased", "absent", "present", "repope") if summary.get(kind) == 0]
     answers = pd.DataFrame([{"": k.replace("_", " "), "value": _count_or_rate(v)} for k, v in summary.items()
                             if v is not None and k.split("_")[0] not in empty])
@@ -120,6 +130,7 @@ counts as a failure). Cause hit: the region whose removal corrected the answer o
 {pages.table(metrics[[c for c in HEADLINE if c in metrics.columns]])}
 <details><summary>All columns</summary>{pages.table(metrics)}</details>
 {_not_made_block(not_made or [])}
+{repope_html(explorer)}
 <h2>Figures</h2>
 {pages.figures(figures, captions)}"""
     return pages.document("EAGLE report: eagle_repope (hallucination diagnosis)", run, body, params)

@@ -58,15 +58,20 @@ def _clips(vlm, eval_split: ClipSplit, attributions: Manifest, answers: dict, li
 def build_figures(vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest, evaluation: Manifest,
                   eagle_video: EagleVideoParams) -> dict:
     """``clip_<key>``: every frame of the first `figures` explained clips with EAGLE's map (core/plotting.py
-    ``plot_video_attribution``), and ``curves``: the mean curves of EAGLE and the random floor."""
+    ``plot_video_attribution``), ``curves``: the mean curves of EAGLE and the random floor, and ``explorer``: the
+    page's explorer of the same clips (reporting/explorers/video.py; a dict, saved as JSON)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from eagle_pipelines.reporting.explorers.video import video_explorer
+
     figures = {}
-    for key, frames, attribution in _clips(vlm, eval_split, attributions, answers, eagle_video.figures):
+    clips = _clips(vlm, eval_split, attributions, answers, eagle_video.figures)
+    for key, frames, attribution in clips:
         figures[f"clip_{key}"] = attribution.plot(frames)
+    figures["explorer"] = video_explorer([(key, frames, a, a.prompt) for key, frames, a in clips])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for method, colour in (("EAGLE", "#1b7837"), ("random", "#999999")):
         curves = [row["curve"] for k in evaluation for row in evaluation.load(k)["rows"] if row["method"] == method]
@@ -98,7 +103,10 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
         for key, frames, attribution in _clips(vlm, eval_split, attributions, answers, eagle_video.figures):
             path = save_video_gif(attribution, frames, Path(tmp) / f"{key}.gif")
             gifs[f"clip_{key}"] = path.read_bytes()
+    from eagle_pipelines.reporting.explorers.video import video_html
+
     pngs = {name: value for name, value in figures_png.items() if isinstance(value, bytes)}
+    explorer = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
     params = coverage["params"]
     run = {"generated": html_page.now(), "git commit": html_page.git_commit(), "model": params.get("model", ""),
            "model fingerprint": params.get("model_fingerprint", ""), "clips answered": coverage["answered"],
@@ -119,6 +127,7 @@ touches the shape in that frame). forward_passes and seconds: EAGLE's search per
 {html_page.table(metrics)}
 <h2>Not in the tables</h2>
 {html_page.table(not_made) if len(not_made) else "<p>Every clip was made.</p>"}
+{video_html(explorer)}
 <h2>Figures</h2>
 {html_page.figures(pngs, CAPTIONS)}
 {gif_html}
@@ -130,6 +139,8 @@ touches the shape in that frame). forward_passes and seconds: EAGLE's search per
               "report.html": page, "run.json": {**run, "params": params, "coverage": coverage}}
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
     bundle.update({f"figures/{name}.gif": gif for name, gif in gifs.items()})
+    if explorer is not None:
+        bundle["figures/explorer.json"] = explorer
     return bundle
 
 

@@ -107,24 +107,27 @@ def _explorer(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Man
     from eagle_pipelines.core.evaluate import random_order
     from eagle_pipelines.reporting.explorer import ExplorerImage, explorer_data
 
-    by_image: dict[int, dict] = {}
+    by_item: dict[str, dict] = {}  # one entry per question (an image may carry several: MMVP)
     for key, info in attributions.items.items():
-        entry = by_image.setdefault(int(info["image_id"]), {"compose": info.get("compose", "pixel_values"),
-                                                             "sentence": None, "words": []})
+        entry = by_item.setdefault(str(info.get("item", info["image_id"])), {
+            "image_id": int(info["image_id"]), "prompt": info.get("prompt", ""),
+            "compose": info.get("compose", "pixel_values"), "sentence": None, "words": []})
         if info["level"] == "sentence":
             entry["sentence"] = key
         else:
             entry["words"].append(key)
     curves = _curves_of(evaluation, reporting.headline_protocol)
     items = []
-    for image_id, entry in by_image.items():
+    for entry in by_item.values():
+        image_id = entry["image_id"]
         if len(items) >= reporting.figure_samples:
             break
         try:
             image = working_image(vlm, eval_split.image(image_id).pixels, entry["compose"])
         except CocoFormatError:
             continue
-        item = ExplorerImage(image_id, image)
+        item = ExplorerImage(image_id, image, question=_question(entry["prompt"]),
+                             label=image_label(eval_split, image_id))
         for key in [entry["sentence"], *entry["words"]] if entry["sentence"] else entry["words"]:
             a = attributions.load(key)
             if a.labels.shape != image.shape[:2]:
@@ -142,6 +145,40 @@ def _explorer(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Man
     return explorer_data(items, reporting.headline_protocol)
 
 
+def _row_title(eval_split: CocoSplit, info: dict) -> str:
+    """A figure row's title: the image's label, and the question where the run asks one per image (MMVP)."""
+    label = image_label(eval_split, int(info["image_id"]))
+    question = _question(info.get("prompt", ""))
+    return label if not question or str(info.get("item")) == str(info.get("image_id")) else f"{label}\n{question}"
+
+
+def _question(prompt: str) -> str:
+    """The question of a prompt as a reader asks it (the first line: MMVP's options and instruction follow)."""
+    return str(prompt).strip().split("\n")[0]
+
+
+def image_label(eval_split: CocoSplit, image_id: int) -> str:
+    """How the report names an image: for an image of a pair (MMVP: ``pair`` in its entry), the pair and what
+    this image has that the other lacks (``objects``: "pair 2: green circle (not red circle)"; "pair 2, image a"
+    when the entries do not list objects); otherwise its file name or id."""
+    try:
+        info = eval_split.index.image_info(image_id)
+    except (KeyError, AttributeError):
+        return f"image {image_id}"
+    if info.get("pair") is None:
+        return str(info.get("file_name") or f"image {image_id}")
+    pair = int(info["pair"])
+    others = [i for i in eval_split.index.image_ids() if i != image_id
+              and eval_split.index.image_info(i).get("pair") == info["pair"]]
+    mine = set(info.get("objects") or [])
+    theirs = set(eval_split.index.image_info(others[0]).get("objects") or []) if others else set()
+    if mine - theirs or theirs - mine:
+        return (f"pair {pair + 1}: {', '.join(sorted(mine - theirs)) or 'without'} "
+                f"(not {', '.join(sorted(theirs - mine)) or 'nothing'})")
+    side = "ab"[sorted([image_id, *others]).index(image_id)] if len(others) == 1 else str(image_id)
+    return f"pair {pair + 1}, image {side}"
+
+
 def build_figures(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, evaluation: Manifest,
                   reporting: ReportingParams) -> dict:
     """The report's figures: the sentence-level figure (EAGLE beside the random floor and the baselines, the
@@ -155,8 +192,9 @@ def build_figures(vlm, eval_split: CocoSplit, attributions: Manifest, baselines:
     tokens: dict[int, list[str]] = {}
     if "sentence" in levels:
         samples = _samples(vlm, eval_split, attributions, "sentence", reporting.figure_samples)
-        figs["sentence"] = figures.sentence_figure([(i, a) for _, i, a in samples], seed,
-                                                   _baseline_maps(samples, baselines))
+        figs["sentence"] = figures.sentence_figure(
+            [(i, a) for _, i, a in samples], seed, _baseline_maps(samples, baselines),
+            titles=[_row_title(eval_split, attributions.info(k)) for k, _, _ in samples])
         sentence = [attributions.load(k) for k, v in attributions.items.items() if v["level"] == "sentence"]
         figs["influence"] = figures.influence_bars(sentence)
         tokens = {int(a.meta.get("image_id", -1)): list(a.target_words) for a in sentence}
