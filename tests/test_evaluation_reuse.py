@@ -125,3 +125,93 @@ def test_bank_curves_match_a_records_curves_object():
     order = np.arange(regions.n_regions)
     curves = region_curves(PixelScorer(), regions, order)
     assert isinstance(curves, Curves) and curves.insertion.shape == (regions.n_regions, 3)
+
+
+# --- on the shipped model: what the bank relies on --------------------------------------------------------------
+ROOT = __import__("pathlib").Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from eagle_pipelines.io import VisionLanguageModelDataset
+
+    return VisionLanguageModelDataset(path=str(ROOT / "data/06_models/toy_qwen2_5_vl")).load()
+
+
+def test_the_shipped_models_scores_do_not_depend_on_the_batch(shipped, eval_split):
+    """A mask's probabilities are the same alone, in a batch of others and in another batch size: what lets the
+    evaluation score every method's masks together with unchanged metrics."""
+    image = next(iter(eval_split.images.values()))
+    answer = shipped.generate_batch([image], "Describe the image.", max_new_tokens=6)[0]
+    positions = list(range(len(answer.token_ids)))
+    masks = np.random.default_rng(0).random((12, *image.shape[:2])) < 0.5
+    batched = shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=12)(masks)
+    small = shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=5)(masks)
+    alone = np.concatenate([shipped.scorer(image, "Describe the image.", answer.token_ids, positions,
+                                           batch_size=1)(m[None]) for m in masks[:3]])
+    np.testing.assert_array_equal(batched, small)
+    np.testing.assert_array_equal(batched[:3], alone)
+
+
+def test_the_bank_on_the_shipped_model_gives_each_methods_fresh_metrics(shipped, eval_split):
+    image = next(iter(eval_split.images.values()))
+    answer = shipped.generate_batch([image], "Describe the image.", max_new_tokens=6)[0]
+    positions = list(range(len(answer.token_ids)))
+    maps = _maps(seed=2, shape=image.shape[:2])
+    fresh = {}
+    passes = 0
+    for name, entry in maps.items():  # one scorer per method, as the evaluation did before the bank
+        scorer = shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=64)
+        fresh[name] = score_methods(scorer, {name: entry}, 4)[0]
+        passes += 2 * 4
+    bank = MaskBank(shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=64))
+    with bank.gathering():
+        score_methods(bank, maps, 4)
+    bank.flush()
+    shared = {row["method"]: row for row in score_methods(bank, maps, 4)}
+    for name, row in fresh.items():
+        assert {k: v for k, v in shared[name].items() if k != "eval_seconds"} == \
+               {k: v for k, v in row.items() if k != "eval_seconds"}
+    # a and b agree (their 8 masks once), the full and black images once for all three
+    from eagle_pipelines.core.metrics import pixel_order_masks
+
+    distinct = set()
+    for saliency, _ in maps.values():
+        masks = pixel_order_masks(saliency, 4)[0]
+        distinct |= {m.tobytes() for m in np.concatenate([masks, ~masks])}
+    assert bank.forward_passes == len(distinct) <= passes - 8 - 4 and passes == 24
+
+
+# --- timings ------------------------------------------------------------------------------------------------------
+def test_node_timings_reach_the_published_run_json():
+    from types import SimpleNamespace
+
+    from eagle_pipelines.timings import NodeTimingHook, node_timings, share
+
+    hook = NodeTimingHook()
+    hook.before_pipeline_run()
+    assert node_timings() == {}
+    for name in ("eagle_coco.explanation.explain", "eagle_coco.evaluation.evaluate"):
+        node = SimpleNamespace(name=name)
+        hook.before_node_run(node)
+        hook.after_node_run(node, {"out": 1})
+    before = node_timings()
+    assert list(before) == ["eagle_coco.explanation.explain", "eagle_coco.evaluation.evaluate"]
+    assert all(s >= 0 for s in before.values())
+    report = SimpleNamespace(name="eagle_coco.reporting.publish_report")
+    hook.before_node_run(report)
+    bundle = {"run.json": {"timings": dict(before)}, "report.html": "<html>"}
+    hook.after_node_run(report, {"eagle_coco.report": bundle})
+    assert list(bundle["run.json"]["timings"]) == [*before, "eagle_coco.reporting.publish_report"]
+    timings = {"a.evaluation.evaluate": 1.0, "a.evaluation.aggregate_metrics": 1.0, "a.explanation.explain": 2.0}
+    assert share(timings, "evaluat") == 0.5 and share({}, "evaluat") == 0.0
+    hook.before_pipeline_run()  # a new run starts empty
+    assert node_timings() == {}
+
+
+def test_the_report_shows_the_timings():
+    from eagle_pipelines.pipelines.experiment.report import timings_section
+
+    html = timings_section({"eagle_coco.explanation.explain": 3.0, "eagle_coco.evaluation.evaluate": 1.0})
+    assert "Where the time went" in html and "eagle_coco.evaluation.evaluate" in html and "0.2500" in html
+    assert timings_section({}) == ""

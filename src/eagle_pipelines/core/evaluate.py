@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 
@@ -26,7 +27,7 @@ from eagle_pipelines.core.search import CountingScorer, _prefix_sets, complete_t
 class MaskBank:
     """A TokenScorer over `scorer` that scores each distinct keep-mask once.
 
-    Masks are told apart by their bits. ``know`` files masks whose probabilities exist already (no pass);
+    Masks are told apart by a digest of their bits. ``know`` files masks whose probabilities exist already (no pass);
     ``want`` queues masks; ``flush`` scores every queued mask in one call of `scorer` (which chunks it into its
     batches); calling the bank returns each mask's probabilities, scoring what is still unknown. Inside
     ``gathering()`` a call only queues its masks and returns zeros, so running the methods' own code once there
@@ -47,7 +48,10 @@ class MaskBank:
 
     @staticmethod
     def _key(mask: np.ndarray) -> bytes:
-        return np.packbits(mask).tobytes() + np.asarray(mask.shape, dtype=np.int64).tobytes()
+        """The mask's identity: a 128-bit digest of its shape and bits (a bank holds many masks of large images)."""
+        digest = hashlib.blake2b(np.asarray(mask.shape, dtype=np.int64).tobytes(), digest_size=16)
+        digest.update(np.packbits(mask).tobytes())
+        return digest.digest()
 
     def know(self, masks: np.ndarray, probs: np.ndarray) -> None:
         """Files the (B, T) probabilities of (B, H, W) masks that were scored already (the first value stays)."""
