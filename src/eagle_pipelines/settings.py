@@ -2,6 +2,7 @@
 
 from eagle_pipelines.hooks import ComputeHook, InputCheckHook, ParameterValidationHook
 from eagle_pipelines.provenance import ProvenanceCatalog, ProvenanceHook
+from eagle_pipelines.timings import NodeTimingHook
 from eagle_pipelines.tracking import TrackingHook
 
 # Before any node runs: parameters are validated (a wrong value fails with its name), and the inputs the user
@@ -9,8 +10,9 @@ from eagle_pipelines.tracking import TrackingHook
 # pluggy calls the hook registered last first: parameters, then inputs.
 # Then provenance: the data folder is locked for this run, outputs made under other parameters count as missing
 # (--only-missing-outputs), and a partial run whose inputs are stale stops (src/eagle_pipelines/provenance.py).
-# Last: where the per-item jobs run (params:compute: this process or Ray workers; the workers stop after the run).
-HOOKS = (ComputeHook(), TrackingHook(), ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
+# Then where the per-item jobs run (params:compute: this process or Ray workers; the workers stop after the run).
+# Last: each node's wall seconds (run.json `timings`, src/eagle_pipelines/timings.py).
+HOOKS = (NodeTimingHook(), ComputeHook(), TrackingHook(), ProvenanceHook(), InputCheckHook(), ParameterValidationHook())
 DATA_CATALOG_CLASS = ProvenanceCatalog
 # Experiment tracking: TrackingHook (src/eagle_pipelines/tracking.py) stands in for kedro-mlflow's own hook, so a
 # report's run is logged once and an unusable mlruns/ store only warns (docs/tracking.md).

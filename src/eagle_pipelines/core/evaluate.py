@@ -4,18 +4,115 @@
   prefix sets: EAGLE's own recorded curves, the random order's computed the same way.
 - Pixel protocol: any pixel map (EAGLE's saliency, a baseline's map, the random floor's) is ranked into `steps`
   keep/remove steps of equal pixel fractions, scored with the same scorer.
+- ``MaskBank``: the scorer the methods of one target share. Each distinct keep-mask is scored once (step 0, the
+  full image and the black image of every method; the steps of methods whose rankings agree), masks whose
+  probabilities are already known (EAGLE's search record of its prefix sets) cost no pass, and the masks of all
+  the methods are gathered first and scored in one batched call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from contextlib import contextmanager
 
 import numpy as np
 from eagle_pipelines.core.geometry import PhotoGrid
 from eagle_pipelines.core.metrics import Curves, faithfulness, pixel_order_masks, point_game
 from eagle_pipelines.core.regions import RegionMap
 from eagle_pipelines.core.scoring import RegionScorer, TokenScorer
-from eagle_pipelines.core.search import CountingScorer, complete_trace
+from eagle_pipelines.core.search import CountingScorer, _prefix_sets, complete_trace
+
+
+class MaskBank:
+    """A TokenScorer over `scorer` that scores each distinct keep-mask once.
+
+    Masks are told apart by a digest of their bits. ``know`` files masks whose probabilities exist already (no pass);
+    ``want`` queues masks; ``flush`` scores every queued mask in one call of `scorer` (which chunks it into its
+    batches); calling the bank returns each mask's probabilities, scoring what is still unknown. Inside
+    ``gathering()`` a call only queues its masks and returns zeros, so running the methods' own code once there
+    gathers exactly the masks they will ask for. The probabilities are the scorer's: the same as scoring each
+    method alone wherever the scorer gives a mask the same probabilities in any batch (the models of this
+    project on a CPU; tests/test_evaluation_reuse.py), so every metric is unchanged.
+
+    ``forward_passes`` counts the masks sent to `scorer`; ``reused`` the masks served without a pass."""
+
+    def __init__(self, scorer: TokenScorer):
+        self.scorer = scorer
+        self.target_positions = scorer.target_positions
+        self._probs: dict[bytes, np.ndarray] = {}
+        self._pending: dict[bytes, np.ndarray] = {}
+        self._gathering = False
+        self.forward_passes = 0
+        self.reused = 0
+
+    @staticmethod
+    def _key(mask: np.ndarray) -> bytes:
+        """The mask's identity: a 128-bit digest of its shape and bits (a bank holds many masks of large images)."""
+        digest = hashlib.blake2b(np.asarray(mask.shape, dtype=np.int64).tobytes(), digest_size=16)
+        digest.update(np.packbits(mask).tobytes())
+        return digest.digest()
+
+    def know(self, masks: np.ndarray, probs: np.ndarray) -> None:
+        """Files the (B, T) probabilities of (B, H, W) masks that were scored already (the first value stays)."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if len(masks) != len(probs):
+            raise ValueError(f"{len(masks)} masks but {len(probs)} rows of probabilities")
+        for mask, p in zip(np.asarray(masks, dtype=bool), probs):
+            self._probs.setdefault(self._key(mask), p)
+
+    def want(self, masks: np.ndarray) -> None:
+        """Queues the masks not known yet (each distinct mask once)."""
+        for mask in np.asarray(masks, dtype=bool):
+            key = self._key(mask)
+            if key not in self._probs:
+                self._pending.setdefault(key, mask)
+
+    def flush(self) -> None:
+        """Scores every queued mask in one call of the scorer."""
+        if not self._pending:
+            return
+        keys = list(self._pending)
+        probs = np.asarray(self.scorer(np.stack([self._pending[k] for k in keys])), dtype=np.float64)
+        self.forward_passes += len(keys)
+        self._probs.update(zip(keys, probs))
+        self._pending.clear()
+
+    @contextmanager
+    def gathering(self):
+        """Calls inside only queue their masks (and return zeros); ``flush`` afterwards scores them together."""
+        self._gathering = True
+        try:
+            yield self
+        finally:
+            self._gathering = False
+
+    def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
+        keep_masks = np.asarray(keep_masks, dtype=bool)
+        if self._gathering:
+            self.want(keep_masks)
+            return np.zeros((len(keep_masks), len(self.target_positions)))
+        keys = [self._key(m) for m in keep_masks]
+        before = sum(k in self._probs for k in keys)
+        self.want(keep_masks)
+        self.flush()
+        self.reused += before
+        if not keys:
+            return np.zeros((0, len(self.target_positions)))
+        return np.stack([self._probs[k] for k in keys])
+
+
+def prefix_masks(regions: RegionMap, order: np.ndarray) -> np.ndarray:
+    """The keep-masks of the prefix sets of `order` (n, then their removals: 2n), as ``region_curves`` scores
+    them."""
+    sets = _prefix_sets(np.asarray(order, dtype=int), regions.n_regions)
+    return regions.masks(np.concatenate([sets, ~sets]))
+
+
+def know_record(bank: MaskBank, regions: RegionMap, order: np.ndarray, insertion: np.ndarray,
+                deletion: np.ndarray) -> None:
+    """Files a search's record (the prefix sets of its order, kept and removed) in `bank`: no pass for them."""
+    bank.know(prefix_masks(regions, order), np.concatenate([insertion, deletion]))
 
 
 def random_order(n: int, seed: int, *ids: int) -> np.ndarray:

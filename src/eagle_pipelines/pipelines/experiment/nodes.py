@@ -8,6 +8,7 @@ Parameters arrive validated, as the pydantic models of ``eagle_pipelines.paramet
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -16,7 +17,15 @@ from tqdm.auto import tqdm
 
 from eagle_pipelines.api import explain
 from eagle_pipelines.core.baselines import BASELINES, run_baseline
-from eagle_pipelines.core.evaluate import object_at, order_saliency, random_order, region_curves, score_methods
+from eagle_pipelines.core.evaluate import (
+    MaskBank,
+    know_record,
+    object_at,
+    order_saliency,
+    random_order,
+    region_curves,
+    score_methods,
+)
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
 from eagle_pipelines.core.geometry import PhotoGrid, photo_grid, working_image
@@ -404,18 +413,92 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
              evaluation: EvaluationParams) -> dict:
     """Metric rows of every attribution (EAGLE's own curves and the pixel protocol, beside the seeded random
     floor over the same regions; key ``eagle/<target key>``) and of every baseline map (pixel protocol; key
-    ``<method>/<target key>``), each filed under the hash of what it scores and the evaluation settings."""
+    ``<method>/<target key>``), each filed under the hash of what it scores and the evaluation settings.
+
+    The items of one target share one scorer (``_TargetScores``): the masks of all its methods still to score
+    are gathered and scored together, each distinct mask once, and EAGLE's recorded prefix sets cost no pass
+    (core/evaluate.py: ``MaskBank``). Jobs on Ray workers each score their own masks."""
+    from eagle_pipelines.io import executors
+
+    pooled = executors.current().name == "sequential"
+    groups: dict[tuple, _TargetScores] = {}
+
+    def group_of(info: dict) -> _TargetScores:
+        shared = (info["image_id"], info["image_sha"], info["prompt"], tuple(info["token_ids"]),
+                  tuple(info["positions"]), info.get("compose", "pixel_values"))
+        if not pooled:
+            return _TargetScores(vlm, eval_split, info, evaluation, store)
+        return groups.setdefault(shared, _TargetScores(vlm, eval_split, info, evaluation, store))
+
     jobs = []
     for key, info in attributions.items.items():
         fp = fingerprint("evaluate", info["fp"], evaluation, _annotation(eval_split, info))
-        jobs.append(Job(f"eagle/{key}", fp, _evaluate_job(vlm, eval_split, attributions, key, evaluation, None),
-                        {"method": "eagle", "target": key, "level": info["level"]}))
+        jobs.append(Job(f"eagle/{key}", fp, group_of(info).job(
+            f"eagle/{key}", fp, _evaluate_rows(vlm, eval_split, attributions, key, evaluation, None)),
+            {"method": "eagle", "target": key, "level": info["level"]}))
     for key, info in baselines.items.items():
         fp = fingerprint("evaluate", info["fp"], evaluation, _annotation(eval_split, info))
         target = key.split("/", 1)[1]
-        jobs.append(Job(key, fp, _evaluate_job(vlm, eval_split, baselines, key, evaluation, info["method"]),
-                        {"method": info["method"], "target": target, "level": info["level"]}))
-    return run_jobs(store, jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")})
+        jobs.append(Job(key, fp, group_of(info).job(
+            key, fp, _evaluate_rows(vlm, eval_split, baselines, key, evaluation, info["method"])),
+            {"method": info["method"], "target": target, "level": info["level"]}))
+    manifest = run_jobs(store, jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")})
+    passes = sum(g.forward_passes for g in groups.values())
+    if passes:
+        logger.info("evaluation: %d forward passes for %d targets (%d masks served without a pass)", passes,
+                    len(groups), sum(g.reused for g in groups.values()))
+    return manifest
+
+
+class _TargetScores:
+    """What the evaluation items of one target share: the image, and one ``MaskBank`` over one scorer (same
+    image, prompt, answer, explained tokens and compose). At the first item to make, every item of the target
+    that the store does not hold yet runs once in the bank's gathering mode, so the masks of all of them are
+    scored in one batched call; each item then reads its probabilities. Released after the last of them."""
+
+    def __init__(self, vlm, eval_split, info: dict, params: EvaluationParams, store: ItemStore):
+        self.vlm, self.eval_split, self.info, self.params, self.store = vlm, eval_split, info, params, store
+        self.members: dict[str, tuple[str, object]] = {}  # item key -> (fingerprint, rows function)
+        self.pending: set[str] = set()
+        self.bank = self.photo = self.image = None
+        self.gathering = False
+        self.forward_passes = self.reused = 0
+
+    def job(self, key: str, fp: str, rows):
+        self.members[key] = (fp, rows)
+        return partial(self.compute, key)
+
+    def _ready(self) -> None:
+        if self.bank is not None:
+            return
+        info, compose = self.info, self.info.get("compose", "pixel_values")
+        self.photo = self.eval_split.pixels(info["image_id"], info["image_sha"])
+        self.image = working_image(self.vlm, self.photo, compose)
+        self.bank = MaskBank(self.vlm.scorer(self.image, info["prompt"], info["token_ids"], info["positions"],
+                                             batch_size=self.params.batch_size, compose=compose))
+        todo = [k for k, (fp, _) in self.members.items()
+                if len(self.members) == 1 or (self.store.skipped(k, fp) is None and not self.store.has(k, fp))]
+        self.pending = set(todo)
+        self.gathering = True
+        with self.bank.gathering():
+            for key in todo:
+                try:
+                    self.members[key][1](self)
+                except Exception:  # noqa: BLE001 - the item's own run raises it again and records it
+                    pass
+        self.gathering = False
+        self.bank.flush()
+
+    def compute(self, key: str) -> dict:
+        try:
+            self._ready()
+            return self.members[key][1](self)
+        finally:
+            self.pending.discard(key)
+            if not self.pending and self.bank is not None:  # the last item of the target: free the masks
+                self.forward_passes += self.bank.forward_passes
+                self.reused += self.bank.reused
+                self.bank = self.photo = self.image = None
 
 
 def _annotation(eval_split: CocoSplit, info: dict):
@@ -431,19 +514,19 @@ def _object(eval_split: CocoSplit, image_id: int, annotation_id, grid: PhotoGrid
     return object_at(grid, found[0].mask, found[0].bbox) if found else None
 
 
-def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: EvaluationParams, method: str | None):
+def _evaluate_rows(vlm, eval_split, manifest: Manifest, key: str, params: EvaluationParams, method: str | None):
+    """The metric rows of one item, scored through its target's shared bank (``_TargetScores``)."""
     info = manifest.info(key)
 
-    def compute():
+    def rows_of(shared: _TargetScores) -> dict:
         compose = info.get("compose", "pixel_values")
-        photo = eval_split.pixels(info["image_id"], info["image_sha"])
-        image = working_image(vlm, photo, compose)
-        scorer = vlm.scorer(image, info["prompt"], info["token_ids"], info["positions"],
-                            batch_size=params.batch_size, compose=compose)
+        photo, image, scorer = shared.photo, shared.image, shared.bank
         ann_id = info["meta"].get("annotation_id")
         if method is None:  # EAGLE and the random floor over the same regions
             a = manifest.load(key)
             regions = RegionMap(a.labels, a.meta.get("regions", {}))
+            if a.labels.shape == image.shape[:2]:  # its search record: those masks cost no pass
+                know_record(scorer, regions, a.order, a.insertion, a.deletion)
             order = random_order(regions.n_regions, params.random_seed, info["image_id"], int(ann_id or 0))
             maps = {"eagle": (order_saliency(a.order, a.labels), Curves(a.area, a.insertion, a.deletion)),
                     "random": (order_saliency(order, a.labels), region_curves(scorer, regions, order))}
@@ -459,7 +542,7 @@ def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: Evaluat
                              f"{image.shape[1]}x{image.shape[0]}")
         obj = None if ann_id is None else _object(eval_split, info["image_id"], ann_id,
                                                   photo_grid(vlm, photo.shape[:2], compose))
-        if obj is not None and not obj[0].any():
+        if obj is not None and not obj[0].any() and not shared.gathering:
             logger.warning("%s: the object lies outside what the model sees (its processor crops it off): "
                            "Point Game left undefined", key)
         rows = score_methods(scorer, maps, params.pixel_steps, obj, params.pixel_ties)
@@ -470,7 +553,7 @@ def _evaluate_job(vlm, eval_split, manifest: Manifest, key: str, params: Evaluat
                         "peak_memory_mb": facts[row["method"]][1]})
         return {"rows": rows}
 
-    return compute
+    return rows_of
 
 
 # --- tables -------------------------------------------------------------------------------------------------------

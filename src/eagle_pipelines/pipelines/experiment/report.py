@@ -295,18 +295,35 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     if cells is not None and len(cells):
         run["paper cells covered"] = f"{int(cells['covered'].astype(bool).sum())} of {len(cells)}"
     protocol = reporting.headline_protocol if reporting is not None else "pixels"
+    from eagle_pipelines.timings import node_timings
+
+    timings = node_timings()  # every node before this one (NodeTimingHook adds this node's own to run.json)
     page = _html(metrics, pngs, coverage, run, {"experiment": experiment, **params}, protocol, explorer_data,
-                 paper_comparison)
+                 paper_comparison, timings)
     skipped = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     bundle = {"metrics.csv": metrics, "metrics_per_sample.csv": metrics_per_sample, "skipped.csv": skipped,
               "report.html": page,
-              "run.json": {**run, "params": {"experiment": experiment, **params}, "coverage": coverage}}
+              "run.json": {**run, "timings": timings, "params": {"experiment": experiment, **params},
+                           "coverage": coverage}}
     if paper_comparison is not None:
         bundle["paper_comparison.csv"] = paper_comparison
     bundle.update({f"figures/{name}.png": png for name, png in pngs.items()})
     if explorer_data is not None:
         bundle["figures/explorer.json"] = explorer_data
     return bundle
+
+
+def timings_section(timings: dict | None) -> str:
+    """The report's section on where the run's time went: each node's wall seconds and share (run.json
+    ``timings``, which also has the report node's own)."""
+    if not timings:
+        return ""
+    total = sum(timings.values())
+    frame = pd.DataFrame({"node": list(timings), "seconds": list(timings.values()),
+                          "share": [s / total if total else 0.0 for s in timings.values()]})
+    return ("<h2>Where the time went</h2><p>Wall seconds of each node of this run, in the order they finished "
+            f"(items already in the stores cost nothing); {total:.1f} s in all before the report itself.</p>"
+            f"{html_page.table(frame)}")
 
 
 def paper_section(comparison: pd.DataFrame | None) -> str:
@@ -334,7 +351,7 @@ def paper_section(comparison: pd.DataFrame | None) -> str:
 
 def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict,
           protocol: str = "pixels", explorer_data: dict | None = None,
-          paper_comparison: pd.DataFrame | None = None) -> str:
+          paper_comparison: pd.DataFrame | None = None, timings: dict | None = None) -> str:
     from eagle_pipelines.reporting.explorer import explorer_html
 
     shown = {name: png for name, png in pngs.items() if name != "table"}
@@ -369,6 +386,7 @@ under it and in metrics.csv.</p>
 <details><summary>All columns, both protocols</summary>{html_page.table(metrics)}</details>
 {paper_section(paper_comparison)}
 {skipped_block}
+{timings_section(timings)}
 {explorer_html(explorer_data)}
 <h2>Figures</h2>
 {html_page.figures(shown, CAPTIONS)}"""
