@@ -180,7 +180,9 @@ class VllmTokenScorer:
         keep_masks = np.asarray(keep_masks, dtype=bool)
         if keep_masks.ndim != 3 or keep_masks.shape[1:] != (self.height, self.width):
             raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        # detokenize=False: the log-probabilities are read by token id, so vLLM need not turn every prompt
+        # token of every copy into text (it would decode each of them once per request)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         n = len(self.answer_ids)
         out = np.zeros((len(keep_masks), len(self.target_positions)))
         for lo in range(0, len(keep_masks), self.batch_size):
