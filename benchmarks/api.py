@@ -9,8 +9,13 @@ with vLLM's CPU build on 127.0.0.1, and measures per image:
 - ``local``: ``explain`` with the transformers adapter (answer generation included);
 - ``api prompt_logprobs``: the same through the server, exact teacher forcing, one request per masked image;
 - ``api top_logprobs``: the reference's top-20 protocol, one request per masked image and target token;
-- ``scorer transformers`` / ``scorer vllm backend``: the scorer alone on the same 64 masked copies of one image
-  (the vLLM offline engine in its own environment), s/image after a warm-up (transformers: the best of 3).
+- ``scorer transformers`` / ``scorer vllm backend`` / ``scorer vllm server``: the scorer alone on the same 64
+  masked copies of one image, s per masked copy after a warm-up, the best of 3: transformers with one torch
+  thread and with torch's default, the vLLM offline engine in its own environment (one OpenMP thread,
+  ``vllm_environment``), the API scorer against the server (prompt_logprobs, --concurrency requests in flight).
+
+``s_per_masked_image`` puts every row on one scale (explain rows: s per image / masked copies per image), and
+``speedup_vs_transformers_scorer`` divides the faster transformers scorer row by it.
 
 Timings of explain are the best of --repeat runs per image (a fresh response cache each time).
 
@@ -37,6 +42,7 @@ from eagle_pipelines.api import explain, load_model
 from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
 from eagle_pipelines.core.regions import superpixels
 from eagle_pipelines.data.shapes import generate_split
+from eagle_pipelines.models.vllm_backend import timing_sets
 from eagle_pipelines.models.vllm_server import VllmServer, ensure_venv, score_in_venv, served_copy
 from eagle_pipelines.parameters import parse
 
@@ -56,27 +62,64 @@ def _aucs(a) -> tuple[float, float]:
     return insertion_auc(curves), deletion_auc(curves)
 
 
-def scorer_rows(local, venv: Path, served: Path, image: np.ndarray, work: Path) -> list[dict]:
-    """s/image of the transformers scorer and of the vLLM offline backend on the same 64 masked copies."""
+def _best_seconds(score, masks: np.ndarray, repeat: int = 3) -> tuple[float, np.ndarray]:
+    """s per masked copy of `score`, the best of `repeat` timings on the sets of ``timing_sets`` (`masks` and its
+    mirror images, as the vLLM backend is timed), and the probabilities of `masks`."""
+    best, probs = float("inf"), None
+    for masks_r in timing_sets(masks, repeat):
+        start = time.perf_counter()
+        out = score(masks_r)
+        best = min(best, (time.perf_counter() - start) / len(masks))
+        probs = out if probs is None else probs
+    return best, probs
+
+
+def scorer_rows(local, venv: Path, served: Path, image: np.ndarray, work: Path) -> tuple[list[dict], dict]:
+    """s per masked copy of the transformers scorer (with one torch thread and with torch's default) and of the
+    vLLM offline backend (one OpenMP thread: ``vllm_server.vllm_environment``) on the same 64 masked copies.
+    Returns the rows and what the server's scorer row needs (the image, the answer ids, the masks, the
+    transformers probabilities)."""
+    import torch
+
     image = local.model_image(image)
     answer = local.generate(image, PROMPT)
     ids = [*answer.token_ids, answer.end_token_id]
     masks = np.random.default_rng(0).random((64, *image.shape[:2])) > 0.4
     scorer = local.scorer(image, PROMPT, ids, list(range(len(ids))), memory_budget_mb=0, batch_size=64)
-    scorer(masks[:4])
-    local_seconds = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        expected = scorer(masks)
-        local_seconds = min(local_seconds, (time.perf_counter() - start) / len(masks))
+    default_threads = torch.get_num_threads()
+    rows, expected = [], None
+    for threads in dict.fromkeys([1, default_threads]):
+        torch.set_num_threads(threads)
+        scorer(~masks[:4])  # warm-up
+        seconds, expected = _best_seconds(scorer, masks)
+        rows.append({"path": "scorer transformers", "threads": threads, "images": 1, "s_per_image": seconds,
+                     "masked_per_image": 64})
+    torch.set_num_threads(default_threads)
     np.savez(work / "masks.npz", image=image, prompt=np.array(PROMPT), answer_ids=np.array(ids),
              positions=np.arange(len(ids)), masks=masks)
     out = score_in_venv(venv, work / "masks.npz", served, work / "vllm.json", work, dtype="float32",
                         max_model_len=256, enforce_eager=True, max_num_seqs=64, repeat=3)
     diff = float(np.abs(np.array(out["probs"]) - expected).max())
-    return [{"path": "scorer transformers", "images": 1, "s_per_image": local_seconds, "masked_per_image": 64},
-            {"path": "scorer vllm backend", "images": 1, "s_per_image": out["seconds_per_image"],
-             "masked_per_image": 64, "max_prob_diff": diff, "engine_start_s": out["engine_seconds"]}]
+    rows.append({"path": "scorer vllm backend", "threads": 1, "images": 1, "s_per_image": out["seconds_per_image"],
+                 "masked_per_image": 64, "max_prob_diff": diff, "engine_start_s": out["engine_seconds"]})
+    return rows, {"image": image, "ids": ids, "masks": masks, "expected": expected}
+
+
+def server_scorer_row(server: VllmServer, case: dict, concurrency: int) -> dict:
+    """s per masked copy of the API scorer (prompt_logprobs, one request per copy, `concurrency` in flight) on the
+    same 64 masked copies, the best of 3 (an empty response cache each time)."""
+    best, probs = float("inf"), None
+    with tempfile.TemporaryDirectory() as cache:
+        for r, masks in enumerate(timing_sets(case["masks"], 3)):
+            api = load_model(api_base=server.url, api_model=server.model_name, cache_dir=f"{cache}/{r}",
+                             max_concurrency=concurrency)
+            score = api.scorer(case["image"], PROMPT, case["ids"], list(range(len(case["ids"]))))
+            start = time.perf_counter()
+            out = score(masks)
+            best = min(best, (time.perf_counter() - start) / len(masks))
+            probs = out if probs is None else probs
+    return {"path": "scorer vllm server", "threads": 1, "images": 1, "s_per_image": best, "masked_per_image": 64,
+            "requests_per_image": 64, "max_prob_diff": float(np.abs(probs - case["expected"]).max())}
 
 
 def explain_rows(local, server: VllmServer, images: list[np.ndarray], n_regions: int, repeat: int) -> list[dict]:
@@ -120,6 +163,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--regions", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=3, help="timings per image and path; the best counts")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="the server's max_num_seqs and the API client's requests in flight")
     parser.add_argument("--out", type=Path, default=ROOT / "data/08_reporting/benchmarks/api.csv")
     args = parser.parse_args()
     venv = ensure_venv(os.environ.get("EAGLE_VLLM_VENV", ROOT / ".venvs/vllm"), python=sys.executable)
@@ -128,10 +173,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         served = served_copy(EMBEDDED, work / "served" / EMBEDDED.name)
-        rows = scorer_rows(local, venv, served, images[min(1, len(images) - 1)], work)
-        with VllmServer(venv, served, work / "server") as server:
+        rows, case = scorer_rows(local, venv, served, images[min(1, len(images) - 1)], work)
+        with VllmServer(venv, served, work / "server", max_num_seqs=args.concurrency) as server:
+            rows.append(server_scorer_row(server, case, args.concurrency))
             rows += explain_rows(local, server, images, args.regions, args.repeat)
     table = pd.DataFrame(rows)
+    table["s_per_masked_image"] = table["s_per_image"] / table["masked_per_image"].where(
+        ~table["path"].str.startswith("scorer"), 1)
+    fastest = table.loc[table["path"] == "scorer transformers", "s_per_masked_image"].min()
+    table["speedup_vs_transformers_scorer"] = fastest / table["s_per_masked_image"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False, float_format="%.6g")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

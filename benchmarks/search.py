@@ -12,7 +12,9 @@ paper's efficient variant, our earlier bidirectional reading of it, lazy greedy 
   pending_samples 8, update_step 5);
 - bidirectional: this project's earlier reading of it (a scored first backward pick, backward picks to the end);
 - lazy: lazy greedy (stale marginal gains as bounds, 2 candidates refreshed per round);
-- pooled: candidate-pool greedy (the default; pool size from a budget of 10% of greedy's passes).
+- pooled: candidate-pool greedy (the default; pool size from a budget of 10% of greedy's passes);
+- windowed: windowed greedy (the singles rank, then greedy over the 5 best- and the 1 worst-ranked unplaced
+  regions for as many steps as fit in 1.2 x 4n passes).
 
 Writes data/08_reporting/benchmarks/search.csv (and search.png: passes against insertion AUC per region count)
 and prints it. Not part of the test suite.
@@ -45,6 +47,7 @@ STRATEGIES = {
     "bidirectional": {"strategy": "bidirectional", "batch_size": 64},
     "lazy": {"strategy": "lazy", "batch_size": 64},
     "pooled": {"strategy": "pooled", "batch_size": 64},
+    "windowed": {"strategy": "windowed", "batch_size": 64},
 }
 
 
@@ -79,6 +82,8 @@ def run(images: int, regions: list[int], strategies: list[str], model_path: str)
                 "deletion_auc": float(np.mean([deletion_auc(c) for c in curves])),
                 "same_order_as_greedy": float(np.mean([np.mean(a.order == g) for a, g in
                                                        zip(attributions, greedy_orders)])),
+                "same_first_region_as_greedy": float(np.mean([a.order[0] == g[0] for a, g in
+                                                              zip(attributions, greedy_orders)])),
                 "speedup_vs_reference": float(reference_seconds / seconds) if reference_seconds else np.nan,
             })
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
@@ -142,6 +147,7 @@ def main() -> None:
     parser.add_argument("--regions", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--model", default=str(ROOT / "data/06_models/toy_qwen2_5_vl"), help="checkpoint folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--hit-rate", action="store_true", help="only the word-level hit rate of the last run")
     parser.add_argument("--out", default=str(ROOT / "data/08_reporting/benchmarks/search.csv"),
                         help="the table (CSV); the figure goes beside it (.png)")
@@ -149,6 +155,10 @@ def main() -> None:
     if args.hit_rate:
         print(word_hit_rate())
         return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     table = run(args.images, args.regions, args.strategies, args.model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,13 @@ from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, superpixels
 from eagle_pipelines.core.scoring import RegionScorer
 from eagle_pipelines.core.search import (CountingScorer, bidirectional, bidirectional_passes, efficient,
-                                         efficient_passes, greedy, lazy, pool_size_for_budget, pooled)
+                                         efficient_passes, greedy, lazy, pool_size_for_budget, pooled, windowed,
+                                         windowed_passes)
 from eagle_pipelines.core.targets import resolve_targets
 from eagle_pipelines.models.base import Answer
 
 STRATEGIES: dict[str, Callable] = {"pooled": pooled, "greedy": greedy, "efficient": efficient, "lazy": lazy,
-                                   "bidirectional": bidirectional}
+                                   "bidirectional": bidirectional, "windowed": windowed}
 #: the fewest pixels a region may hold on average: n_regions is refused beyond H·W / MIN_REGION_PIXELS of the image
 #: (the smaller of the image as given and at the model's resolution). A 4x4 block is about the smallest area SLICO
 #: can still place by colour; beyond it the regions become single pixels and the search cost (greedy: n(n+1)
@@ -55,10 +56,10 @@ ALLOWED = {
 
 
 def _search_models() -> dict:
-    from eagle_pipelines.parameters import EfficientParams, LazyParams, PooledParams
+    from eagle_pipelines.parameters import EfficientParams, LazyParams, PooledParams, WindowedParams
 
     return {"pooled": PooledParams, "efficient": EfficientParams, "lazy": LazyParams,
-            "bidirectional": EfficientParams}
+            "bidirectional": EfficientParams, "windowed": WindowedParams}
 
 
 def check_arguments(prompt=None, strategy: str = "pooled", n_regions: int = 64, lambda1: float = 1.0,
@@ -119,7 +120,7 @@ def max_regions(*shapes: tuple[int, ...]) -> int:
 
 def expected_forward_passes(strategy: str, n: int, search_params: dict | None = None) -> tuple[int, bool]:
     """(forward passes, exact) of `strategy` over `n` regions, as ``core/search.py`` counts them (one per masked
-    image): greedy n(n+1); pooled 2n + K(K−1) + 2(n−K) for its pool of K; efficient and bidirectional by
+    image): greedy n(n+1); pooled 2n + K(K−1) + 2(n−K) for its pool of K; windowed ``windowed_passes``; efficient and bidirectional by
     replaying their schedules (``core/search.py``); lazy only a lower bound, 2 + 2n + 2·Σ min(refresh, remaining)
     (stale bounds may need more rounds)."""
     params = dict(search_params or {})
@@ -138,6 +139,8 @@ def expected_forward_passes(strategy: str, n: int, search_params: dict | None = 
         return efficient_passes(n, **params), True
     if strategy == "bidirectional":
         return bidirectional_passes(n, **params), True
+    if strategy == "windowed":
+        return windowed_passes(n, **params), True
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
 
 

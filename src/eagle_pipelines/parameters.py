@@ -112,13 +112,25 @@ class PooledParams(BaseModel):
     budget: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False, description="fraction of greedy's n(n+1) forward passes")
 
 
+class WindowedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top: Count = Field(default=5, description="best-ranked unplaced regions in each refined step's window")
+    bottom: int = Field(default=1, strict=True, ge=0,
+                        description="worst-ranked unplaced regions in each refined step's window")
+    depth: int | None = Field(default=None, strict=True, ge=0,
+                              description="refined steps after the first; null: the most within budget")
+    budget: float = Field(default=1.2, gt=0, allow_inf_nan=False,
+                          description="forward passes as a multiple of 4n (singles + both curves of every prefix)")
+
+
 class AttributionParams(BaseModel):
     """The EAGLE search and what it explains. The one model of the search's settings: the pipelines validate
     ``params:attribution`` with it before any node runs, and ``explain()`` its arguments (api.check_arguments)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy"] = "pooled"
+    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy", "windowed"] = "pooled"
     lambda1: Weight = 1.0
     lambda2: Weight = 1.0
     batch_size: Count = Field(default=64, description="the most masked images per forward pass")
@@ -128,6 +140,7 @@ class AttributionParams(BaseModel):
     efficient: EfficientParams = EfficientParams()
     lazy: LazyParams = LazyParams()
     pooled: PooledParams = PooledParams()
+    windowed: WindowedParams = WindowedParams()
     levels: tuple[Literal["sentence", "word"], ...] = Field(
         default=("sentence", "word"), min_length=1, description="sentence, word or both (at least one)")
     word_targets: Literal["objects"] | list[str | int] = Field(
@@ -157,7 +170,8 @@ class AttributionParams(BaseModel):
     def search_params(self) -> dict:
         # bidirectional (this project's earlier reading of efficient) takes efficient's settings
         return {"efficient": self.efficient.model_dump(), "bidirectional": self.efficient.model_dump(),
-                "lazy": self.lazy.model_dump(), "pooled": self.pooled.model_dump()}.get(self.strategy, {})
+                "lazy": self.lazy.model_dump(), "pooled": self.pooled.model_dump(),
+                "windowed": self.windowed.model_dump()}.get(self.strategy, {})
 
 
 class EvaluationParams(ParitySwitches):
@@ -352,7 +366,7 @@ class GuidanceParams(BaseModel):
                                        "at the last layer: prior-driven tokens add no evidence; one text pass each)")
     draft: bool = Field(default=False, description="seed g_0 with an unguided draft answer's evidence (the first "
                                                    "token, e.g. a yes/no answer, is otherwise never guided)")
-    strategy: Literal["pooled", "greedy", "efficient", "lazy", "bidirectional"] = "pooled"
+    strategy: Literal["pooled", "greedy", "efficient", "lazy", "bidirectional", "windowed"] = "pooled"
     search_params: dict = Field(default_factory=dict, description="the strategy's settings (explain())")
     batch_size: Count = 32
 
@@ -453,7 +467,7 @@ class EagleVideoParams(BaseModel):
                                      "every answer token ('a red circle')")
     rows: Count = 5
     cols: Count = 5
-    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy"] = "pooled"
+    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy", "windowed"] = "pooled"
     search_params: dict = Field(default_factory=dict, description="the strategy's own settings (pool_size...)")
     lambda1: Weight = 1.0
     lambda2: Weight = 1.0
@@ -469,7 +483,7 @@ class EagleVideoParams(BaseModel):
             raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
                              "arbitrary; give at least one of them a value > 0")
         model = {"pooled": PooledParams, "efficient": EfficientParams, "bidirectional": EfficientParams,
-                 "lazy": LazyParams}.get(self.strategy)
+                 "lazy": LazyParams, "windowed": WindowedParams}.get(self.strategy)
         if self.search_params and model is None:
             raise ValueError(f"strategy {self.strategy!r} takes no search_params; got {self.search_params!r}")
         if self.search_params:

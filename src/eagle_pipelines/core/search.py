@@ -1,5 +1,5 @@
 """Ordered subset selection over image regions: the exact greedy search, the paper's efficient variant and this
-project's faster strategies (pooled, lazy, bidirectional).
+project's faster strategies (pooled, windowed, lazy, bidirectional).
 
 A search sees the model only through ``score(keep) -> probs``: `keep` is a (B, n) boolean matrix of region
 keep-indicators, `probs` the (B, T) probabilities of the explained tokens with the other regions removed (zero
@@ -380,6 +380,88 @@ def pooled(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, p
         if progress:
             progress(len(order))
     order += [v for v in rank if not chosen[v]]
+    if progress:
+        progress(n)
+    return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
+
+
+def _check_windowed(top: int, bottom: int, depth: int | None, budget: float) -> None:
+    for name, value, least in (("top", top, 1), ("bottom", bottom, 0), ("depth", depth, 0)):
+        if name == "depth" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.number)) or not 0 < budget < np.inf:
+        raise ValueError(f"budget must be a finite number > 0, got {budget!r}")
+
+
+def windowed_passes(n: int, top: int = 5, bottom: int = 1, depth: int | None = None, budget: float = 1.2) -> int:
+    """Forward passes of ``windowed`` over `n` regions: 2n (every region alone) + 2·min(top + bottom, n − s) for
+    each refined step s = 1..D + 2 for each later prefix (D = `depth`, or ``windowed_depth`` for `budget`)."""
+    _check_windowed(top, bottom, depth, budget)
+    d = windowed_depth(n, top, bottom, budget) if depth is None else min(depth, n - 1)
+    return 2 * n + sum(2 * min(top + bottom, n - s) for s in range(1, d + 1)) + 2 * (n - 1 - d)
+
+
+def windowed_depth(n: int, top: int = 5, bottom: int = 1, budget: float = 1.2) -> int:
+    """The most refined steps D whose ``windowed`` search costs at most `budget` · 4n forward passes (4n: the
+    singles plus one keep and one remove pass per prefix, what a search recording both curves needs at least);
+    0 when even D = 0 does not fit."""
+    _check_windowed(top, bottom, None, budget)
+    d = 0
+    while d < n - 1 and windowed_passes(n, top, bottom, d + 1) <= budget * 4 * n:
+        d += 1
+    return d
+
+
+def windowed(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, top: int = 5, bottom: int = 1,
+             depth: int | None = None, budget: float = 1.2,
+             progress: Callable[[int], None] | None = None) -> SearchTrace:
+    """Windowed greedy: greedy's first step ranks every region, greedy refines the head of the order over a small
+    window of candidates, the rest follow in rank. This project's own strategy (not in the paper).
+
+    1. Every region is scored alone, keep {v} and remove {v} (2n passes): greedy's first step. Its argmax is the
+       first region (greedy's own first pick), its objective ranks the others.
+    2. For D refined steps (`depth`; None: the most that fit in `budget` · 4n passes, ``windowed_depth``), the
+       window is the `top` best-ranked and the `bottom` worst-ranked regions not yet placed; each is scored on
+       top of the regions placed so far (keep S ∪ {v} and remove S ∪ {v}) and the argmax (ties: the lowest id,
+       as in greedy) is placed next. Its two scores are that prefix's curve points, so nothing is scored twice.
+    3. The other regions follow in their rank; each prefix's curves cost 2 passes.
+
+    Why the bottom of the rank: a region whose objective alone is the lowest (kept alone it pulls the answer
+    away; removed alone it changes little) is often the one that completes the regions already chosen (on the
+    embedded model, greedy took the singles' last-ranked region among its first 10 picks in 3 of 4 images at
+    n = 64), and it is exactly the region a rank-only strategy puts last. The head carries most of the
+    insertion AUC: the curves saturate after a few regions. Cost: ``windowed_passes`` (304 at n = 64 with the
+    defaults: 1.19 · 4n, 7 % of greedy's n(n+1)). With top ≥ n − 1 and depth = n − 1 it is exactly ``greedy``.
+    """
+    _check_windowed(top, bottom, depth, budget)
+    n = scorer.n
+    d = windowed_depth(n, top, bottom, budget) if depth is None else min(depth, n - 1)
+    keep, remove = scorer.keep_and_remove(np.eye(n, dtype=bool))
+    first = objective_of(keep, remove, lambda1, lambda2)
+    rank = [int(v) for v in np.argsort(-first, kind="stable")]  # ties: the lower id first, as in greedy
+    chosen = np.zeros(n, dtype=bool)
+    order = [rank[0]]
+    chosen[rank[0]] = True
+    known = {0: (keep[rank[0]], remove[rank[0]])}
+    remaining = rank[1:]
+    if progress:
+        progress(1)
+    for _ in range(d):
+        window = sorted(set(remaining[:top]) | set(remaining[len(remaining) - bottom:] if bottom else ()))
+        sets = np.repeat(chosen[None], len(window), axis=0)
+        sets[np.arange(len(window)), window] = True
+        keep_w, remove_w = scorer.keep_and_remove(sets)
+        best = int(np.argmax(objective_of(keep_w, remove_w, lambda1, lambda2)))
+        v = window[best]
+        chosen[v] = True
+        order.append(v)
+        remaining.remove(v)
+        known[len(order) - 1] = (keep_w[best], remove_w[best])
+        if progress:
+            progress(len(order))
+    order += remaining
     if progress:
         progress(n)
     return complete_trace(scorer, np.array(order), known, lambda1, lambda2)

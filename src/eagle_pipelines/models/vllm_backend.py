@@ -180,13 +180,17 @@ class VllmTokenScorer:
         keep_masks = np.asarray(keep_masks, dtype=bool)
         if keep_masks.ndim != 3 or keep_masks.shape[1:] != (self.height, self.width):
             raise ValueError(f"masks are {keep_masks.shape[1:]}, the model image is {(self.height, self.width)}")
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        # detokenize=False: the log-probabilities are read by token id, so vLLM need not turn every prompt
+        # token of every copy into text (it would decode each of them once per request)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         n = len(self.answer_ids)
         out = np.zeros((len(keep_masks), len(self.target_positions)))
         for lo in range(0, len(keep_masks), self.batch_size):
             chunk = keep_masks[lo:lo + self.batch_size]
+            # the masked copies go in as arrays: vLLM hands them to the image processor as they are (a PIL image
+            # would be converted and normalised first, then turned back into an array by the processor)
             prompts = [{"prompt_token_ids": self.ids,
-                        "multi_modal_data": {"image": _pil(self.image * m[..., None].astype(self.image.dtype))}}
+                        "multi_modal_data": {"image": self.image * m[..., None].astype(self.image.dtype)}}
                        for m in chunk]
             for k, result in enumerate(self.llm.generate(prompts, params, use_tqdm=False)):
                 logprobs = result.prompt_logprobs
@@ -255,12 +259,20 @@ class VllmModelDataset(_dataset_base()):
         return {"path": self._path, "family": self._family, "dtype": self._dtype, "llm_options": self._llm_options}
 
 
+def timing_sets(masks: np.ndarray, repeat: int) -> list[np.ndarray]:
+    """`repeat` sets of masked copies for timing a scorer: `masks` itself first, then its mirror images (left-right,
+    up-down, both; then again), so that no repeat is served from vLLM's multimodal processor cache: in a search
+    every masked copy is new."""
+    flips = [masks, masks[:, :, ::-1], masks[:, ::-1, :], masks[:, ::-1, ::-1]]
+    return [np.ascontiguousarray(flips[r % 4]) for r in range(max(1, int(repeat)))]
+
+
 def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Path, repeat: int = 1,
                **llm_options) -> dict:
     """Builds the engine for `model_dir`, generates the answer for the image in `masks_file` (an .npz with
     ``image``, ``prompt``, ``answer_ids``, ``positions``, ``masks``) and scores its masks; writes and returns the
-    probabilities, the answer and the timings (engine start; scoring s/image after one warm-up call, the best of
-    `repeat`). What the tests and benchmarks/api.py run in the vLLM environment
+    probabilities (of ``masks``), the answer and the timings (engine start; scoring s/image after one warm-up
+    call, the best of `repeat`, each on copies not scored before: ``timing_sets``). What the tests and benchmarks/api.py run in the vLLM environment
     (``python -m eagle_pipelines.models.vllm_backend``)."""
     import json
 
@@ -273,12 +285,13 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
     answer = model.generate(image, prompt)
     scorer = model.scorer(image, prompt, [int(t) for t in data["answer_ids"]], [int(t) for t in data["positions"]])
     masks = data["masks"]
-    scorer(masks[: min(4, len(masks))])  # warm-up
-    seconds = float("inf")
-    for _ in range(repeat):  # the best of `repeat` timings
+    scorer(~masks[: min(4, len(masks))])  # warm-up (copies the timings do not see again)
+    seconds, probs = float("inf"), None
+    for masks_r in timing_sets(masks, repeat):  # the best of `repeat` timings
         start = time.perf_counter()
-        probs = scorer(masks)
+        out = scorer(masks_r)
         seconds = min(seconds, time.perf_counter() - start)
+        probs = out if probs is None else probs
     engine_core = getattr(getattr(model.llm, "llm_engine", None), "engine_core", None)
     if engine_core is not None:  # stop the engine process now, not in the interpreter's teardown
         engine_core.shutdown()
