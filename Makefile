@@ -1,5 +1,7 @@
 # `make run`  : installs the project with its extras into .venv (versions of constraints.txt), then runs the main job on the embedded default.
 # `make test` : the same install, then runs the test suite.
+# `make demo` : eagle_coco on the first 4 images in demo/ (about a minute; its own data/ and mlruns/).
+# `make ui`   : mlflow's user interface on mlruns/ (http://127.0.0.1:5000); `make viz` then `make viz-serve`: the lineage.
 # `make paper MODEL=qwen2_5_vl_3b` : the paper's tables for one model on a GPU (docs/paper.md); first
 #               `make paper-cost MODEL=...` : the forward passes per table and the hours they take.
 PYTHON ?= python3
@@ -9,7 +11,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test train viz paper paper-cost
+.PHONY: run test demo ui train viz viz-serve paper paper-cost
 
 # The project with its extras (EXTRAS), each distribution at the exact version of constraints.txt (docs/install.md).
 EXTRAS ?= test
@@ -20,14 +22,24 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/kedro run --pipeline=eagle_coco
+	$(BIN)/kedro run --pipelines=eagle_coco
+
+# A smoke run for people trying the project out: eagle_coco end to end on the first DEMO_IMAGES images, in demo/
+# (its own data/, mlruns/ and report; data/ and `make run`'s outputs are not touched). src/eagle_pipelines/demo.py
+DEMO_IMAGES ?= 4
+demo: $(BIN)/.installed
+	$(BIN)/python -m eagle_pipelines.demo --images $(DEMO_IMAGES)
+
+# mlflow's user interface on the runs in mlruns/ (the same as `kedro mlflow ui`; docs/tracking.md)
+ui: $(BIN)/.installed
+	$(BIN)/kedro mlflow ui
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
 # Re-trains the shipped embedded model (data/06_models/toy_qwen2_5_vl), about 15 minutes on 2 CPU cores.
 train: $(BIN)/.installed
-	$(BIN)/kedro run --pipeline=toy_model
+	$(BIN)/kedro run --pipelines=toy_model
 
 viz: $(BIN)/.installed
 	$(BIN)/kedro viz build --include-previews
@@ -47,7 +59,7 @@ paper-cost: $(BIN)/.installed
 paper: $(BIN)/.installed
 	$(BIN)/python -m eagle_pipelines.paper_cost --model $(MODEL) $(COST_ARGS)
 	status=0; for p in $(PAPER_PIPELINES); do \
-	  $(BIN)/kedro run --pipeline=$$p --env=paper --params model=$(MODEL)$(if $(PARAMS),$(comma)$(PARAMS)) || status=1; \
+	  $(BIN)/kedro run --pipelines=$$p --env=paper --params model=$(MODEL)$(if $(PARAMS),$(comma)$(PARAMS)) || status=1; \
 	done; \
 	$(BIN)/python -m eagle_pipelines.reporting.paper $(foreach p,$(PAPER_PIPELINES),data/08_reporting/$(p)_paper/$(MODEL)/paper_comparison.csv) || true; \
 	exit $$status
