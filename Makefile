@@ -44,6 +44,14 @@ train: $(BIN)/.installed
 viz: $(BIN)/.installed
 	$(BIN)/kedro viz build --include-previews
 
+# The lineage in a browser: build/ served on 127.0.0.1 (a page opened as file:// stays blank: the app fetches its
+# data over HTTP). One stage at a readable zoom: its focus mode, ?pid=eagle_coco&fid=eagle_coco.explanation
+VIZ_PORT ?= 4141
+viz-serve: $(BIN)/.installed
+	test -f build/index.html || $(MAKE) viz
+	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)/  (one stage: http://127.0.0.1:$(VIZ_PORT)/?pid=eagle_coco&fid=eagle_coco.explanation; Ctrl+C stops)"
+	$(BIN)/python -m http.server $(VIZ_PORT) --bind 127.0.0.1 --directory build
+
 # The paper's tables for one model preset (conf/paper/globals.yml) with `--env=paper`: the cost first, then each
 # pipeline (a failed one does not stop the next), then how many of the paper's cells the comparisons cover.
 # PARAMS: more `--params` (e.g. PARAMS=eval_data.coco.images=20); COST_ARGS: e.g. --measure or --seconds-per-pass 0.03.

@@ -3,8 +3,9 @@ stay at DEBUG, and a log that goes to a file or a pipe is plain lines (no 80-col
 
 - ``quiet_library_warnings()`` (called from settings.py, before Kedro builds its config loader and before
   kedro-mlflow's CLI imports mlflow): Kedro 1.7 and kedro-mlflow register their resolvers through OmegaConf 2.4's
-  deprecated ``register_new_resolver`` (3 warnings per run), and mlflow warns, with raw ANSI colour codes, that
-  kedro-mlflow's ``KedroPipelineModel.predict`` has no type hints (this project logs no pyfunc model). Each filter
+  deprecated ``register_new_resolver`` (3 warnings per run), mlflow warns, with raw ANSI colour codes, that
+  kedro-mlflow's ``KedroPipelineModel.predict`` has no type hints (this project logs no pyfunc model), and
+  kedro-viz imports FastAPI's deprecated ``ORJSONResponse``. Each filter
   matches one message from one library only, so the same words from any other code still show.
 - ``install_console()`` (called from settings.py too, after Kedro applied conf/logging.yml): Kedro's
   ``RichHandler`` stays on a terminal or in a notebook; anywhere else (``kedro run > run.log``, CI) it becomes a
@@ -14,6 +15,8 @@ stay at DEBUG, and a log that goes to a file or a pipe is plain lines (no 80-col
   are still logged. (Kedro 1.7 allows only ``logging`` and ``kedro.logging`` classes in conf/logging.yml unless
   ``KEDRO_LOGGING_MODULE_ALLOWLIST`` names more, so this is done in code, not in that file.) Kedro's first line
   ("Using 'conf/logging.yml' as logging configuration") is printed before the project loads, by Rich.
+- ``SkipNotYetMade`` on kedro-viz's loggers: `make viz` before the pipelines ran prints no "could not be
+  previewed" warning for an output that does not exist yet (56 on a fresh clone); other preview failures show.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import warnings
 LIBRARY_WARNINGS = (
     (r"register_new_resolver\(\) is deprecated", ("kedro", "kedro_mlflow")),
     (r"(\x1b\[\d+m)?Add type hints to the `predict` method", ("mlflow",)),
+    (r"ORJSONResponse is deprecated", ("kedro_viz",)),  # FastAPI's, at kedro-viz's import (`make viz`)
 )
 
 #: the plain format: Kedro's RichHandler columns (time, level, message) without the path
@@ -84,6 +88,31 @@ def install_console(logger: logging.Logger | None = None) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, SkipParameterLoads) for f in handler.filters):
             handler.addFilter(SkipParameterLoads())
+    for name in NOT_YET_MADE_LOGGERS:
+        viz = logging.getLogger(name)
+        if not any(isinstance(f, SkipNotYetMade) for f in viz.filters):
+            viz.addFilter(SkipNotYetMade())
+
+
+#: kedro-viz's loggers that warn about outputs no run has made yet (`make viz` before the pipelines ran)
+NOT_YET_MADE_LOGGERS = ("kedro_viz.models.flowchart.node_metadata", "kedro_viz.api.rest.responses.run_events")
+#: what such a warning says: a file that is not there, or one of our datasets' "has not run" / "does not exist"
+NOT_YET_MADE = re.compile(r"No such file or directory|FileNotFoundError|does not exist: its producer has not run|"
+                          r"their node has not run|Run events file .* not found")
+
+
+class SkipNotYetMade(logging.Filter):
+    """Drops kedro-viz's "'<dataset>' could not be previewed" warnings for outputs that do not exist yet (and its
+    "Run events file ... not found" before any run): the lineage is built before the pipelines ran, and the
+    dataset simply has no preview yet. A preview that fails on data that is there is still a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001
+            return True
+        previews = "could not be previewed" in message or "Run events file" in message
+        return not (previews and NOT_YET_MADE.search(message))
 
 
 class SkipParameterLoads(logging.Filter):
