@@ -95,3 +95,61 @@ def cli() -> None:
 run = copy.copy(kedro_run)
 run.callback = _clean_errors(kedro_run.callback)
 cli.add_command(run, "run")
+
+
+# -- kedro mlflow ui ------------------------------------------------------------------------------------------------
+def _mlflow_group() -> click.Group | None:
+    """kedro-mlflow's ``kedro mlflow`` commands with ``ui`` replaced by ``mlflow_ui`` (the project's cli.py
+    overrides a plugin's command of the same name); None without kedro-mlflow."""
+    try:
+        from kedro_mlflow.framework.cli.cli import mlflow_commands
+    except Exception:  # noqa: BLE001 - kedro-mlflow missing or broken: its commands are not offered
+        return None
+    group = click.Group(name="mlflow", help=mlflow_commands.help)
+    for name, command in mlflow_commands.commands.items():
+        group.add_command(mlflow_ui if name == "ui" else command, name)
+    return group
+
+
+@click.command(name="ui")
+@click.option("--env", "-e", default="local", help="The environment within conf folder we want to retrieve.")
+@click.option("--port", "-p", default=None, help="The port to listen on (default: mlflow.yml ui.port, 5000)")
+@click.option("--host", "-h", default=None, help="The network address to listen on (default: mlflow.yml ui.host)")
+def mlflow_ui(env: str, port: str | None, host: str | None) -> None:
+    """Opens mlflow's user interface on the project's store (mlflow.yml), with the mlflow of this Python
+    environment: `kedro mlflow ui` works without the virtual environment activated (kedro-mlflow's own runs
+    `mlflow` from the PATH). Prints the address of the experiment's runs table."""
+    import os
+    import subprocess
+    import webbrowser
+    from pathlib import Path
+
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro.utils import find_kedro_project
+
+    project_path = find_kedro_project(Path.cwd()) or Path.cwd()
+    bootstrap_project(project_path)
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        context = session.load_context()
+        config = getattr(context, "mlflow", None)
+        if config is None:
+            raise click.ClickException("the mlflow store cannot be used (see the warning above; docs/tracking.md)")
+        host = host or config.ui.host
+        port = str(port or config.ui.port)
+        uri = config.server.mlflow_tracking_uri
+        if uri.startswith("http"):
+            webbrowser.open(uri)
+            return
+        experiment = config.tracking.experiment
+        page = f"http://{host}:{port}/#/experiments/{experiment._experiment.experiment_id}/runs"
+        click.echo(f"mlflow: experiment '{experiment.name}' at {page} (Ctrl+C stops the server)")
+    env_vars = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": os.environ.get("MLFLOW_ALLOW_FILE_STORE", "true")}
+    code = subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+                            "--port", port], env=env_vars)
+    sys.exit(code)
+
+
+_mlflow = _mlflow_group()
+if _mlflow is not None:
+    cli.add_command(_mlflow, "mlflow")

@@ -5,11 +5,15 @@
     eagle-compare --list                           # the runs on record
     eagle-compare --runs 2026-11-22T02.50 2026-11-22T03.10   # two history entries (a unique prefix is enough)
     eagle-compare --metrics insertion_auc deletion_auc
+    eagle-compare --figures                        # also an HTML page: the two runs' figures side by side
 
 Every run that changes a table, a figure or a parameter publishes data/08_reporting/<experiment>/history/<time>/
 (metrics.csv, run.json with the parameters of every stage, ...; docs/outputs.md). This prints the parameters that
 differ (flattened dotted keys, old -> new) and, per method, level and protocol, each metric of the old run, of the
-new one and new - old. It works from any folder inside the project (or --project PATH).
+new one and new - old. It works from any folder inside the project (or --project PATH). ``--figures [PAGE]``
+also writes an HTML page (default data/08_reporting/<experiment>/compare/<old>_vs_<new>.html) with that text and
+every figure of the two runs side by side, paired by file name, changed ones first; the page links the history
+entries' PNGs (nothing is copied) and opens from disk.
 """
 
 from __future__ import annotations
@@ -187,6 +191,74 @@ def render(experiment: str, a: str, b: str, old_run: dict, new_run: dict, params
     return "\n".join(lines)
 
 
+def figure_pairs(old_entry: Path, new_entry: Path) -> list[tuple[str, Path | None, Path | None, str]]:
+    """(name, old PNG, new PNG, status) for every PNG of either history entry, paired by its path inside the entry;
+    status is ``changed``, ``only in old``, ``only in new`` or ``same`` (identical bytes); changed ones first."""
+    import hashlib
+
+    def pngs(entry: Path) -> dict[str, Path]:
+        return {p.relative_to(entry).as_posix(): p for p in sorted(entry.rglob("*.png")) if p.is_file()}
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    old, new = pngs(old_entry), pngs(new_entry)
+    rows = []
+    for name in sorted(old.keys() | new.keys()):
+        a, b = old.get(name), new.get(name)
+        status = "only in new" if a is None else "only in old" if b is None else \
+            "same" if digest(a) == digest(b) else "changed"
+        rows.append((name, a, b, status))
+    rank = {"changed": 0, "only in new": 1, "only in old": 2, "same": 3}
+    return sorted(rows, key=lambda row: rank[row[3]])
+
+
+def figures_page(page: Path, title: str, summary: str, pairs: list[tuple[str, Path | None, Path | None, str]],
+                 labels: tuple[str, str]) -> Path:
+    """Writes `page`: `summary` (the text eagle-compare prints) and one row per figure pair, old left and new
+    right, each image linked by its path relative to the page."""
+    import html
+    import os
+
+    page.parent.mkdir(parents=True, exist_ok=True)
+
+    def cell(path: Path | None, side: str) -> str:
+        if path is None:
+            return f'<td class="none">not in the {side} run</td>'
+        src = html.escape(Path(os.path.relpath(path, page.parent)).as_posix(), quote=True)
+        return f'<td><a href="{src}"><img src="{src}" alt="{side}: {html.escape(path.name)}"></a></td>'
+
+    counts = {s: sum(row[3] == s for row in pairs) for s in ("changed", "only in new", "only in old", "same")}
+    rows = "\n".join(f'<tr class="{status.replace(" ", "-")}"><th colspan="2">{html.escape(name)} '
+                      f'<span class="status">{status}</span></th></tr><tr>{cell(a, "old")}{cell(b, "new")}</tr>'
+                      for name, a, b, status in pairs)
+    text = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
+pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; }}
+table {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
+th {{ text-align: left; padding: 1.2em 0 0.3em; font-weight: 600; }}
+td {{ width: 50%; vertical-align: top; padding: 0.3em; border: 1px solid #ddd; }}
+td.none {{ color: #888; text-align: center; }}
+img {{ max-width: 100%; height: auto; }}
+.status {{ font-weight: normal; color: #666; margin-left: 0.6em; }}
+tr.changed .status {{ color: #b35900; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<pre>{html.escape(summary)}</pre>
+<p>{len(pairs)} figures: {counts["changed"]} changed, {counts["only in new"]} only in the new run,
+{counts["only in old"]} only in the old run, {counts["same"]} the same (identical files).</p>
+<table><thead><tr><th>old: {html.escape(labels[0])}</th><th>new: {html.escape(labels[1])}</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+</body></html>
+"""
+    page.write_text(text, encoding="utf-8")
+    return page
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eagle-compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the runs on record")
     parser.add_argument("--metrics", nargs="+", help="only these metric columns (default: every numeric column)")
     parser.add_argument("--changed", action="store_true", help="only the metrics whose value changed")
+    parser.add_argument("--figures", nargs="?", const="", metavar="PAGE",
+                        help="also write an HTML page with the two runs' figures side by side (default PAGE: "
+                             "data/08_reporting/<experiment>/compare/<old>_vs_<new>.html)")
     parser.add_argument("--verbose", action="store_true", help="show the traceback of an error as well")
     args = parser.parse_args(argv)
     try:
@@ -232,7 +307,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eagle-compare: {error}", file=sys.stderr)
         return 2
     params = param_diff(old_run.get("params"), new_run.get("params"))
-    print(render(args.experiment, a, b, old_run, new_run, params, table, args.changed))
+    text = render(args.experiment, a, b, old_run, new_run, params, table, args.changed)
+    print(text)
+    if args.figures is not None:
+        page = Path(args.figures) if args.figures else report_dir / "compare" / f"{a}_vs_{b}.html"
+        pairs = figure_pairs(report_dir / "history" / a, report_dir / "history" / b)
+        try:
+            figures_page(page, f"{args.experiment}: {a} vs {b}", text, pairs, (a, b))
+        except OSError as error:
+            print(f"eagle-compare: the figures page '{page}' cannot be written ({error.strerror or error}); give "
+                  f"another with --figures PAGE", file=sys.stderr)
+            return 2
+        changed = sum(row[3] != "same" for row in pairs)
+        print(f"\nFigures: {len(pairs)} side by side ({changed} differ) in {page}")
     return 0
 
 

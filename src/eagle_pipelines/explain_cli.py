@@ -32,6 +32,11 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # the shipped embedded model of this checkout (an editable install, as `make` sets up)
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[2] / "data/06_models/toy_qwen2_5_vl")
+#: the video-capable embedded model (continued on clips): the default when a clip is among the inputs
+DEFAULT_VIDEO_MODEL = str(Path(__file__).resolve().parents[2] / "data/06_models/toy_qwen2_5_vl_video")
+#: the default prompts: an image's, and a clip's (the eagle_video experiment's question, clips.prompt)
+IMAGE_PROMPT = "Describe the image."
+VIDEO_PROMPT = "What appears in the video?"
 #: the longest readable part of an output name (bytes); longer names are cut and get a hash of the full name
 MAX_NAME_BYTES = 150
 
@@ -49,9 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or folders of images (any format PIL reads); video files "
                                              "(.mp4, .avi, .mov, .mkv, ...) are explained as clips, and with --video "
                                              "each folder is the frames of one clip")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="a local model folder (default: the embedded model, data/06_models/toy_qwen2_5_vl)")
-    p.add_argument("--prompt", default="Describe the image.")
+    p.add_argument("--model", default=None,
+                   help="a local model folder (default: the embedded model, data/06_models/toy_qwen2_5_vl; when a "
+                        "clip is among the inputs, the video-capable data/06_models/toy_qwen2_5_vl_video)")
+    p.add_argument("--prompt", default=None, help=f"the question (default: {IMAGE_PROMPT!r} for an image, "
+                                                  f"{VIDEO_PROMPT!r} for a clip)")
     p.add_argument("--tokens", nargs="+", help="words or phrases of the answer to explain (default: all tokens)")
     p.add_argument("--strategy", default="pooled", choices=list(STRATEGIES))
     p.add_argument("--regions", type=int, default=64, help="about how many SLICO regions (default 64; at most "
@@ -176,7 +183,12 @@ def image_files(paths: list[str], out: Path | None = None) -> tuple[list[Path], 
     return files, bad
 
 
-def fingerprint(args, model, image_sha256: str) -> dict:
+def prompt_for(args, clip: bool = False) -> str:
+    """The prompt of an input: --prompt, else the default for an image or a clip."""
+    return args.prompt if args.prompt is not None else (VIDEO_PROMPT if clip else IMAGE_PROMPT)
+
+
+def fingerprint(args, model, image_sha256: str, clip: bool = False) -> dict:
     """Everything that decides an explanation: the image's bytes, the model (its checkpoint fingerprint and
     dtype), the prompt, the tokens, the strategy, the regions, the lambdas, the answer length and this package's
     version. Not the device or batch size (they change only rounding) nor the output options."""
@@ -188,7 +200,7 @@ def fingerprint(args, model, image_sha256: str) -> dict:
         package = "?"
     dtype = next((str(p.dtype) for p in model.model.parameters()), "?") if hasattr(model, "model") else "?"
     return {"image_sha256": image_sha256, "model": getattr(model, "fingerprint", getattr(model, "name", "?")),
-            "family": getattr(model, "family", "?"), "dtype": dtype, "prompt": args.prompt,
+            "family": getattr(model, "family", "?"), "dtype": dtype, "prompt": prompt_for(args, clip),
             "tokens": list(args.tokens) if args.tokens else None, "strategy": args.strategy,
             "n_regions": args.regions, "lambda1": args.lambda1, "lambda2": args.lambda2,
             "max_new_tokens": args.max_new_tokens, "search_params": {}, "slic": "slico defaults",
@@ -283,7 +295,7 @@ def _check_cli_arguments(args) -> None:
     """The settings explain() checks, once for the whole run, and the CLI's own (answer length, --out)."""
     from eagle_pipelines.api import check_arguments
 
-    check_arguments(args.prompt, args.strategy, args.regions, args.lambda1, args.lambda2, args.batch_size)
+    check_arguments(prompt_for(args), args.strategy, args.regions, args.lambda1, args.lambda2, args.batch_size)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1; got {args.max_new_tokens}")
     if args.tokens is not None and not all(t.strip() for t in args.tokens):
@@ -345,6 +357,7 @@ def _run(args) -> int:
     except ValueError as exc:
         _error(exc)
         return 2
+    _video_defaults(args, clips, len(files))
     for _path, _status, reason in bad:
         _error(reason)
     if not files:
@@ -388,6 +401,20 @@ def _run(args) -> int:
         _error(exc if shown(args.model) in str(exc) else f"--model '{shown(args.model)}': {exc}")
         return 2
     return _explain_all(args, model, files, bad)
+
+
+def _video_defaults(args, clips: list[Path], n_files: int) -> None:
+    """--model and --prompt where they are not given: a run with a clip among its inputs explains with the
+    video-capable embedded model (the image-only one was never trained on clips) and asks a clip the video question;
+    what was chosen is said on stderr, with the option that changes it."""
+    if args.model is None:
+        args.model = DEFAULT_VIDEO_MODEL if clips and not args.api_base else DEFAULT_MODEL
+        if clips and not args.api_base:
+            _error(f"{shown(clips[0])} is a clip: explaining with the video-capable embedded model "
+                   f"{shown(args.model)} (--model chooses another)")
+    if clips and args.prompt is None:
+        images = f" and images {IMAGE_PROMPT!r}" if n_files > len(clips) else ""
+        _error(f"clips are asked {VIDEO_PROMPT!r}{images} (--prompt sets another)")
 
 
 def _announce_requests(args, model, n_images: int) -> None:
@@ -469,7 +496,7 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
     from eagle_pipelines.core.video import VideoAttribution
 
     rows, cols = args.grid_shape
-    wanted = {**fingerprint(args, model, _clip_digest(file)), "n_regions": None, "slic": None,
+    wanted = {**fingerprint(args, model, _clip_digest(file), clip=True), "n_regions": None, "slic": None,
               "video": {"frames": args.frames, "regions": args.video_regions,
                         **({"grid": [rows, cols]} if args.video_regions == "grid" else {"segments": args.segments})}}
     base = output_base(args.out, file, args.tokens)
@@ -483,7 +510,8 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
         return {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
     if why:
         _error(f"{shown(file)}: {why}")
-    a = explain(model, file, args.prompt, tokens=args.tokens, strategy=args.strategy, lambda1=args.lambda1,
+    a = explain(model, file, prompt_for(args, clip=True), tokens=args.tokens, strategy=args.strategy,
+                lambda1=args.lambda1,
                 lambda2=args.lambda2, batch_size=args.batch_size, progress=single,
                 max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted},
                 n_frames=args.frames, rows=rows, cols=cols, region_method=args.video_regions,
@@ -534,7 +562,7 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
     if why:
         _error(f"{shown(file)}: {why}")
     image = read_image(file, data)
-    a = explain(model, image, args.prompt, tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
+    a = explain(model, image, prompt_for(args), tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
                 lambda1=args.lambda1, lambda2=args.lambda2, batch_size=args.batch_size, progress=single,
                 max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted})
     row = {**describe(a, verbose=single), "status": "explained", "error": ""}

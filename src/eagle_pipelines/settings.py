@@ -1,5 +1,12 @@
 """Kedro project settings."""
 
+from eagle_pipelines.console import install_console
+
+# The console (src/eagle_pipelines/console.py), before Kedro builds its config loader and kedro-mlflow imports
+# mlflow: their deprecation and type-hint warnings silenced (not the user's to act on), plain unwrapped lines
+# when the log goes to a file or a pipe, Kedro's per-parameter "Loading data from params:..." lines at DEBUG only.
+install_console()
+
 from eagle_pipelines.hooks import ComputeHook, InputCheckHook, ParameterValidationHook
 from eagle_pipelines.provenance import ProvenanceCatalog, ProvenanceHook
 from eagle_pipelines.timings import NodeTimingHook

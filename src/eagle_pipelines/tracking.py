@@ -124,9 +124,11 @@ def tracked_run(client, experiment_id: str, namespace: str, stamp: str):
 
 
 def log_report(client, experiment_id: str, report_dir: Path, namespace: str, extra_tags: dict | None = None,
-               parent_run_id: str | None = None) -> str | None:
+               parent_run_id: str | None = None, started_ms: int | None = None) -> str | None:
     """Logs the latest history entry of `report_dir` as one mlflow run; returns its id, or None when there is no
-    published report or a finished run of that entry is already on record. A run that fails halfway is deleted
+    published report or a finished run of that entry is already on record. The run spans `started_ms` (the start
+    of the kedro run, ms since the epoch) to the entry's publication; its artifacts are the entry's files, hard
+    linked where the store is local (``store_artifacts``). A run that fails halfway is deleted
     (so that the next call logs the entry again) and the error raised."""
     from mlflow.entities import Metric, Param
 
@@ -143,18 +145,71 @@ def log_report(client, experiment_id: str, report_dir: Path, namespace: str, ext
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     published = _stamp_ms(stamp)
-    created = client.create_run(experiment_id, start_time=published, tags=tags, run_name=tags["mlflow.runName"])
+    # the run's real span: from the start of the kedro run that published the entry to its publication; an entry
+    # published by an earlier run (logged now because the store was unusable then) has no known start
+    start = started_ms if started_ms is not None and started_ms <= published else published
+    created = client.create_run(experiment_id, start_time=start, tags=tags, run_name=tags["mlflow.runName"])
     run_id = created.info.run_id
     try:
         client.log_batch(run_id, params=[Param(k, v) for k, v in report_params(run).items()])
         client.log_batch(run_id, metrics=[Metric(k, v, published, 0) for k, v in report_metrics(metrics, run).items()])
-        client.log_artifacts(run_id, str(entry))
+        store_artifacts(client, run_id, entry)
     except BaseException:
         with contextlib.suppress(Exception):  # the store is failing already: the first error is the one to see
             client.delete_run(run_id)
         raise
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, "FINISHED", end_time=published)
     return run_id
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder of a local artifact URI (``file:///...`` or a plain path), or None for a remote store."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # a path (C:\ on Windows)
+        return Path(uri)
+    return None
+
+
+def store_artifacts(client, run_id: str, entry: Path) -> str:
+    """The history entry's files as the run's artifacts, stored once: hard links into a local artifact folder
+    (mlruns/, on the same disk as data/: the report's bytes are not copied; mlflow serves no symbolic link that
+    leaves its folder), else (a remote store, another disk) uploaded by mlflow. Returns ``"linked"`` or
+    ``"copied"``. History entries are never edited in place (a new report is a new entry), so the links stay
+    equal to the report."""
+    folder = _local_folder(client.get_run(run_id).info.artifact_uri)
+    if folder is not None:
+        made: list[Path] = []
+        try:
+            for file in sorted(p for p in entry.rglob("*") if p.is_file()):
+                target = folder / file.relative_to(entry)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(file, target)
+                made.append(target)
+            return "linked"
+        except OSError as error:  # another file system, or links not allowed: mlflow copies them
+            logger.info("mlflow: the report's files are copied into the store (no hard link: %s)", error)
+            for target in made:
+                target.unlink(missing_ok=True)
+    client.log_artifacts(run_id, str(entry))
+    return "copied"
+
+
+#: mlflow 3's experiment kind: its UI opens an experiment of this kind on the runs table, not the GenAI traces page
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def mark_experiment_kind(client, experiment_id: str) -> bool:
+    """Tags the experiment as a model-development one (``EXPERIMENT_KIND``) unless it has a kind; True if tagged."""
+    key, value = EXPERIMENT_KIND
+    if key in (client.get_experiment(experiment_id).tags or {}):
+        return False
+    client.set_experiment_tag(experiment_id, key, value)
+    return True
 
 
 def _stamp_ms(stamp: str) -> int:
@@ -178,6 +233,7 @@ class TrackingHook:
         self._config = None  # kedro-mlflow's KedroMlflowConfig once set up
         self._catalog = None
         self._tags: dict[str, str] = {}
+        self._started_ms: int | None = None  # when the kedro run began: the start of the runs it logs
 
     def _off(self, what: str, error: BaseException) -> None:
         logger.warning("Experiment tracking is off for this run: %s (%s: %s). The run goes on; see "
@@ -200,9 +256,15 @@ class TrackingHook:
             self._off(f"the mlflow store {uri or '(conf/*/mlflow.yml)'} cannot be used", error)
             return
         self._config = setup.mlflow_config
+        with contextlib.suppress(Exception):  # a read-only store still shows its runs
+            mark_experiment_kind(self._config.server._mlflow_client,
+                                 self._config.tracking.experiment._experiment.experiment_id)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        import time
+
+        self._started_ms = int(time.time() * 1000)
         self._catalog = catalog
         if self._config is None:
             return
@@ -242,7 +304,7 @@ class TrackingHook:
             experiment_id = (active.info.experiment_id if active
                              else self._config.tracking.experiment._experiment.experiment_id)
             run_id = log_report(client, experiment_id, report_dir, namespace, self._tags,
-                                parent_run_id=active.info.run_id if active else None)
+                                parent_run_id=active.info.run_id if active else None, started_ms=self._started_ms)
         except Exception as error:  # noqa: BLE001
             logger.warning("The %s report was published but not logged to mlflow (%s: %s); the next run that "
                            "saves it logs it. See docs/tracking.md.", namespace, type(error).__name__, error)

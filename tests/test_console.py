@@ -1,0 +1,108 @@
+"""What a run prints (issue 26 item 6): no library deprecation or type-hint warnings, no escape codes and no
+80-column wrapping when the log goes to a file or a pipe, Kedro's per-parameter load lines only at DEBUG; and the
+smoke run (`make demo`) keeps its outputs apart from the checkout's data/."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from eagle_pipelines.console import LibraryWarningRecords, SkipParameterLoads, install_console, quiet_library_warnings
+
+ROOT = Path(__file__).parents[1]
+
+
+def _record(name: str, message: str, *args, level=logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, message, args, None)
+
+
+def test_parameter_loads_are_left_out_unless_kedro_logs_at_debug():
+    skip, kedro = SkipParameterLoads(), logging.getLogger("kedro")
+    params = _record("kedro.io.data_catalog", "Loading data from %s (%s)...", "params:attribution", "MemoryDataset")
+    data = _record("kedro.io.data_catalog", "Loading data from %s (%s)...", "eagle_coco.answers", "JSONDataset")
+    level = kedro.level
+    try:
+        kedro.setLevel(logging.INFO)
+        assert not skip.filter(params) and skip.filter(data)
+        kedro.setLevel(logging.DEBUG)
+        assert skip.filter(params)
+    finally:
+        kedro.setLevel(level)
+
+
+def test_only_the_named_library_warnings_are_silenced():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_library_warnings()
+        message = "register_new_resolver() is deprecated and will be removed in a future release."
+        warnings.warn_explicit(message, UserWarning, "omegaconf_config.py", 637, module="kedro.config.omegaconf_config")
+        warnings.warn_explicit(message, UserWarning, "mine.py", 1, module="my_package.config")  # ours would show
+        warnings.warn_explicit("\x1b[33mAdd type hints to the `predict` method\x1b[0m", UserWarning, "dv.py", 187,
+                               module="mlflow.pyfunc.utils.data_validation")
+    assert [w.filename for w in seen] == ["mine.py"]
+    # mlflow's own "once" filter around its check overrides warnings filters: its logged record is dropped
+    records = LibraryWarningRecords()
+    hint = "/venv/lib/site-packages/mlflow/pyfunc/utils/data_validation.py:187: UserWarning: \x1b[33mAdd type hints " \
+           "to the `predict` method to enable data validation"
+    assert not records.filter(_record("py.warnings", hint, level=logging.WARNING))
+    assert records.filter(_record("py.warnings", hint.replace("/mlflow/", "/my_package/"), level=logging.WARNING))
+    assert records.filter(_record("py.warnings", "/x/PIL/Image.py:3402: DecompressionBombWarning: Image size",
+                                  level=logging.WARNING))
+
+
+def test_a_piped_log_is_plain_unwrapped_lines_and_a_terminal_keeps_rich():
+    from kedro.logging import RichHandler
+
+    piped, terminal = io.StringIO(), io.StringIO()
+    logger = logging.getLogger("test_console_root")
+    logger.handlers = [RichHandler(console=Console(file=piped)),
+                       RichHandler(console=Console(file=terminal, force_terminal=True))]
+    logger.propagate, logger.level = False, logging.INFO
+    install_console(logger)
+    plain, rich = logger.handlers
+    assert not isinstance(plain, RichHandler) and isinstance(rich, RichHandler)
+    long = "a message longer than eighty columns:" + " word" * 30
+    logger.info(long)
+    logger.info("Loading data from %s (%s)...", "params:superpixels", "MemoryDataset")  # not kedro's: kept
+    lines = piped.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].endswith(long) and "\x1b[" not in piped.getvalue()
+    assert re.match(r"\[\d\d/\d\d/\d\d \d\d:\d\d:\d\d\] INFO +a message", lines[0])
+    install_console(logger)  # idempotent
+    assert len(logger.handlers) == 2 and sum(isinstance(f, SkipParameterLoads) for f in plain.filters) == 1
+
+
+@pytest.mark.slow
+def test_the_demo_runs_eagle_coco_quietly_in_its_own_folder(tmp_path):
+    """`make demo` on 1 image: the report in demo/, nothing written to data/; its piped log has no deprecation
+    warning, no escape code, no per-parameter load line, no wrapped line, and the run's mlflow run lasts longer
+    than the logging of it."""
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "checkout", shipped_model=True)
+    before = sorted(p.relative_to(project) for p in (project / "data").rglob("*"))
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("COLUMNS", None)
+    params = "superpixels.n_segments=6,evaluation.pixel_steps=4,reporting.figure_samples=1,baselines.methods=[tam]"
+    result = subprocess.run([sys.executable, "-m", "eagle_pipelines.demo", "--images", "1", "--", "--params",
+                             f"eagle_coco.max_images=1,{params}"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=1800)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert (project / "demo/data/08_reporting/eagle_coco/latest/report.html").is_file()
+    assert sorted(p.relative_to(project) for p in (project / "data").rglob("*")) == before
+    assert not (project / "mlruns").exists() and (project / "demo/mlruns").is_dir()
+    assert "Deprecat" not in log and "deprecated" not in log and "\x1b[" not in log
+    assert "Add type hints" not in log and "Loading data from params:" not in log
+    assert "Loading data from" in log  # datasets' loads are still logged
+    lines = log.splitlines()
+    assert any(len(line) > 100 for line in lines)  # not wrapped at 80 columns
+    assert not [line for line in lines if re.match(r"^ {20,}\S", line)]  # no Rich continuation lines
