@@ -229,6 +229,11 @@ def test_an_mmvp_image_is_named_by_what_differs_in_its_pair():
     assert image_label(split, 1) == "pair 1: red circle (not green circle)"
     assert image_label(split, 2) == "pair 1: green circle (not red circle)"
     assert image_label(split, 3) == "000000000003.jpg"
+    from eagle_pipelines.pipelines.experiment.report import _row_title
+
+    asked = {"image_id": 1, "item": "1", "prompt": "Is there a red circle?\n(a) Yes\n(b) No"}
+    assert _row_title(split, asked) == "pair 1: red circle (not green circle)\nIs there a red circle?"
+    assert _row_title(split, {"image_id": 3, "item": "3", "prompt": "Describe the image."}) == "000000000003.jpg"
 
 
 # --- clicking in headless Chromium -----------------------------------------------------------------------------------

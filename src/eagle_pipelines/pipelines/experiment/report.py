@@ -146,10 +146,15 @@ def _explorer(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Man
 
 
 def _row_title(eval_split: CocoSplit, info: dict) -> str:
-    """A figure row's title: the image's label, and the question where the run asks one per image (MMVP)."""
+    """A figure row's title: the image's label, and the question where each image has questions of its own (an
+    image of a pair: MMVP)."""
     label = image_label(eval_split, int(info["image_id"]))
     question = _question(info.get("prompt", ""))
-    return label if not question or str(info.get("item")) == str(info.get("image_id")) else f"{label}\n{question}"
+    try:
+        paired = eval_split.index.image_info(int(info["image_id"])).get("pair") is not None
+    except (KeyError, AttributeError):
+        paired = False
+    return f"{label}\n{question}" if question and paired else label
 
 
 def _question(prompt: str) -> str:
