@@ -187,7 +187,7 @@ class EvaluationParams(ParitySwitches):
                     "machine) or numpy_default (the reference's np.argsort(-map), numpy's unstable default sort; "
                     "its tie order depends on the numpy build)")
     random_seed: int = 0
-    batch_size: Count = 64
+    batch_size: Count = 256
 
 
 def _baselines_model() -> type[BaseModel]:
