@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from eagle_pipelines.files import atomic_write
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # the shipped embedded model of this checkout (an editable install, as `make` sets up)
@@ -436,7 +437,6 @@ def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]
     failed = sum(r["status"] == "failed" for r in rows)
     done = sum(r["status"] in ("explained", "resumed") for r in rows)
     if not single:
-        from eagle_pipelines.core.attribution import atomic_write
 
         summary = args.out / "summary.csv"
         frame = pd.DataFrame(rows)
@@ -495,7 +495,6 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
     if not args.no_plot:
         import matplotlib.pyplot as plt
 
-        from eagle_pipelines.core.attribution import atomic_write
         from eagle_pipelines.models.video import read_frames
 
         frames = model.model_clip(read_frames(file, args.frames)).frames
@@ -552,7 +551,6 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
 def _plot(a, image, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from eagle_pipelines.core.attribution import atomic_write
 
     fig = a.plot(image)
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eagle_pipelines.core.attribution import atomic_write
+from eagle_pipelines.files import atomic_write
 
 ARRAYS = ("logp_full", "logp_text", "logp_part")
 

@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from eagle_pipelines.data.coco import CocoFormatError, image_size, split_file_name
+from eagle_pipelines.data.params import CocoSampleParams, category_words
 from eagle_pipelines.extras import LazyModule
 
 #: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
@@ -260,8 +261,6 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
     named and skipped there), an instances dictionary (object lists: the list's own
     object per image) and a captions dictionary (the list's reference captions). Each image entry carries the
     list's ``reference`` record. Image ids and sizes come from the COCO instances file where it lists the file."""
-    from eagle_pipelines.data.coco_sample import category_words, CocoSampleParams
-
     fmt = list_format(entries, source)
     if fmt not in ("caption", "object"):
         raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_coco "

@@ -49,6 +49,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -653,7 +654,6 @@ class TokenTable:
     def _save(self) -> None:
         if self.path is None:
             return
-        from eagle_pipelines.core.attribution import atomic_write
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(self.texts, ensure_ascii=False).encode("utf-8")

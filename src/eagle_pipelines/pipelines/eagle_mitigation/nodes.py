@@ -17,12 +17,14 @@ import pandas as pd
 import torch
 
 from eagle_pipelines.api import explain
+from eagle_pipelines.engine import explain_image
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.diagnostics import Diagnostics, best_setting, diagnose, setting_metrics
 from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_images
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, fingerprint, run_jobs
+from eagle_pipelines.io.executors import run_jobs
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.guidance import EvidenceCache, GuidedDecoder, LogitLens
 from eagle_pipelines.parameters import (
@@ -127,7 +129,7 @@ def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemSto
 
 def _decode_job(vlm, loaded: dict, records: list[dict], setting: GuidanceParams, cache: EvidenceCache):
     def compute():
-        decoder = GuidedDecoder(vlm, setting, cache)
+        decoder = GuidedDecoder(vlm, setting, cache, explain_image)
         answers = []
         for r in records:
             out = decoder.generate(loaded[r["image_id"]].pixels, r["prompt"], r["max_new_tokens"])
