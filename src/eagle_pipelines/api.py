@@ -22,7 +22,7 @@ from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.diagnostics import diagnose as run_diagnostics
 from eagle_pipelines.core.images import as_rgb, check_size
 from eagle_pipelines.core.regions import RegionMap, superpixels
-from eagle_pipelines.core.strategies import STRATEGIES, SearchParams
+from eagle_pipelines.core.strategies import STRATEGIES, SearchParams  # noqa: F401 - STRATEGIES: eagle-explain --strategy
 from eagle_pipelines.engine import (ALLOWED, LONG_SEARCH, MIN_REGION_PIXELS, check_arguments,  # noqa: F401
                                     check_max_new_tokens, expected_forward_passes, explain_image, max_regions)
 from eagle_pipelines.models.base import Answer
