@@ -177,7 +177,7 @@ def image_files(paths: list[str], out: Path | None = None) -> tuple[list[Path], 
     return files, bad
 
 
-def fingerprint(args, model, image_sha256: str) -> dict:
+def explanation_inputs(args, model, image_sha256: str) -> dict:
     """Everything that decides an explanation: the image's bytes, the model (its checkpoint fingerprint and
     dtype), the prompt, the tokens, the strategy, the regions, the lambdas, the answer length and this package's
     version. Not the device or batch size (they change only rounding) nor the output options."""
@@ -469,7 +469,7 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
     from eagle_pipelines.core.video import VideoAttribution
 
     rows, cols = args.grid_shape
-    wanted = {**fingerprint(args, model, _clip_digest(file)), "n_regions": None, "slic": None,
+    wanted = {**explanation_inputs(args, model, _clip_digest(file)), "n_regions": None, "slic": None,
               "video": {"frames": args.frames, "regions": args.video_regions,
                         **({"grid": [rows, cols]} if args.video_regions == "grid" else {"segments": args.segments})}}
     base = output_base(args.out, file, args.tokens)
@@ -517,7 +517,7 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
     if _is_clip(args, file):
         return _explain_clip(args, model, file, single)
     data = file.read_bytes()
-    wanted = fingerprint(args, model, hashlib.sha256(data).hexdigest())
+    wanted = explanation_inputs(args, model, hashlib.sha256(data).hexdigest())
     base = output_base(args.out, file, args.tokens)
     npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
     earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eagle_pipelines.models.base import Answer
+from eagle_pipelines.models.base import Answer, checked_targets
 from eagle_pipelines.models.scoring import BatchedTokenScorer
 
 #: sequence-aligned processor outputs and what the teacher-forced answer tokens get in them
@@ -315,13 +315,7 @@ class TeacherForcedScorer(BatchedTokenScorer):
         super().__init__(batch_size, memory_budget_mb)
         if compose not in ("pixel_values", "processor"):
             raise ValueError(f"compose must be 'pixel_values' or 'processor', got {compose!r}")
-        answer_ids = [int(t) for t in answer_ids]
-        self.target_positions = tuple(int(t) for t in target_positions)
-        if not self.target_positions:
-            raise ValueError("no tokens to explain: target_positions is empty")
-        if min(self.target_positions) < 0 or max(self.target_positions) >= len(answer_ids):
-            raise ValueError(f"target positions {self.target_positions} outside the answer of "
-                             f"{len(answer_ids)} tokens")
+        answer_ids, self.target_positions = checked_targets(answer_ids, target_positions)
         self.adapter, self.image, self.prompt, self.compose = adapter, image, prompt, compose
         self.device = device = adapter.device
         self.height, self.width = image.shape[:2]

@@ -359,10 +359,6 @@ class ApiClient:
         limits = httpx2.Limits(max_connections=p.max_concurrency + 2, max_keepalive_connections=p.max_concurrency)
         return httpx2.Client(transport=wrap(httpx2.HTTPTransport(limits=limits)), timeout=p.timeout_s)
 
-    def revive(self) -> None:
-        """Forgets that the server was found dead (after it was restarted, in the same process)."""
-        self.dead = None
-
     # -- one request ------------------------------------------------------------------------------------------
     def _cached(self, key: str) -> dict | None:
         if key in self._memory:

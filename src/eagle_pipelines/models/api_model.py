@@ -59,9 +59,6 @@ from eagle_pipelines.models.api_tokens import ServerTokenizer, TokenTable, _prob
 
 logger = logging.getLogger(__name__)
 
-from eagle_pipelines.models.api_client import ApiClient, ApiParams, MalformedResponse, image_data_url, resolve_key
-from eagle_pipelines.models.api_scorer import ApiTokenScorer
-from eagle_pipelines.models.api_tokens import ServerTokenizer, TokenTable, _prob, _validate_generation
 
 class _Processor:
     """What callers read of a local adapter's processor: its tokenizer."""

@@ -10,14 +10,13 @@ import numpy as np
 
 from eagle_pipelines.models.api_client import ApiError
 from eagle_pipelines.models.api_tokens import _prob, _validate_prompt_logprobs, _validate_top_logprobs
+from eagle_pipelines.models.base import checked_targets
 
 logger = logging.getLogger(__name__)
 
-from eagle_pipelines.models.api_client import ApiError
-from eagle_pipelines.models.api_tokens import _prob, _validate_prompt_logprobs, _validate_top_logprobs
 
 class ApiTokenScorer:
-    """TokenScorer of an ``ApiModel`` (``model``): (B, H, W) keep-masks -> (B, T) probabilities of the target tokens, with
+    """TokenScorer of an ``ApiModel``: (B, H, W) keep-masks -> (B, T) probabilities of the target tokens, with
     removed pixels black (zero), every masked image sent as a PNG.
 
     Counts what it did for the attribution's meta (``attribution_meta``): requests made (cached ones included)
@@ -26,13 +25,7 @@ class ApiTokenScorer:
 
     def __init__(self, model, image: np.ndarray, prompt: str, answer_ids, target_positions,
                  batch_size: int = 32):
-        answer_ids = [int(t) for t in answer_ids]
-        self.target_positions = tuple(int(t) for t in target_positions)
-        if not self.target_positions:
-            raise ValueError("no tokens to explain: target_positions is empty")
-        if min(self.target_positions) < 0 or max(self.target_positions) >= len(answer_ids):
-            raise ValueError(f"target positions {self.target_positions} outside the answer of {len(answer_ids)} "
-                             f"tokens")
+        answer_ids, self.target_positions = checked_targets(answer_ids, target_positions)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model, self.image, self.prompt, self.answer_ids = model, np.ascontiguousarray(image), prompt, answer_ids

@@ -16,7 +16,6 @@ from eagle_pipelines.models.api_client import (LOGPROB_TOLERANCE, MAX_TOKEN_ID, 
 
 logger = logging.getLogger(__name__)
 
-from eagle_pipelines.models.api_client import MalformedResponse
 
 # -- tokens ---------------------------------------------------------------------------------------------------------
 class ServerTokenizer:
