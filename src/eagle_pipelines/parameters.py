@@ -23,7 +23,7 @@ from eagle_pipelines.models.guidance import GuidanceParams
 from eagle_pipelines.models.toy import ToyModelParams
 
 
-#: the most regions a superpixel setting may ask for: a 1024x1024 image at 16 pixels per region (api.py:
+#: the most regions a superpixel setting may ask for: a 1024x1024 image at 16 pixels per region (engine.py:
 #: MIN_REGION_PIXELS). The image's own limit (H·W / 16 of the image the regions are drawn on) is checked per image
 #: by explain(), and at start by the pipelines where the image size is a parameter (hooks.py)
 MAX_SEGMENTS = 65536

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from eagle_pipelines.data.coco import CocoFormatError, image_size, split_file_name
 from eagle_pipelines.data.params import CocoSampleParams, category_words
 from eagle_pipelines.extras import LazyModule
+from eagle_pipelines.models.base import Answer
 
 #: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
 mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
@@ -483,8 +484,6 @@ def listed_answer(model, pixels: np.ndarray, prompt: str, item: str, record: dic
     prompt `model` makes for the image (which must be the list's own prompt tokens, ``split_answer``), each
     token's probability teacher-forced on the intact image; and the list's targets over the answer with its end
     token (``reference_targets``)."""
-    from eagle_pipelines.models.base import Answer
-
     image = model.model_image(pixels)
     prompt_ids = model.encode([image], prompt)["input_ids"][0].tolist()
     tok = model.processor.tokenizer

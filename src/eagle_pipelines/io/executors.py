@@ -40,9 +40,10 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from eagle_pipelines.io import model_dataset
 from eagle_pipelines.io.items import DATA_ERRORS, ItemStore, Job, Manifest, Skipped
-from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.io.model_dataset import model_from_spec, model_reference
+from eagle_pipelines.io.split_dataset import CocoSplit
 
 logger = logging.getLogger(__name__)
 
@@ -408,8 +409,6 @@ class _Worker:
         if workdir and os.path.isdir(workdir):
             os.chdir(workdir)  # relative paths of the catalog resolve as in the driver
         if gpus > 0:
-            from eagle_pipelines.io import model_dataset
-
             model_dataset.WORKER_DEVICE = "cuda"  # Ray shows this worker only its own GPUs
         logging.basicConfig(level=logging.WARNING)
 

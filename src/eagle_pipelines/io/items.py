@@ -34,9 +34,11 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
 from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.images import read_image
+from eagle_pipelines.core.plotting import attribution_display, colour_bar
 from eagle_pipelines.core.regions import RegionMap
-from eagle_pipelines.io import storage
 from eagle_pipelines.files import atomic_write
+from eagle_pipelines.io import storage
 
 logger = logging.getLogger(__name__)
 FINGERPRINT_CHARS = 16
@@ -533,8 +535,6 @@ class AttributionManifestDataset(ManifestDataset):
 
     def _image_of(self, info: dict) -> np.ndarray | None:
         """The photo an attribution explains, found by its image id and checked against its byte hash."""
-        from eagle_pipelines.core.images import read_image
-
         if self._images is not None:
             roots = [Path(self._images)]
         elif storage.is_remote(self._filepath):
@@ -566,8 +566,6 @@ class AttributionManifestDataset(ManifestDataset):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from eagle_pipelines.core.plotting import attribution_display, colour_bar
 
         manifest = self.load()
         if not manifest.items:

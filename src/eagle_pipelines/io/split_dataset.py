@@ -33,7 +33,7 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 from PIL import Image
 
-from eagle_pipelines.core.images import SourceImage
+from eagle_pipelines.core.images import SourceImage, check_size, read_image
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,6 @@ class CocoSplit:
         except OSError as exc:
             raise CocoFormatError(f"image {image_id} ('{file.name}') cannot be read: {exc.strerror or exc}") from None
         sha = hashlib.sha256(data).hexdigest()[:16]
-        from eagle_pipelines.core.images import check_size, read_image
 
         try:  # the rules eagle-explain and explain() apply: 16-bit scaled, EXIF orientation, bombs and non-finite,
             pixels = read_image(file, data=data)  # empty or tiny images refused

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from eagle_pipelines.core.geometry import PhotoGrid
 from eagle_pipelines.models.api_client import (  # noqa: F401 - the API family's public names, imported from here
     ApiClient,
     ApiError,
@@ -56,6 +57,7 @@ from eagle_pipelines.models.api_client import (  # noqa: F401 - the API family's
 )
 from eagle_pipelines.models.api_scorer import ApiTokenScorer
 from eagle_pipelines.models.api_tokens import ServerTokenizer, TokenTable, _prob, _validate_generation
+from eagle_pipelines.models.base import Answer
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +145,6 @@ class ApiModel:
 
     def photo_grid(self, height: int, width: int):
         """How photo pixels land on the image sent (``core/geometry.py: PhotoGrid``)."""
-        from eagle_pipelines.core.geometry import PhotoGrid
-
         if self.params.image_size is None or tuple(self.params.image_size) == (height, width):
             return PhotoGrid.identity((height, width))
         return PhotoGrid.from_source(self.source_pixels(height, width), (height, width))
@@ -178,8 +178,6 @@ class ApiModel:
     def generate_batch(self, images: list[np.ndarray], prompt: str, max_new_tokens: int = 32) -> list:
         """Greedy answers (temperature 0), with each token's probability from the endpoint's logprobs. A vLLM
         server's final end-of-turn token becomes ``end_token_id`` (as the local adapters report it)."""
-        from eagle_pipelines.models.base import Answer
-
         bodies = [{"model": self.params.api_model, "messages": [self.user_message(self.model_image(im), prompt)],
                    "max_tokens": int(max_new_tokens), "temperature": 0, "logprobs": True, "top_logprobs": 1,
                    **self._vllm()} for im in images]

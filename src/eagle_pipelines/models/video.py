@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eagle_pipelines.core.images import ImageError, check_size, read_image
 from eagle_pipelines.models.base import Answer, checked_targets
 from eagle_pipelines.models.scoring import BatchedTokenScorer
 
@@ -172,8 +173,6 @@ def _from_folder(folder: Path, n_frames, fps) -> Clip:
 
 def _frame(file: Path) -> np.ndarray:
     """One frame file by the rules of every image (``core.images``: the same decoder, the same smallest size)."""
-    from eagle_pipelines.core.images import ImageError, check_size, read_image
-
     frame = read_image(file)
     try:
         check_size(frame)

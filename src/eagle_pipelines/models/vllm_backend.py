@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eagle_pipelines.models.base import Answer
+
 logger = logging.getLogger(__name__)
 
 
@@ -117,8 +119,6 @@ class VllmAdapter:
     def generate_batch(self, images: list[np.ndarray], prompt: str, max_new_tokens: int = 32) -> list:
         """Greedy answers with each chosen token's probability (vLLM's raw log-probabilities)."""
         from vllm import SamplingParams
-
-        from eagle_pipelines.models.base import Answer
 
         ids = self.prompt_ids(prompt)
         prompts = [{"prompt_token_ids": ids, "multi_modal_data": {"image": _pil(self.model_image(im))}}

@@ -18,7 +18,7 @@ from eagle_pipelines.core.evaluate import random_order
 from eagle_pipelines.core.metrics import faithfulness
 from eagle_pipelines.core.regions import RegionMap
 from eagle_pipelines.core.video_metrics import prefix_curves, st_point_game, temporal_hit
-from eagle_pipelines.data.clips import ClipFormatError
+from eagle_pipelines.data.clips import ClipFormatError, generate_clip_split
 from eagle_pipelines.io.clip_dataset import ClipSplit
 from eagle_pipelines.io.executors import run_jobs
 from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint
@@ -33,8 +33,6 @@ METHODS = ("EAGLE", "random")
 def prepare_eval_clips(shapes: dict, clips: dict) -> tuple[dict, dict]:
     """The evaluation clips (``clips.splits.eval`` of them): frames keyed ``<clip>/frame_00`` and YouTube-VIS
     annotations, for the split dataset (written whole, and not at all when unchanged)."""
-    from eagle_pipelines.data.clips import generate_clip_split
-
     return generate_clip_split(parse("shapes", shapes), parse("clips", clips), "eval")
 
 
