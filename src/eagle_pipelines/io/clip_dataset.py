@@ -19,7 +19,7 @@ from kedro.io.core import DatasetError
 
 from eagle_pipelines.core.images import check_size, read_image
 from eagle_pipelines.data.clips import ClipFormatError, ClipRecord, clip_records
-from eagle_pipelines.io.split_dataset import CocoSplitDataset
+from eagle_pipelines.io.split_dataset import CocoSplitDataset, answered_version
 
 
 @dataclass
@@ -65,11 +65,7 @@ class ClipSplit:
 
     def frames(self, name: str, sha: str) -> np.ndarray:
         """The clip's frames, refusing a clip whose bytes changed since its answer was made (`sha`)."""
-        loaded = self.clip(name)
-        if loaded.sha != sha:
-            raise ClipFormatError(f"clip {name} changed since it was answered (frames {loaded.sha}, answered {sha}); "
-                                  f"rerun from the answers")
-        return loaded.frames
+        return answered_version(self.clip(name), sha, f"clip {name}", "frames", ClipFormatError).frames
 
 
 class ClipSplitDataset(CocoSplitDataset):

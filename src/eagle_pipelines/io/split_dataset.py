@@ -41,6 +41,16 @@ logger = logging.getLogger(__name__)
 CONTENT_FILE = "split.json"
 
 
+
+def answered_version(loaded, sha: str, name: str, what: str, error: type[Exception]):
+    """`loaded` (an image or clip with its ``sha``), refused with `error` when its bytes changed since its answer
+    was made (`sha`): the answer would not be the one of these pixels."""
+    if loaded.sha != sha:
+        raise error(f"{name} changed since it was answered ({what} {loaded.sha}, answered {sha}); rerun from the "
+                    f"answers")
+    return loaded
+
+
 @dataclass
 class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) uint8 RGB
@@ -100,11 +110,7 @@ class CocoSplit:
 
     def pixels(self, image_id: int, sha: str) -> np.ndarray:
         """The image's pixels, refusing an image whose bytes changed since its answer was made (`sha`)."""
-        loaded = self.image(image_id)
-        if loaded.sha != sha:
-            raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
-                                  f"{sha}); rerun from the answers")
-        return loaded.pixels
+        return answered_version(self.image(image_id), sha, f"image {image_id}", "bytes", CocoFormatError).pixels
 
 
 def _encode(image) -> bytes:
