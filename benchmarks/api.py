@@ -43,7 +43,7 @@ from eagle_pipelines.core.metrics import Curves, deletion_auc, insertion_auc
 from eagle_pipelines.core.regions import superpixels
 from eagle_pipelines.data.shapes import generate_split
 from eagle_pipelines.models.vllm_backend import timing_sets
-from eagle_pipelines.models.vllm_server import VllmServer, ensure_venv, score_in_venv, served_copy
+from eagle_pipelines.deploy.vllm_server import VllmServer, ensure_venv, score_in_venv, served_copy
 from eagle_pipelines.parameters import parse
 
 ROOT = Path(__file__).parents[1]

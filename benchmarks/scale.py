@@ -129,7 +129,8 @@ def pipeline(folder: Path, params: dict, compute: dict) -> dict:
 def overhead(folder: Path, jobs: int) -> dict:
     """Per-item cost of Ray itself: trivial jobs in the driver, then on one worker (Ray started by the executor)."""
     from eagle_pipelines.io import executors
-    from eagle_pipelines.io.items import ItemStore, Job, run_jobs
+    from eagle_pipelines.io.executors import run_jobs
+    from eagle_pipelines.io.items import ItemStore, Job
     from eagle_pipelines.parameters import ComputeParams
 
     def trivial(k: int) -> Job:
@@ -166,7 +167,8 @@ def overhead(folder: Path, jobs: int) -> dict:
 def _waiting(folder: Path, jobs: int = 16, seconds: float = 0.25) -> float:
     """Items/s of jobs that wait `seconds` each without using a CPU (stand-ins for items a GPU makes: they do not
     compete for this machine's cores), on the current executor's workers."""
-    from eagle_pipelines.io.items import ItemStore, Job, run_jobs
+    from eagle_pipelines.io.executors import run_jobs
+    from eagle_pipelines.io.items import ItemStore, Job
 
     def wait(k: int) -> Job:
         return Job(f"w{k}", "fp", lambda k=k: (time.sleep(seconds), {"k": k})[1])

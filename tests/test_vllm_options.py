@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eagle_pipelines.models.vllm_backend import timing_sets
-from eagle_pipelines.models.vllm_server import vllm_environment
+from eagle_pipelines.deploy.vllm_server import vllm_environment
 
 
 def test_every_timing_set_holds_copies_no_other_set_holds():

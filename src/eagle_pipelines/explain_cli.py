@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from eagle_pipelines.files import atomic_write
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # the shipped embedded model of this checkout (an editable install, as `make` sets up)
@@ -188,7 +189,7 @@ def prompt_for(args, clip: bool = False) -> str:
     return args.prompt if args.prompt is not None else (VIDEO_PROMPT if clip else IMAGE_PROMPT)
 
 
-def fingerprint(args, model, image_sha256: str, clip: bool = False) -> dict:
+def explanation_inputs(args, model, image_sha256: str, clip: bool = False) -> dict:
     """Everything that decides an explanation: the image's bytes, the model (its checkpoint fingerprint and
     dtype), the prompt, the tokens, the strategy, the regions, the lambdas, the answer length and this package's
     version. Not the device or batch size (they change only rounding) nor the output options."""
@@ -463,7 +464,6 @@ def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]
     failed = sum(r["status"] == "failed" for r in rows)
     done = sum(r["status"] in ("explained", "resumed") for r in rows)
     if not single:
-        from eagle_pipelines.core.attribution import atomic_write
 
         summary = args.out / "summary.csv"
         frame = pd.DataFrame(rows)
@@ -496,7 +496,7 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
     from eagle_pipelines.core.video import VideoAttribution
 
     rows, cols = args.grid_shape
-    wanted = {**fingerprint(args, model, _clip_digest(file), clip=True), "n_regions": None, "slic": None,
+    wanted = {**explanation_inputs(args, model, _clip_digest(file), clip=True), "n_regions": None, "slic": None,
               "video": {"frames": args.frames, "regions": args.video_regions,
                         **({"grid": [rows, cols]} if args.video_regions == "grid" else {"segments": args.segments})}}
     base = output_base(args.out, file, args.tokens)
@@ -523,7 +523,6 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
     if not args.no_plot:
         import matplotlib.pyplot as plt
 
-        from eagle_pipelines.core.attribution import atomic_write
         from eagle_pipelines.models.video import read_frames
 
         frames = model.model_clip(read_frames(file, args.frames)).frames
@@ -546,7 +545,7 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
     if _is_clip(args, file):
         return _explain_clip(args, model, file, single)
     data = file.read_bytes()
-    wanted = fingerprint(args, model, hashlib.sha256(data).hexdigest())
+    wanted = explanation_inputs(args, model, hashlib.sha256(data).hexdigest())
     base = output_base(args.out, file, args.tokens)
     npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
     earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)
@@ -580,7 +579,6 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
 def _plot(a, image, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from eagle_pipelines.core.attribution import atomic_write
 
     fig = a.plot(image)
     try:

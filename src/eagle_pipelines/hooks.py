@@ -31,8 +31,8 @@ def _group(name: str) -> str | None:
 
 def _cross_check(parsed: dict) -> None:
     """What one group's model cannot see alone: the regions asked for must fit the image they are drawn on, where
-    its size is a parameter (the embedded shapes images; explain() checks the same per image: api.max_regions)."""
-    from eagle_pipelines.api import MIN_REGION_PIXELS
+    its size is a parameter (the embedded shapes images; explain() checks the same per image: engine.max_regions)."""
+    from eagle_pipelines.engine import MIN_REGION_PIXELS
     from eagle_pipelines.data.coco_sample import EvalDataParams
 
     regions, shapes = parsed.get("superpixels"), parsed.get("shapes")

@@ -9,7 +9,7 @@ environment's configuration (conf/paper over conf/base) will make, in the refere
 through the model. Per explained sample of n regions (``superpixels.n_segments``) and s pixel steps
 (``evaluation.pixel_steps``):
 
-- search: the strategy's own count (``api.expected_forward_passes``; greedy n(n+1), 4,160 at n = 64);
+- search: the strategy's own count (``engine.expected_forward_passes``; greedy n(n+1), 4,160 at n = 64);
 - evaluation: the random floor's region curves 2n, the pixel protocol of EAGLE's and the random floor's maps 2·2s,
   and 2s per baseline map;
 - baselines (``baselines.methods``): one teacher-forced pass each, plus LLaVA-CAM's noisy copies and IGOS++'s
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
-    from eagle_pipelines.api import expected_forward_passes
+    from eagle_pipelines.engine import expected_forward_passes
     from eagle_pipelines.parameters import ParameterError
 
     presets = known_presets(args.env)

@@ -12,20 +12,23 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from eagle_pipelines.core.baselines import BASELINES, CaptumParams, IgosParams, LlavaCamParams, TamParams  # noqa: F401
 from eagle_pipelines.core.parity import ParitySwitches
+from eagle_pipelines.core.search import Count, EfficientParams, LazyParams, PooledParams  # noqa: F401
+from eagle_pipelines.core.strategies import SearchParams
 from eagle_pipelines.data.clips import ClipParams
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.models.guidance import GuidanceParams
 from eagle_pipelines.models.toy import ToyModelParams
 
 
-#: the most regions a superpixel setting may ask for: a 1024x1024 image at 16 pixels per region (api.py:
+#: the most regions a superpixel setting may ask for: a 1024x1024 image at 16 pixels per region (engine.py:
 #: MIN_REGION_PIXELS). The image's own limit (H·W / 16 of the image the regions are drawn on) is checked per image
 #: by explain(), and at start by the pipelines where the image size is a parameter (hooks.py)
 MAX_SEGMENTS = 65536
-#: a weight of the EAGLE objective: a finite number >= 0 (not inf, not nan; the YAML string 'inf' neither)
-Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("must be a non-empty question (explain() refuses a blank prompt too)")
@@ -34,8 +37,6 @@ def _not_blank(text: str) -> str:
 
 #: a prompt: not empty, not only spaces
 Prompt = Annotated[str, AfterValidator(_not_blank)]
-#: a count: an int, never a bool (``true`` would otherwise be taken as 1) nor a float or a string
-Count = Annotated[int, Field(strict=True, ge=1)]
 
 
 class ExperimentParams(BaseModel):
@@ -90,57 +91,11 @@ class SuperpixelParams(ParitySwitches):
                 "max_num_iter": self.max_num_iter, "sigma": self.sigma}
 
 
-class EfficientParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AttributionParams(SearchParams):
+    """The EAGLE search (``SearchParams``: core/strategies.py, the same model ``explain()`` checks its arguments
+    with) and what it explains; the pipelines validate ``params:attribution`` with it before any node runs."""
 
-    search_scope: Count = 10
-    pending_samples: Count = 8
-    update_step: Count = 5
-
-
-class LazyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    refresh: Count = Field(default=2, description="stale candidates re-scored together per round")
-
-
-class PooledParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pool_size: Count | None = Field(
-        default=None, description="regions searched exactly after the first step; null: the largest within budget")
-    budget: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False, description="fraction of greedy's n(n+1) forward passes")
-
-
-class WindowedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    top: Count = Field(default=5, description="best-ranked unplaced regions in each refined step's window")
-    bottom: int = Field(default=1, strict=True, ge=0,
-                        description="worst-ranked unplaced regions in each refined step's window")
-    depth: int | None = Field(default=None, strict=True, ge=0,
-                              description="refined steps after the first; null: the most within budget")
-    budget: float = Field(default=1.2, gt=0, allow_inf_nan=False,
-                          description="forward passes as a multiple of 4n (singles + both curves of every prefix)")
-
-
-class AttributionParams(BaseModel):
-    """The EAGLE search and what it explains. The one model of the search's settings: the pipelines validate
-    ``params:attribution`` with it before any node runs, and ``explain()`` its arguments (api.check_arguments)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy", "windowed"] = "pooled"
-    lambda1: Weight = 1.0
-    lambda2: Weight = 1.0
     batch_size: Count = Field(default=64, description="the most masked images per forward pass")
-    memory_budget_mb: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False,
-        description="peak memory the scoring may use (MB); null: what the device has; 0: no planning")
-    efficient: EfficientParams = EfficientParams()
-    lazy: LazyParams = LazyParams()
-    pooled: PooledParams = PooledParams()
-    windowed: WindowedParams = WindowedParams()
     levels: tuple[Literal["sentence", "word"], ...] = Field(
         default=("sentence", "word"), min_length=1, description="sentence, word or both (at least one)")
     word_targets: Literal["objects"] | list[str | int] = Field(
@@ -159,19 +114,6 @@ class AttributionParams(BaseModel):
                     "objects (in category order) that the answer names; 'reference': the reference's rule, per "
                     "category the first eval_data.coco.word_quota candidate images whose answer contains the "
                     "category name as a substring, any case, the token where it begins")
-
-    @model_validator(mode="after")
-    def _objective(self) -> AttributionParams:
-        if self.lambda1 == 0 and self.lambda2 == 0:
-            raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
-                             "arbitrary; give at least one of them a value > 0")
-        return self
-
-    def search_params(self) -> dict:
-        # bidirectional (this project's earlier reading of efficient) takes efficient's settings
-        return {"efficient": self.efficient.model_dump(), "bidirectional": self.efficient.model_dump(),
-                "lazy": self.lazy.model_dump(), "pooled": self.pooled.model_dump(),
-                "windowed": self.windowed.model_dump()}.get(self.strategy, {})
 
 
 class EvaluationParams(ParitySwitches):
@@ -345,44 +287,6 @@ class EagleMmvpParams(ParitySwitches):
     batch_size: Count = Field(default=32, description="images per generation batch")
 
 
-class GuidanceParams(BaseModel):
-    """Evidence-guided decoding (models/guidance.py, docs/mitigation.md): before each greedy step the attention
-    logits of the next token over the image tokens get λ·b·log(g_t/max g_t + ε) in the layers [start, end)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: Literal["eagle", "attention"] = Field(
-        default="eagle", description="eagle: each generated token's EAGLE attribution over the image-token cells; "
-                                     "attention: the attention its query paid to the image tokens")
-    strength: float = Field(default=1.0, ge=0, description="λ (0: plain greedy decoding)")
-    b: float = Field(default=1.0, description="the bias's scale and sign: > 0 keeps attention on the evidence, "
-                                              "< 0 pushes it to image tokens without evidence")
-    layers: tuple[int, int] | None = Field(
-        default=None, description="[start, end) decoder layers biased; null: the second half (middle to late)")
-    heads: list[int] | None = Field(default=None, description="heads biased in those layers; null: all")
-    eps: float = Field(default=0.05, gt=0, description="ε in log(g + ε): the floor of the bias")
-    weighting: Literal["uniform", "necessity"] = Field(
-        default="uniform", description="each token's evidence weighted equally, or by max(N_t, 0) (its necessity "
-                                       "at the last layer: prior-driven tokens add no evidence; one text pass each)")
-    draft: bool = Field(default=False, description="seed g_0 with an unguided draft answer's evidence (the first "
-                                                   "token, e.g. a yes/no answer, is otherwise never guided)")
-    strategy: Literal["pooled", "greedy", "efficient", "lazy", "bidirectional", "windowed"] = "pooled"
-    search_params: dict = Field(default_factory=dict, description="the strategy's settings (explain())")
-    batch_size: Count = 32
-
-    def layer_range(self, n_layers: int) -> tuple[int, int]:
-        return tuple(self.layers) if self.layers is not None else (n_layers // 2, n_layers)
-
-    def label(self) -> str:
-        """A short name of the setting (tables)."""
-        if self.strength == 0 or self.b == 0:
-            return "greedy (no guidance)"
-        layers = "half" if self.layers is None else f"{self.layers[0]}-{self.layers[1]}"
-        extra = "".join([", draft" if self.draft else "", ", necessity" if self.weighting == "necessity" else "",
-                         f", heads {self.heads}" if self.heads is not None else ""])
-        return f"{self.source} λ={self.strength:g} b={self.b:g} layers {layers}{extra}"
-
-
 class MitigationDiagnosticsParams(BaseModel):
     """Necessity and sufficiency per token and layer (core/diagnostics.py) on a few answers."""
 
@@ -454,7 +358,7 @@ class RayParams(BaseModel):
                                                                "working_dir), when the cluster's image lacks them")
 
 
-class EagleVideoParams(BaseModel):
+class EagleVideoParams(SearchParams):
     """eagle_video (``params:eagle_video``, docs/video.md): which clips, the search over each clip's spatio-temporal
     grid (rows × cols cells per frame) and the evaluation protocol shared by EAGLE and the random floor."""
 
@@ -467,32 +371,11 @@ class EagleVideoParams(BaseModel):
                                      "every answer token ('a red circle')")
     rows: Count = 5
     cols: Count = 5
-    strategy: Literal["pooled", "greedy", "efficient", "bidirectional", "lazy", "windowed"] = "pooled"
-    search_params: dict = Field(default_factory=dict, description="the strategy's own settings (pool_size...)")
-    lambda1: Weight = 1.0
-    lambda2: Weight = 1.0
     batch_size: Count = Field(default=16, description="masked clips per forward pass")
     curve_steps: Count = Field(default=16, description="prefix lengths at which every method's insertion "
                                                              "and deletion curves are scored")
     random_seed: int = 0
     figures: int = Field(default=3, ge=0, description="clips drawn in the report (per-frame overlays and a GIF)")
-
-    def model_post_init(self, context) -> None:
-        """The search settings must fit the strategy (checked at start, not once per clip)."""
-        if self.lambda1 == 0 and self.lambda2 == 0:
-            raise ValueError("lambda1 and lambda2 are both 0: the objective would be constant and the order "
-                             "arbitrary; give at least one of them a value > 0")
-        model = {"pooled": PooledParams, "efficient": EfficientParams, "bidirectional": EfficientParams,
-                 "lazy": LazyParams, "windowed": WindowedParams}.get(self.strategy)
-        if self.search_params and model is None:
-            raise ValueError(f"strategy {self.strategy!r} takes no search_params; got {self.search_params!r}")
-        if self.search_params:
-            try:
-                model.model_validate(self.search_params)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise ValueError(f"search_params.{'.'.join(str(p) for p in err['loc'])} does not fit strategy "
-                                 f"{self.strategy!r}: {err['msg']}; allowed: {sorted(model.model_fields)}") from None
 
 
 class ComputeParams(BaseModel):

@@ -31,6 +31,7 @@ from kedro.io import DataCatalog
 from kedro.io.core import DatasetError
 
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.files import atomic_write
 
 logger = logging.getLogger(__name__)
 RECORDS = Path("data") / ".provenance"
@@ -153,7 +154,6 @@ class Provenance:
     def record(self, name: str) -> None:
         if name not in self.expected:
             return
-        from eagle_pipelines.core.attribution import atomic_write
 
         text = json.dumps({"dataset": name, "stamp": self.expected[name]}).encode()
         atomic_write(self._record(name), lambda f: f.write(text))

@@ -34,6 +34,7 @@ import pandas as pd
 from kedro.framework.hooks import hook_impl
 
 from eagle_pipelines.compare import flatten, show
+from eagle_pipelines.io.report_dataset import PublishedReportDataset
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # mlruns/ is mlflow's file store (docs/tracking.md)
@@ -283,7 +284,6 @@ class TrackingHook:
     def after_dataset_saved(self, dataset_name: str, data, node) -> None:
         if self._config is None or self._catalog is None:
             return
-        from eagle_pipelines.io.report_dataset import PublishedReportDataset
 
         try:
             dataset = self._catalog.get(dataset_name)

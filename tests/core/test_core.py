@@ -101,7 +101,8 @@ def test_saliency_styles_computed_by_hand():
 
 
 def test_item_store_makes_only_missing_items_keyed_by_input_content_and_remakes_damaged_ones(tmp_path):
-    from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
+    from eagle_pipelines.io.executors import run_jobs
+    from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint
 
     store = ItemStore(tmp_path / "maps", kind="array")
     calls = []

@@ -157,7 +157,7 @@ def _reference_split(root: Path, case: Case, corpus_folder: Path):
 def _mmvp_split(root: Path, case: Case, corpus_folder: Path):
     from eagle_pipelines.data.params import ShapesParams
     from eagle_pipelines.parameters import EagleMmvpParams
-    from eagle_pipelines.pipelines.eagle_mmvp.datasets import MmvpSourceDataset
+    from eagle_pipelines.io.coco_dataset import MmvpSourceDataset
     from eagle_pipelines.pipelines.eagle_mmvp.nodes import prepare_questions
 
     suffix = _suffix(case)
@@ -173,7 +173,7 @@ def _mmvp_split(root: Path, case: Case, corpus_folder: Path):
 
 
 def _repope_split(root: Path, case: Case, corpus_folder: Path):
-    from eagle_pipelines.pipelines.eagle_repope.datasets import RepopeSourceDataset
+    from eagle_pipelines.io.coco_dataset import RepopeSourceDataset
     from eagle_pipelines.pipelines.eagle_repope.nodes import repope_question_split
 
     instances = "annotations/instances_val2014.json"

@@ -437,7 +437,7 @@ def test_the_key_echoed_by_a_server_is_never_printed_or_written(tmp_path, caplog
     with pytest.raises(ServerUnavailable) as err:
         model.client.request("chat", {"model": "m", "n": 2})
     assert SECRET not in str(err.value) and SECRET not in (model.client.dead or "")
-    model.client.revive()
+    model.client.dead = None  # the server is back
     answer = _top("red", -0.1)
     answer["choices"][0]["message"]["content"] = f"your key is {SECRET}"
     route.return_value = httpx.Response(200, json=answer)

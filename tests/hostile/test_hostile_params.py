@@ -224,7 +224,8 @@ def edited_item(kind: str) -> Callable[[Path], Outcome]:
     def run(tmp: Path) -> Outcome:
         import logging
 
-        from eagle_pipelines.io.items import ItemStore, Job, Manifest, run_jobs
+        from eagle_pipelines.io.executors import run_jobs
+        from eagle_pipelines.io.items import ItemStore, Job, Manifest
 
         store = ItemStore(tmp / "store", kind=kind)
         value = {"auc": 0.25} if kind == "record" else (np.full((2, 2), 0.25, np.float32), {"s": 1})

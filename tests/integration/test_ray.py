@@ -28,7 +28,8 @@ from kedro.framework.hooks import hook_impl  # noqa: E402
 from kedro.framework.session import KedroSession  # noqa: E402
 
 from eagle_pipelines.io import executors  # noqa: E402
-from eagle_pipelines.io.items import ItemStore, Job, Skipped, run_jobs  # noqa: E402
+from eagle_pipelines.io.executors import run_jobs  # noqa: E402
+from eagle_pipelines.io.items import ItemStore, Job, Skipped  # noqa: E402
 from eagle_pipelines.parameters import ComputeParams  # noqa: E402
 from tests.conftest import copy_project  # noqa: E402
 

@@ -45,21 +45,21 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="session")
 def vllm_venv():
-    from eagle_pipelines.models.vllm_server import ensure_venv
+    from eagle_pipelines.deploy.vllm_server import ensure_venv
 
     return ensure_venv(VENV, python=sys.executable)
 
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
-    from eagle_pipelines.models.vllm_server import served_copy
+    from eagle_pipelines.deploy.vllm_server import served_copy
 
     return served_copy(SHIPPED_MODEL, tmp_path_factory.mktemp("served") / "toy_qwen2_5_vl")
 
 
 @pytest.fixture(scope="session")
 def server(vllm_venv, served, tmp_path_factory):
-    from eagle_pipelines.models.vllm_server import VllmServer
+    from eagle_pipelines.deploy.vllm_server import VllmServer
 
     running = VllmServer(vllm_venv, served, tmp_path_factory.mktemp("vllm-server")).start()
     yield running
@@ -90,7 +90,7 @@ def _served_requests(server) -> int:
 
 # -- the offline backend (first: before the server takes the CPUs) ----------------------------------------------------
 def test_vllm_backend_probabilities_equal_the_transformers_scorer(vllm_venv, served, shipped_model, photos, tmp_path):
-    from eagle_pipelines.models.vllm_server import score_in_venv
+    from eagle_pipelines.deploy.vllm_server import score_in_venv
 
     image = shipped_model.model_image(photos[1])
     answer = shipped_model.generate(image, PROMPT)
@@ -274,7 +274,7 @@ def test_the_vllm_backend_where_vllm_is_missing_says_how_to_get_it():
     import importlib.util
 
     from eagle_pipelines.models.adapter import checkpoint_fingerprint
-    from eagle_pipelines.models.vllm_backend import VllmModelDataset
+    from eagle_pipelines.io.model_dataset import VllmModelDataset
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import respx
 
+from eagle_pipelines.io.model_dataset import ApiModelDataset
 from eagle_pipelines.models.api_model import (
     ApiError,
     ApiModel,
-    ApiModelDataset,
     ApiParams,
     MalformedResponse,
     RequestBudgetExceeded,

@@ -294,7 +294,7 @@ def test_a_repope_list_is_read_by_eagle_repope_and_its_answers_teacher_forced(pr
     listed = project / "fixture" / "Qwen-RePOPE-FP.json"
     listed.write_text(json.dumps(entries))
     (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"repope_source": {
-        "type": "eagle_pipelines.pipelines.eagle_repope.datasets.RepopeSourceDataset",
+        "type": "eagle_pipelines.io.coco_dataset.RepopeSourceDataset",
         "filepath": str(listed), "path": str(coco), "metadata": {"kedro-viz": {"layer": "raw"}}}}))
     params = {"eagle_repope": {"source": "repope", "methods": ["eagle"], "answer_reading": "reference"},
               "superpixels": {"n_segments": 6}}

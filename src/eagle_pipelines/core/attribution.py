@@ -6,14 +6,14 @@ Arrays go to ``.npz``, everything else to ``.json`` beside it (``save`` / ``load
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from eagle_pipelines.core.influence import influence_scores
+from eagle_pipelines.core.plotting import plot_attribution
+from eagle_pipelines.files import atomic_write
 
 
 class CorruptAttributionError(ValueError):
@@ -142,8 +142,6 @@ class Attribution:
     def plot(self, image=None, token_labels: list[str] | None = None):
         """A figure: saliency over the image (any form `explain` takes, shown at the model's resolution),
         insertion/deletion curves, per-token influence."""
-        from eagle_pipelines.core.plotting import plot_attribution
-
         return plot_attribution(self, image, token_labels)
 
 
@@ -175,33 +173,3 @@ def _json_default(value):
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def _umask() -> int:
-    """The process's umask: read from /proc where it can be (no change to process state), else set and reset."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Writes through `write(file)` into a hidden temporary file beside `path`, then renames it into place, so
-    a reader never sees a half-written file. The file gets the mode an ordinary ``open(path, "w")`` would give
-    (0666 less the umask, usually 0644), not the temporary file's private 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

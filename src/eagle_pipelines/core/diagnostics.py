@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eagle_pipelines.core.attribution import atomic_write
+from eagle_pipelines.core.hallucination import parse_yes_no
+from eagle_pipelines.files import atomic_write
 
 ARRAYS = ("logp_full", "logp_text", "logp_part")
 
@@ -242,8 +243,6 @@ def setting_metrics(rows: list[dict], companion: str, categories: list[str]) -> 
     - ``object_hallucination_captions``: share of biased images' captions that name any absent object;
     - ``exact_match_biased_captions``, ``exact_match_unbiased_captions``: caption equal to the reference;
     - cost: mean ``decode_passes``, ``evidence_passes`` and ``seconds`` per answer."""
-    from eagle_pipelines.core.hallucination import parse_yes_no
-
     def share(values):
         return float(np.mean(values)) if len(values) else float("nan")
 

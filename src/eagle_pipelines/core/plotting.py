@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eagle_pipelines.core.images import as_rgb
+from eagle_pipelines.files import atomic_write
 
 #: the reference smooths each map by resizing it to 1/20 of its size and back (visualization/visualization.py)
 SMOOTH_FACTOR = 20
@@ -363,7 +364,6 @@ def save_frame_overlays(attribution, frames, folder, keep: float = 0.1) -> list:
 
     from PIL import Image
 
-    from eagle_pipelines.core.attribution import atomic_write
 
     folder = Path(folder)
     paths = []
@@ -381,7 +381,6 @@ def save_video_gif(attribution, frames, path, duration_ms: int = 500, keep: floa
 
     from PIL import Image, ImageDraw
 
-    from eagle_pipelines.core.attribution import atomic_write
 
     displays = video_frame_displays(attribution, frames, keep=keep)
     shares = attribution.frame_importance() if hasattr(attribution, "frame_importance") else None

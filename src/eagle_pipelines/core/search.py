@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+#: a count: an int, never a bool (``true`` would otherwise be taken as 1) nor a float or a string
+Count = Annotated[int, Field(strict=True, ge=1)]
 
 
 class CountingScorer:
@@ -465,3 +469,62 @@ def windowed(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0,
     if progress:
         progress(n)
     return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
+# --- each strategy's settings and cost (core/strategies.py pairs them with the search) ----------------------------
+class EfficientParams(BaseModel):
+    """Settings of ``efficient`` and ``bidirectional``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    search_scope: Count = 10
+    pending_samples: Count = 8
+    update_step: Count = 5
+
+
+class LazyParams(BaseModel):
+    """Settings of ``lazy``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refresh: Count = Field(default=2, description="stale candidates re-scored together per round")
+
+
+class PooledParams(BaseModel):
+    """Settings of ``pooled``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool_size: Count | None = Field(
+        default=None, description="regions searched exactly after the first step; null: the largest within budget")
+    budget: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False,
+                          description="fraction of greedy's n(n+1) forward passes")
+
+
+class WindowedParams(BaseModel):
+    """Settings of ``windowed``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top: Count = Field(default=5, description="best-ranked unplaced regions in each refined step's window")
+    bottom: int = Field(default=1, strict=True, ge=0,
+                        description="worst-ranked unplaced regions in each refined step's window")
+    depth: int | None = Field(default=None, strict=True, ge=0,
+                              description="refined steps after the first; null: the most within budget")
+    budget: float = Field(default=1.2, gt=0, allow_inf_nan=False,
+                          description="forward passes as a multiple of 4n (singles + both curves of every prefix)")
+
+
+def greedy_passes(n: int) -> int:
+    """Forward passes of ``greedy`` over `n` regions: n(n+1)."""
+    return n * (n + 1)
+
+
+def pooled_passes(n: int, pool_size: int | None = None, budget: float = 0.1) -> int:
+    """Forward passes of ``pooled``: 2n + K(K−1) + 2(n−K) for its pool of K."""
+    k = min(n, pool_size if pool_size is not None else pool_size_for_budget(n, budget))
+    return 2 * n + k * (k - 1) + 2 * (n - k)
+
+
+def lazy_passes(n: int, refresh: int = 2) -> int:
+    """A lower bound of ``lazy``'s forward passes, 2 + 2n + 2·Σ min(refresh, remaining) (stale bounds may need
+    more rounds)."""
+    return 2 + 2 * n + 2 * sum(min(refresh, n - step) for step in range(1, n))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.plotting import plot_video_attribution, save_video_gif
+from eagle_pipelines.core.regions import RegionMap, region_frames
 
 
 @dataclass
@@ -31,8 +33,6 @@ class VideoAttribution(Attribution):
 
     def region_frames(self) -> np.ndarray:
         """(n,) the frame each region lies in."""
-        from eagle_pipelines.core.regions import RegionMap, region_frames
-
         return region_frames(RegionMap(self.labels, {}))
 
     def region_gains(self) -> np.ndarray:
@@ -60,12 +60,8 @@ class VideoAttribution(Attribution):
     def plot(self, frames=None, token_labels: list[str] | None = None):
         """A figure: every frame with its map (first three regions of the clip numbered), the faithfulness curves
         and each frame's share of the gain."""
-        from eagle_pipelines.core.plotting import plot_video_attribution
-
         return plot_video_attribution(self, frames, token_labels)
 
     def gif(self, frames, path, duration_ms: int = 500):
         """An animated GIF of the map over the clip (``save_video_gif``)."""
-        from eagle_pipelines.core.plotting import save_video_gif
-
         return save_video_gif(self, frames, path, duration_ms=duration_ms)

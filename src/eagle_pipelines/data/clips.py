@@ -67,7 +67,7 @@ class ClipParams(_Strict):
 
 
 @dataclass(frozen=True)
-class Clip:
+class ShapesClip:
     """One generated clip: frames (N, H, W, 3) uint8, the event object (its mask in the event frame) and the
     static distractors (the same mask in every frame)."""
 
@@ -103,7 +103,7 @@ def _place(rng: np.random.Generator, shapes: ShapesParams, n: int) -> list[tuple
     return placed if len(placed) == n else None
 
 
-def generate_clip(shapes: ShapesParams, clips: ClipParams, split: str, index: int) -> Clip:
+def generate_clip(shapes: ShapesParams, clips: ClipParams, split: str, index: int) -> ShapesClip:
     """Draws clip `index` of `split` (``train``, ``val`` or ``eval``)."""
     if split not in CLIP_SPLIT_CODES:
         raise ValueError(f"unknown clip split {split!r}; known: {sorted(CLIP_SPLIT_CODES)}")
@@ -126,7 +126,7 @@ def generate_clip(shapes: ShapesParams, clips: ClipParams, split: str, index: in
             noise = rng.integers(-shapes.object_noise, shapes.object_noise + 1, size=(int(obj.mask.sum()), 3))
             frame[obj.mask] = np.asarray(shapes.colours[obj.colour], dtype=np.int16) + noise
         frames[f] = np.clip(frame, 0, 255).astype(np.uint8)
-    return Clip(frames, event_frame, event, distractors)
+    return ShapesClip(frames, event_frame, event, distractors)
 
 
 def clip_name(split: str, index: int) -> str:

@@ -19,49 +19,17 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
 
-from eagle_pipelines.core.parity import ParitySwitches
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
+from eagle_pipelines.data.params import IRREGULAR_PLURALS, CocoSampleParams, category_words, plural  # noqa: F401
+from eagle_pipelines.data.reference_list import reference_eval_split
 from eagle_pipelines.extras import LazyModule
 
 #: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
 mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
 
 logger = logging.getLogger(__name__)
-
-IRREGULAR_PLURALS = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
-                     "scissors": "scissors", "skateboard": "skateboards", "teddy bear": "teddy bears"}
-
-
-class CocoSampleParams(ParitySwitches):
-    """How the evaluation split is drawn from a COCO-format dataset."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    parity_switches = ("word_sample", "word_candidates", "word_quota", "reference_lists")
-
-    images: PositiveInt = Field(default=275, description="images in the seeded sample (all when fewer exist)")
-    seed: int = 0
-    require_objects: bool = Field(default=True, description="sample only images with at least one annotation")
-    merge_instances: bool = Field(
-        default=True, description="one object per (image, category): the union of its instance masks")
-    plurals: bool = Field(default=True, description="an answer may name a category in the plural")
-    words: dict[str, list[str]] = Field(
-        default_factory=dict, description="extra words per category name (synonyms), e.g. person: [man, woman]")
-    word_sample: Literal["caption_sample", "per_category"] = Field(
-        default="caption_sample",
-        description="the word level's images: caption_sample (the sampled images, every object they name) or "
-                    "per_category (the reference's rule: per category, its first word_candidates images in "
-                    "pycocotools' getImgIds order, answered, the first word_quota whose answer contains the "
-                    "category name kept; attribution.word_selection: reference)")
-    word_candidates: PositiveInt = Field(default=20, description="per_category: images answered per category")
-    word_quota: PositiveInt = Field(default=4, description="per_category: images kept per category (the "
-                                                           "reference's lists: 4, 306 entries over 77 categories)")
-    reference_lists: str | None = Field(
-        default=None, description="a folder with the authors' lists (datasets/*.json of RuoyuChen10/EAGLE): its "
-                                  "coco_single_target_once_<model>.json is then the word level's sample, as listed "
-                                  "(catalog entry word_reference_list)")
-
 
 class EvalDataParams(BaseModel):
     """Where eagle_coco's evaluation split comes from."""
@@ -73,33 +41,6 @@ class EvalDataParams(BaseModel):
                                       "reference_list: the images, answers and targets of a reference evaluation "
                                       "list (`reference_list` dataset) with `coco_val2017`'s images")
     coco: CocoSampleParams = CocoSampleParams()
-
-
-def plural(name: str) -> str:
-    """English plural of a category name (its last word): "dining table" -> "dining tables"."""
-    if name in IRREGULAR_PLURALS:
-        return IRREGULAR_PLURALS[name]
-    head, _, last = name.rpartition(" ")
-    if last.endswith(("s", "x", "z", "ch", "sh")):
-        last += "es"
-    elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
-        last = last[:-1] + "ies"
-    elif last.endswith("fe"):
-        last = last[:-2] + "ves"
-    else:
-        last += "s"
-    return f"{head} {last}" if head else last
-
-
-def category_words(name: str, params: CocoSampleParams) -> list[str]:
-    """The words an answer may use for category `name`, in the order they are looked for: the name, its plural,
-    the configured synonyms, then each of them capitalised (the first word of a sentence)."""
-    words = [name]
-    if params.plurals:
-        words.append(plural(name))
-    words += params.words.get(name, [])
-    words += [w[:1].upper() + w[1:] for w in words]
-    return list(dict.fromkeys(w for w in words if w))
 
 
 def sample_image_ids(index: CocoIndex, params: CocoSampleParams) -> list[int]:
@@ -220,8 +161,6 @@ def _with_word_list(instances: dict, captions: dict | None, images, params: Coco
                     caption_ids: list[int], word_list: tuple[list, str]) -> tuple[dict, dict, dict]:
     """The caption sample plus the images of the authors' word-level list, each entry with its record; an image in
     both keeps the list's record and object only (its answer is the list's)."""
-    from eagle_pipelines.data.reference_list import reference_eval_split
-
     entries, list_name = word_list
     loaders, split, split_captions = reference_eval_split(entries, images, instances, source=list_name)
     if split["info"]["sample"]["format"] != "object":

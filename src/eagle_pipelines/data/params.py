@@ -1,4 +1,5 @@
-"""Validated parameters of the embedded shapes benchmark (pydantic).
+"""Validated parameters of the embedded shapes benchmark and of a COCO sample (pydantic), and the words an answer
+may use for a COCO category (``category_words``).
 
 A wrong key or value fails when the run starts (see ``eagle_pipelines.hooks``) with the parameter's dotted name.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from eagle_pipelines.core.parity import ParitySwitches
 
 SHAPES = ("circle", "square", "triangle")
 BACKGROUNDS = {"dark": (0, 25), "light": (150, 255)}
@@ -98,3 +101,64 @@ class ShapesParams(StrictModel):
     @property
     def background_range(self) -> tuple[int, int]:
         return BACKGROUNDS[self.background]
+
+
+# --- a COCO sample (data/coco_sample.py) ---------------------------------------------------------------------------
+IRREGULAR_PLURALS = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
+                     "scissors": "scissors", "skateboard": "skateboards", "teddy bear": "teddy bears"}
+
+
+class CocoSampleParams(ParitySwitches):
+    """How the evaluation split is drawn from a COCO-format dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    parity_switches = ("word_sample", "word_candidates", "word_quota", "reference_lists")
+
+    images: PositiveInt = Field(default=275, description="images in the seeded sample (all when fewer exist)")
+    seed: int = 0
+    require_objects: bool = Field(default=True, description="sample only images with at least one annotation")
+    merge_instances: bool = Field(
+        default=True, description="one object per (image, category): the union of its instance masks")
+    plurals: bool = Field(default=True, description="an answer may name a category in the plural")
+    words: dict[str, list[str]] = Field(
+        default_factory=dict, description="extra words per category name (synonyms), e.g. person: [man, woman]")
+    word_sample: Literal["caption_sample", "per_category"] = Field(
+        default="caption_sample",
+        description="the word level's images: caption_sample (the sampled images, every object they name) or "
+                    "per_category (the reference's rule: per category, its first word_candidates images in "
+                    "pycocotools' getImgIds order, answered, the first word_quota whose answer contains the "
+                    "category name kept; attribution.word_selection: reference)")
+    word_candidates: PositiveInt = Field(default=20, description="per_category: images answered per category")
+    word_quota: PositiveInt = Field(default=4, description="per_category: images kept per category (the "
+                                                           "reference's lists: 4, 306 entries over 77 categories)")
+    reference_lists: str | None = Field(
+        default=None, description="a folder with the authors' lists (datasets/*.json of RuoyuChen10/EAGLE): its "
+                                  "coco_single_target_once_<model>.json is then the word level's sample, as listed "
+                                  "(catalog entry word_reference_list)")
+
+
+def plural(name: str) -> str:
+    """English plural of a category name (its last word): "dining table" -> "dining tables"."""
+    if name in IRREGULAR_PLURALS:
+        return IRREGULAR_PLURALS[name]
+    head, _, last = name.rpartition(" ")
+    if last.endswith(("s", "x", "z", "ch", "sh")):
+        last += "es"
+    elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
+        last = last[:-1] + "ies"
+    elif last.endswith("fe"):
+        last = last[:-2] + "ves"
+    else:
+        last += "s"
+    return f"{head} {last}" if head else last
+
+
+def category_words(name: str, params: CocoSampleParams) -> list[str]:
+    """The words an answer may use for category `name`, in the order they are looked for: the name, its plural,
+    the configured synonyms, then each of them capitalised (the first word of a sentence)."""
+    words = [name]
+    if params.plurals:
+        words.append(plural(name))
+    words += params.words.get(name, [])
+    words += [w[:1].upper() + w[1:] for w in words]
+    return list(dict.fromkeys(w for w in words if w))

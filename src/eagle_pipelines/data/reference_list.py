@@ -37,7 +37,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from eagle_pipelines.data.coco import CocoFormatError, image_size, split_file_name
+from eagle_pipelines.data.params import CocoSampleParams, category_words
 from eagle_pipelines.extras import LazyModule
+from eagle_pipelines.models.base import Answer
 
 #: pycocotools (the `pipelines` extra), imported on first use: the parameter models import without it
 mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
@@ -260,8 +262,6 @@ def reference_eval_split(entries: list, images: Mapping[str, Callable[[], Any]],
     named and skipped there), an instances dictionary (object lists: the list's own
     object per image) and a captions dictionary (the list's reference captions). Each image entry carries the
     list's ``reference`` record. Image ids and sizes come from the COCO instances file where it lists the file."""
-    from eagle_pipelines.data.coco_sample import category_words, CocoSampleParams
-
     fmt = list_format(entries, source)
     if fmt not in ("caption", "object"):
         raise CocoFormatError(f"{source}: a {fmt} list is read by {PIPELINE_OF[fmt]}, not eagle_coco "
@@ -484,8 +484,6 @@ def listed_answer(model, pixels: np.ndarray, prompt: str, item: str, record: dic
     prompt `model` makes for the image (which must be the list's own prompt tokens, ``split_answer``), each
     token's probability teacher-forced on the intact image; and the list's targets over the answer with its end
     token (``reference_targets``)."""
-    from eagle_pipelines.models.base import Answer
-
     image = model.model_image(pixels)
     prompt_ids = model.encode([image], prompt)["input_ids"][0].tolist()
     tok = model.processor.tokenizer

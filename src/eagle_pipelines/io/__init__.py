@@ -6,10 +6,12 @@ The names are imported on first use (``eagle_pipelines.io.ItemStoreDataset``), s
 from importlib import import_module
 
 _MODULES = {
-    "CocoFolder": "coco_dataset", "CocoFolderDataset": "coco_dataset",
+    "CocoFolder": "coco_dataset", "CocoFolderDataset": "coco_dataset", "MmvpSource": "coco_dataset",
+    "MmvpSourceDataset": "coco_dataset", "RepopeSource": "coco_dataset", "RepopeSourceDataset": "coco_dataset",
     "AttributionManifestDataset": "items", "ItemStore": "items", "ItemStoreDataset": "items", "Manifest": "items",
     "ManifestDataset": "items", "Skipped": "items",
-    "VisionLanguageModelDataset": "model_dataset",
+    "VisionLanguageModelDataset": "model_dataset", "VllmModelDataset": "model_dataset",
+    "ApiModelDataset": "model_dataset",
     "PaperTablesDataset": "paper_tables_dataset",
     "ReferenceList": "reference_list_dataset", "ReferenceListDataset": "reference_list_dataset",
     "FiguresDataset": "report_dataset", "PublishedReportDataset": "report_dataset",

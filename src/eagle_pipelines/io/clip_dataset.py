@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from kedro.io.core import DatasetError
 
+from eagle_pipelines.core.images import check_size, read_image
 from eagle_pipelines.data.clips import ClipFormatError, ClipRecord, clip_records
-from eagle_pipelines.io.split_dataset import CocoSplitDataset
+from eagle_pipelines.io.split_dataset import CocoSplitDataset, answered_version
 
 
 @dataclass
@@ -48,8 +49,6 @@ class ClipSplit:
     def clip(self, name: str) -> LoadedClip:
         """The clip's frames and the hash of their bytes (read once, so both agree). An unreadable or missing
         frame is a ``ClipFormatError`` naming the clip and the frame."""
-        from eagle_pipelines.core.images import check_size, read_image
-
         digest, frames = hashlib.sha256(), []
         for file_name in self.record(name).file_names:
             file = self.root / "images" / file_name
@@ -66,11 +65,7 @@ class ClipSplit:
 
     def frames(self, name: str, sha: str) -> np.ndarray:
         """The clip's frames, refusing a clip whose bytes changed since its answer was made (`sha`)."""
-        loaded = self.clip(name)
-        if loaded.sha != sha:
-            raise ClipFormatError(f"clip {name} changed since it was answered (frames {loaded.sha}, answered {sha}); "
-                                  f"rerun from the answers")
-        return loaded.frames
+        return answered_version(self.clip(name), sha, f"clip {name}", "frames", ClipFormatError).frames
 
 
 class ClipSplitDataset(CocoSplitDataset):

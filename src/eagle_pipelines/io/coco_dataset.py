@@ -1,4 +1,6 @@
-"""A read-only catalog dataset for a COCO-format folder that is read only when used (COCO val2017).
+"""Read-only catalog datasets for a COCO-format folder that is read only when used (COCO val2017), and the sources
+built on it: a POPE/RePOPE question list beside COCO images (``RepopeSourceDataset``) and the local MMVP copy
+(``MmvpSourceDataset``).
 
 Loading returns a ``CocoFolder`` handle and reads nothing: the annotation files are parsed on the first call of
 ``instances()`` / ``captions()`` and the images are listed on the first call of ``images()``. So a pipeline can
@@ -11,11 +13,17 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+import json
+from pathlib import Path
+
 import fsspec
+import pandas as pd
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from kedro_datasets.json import JSONDataset
 
+from eagle_pipelines.core.hallucination import read_pope_questions
 from eagle_pipelines.core.images import SourceImage
+from eagle_pipelines.data.reference_list import repope_records
 
 
 class CocoFolder:
@@ -96,14 +104,21 @@ class CocoFolderDataset(AbstractDataset[None, CocoFolder]):
                 files[stem] = SourceImage(str(entry), None if local else self._fs)
         return files
 
-    def missing(self) -> list[str]:
-        """The expected paths that are not there (empty when the dataset is complete)."""
-        problems = []
+    #: how `missing_message` names the source (``{path}``: its root folder)
+    what = "The COCO-format dataset at '{path}'"
+
+    def missing_images(self) -> list[str]:
+        """The images folder, when it is not there or holds no image."""
         images = self.part("images")
         if not self._fs.isdir(images):
-            problems.append(f"{images}/ (the images folder)")
-        elif not self._fs.glob(f"{images}/*{self._image_suffix}"):
-            problems.append(f"{images}/*{self._image_suffix} (the folder has no image)")
+            return [f"{images}/ (the images folder)"]
+        if not self._fs.glob(f"{images}/*{self._image_suffix}"):
+            return [f"{images}/*{self._image_suffix} (the folder has no image)"]
+        return []
+
+    def missing(self) -> list[str]:
+        """The expected paths that are not there (empty when the dataset is complete)."""
+        problems = self.missing_images()
         for which in ("instances", "captions"):
             if which == "captions" and self._captions is None:
                 continue
@@ -113,7 +128,7 @@ class CocoFolderDataset(AbstractDataset[None, CocoFolder]):
 
     def missing_message(self, problems: list[str]) -> str:
         hint = f" {self._missing_hint}" if self._missing_hint else ""
-        return f"The COCO-format dataset at '{self._path}' is incomplete; missing: {'; '.join(problems)}.{hint}"
+        return f"{self.what.format(path=self._path)} is incomplete; missing: {'; '.join(problems)}.{hint}"
 
     def load(self) -> CocoFolder:
         return CocoFolder(self)
@@ -127,3 +142,108 @@ class CocoFolderDataset(AbstractDataset[None, CocoFolder]):
     def _describe(self) -> dict[str, Any]:
         return {"path": self._path, "images": self._images, "instances": self._instances,
                 "captions": self._captions}
+
+
+# --- sources built on a COCO-format folder ------------------------------------------------------------------------
+class RepopeSource(CocoFolder):
+    """What ``RepopeSourceDataset.load`` returns: the COCO folder's parts plus the question records, each read
+    (and validated) on first use."""
+
+    def records(self) -> list[dict]:
+        """The question records: a POPE/RePOPE list, or the reference's own RePOPE list (its FP or TN file,
+        ``datasets/<model>-RePOPE-FP.json``), whose generated answers are then teacher-forced as listed."""
+        path = self._dataset._questions
+        return self._read("questions", lambda: _pope_records(Path(path).read_text(), path))
+
+
+def _pope_records(text: str, path: str) -> list[dict]:
+    if text.lstrip().startswith("["):
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError:
+            entries = None
+        if isinstance(entries, list) and entries and isinstance(entries[0], dict) and "generated_ids" in entries[0]:
+            return read_pope_questions(json.dumps(repope_records(entries, path)), source=path)
+    return read_pope_questions(text, source=path)
+
+
+class RepopeSourceDataset(CocoFolderDataset):
+    """Read-only: a POPE/RePOPE question list (JSON lines or a JSON array) and a COCO-format folder.
+
+    Args:
+        filepath: the question list, e.g. ``data/01_raw/repope/coco_repope_random.json``.
+        path: the COCO root folder (``data/01_raw/coco``).
+        images: its images folder, relative to `path` (``val2014``).
+        instances: its instances file, relative to `path` (``annotations/instances_val2014.json``).
+        image_suffix: the images' suffix (``.jpg``).
+        missing_hint: how to obtain the data, said when a part is missing.
+    """
+
+    def __init__(self, filepath: str, path: str, images: str = "val2014",
+                 instances: str = "annotations/instances_val2014.json", image_suffix: str = ".jpg",
+                 missing_hint: str | None = None, metadata: dict | None = None):
+        super().__init__(path, images=images, instances=instances, captions=None, image_suffix=image_suffix,
+                         missing_hint=missing_hint, metadata=metadata)
+        self._questions = str(filepath)
+
+    def missing(self) -> list[str]:
+        """The expected paths that are not there (empty when complete)."""
+        questions = [] if self._fs.isfile(self._questions) else [f"{self._questions} (the question list)"]
+        return questions + super().missing()
+
+    what = "The RePOPE source"
+
+    def load(self) -> RepopeSource:
+        return RepopeSource(self)
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("the RePOPE source is read-only (a question list and COCO images you supply)")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._questions, **super()._describe()}
+
+
+class MmvpSource(CocoFolder):
+    """What ``MmvpSourceDataset.load`` returns: ``questions()`` (Questions.csv as a frame) and ``images()`` (file
+    stem -> loader of the PIL image), each read on first use."""
+
+    def questions(self) -> pd.DataFrame:
+        return self._read("questions", lambda: pd.read_csv(self._dataset.questions_path))
+
+
+class MmvpSourceDataset(CocoFolderDataset):
+    """Read-only: MMVP's question list and images folder (the layout of the Hugging Face dataset ``MMVP/MMVP``).
+
+    Args:
+        path: the copy's root folder (``data/01_raw/mmvp``).
+        questions: the question list, relative to `path` (``Questions.csv``).
+        images: the images folder, relative to `path` (``MMVP Images``).
+        image_suffix: the images' suffix (``.jpg``).
+        missing_hint: how to obtain the data, said when a part is missing.
+    """
+
+    def __init__(self, path: str, questions: str = "Questions.csv", images: str = "MMVP Images",
+                 image_suffix: str = ".jpg", missing_hint: str | None = None, metadata: dict | None = None):
+        super().__init__(path, images=images, instances=questions, captions=None, image_suffix=image_suffix,
+                         missing_hint=missing_hint, metadata=metadata)
+        self._questions = questions
+
+    @property
+    def questions_path(self) -> str:
+        return str(PurePosixPath(self._path) / self._questions)
+
+    what = "The MMVP copy at '{path}'"
+
+    def missing(self) -> list[str]:
+        """The expected paths that are not there (empty when complete)."""
+        problems = [] if self._fs.isfile(self.questions_path) else [f"{self.questions_path} (the question list)"]
+        return problems + self.missing_images()
+
+    def load(self) -> MmvpSource:
+        return MmvpSource(self)
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("the MMVP copy is read-only (a question list and images you supply)")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path, "questions": self._questions, "images": self._images}

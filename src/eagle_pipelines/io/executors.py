@@ -1,4 +1,4 @@
-"""Where the per-item jobs of ``run_jobs`` (io/items.py) run: in the run's own process (``SequentialExecutor``, the
+"""Where the per-item jobs of ``run_jobs`` (at the end of this module) run: in the run's own process (``SequentialExecutor``, the
 default) or on Ray workers (``RayExecutor``, ``compute.executor: ray``; docs/scale.md).
 
 An executor only computes. It takes the jobs a node built and yields each job's ``Outcome`` (the value, a skip
@@ -34,12 +34,16 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from eagle_pipelines.io.items import DATA_ERRORS, Job, Skipped
+from tqdm.auto import tqdm
+
+from eagle_pipelines.io import model_dataset
+from eagle_pipelines.io.items import DATA_ERRORS, ItemStore, Job, Manifest, Skipped
 from eagle_pipelines.io.model_dataset import model_from_spec, model_reference
+from eagle_pipelines.io.split_dataset import CocoSplit
 
 logger = logging.getLogger(__name__)
 
@@ -313,8 +317,6 @@ def _shared_types() -> dict[type, tuple[str, ...]]:
     """Types whose objects many jobs capture, sent once per node (subclasses too); each with the cache attributes
     it rebuilds itself (not sent). A model adapter that was not loaded by the catalog (no load spec) is sent whole,
     once per node."""
-    from eagle_pipelines.io.items import Manifest
-    from eagle_pipelines.io.split_dataset import CocoSplit
     from eagle_pipelines.models.adapter import TransformersAdapter
 
     return {CocoSplit: ("_index",), Manifest: (), TransformersAdapter: ()}
@@ -407,8 +409,6 @@ class _Worker:
         if workdir and os.path.isdir(workdir):
             os.chdir(workdir)  # relative paths of the catalog resolve as in the driver
         if gpus > 0:
-            from eagle_pipelines.io import model_dataset
-
             model_dataset.WORKER_DEVICE = "cuda"  # Ray shows this worker only its own GPUs
         logging.basicConfig(level=logging.WARNING)
 
@@ -492,3 +492,67 @@ def reset() -> None:
     close()
     with _STATE_LOCK:
         _STATE["params"] = None
+
+
+# --- running the jobs of a node -----------------------------------------------------------------------------------
+def run_jobs(store: ItemStore, jobs: Iterable[Job], description: str, params: dict | None = None) -> dict:
+    """Makes every job's item that the store does not hold yet (each written as soon as it is ready), and returns
+    the manifest of all of them.
+
+    A job that returns ``Skipped`` or raises a data error (``ValueError``, ``OSError``) is recorded as skipped
+    with its reason (stored under its fingerprint, so it is retried when its input changes); any other error is
+    recorded as failed (not stored: retried on the next run) and the rest still finish.
+
+    Where the jobs are computed is the run's executor (this module: in this process, one at a time, or on
+    Ray workers; ``params:compute``). The store is written here, in this process, and the manifest lists the items
+    in job order, so the outputs do not depend on the executor."""
+    jobs = list(jobs)
+    keys = [j.key for j in jobs]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{description}: the same item key is made twice ({dup[:3]}); keys must be unique")
+    manifest = {"store": str(store.path), "kind": store.kind, "params": params or {}, "items": {}, "skipped": {},
+                "failed": {}}
+    todo = []
+    for job in jobs:
+        reason = store.skipped(job.key, job.fp)
+        if reason is not None:
+            manifest["skipped"][job.key] = {"fp": job.fp, "reason": reason, **job.info}
+        elif store.get(job.key, job.fp) is not None:
+            manifest["items"][job.key] = {"fp": job.fp, **job.info}
+        else:
+            todo.append(job)
+    if len(todo) < len(jobs):
+        logger.info("%s: %d of %d items already made for these inputs, making %d", description,
+                    len(jobs) - len(todo), len(jobs), len(todo))
+    start = time.perf_counter()
+    done: dict[int, tuple[str, dict]] = {}  # todo index -> (manifest section, entry)
+    if todo:
+        with tqdm(total=len(todo), desc=description, unit="item") as bar:
+            for i, outcome in current().run(todo, description):
+                if i in done:  # an executor must give each job one outcome
+                    raise RuntimeError(f"{description}: item {todo[i].key} came back twice from the executor")
+                done[i] = _record(store, todo[i], outcome, description)
+                bar.update(1)
+    for i, job in enumerate(todo):  # job order, as a sequential run inserts them
+        section, entry = done.get(i, ("failed", {"fp": job.fp, "reason": "the executor gave no result", **job.info}))
+        manifest[section][job.key] = entry
+    manifest["seconds"] = round(time.perf_counter() - start, 3)
+    if manifest["failed"]:
+        logger.error("%s: %d items failed (listed in the report; they are retried on the next run): %s",
+                     description, len(manifest["failed"]), ", ".join(sorted(manifest["failed"])[:10]))
+    return manifest
+
+
+def _record(store: ItemStore, job: Job, outcome, description: str) -> tuple[str, dict]:
+    """Writes one job's outcome into the store (an item, or a skip with its reason; a failure writes nothing) and
+    returns its manifest section and entry."""
+    if outcome.status == "failed":
+        logger.error("%s: item %s failed: %s", description, job.key, outcome.reason)
+        return "failed", {"fp": job.fp, "reason": outcome.reason, **job.info}
+    if outcome.status == "skipped":
+        logger.warning("%s: %s skipped: %s", description, job.key, outcome.reason)
+        store.skip(job.key, job.fp, outcome.reason)
+        return "skipped", {"fp": job.fp, "reason": outcome.reason, **job.info}
+    store.put(job.key, job.fp, outcome.value)
+    return "items", {"fp": job.fp, **job.info}

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,11 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
-from eagle_pipelines.core.attribution import Attribution, atomic_write
+from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.images import read_image
+from eagle_pipelines.core.plotting import attribution_display, colour_bar
 from eagle_pipelines.core.regions import RegionMap
+from eagle_pipelines.files import atomic_write
 from eagle_pipelines.io import storage
 
 logger = logging.getLogger(__name__)
@@ -384,75 +387,8 @@ class ItemStoreDataset(AbstractDataset[None, ItemStore]):
         return {"path": self._path, "kind": self._kind}
 
 
-# --- running the jobs of a node -----------------------------------------------------------------------------------
+# --- what a job may raise as bad data (io/executors.py: run_jobs) ------------------------------------------------
 DATA_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
-
-
-def run_jobs(store: ItemStore, jobs: Iterable[Job], description: str, params: dict | None = None) -> dict:
-    """Makes every job's item that the store does not hold yet (each written as soon as it is ready), and returns
-    the manifest of all of them.
-
-    A job that returns ``Skipped`` or raises a data error (``ValueError``, ``OSError``) is recorded as skipped
-    with its reason (stored under its fingerprint, so it is retried when its input changes); any other error is
-    recorded as failed (not stored: retried on the next run) and the rest still finish.
-
-    Where the jobs are computed is the run's executor (``io/executors.py``: in this process, one at a time, or on
-    Ray workers; ``params:compute``). The store is written here, in this process, and the manifest lists the items
-    in job order, so the outputs do not depend on the executor."""
-    from tqdm.auto import tqdm
-
-    from eagle_pipelines.io import executors
-
-    jobs = list(jobs)
-    keys = [j.key for j in jobs]
-    if len(set(keys)) != len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"{description}: the same item key is made twice ({dup[:3]}); keys must be unique")
-    manifest = {"store": str(store.path), "kind": store.kind, "params": params or {}, "items": {}, "skipped": {},
-                "failed": {}}
-    todo = []
-    for job in jobs:
-        reason = store.skipped(job.key, job.fp)
-        if reason is not None:
-            manifest["skipped"][job.key] = {"fp": job.fp, "reason": reason, **job.info}
-        elif store.get(job.key, job.fp) is not None:
-            manifest["items"][job.key] = {"fp": job.fp, **job.info}
-        else:
-            todo.append(job)
-    if len(todo) < len(jobs):
-        logger.info("%s: %d of %d items already made for these inputs, making %d", description,
-                    len(jobs) - len(todo), len(jobs), len(todo))
-    start = time.perf_counter()
-    done: dict[int, tuple[str, dict]] = {}  # todo index -> (manifest section, entry)
-    if todo:
-        with tqdm(total=len(todo), desc=description, unit="item") as bar:
-            for i, outcome in executors.current().run(todo, description):
-                if i in done:  # an executor must give each job one outcome
-                    raise RuntimeError(f"{description}: item {todo[i].key} came back twice from the executor")
-                done[i] = _record(store, todo[i], outcome, description)
-                bar.update(1)
-    for i, job in enumerate(todo):  # job order, as a sequential run inserts them
-        section, entry = done.get(i, ("failed", {"fp": job.fp, "reason": "the executor gave no result", **job.info}))
-        manifest[section][job.key] = entry
-    manifest["seconds"] = round(time.perf_counter() - start, 3)
-    if manifest["failed"]:
-        logger.error("%s: %d items failed (listed in the report; they are retried on the next run): %s",
-                     description, len(manifest["failed"]), ", ".join(sorted(manifest["failed"])[:10]))
-    return manifest
-
-
-def _record(store: ItemStore, job: Job, outcome, description: str) -> tuple[str, dict]:
-    """Writes one job's outcome into the store (an item, or a skip with its reason; a failure writes nothing) and
-    returns its manifest section and entry."""
-    if outcome.status == "failed":
-        logger.error("%s: item %s failed: %s", description, job.key, outcome.reason)
-        return "failed", {"fp": job.fp, "reason": outcome.reason, **job.info}
-    if outcome.status == "skipped":
-        logger.warning("%s: %s skipped: %s", description, job.key, outcome.reason)
-        store.skip(job.key, job.fp, outcome.reason)
-        return "skipped", {"fp": job.fp, "reason": outcome.reason, **job.info}
-    store.put(job.key, job.fp, outcome.value)
-    return "items", {"fp": job.fp, **job.info}
 
 
 def compose_of(manifest: Manifest) -> str:
@@ -599,8 +535,6 @@ class AttributionManifestDataset(ManifestDataset):
 
     def _image_of(self, info: dict) -> np.ndarray | None:
         """The photo an attribution explains, found by its image id and checked against its byte hash."""
-        from eagle_pipelines.core.images import read_image
-
         if self._images is not None:
             roots = [Path(self._images)]
         elif storage.is_remote(self._filepath):
@@ -632,8 +566,6 @@ class AttributionManifestDataset(ManifestDataset):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from eagle_pipelines.core.plotting import attribution_display, colour_bar
 
         manifest = self.load()
         if not manifest.items:

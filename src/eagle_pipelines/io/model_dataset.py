@@ -1,4 +1,6 @@
-"""A catalog dataset for vision-language models saved with ``save_pretrained``.
+"""The catalog's model datasets: vision-language models saved with ``save_pretrained``
+(``VisionLanguageModelDataset``), the same checkpoints run by vLLM (``VllmModelDataset``) and a model behind an
+OpenAI-compatible endpoint (``ApiModelDataset``).
 
 The embedded toy model and real checkpoints (a local folder, or a Hugging Face cache entry) load through this one
 type with ``local_files_only=True``: nothing is ever downloaded.
@@ -11,17 +13,23 @@ adapter as that small spec (``model_reference``), and each worker process loads 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
+from eagle_pipelines.models.adapter import checkpoint_fingerprint
+from eagle_pipelines.models.api_model import ApiModel, ApiParams, resolve_key
 from eagle_pipelines.models.checkpoint import SPEC_ATTRIBUTE, ModelCheckpoint, ModelSpec
+from eagle_pipelines.models.vllm_backend import VllmAdapter
 
 logger = logging.getLogger(__name__)
-__all__ = ["SPEC_ATTRIBUTE", "ModelSpec", "VisionLanguageModelDataset", "model_from_spec", "model_reference"]
+__all__ = ["SPEC_ATTRIBUTE", "ApiModelDataset", "ModelSpec", "VisionLanguageModelDataset", "VllmModelDataset",
+           "model_from_spec", "model_reference"]
 
 
 class VisionLanguageModelDataset(ModelCheckpoint, AbstractDataset[Any, Any]):
@@ -93,3 +101,94 @@ def model_from_spec(spec: ModelSpec):
             logger.info("worker %d loaded the model '%s' (%s) on %s", os.getpid(), spec.name, spec.fingerprint,
                         device)
         return _WORKER_MODELS[spec]
+
+
+class VllmModelDataset(AbstractDataset[None, VllmAdapter]):
+    """The catalog's ``vlm`` run by vLLM (``backend: vllm`` of a GPU environment's catalog):
+
+        vlm:
+          type: eagle_pipelines.io.model_dataset.VllmModelDataset
+          path: data/06_models/Qwen2.5-VL-3B-Instruct
+          dtype: auto
+          llm_options: {gpu_memory_utilization: 0.8, max_model_len: 4096}
+
+    Loads ``VllmAdapter.from_pretrained`` once per run (nothing is saved); its stamp is the checkpoint's
+    fingerprint, as the transformers dataset's."""
+
+    def __init__(self, path: str, family: str = "auto", dtype: str = "auto", llm_options: dict | None = None,
+                 metadata: dict | None = None):
+        self._path, self._family, self._dtype = path, family, dtype
+        self._llm_options = dict(llm_options or {})
+        self.metadata = metadata
+        self._loaded = None
+
+    def load(self) -> VllmAdapter:
+        if self._loaded is None:
+            if not (Path(self._path) / "config.json").is_file():
+                raise DatasetError(f"No model checkpoint at '{self._path}' (nothing is downloaded; docs/models.md)")
+            self._loaded = VllmAdapter.from_pretrained(self._path, family=self._family, dtype=self._dtype,
+                                                       **self._llm_options)
+        return self._loaded
+
+    def save(self, data) -> None:
+        raise DatasetError("the vLLM backend does not save checkpoints; use VisionLanguageModelDataset")
+
+    def _exists(self) -> bool:
+        return (Path(self._path) / "config.json").is_file()
+
+    def _release(self) -> None:
+        self._loaded = None
+
+    def stamp(self) -> str:
+        return f"vllm-{checkpoint_fingerprint(self._path)}" if self._exists() else f"absent:{self._path}"
+
+    def _describe(self) -> dict:
+        return {"path": self._path, "family": self._family, "dtype": self._dtype, "llm_options": self._llm_options}
+
+
+class ApiModelDataset(AbstractDataset[None, ApiModel]):
+    """A model behind an OpenAI-compatible endpoint as the catalog's ``vlm`` (conf/api/catalog.yml).
+
+    Args: ``api_base``, ``api_model`` and the other ``ApiParams`` fields (``max_requests``, ``max_concurrency``...);
+    ``path``: the response cache's folder (``cache_dir``; under ``path`` Kedro makes it relative to the project);
+    ``credentials``: a Kedro credentials entry with ``api_key`` (else the environment variable ``api_key_env``).
+    Nothing is saved; the key is never part of ``_describe`` or the stamp."""
+
+    def __init__(self, api_base: str, api_model: str, path: str | None = None, credentials: dict | None = None,
+                 metadata: dict | None = None, **settings: Any):
+        if path is not None:
+            settings["cache_dir"] = path
+        try:
+            self._params = ApiParams(api_base=api_base, api_model=api_model, **settings)
+        except Exception as exc:  # noqa: BLE001 - pydantic's message names the field
+            raise DatasetError(f"the API model entry ({api_model} at {api_base}): {exc}") from None
+        self._credentials = dict(credentials or {})
+        self.metadata = metadata
+        self._loaded: ApiModel | None = None
+
+    def load(self) -> ApiModel:
+        if self._loaded is None:
+            key = resolve_key(None, self._credentials, self._params.api_key_env)
+            self._loaded = ApiModel(self._params, api_key=key)
+            logger.info("API model '%s' at %s: %s server, %s scoring%s", self._params.api_model,
+                        self._params.api_base, self._loaded.server, self._loaded.scoring,
+                        "" if self._params.max_requests is None else f", max_requests={self._params.max_requests}")
+        return self._loaded
+
+    def save(self, data) -> None:
+        raise DatasetError(f"'{self._params.api_model}' is served by {self._params.api_base}: nothing to save")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _release(self) -> None:
+        self._loaded = None
+
+    def stamp(self) -> str:
+        """Provenance without a request: the model name and the scoring settings (not the URL or the key)."""
+        p = self._params
+        return json.dumps({"api_model": p.api_model, "server": p.server, "scoring": p.scoring,
+                           "top_logprobs": p.top_logprobs, "image_size": p.image_size}, sort_keys=True)
+
+    def _describe(self) -> dict[str, Any]:
+        return {k: v for k, v in self._params.model_dump().items() if k != "api_key_env"}

@@ -26,7 +26,7 @@ import pandas as pd
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
-from eagle_pipelines.core.attribution import atomic_write
+from eagle_pipelines.files import atomic_write
 
 LINKED = ("metrics.csv", "metrics_per_sample.csv", "skipped.csv", "paper_comparison.csv", "report.html", "run.json")
 

@@ -33,12 +33,22 @@ import numpy as np
 from kedro.io.core import AbstractDataset, DatasetError
 from PIL import Image
 
-from eagle_pipelines.core.images import SourceImage
+from eagle_pipelines.core.images import SourceImage, check_size, read_image
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
 
 logger = logging.getLogger(__name__)
 
 CONTENT_FILE = "split.json"
+
+
+
+def answered_version(loaded, sha: str, name: str, what: str, error: type[Exception]):
+    """`loaded` (an image or clip with its ``sha``), refused with `error` when its bytes changed since its answer
+    was made (`sha`): the answer would not be the one of these pixels."""
+    if loaded.sha != sha:
+        raise error(f"{name} changed since it was answered ({what} {loaded.sha}, answered {sha}); rerun from the "
+                    f"answers")
+    return loaded
 
 
 @dataclass
@@ -80,7 +90,6 @@ class CocoSplit:
         except OSError as exc:
             raise CocoFormatError(f"image {image_id} ('{file.name}') cannot be read: {exc.strerror or exc}") from None
         sha = hashlib.sha256(data).hexdigest()[:16]
-        from eagle_pipelines.core.images import check_size, read_image
 
         try:  # the rules eagle-explain and explain() apply: 16-bit scaled, EXIF orientation, bombs and non-finite,
             pixels = read_image(file, data=data)  # empty or tiny images refused
@@ -101,11 +110,7 @@ class CocoSplit:
 
     def pixels(self, image_id: int, sha: str) -> np.ndarray:
         """The image's pixels, refusing an image whose bytes changed since its answer was made (`sha`)."""
-        loaded = self.image(image_id)
-        if loaded.sha != sha:
-            raise CocoFormatError(f"image {image_id} changed since it was answered (bytes {loaded.sha}, answered "
-                                  f"{sha}); rerun from the answers")
-        return loaded.pixels
+        return answered_version(self.image(image_id), sha, f"image {image_id}", "bytes", CocoFormatError).pixels
 
 
 def _encode(image) -> bytes:

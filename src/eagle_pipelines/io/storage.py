@@ -20,6 +20,7 @@ from typing import Any
 from kedro.io.core import DatasetError
 
 from eagle_pipelines.errors import UserError
+from eagle_pipelines.files import atomic_write
 
 #: s3fs/botocore retry a refused connection with back-off; a few tries, short waits: a stopped server is an
 #: error in seconds, not minutes
@@ -134,7 +135,6 @@ def write_bytes(path: str | Path, data: bytes, storage_options: dict | None = No
         head, name = split_url(str(path))
         Remote(head, storage_options).write(name, data)
         return
-    from eagle_pipelines.core.attribution import atomic_write
 
     atomic_write(Path(path), lambda f: f.write(data))
 

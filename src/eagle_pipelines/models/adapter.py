@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eagle_pipelines.models.base import Answer
+from eagle_pipelines.core.geometry import PhotoGrid
+from eagle_pipelines.models.base import Answer, TeacherForcedOutput, checked_targets
+from eagle_pipelines.models.processing import image_chat_prompt, load_image_text_processor
+from eagle_pipelines.models.registry import family_for_checkpoint, resolve_dtype
 from eagle_pipelines.models.scoring import BatchedTokenScorer
 
 #: sequence-aligned processor outputs and what the teacher-forced answer tokens get in them
@@ -87,8 +90,6 @@ class TransformersAdapter:
     # -- loading and saving ------------------------------------------------------------------------------------
     @classmethod
     def load_processor(cls, path: str | Path):
-        from eagle_pipelines.models.processing import load_image_text_processor
-
         return load_image_text_processor(path, cls.processor_class)
 
     @classmethod
@@ -98,8 +99,6 @@ class TransformersAdapter:
         CUDA, float32 on the CPU; `device_map` (e.g. ``auto``) places the weights instead of `device`; `options`
         go to the family's constructor (InternVL: ``max_tiles``)."""
         from transformers import AutoModelForImageTextToText
-
-        from eagle_pipelines.models.registry import family_for_checkpoint, resolve_dtype
 
         family_for_checkpoint(path, cls.family)  # the checkpoint is of this family, or a clear error
         target = ("cuda" if torch.cuda.is_available() else "cpu") if device_map else device
@@ -124,8 +123,6 @@ class TransformersAdapter:
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def chat_prompt(self, prompt: str) -> str:
-        from eagle_pipelines.models.processing import image_chat_prompt
-
         return image_chat_prompt(self.processor, prompt)
 
     def check_prompt(self, prompt: str) -> None:
@@ -241,8 +238,6 @@ class TransformersAdapter:
         carries ground truth in photo pixels onto the model image, and model-image maps back to the photo. It
         depends on the photo's size alone, so it is read off the processor once per size (every word-level
         evaluation item asks for it)."""
-        from eagle_pipelines.core.geometry import PhotoGrid
-
         grids = self.__dict__.setdefault("_photo_grids", {})
         key = (int(height), int(width))
         if key not in grids:
@@ -315,13 +310,7 @@ class TeacherForcedScorer(BatchedTokenScorer):
         super().__init__(batch_size, memory_budget_mb)
         if compose not in ("pixel_values", "processor"):
             raise ValueError(f"compose must be 'pixel_values' or 'processor', got {compose!r}")
-        answer_ids = [int(t) for t in answer_ids]
-        self.target_positions = tuple(int(t) for t in target_positions)
-        if not self.target_positions:
-            raise ValueError("no tokens to explain: target_positions is empty")
-        if min(self.target_positions) < 0 or max(self.target_positions) >= len(answer_ids):
-            raise ValueError(f"target positions {self.target_positions} outside the answer of "
-                             f"{len(answer_ids)} tokens")
+        answer_ids, self.target_positions = checked_targets(answer_ids, target_positions)
         self.adapter, self.image, self.prompt, self.compose = adapter, image, prompt, compose
         self.device = device = adapter.device
         self.height, self.width = image.shape[:2]
@@ -508,8 +497,6 @@ class TransformersTeacherForced:
         return self._lm_head(self._norm(hidden))
 
     def __call__(self, images, hidden_states: bool = False):
-        from eagle_pipelines.models.base import TeacherForcedOutput
-
         images = torch.as_tensor(images, device=self.device)
         if images.ndim == 3:
             images = images[None]

@@ -8,6 +8,18 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 
+def checked_targets(answer_ids, target_positions) -> tuple[list[int], tuple[int, ...]]:
+    """The answer's ids as ints and the target positions as a tuple, refused when empty or outside the answer (a
+    TokenScorer's arguments)."""
+    answer_ids = [int(t) for t in answer_ids]
+    positions = tuple(int(t) for t in target_positions)
+    if not positions:
+        raise ValueError("no tokens to explain: target_positions is empty")
+    if min(positions) < 0 or max(positions) >= len(answer_ids):
+        raise ValueError(f"target positions {positions} outside the answer of {len(answer_ids)} tokens")
+    return answer_ids, positions
+
+
 @dataclass(frozen=True)
 class Answer:
     """A generated answer: the new token ids (without the end-of-turn token), their decoded text, the

@@ -29,16 +29,58 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from eagle_pipelines.core.regions import RegionMap
+from eagle_pipelines.core.strategies import SearchParams
 from eagle_pipelines.models.adapter import teacher_forcing_inputs
 from eagle_pipelines.models.base import Answer
 
 ATTENTION_NAME = "eagle_guided"
+
+
+class GuidanceParams(SearchParams):
+    """Evidence-guided decoding (models/guidance.py, docs/mitigation.md): before each greedy step the attention
+    logits of the next token over the image tokens get λ·b·log(g_t/max g_t + ε) in the layers [start, end).
+    ``source: eagle`` searches each token's evidence with the ``SearchParams`` fields (strategy, its settings,
+    batch_size; no memory planning by default)."""
+
+    source: Literal["eagle", "attention"] = Field(
+        default="eagle", description="eagle: each generated token's EAGLE attribution over the image-token cells; "
+                                     "attention: the attention its query paid to the image tokens")
+    strength: float = Field(default=1.0, ge=0, description="λ (0: plain greedy decoding)")
+    b: float = Field(default=1.0, description="the bias's scale and sign: > 0 keeps attention on the evidence, "
+                                              "< 0 pushes it to image tokens without evidence")
+    layers: tuple[int, int] | None = Field(
+        default=None, description="[start, end) decoder layers biased; null: the second half (middle to late)")
+    heads: list[int] | None = Field(default=None, description="heads biased in those layers; null: all")
+    eps: float = Field(default=0.05, gt=0, description="ε in log(g + ε): the floor of the bias")
+    weighting: Literal["uniform", "necessity"] = Field(
+        default="uniform", description="each token's evidence weighted equally, or by max(N_t, 0) (its necessity "
+                                       "at the last layer: prior-driven tokens add no evidence; one text pass each)")
+    draft: bool = Field(default=False, description="seed g_0 with an unguided draft answer's evidence (the first "
+                                                   "token, e.g. a yes/no answer, is otherwise never guided)")
+    memory_budget_mb: float | None = Field(
+        default=0, ge=0, allow_inf_nan=False,
+        description="peak memory each evidence search may use (MB); 0: no planning; null: what the device has")
+
+    def layer_range(self, n_layers: int) -> tuple[int, int]:
+        return tuple(self.layers) if self.layers is not None else (n_layers // 2, n_layers)
+
+    def label(self) -> str:
+        """A short name of the setting (tables)."""
+        if self.strength == 0 or self.b == 0:
+            return "greedy (no guidance)"
+        layers = "half" if self.layers is None else f"{self.layers[0]}-{self.layers[1]}"
+        extra = "".join([", draft" if self.draft else "", ", necessity" if self.weighting == "necessity" else "",
+                         f", heads {self.heads}" if self.heads is not None else ""])
+        return f"{self.source} λ={self.strength:g} b={self.b:g} layers {layers}{extra}"
 
 
 # --- the attention function ---------------------------------------------------------------------------------------
@@ -198,10 +240,12 @@ class EvidenceCache:
 class GuidedDecoder:
     """Greedy decoding of a ``TransformersAdapter`` model with evidence guidance (module docstring)."""
 
-    def __init__(self, adapter, guidance, cache: EvidenceCache | None = None):
-        from eagle_pipelines.parameters import GuidanceParams
-
+    def __init__(self, adapter, guidance, cache: EvidenceCache | None = None, explain: Callable | None = None):
+        """`explain`: the function that makes a token's EAGLE attribution, called as ``explain(adapter, image,
+        prompt, params, tokens=..., answer=..., regions=...)`` (``engine.explain_image``); needed by
+        ``source: eagle`` only."""
         self.adapter = adapter
+        self.explain = explain
         self.guidance = guidance if isinstance(guidance, GuidanceParams) else GuidanceParams.model_validate(
             guidance or {})
         self.cache = cache if cache is not None else EvidenceCache()
@@ -260,10 +304,11 @@ class GuidedDecoder:
     # -- evidence ----------------------------------------------------------------------------------------------
     def _eagle_evidence(self, image: np.ndarray, prompt: str, ids: list[int], cells: RegionMap
                         ) -> tuple[np.ndarray, int, float]:
-        from eagle_pipelines.api import explain
-
         g = self.guidance
-        settings = {"strategy": g.strategy, "search": repr(sorted(g.search_params.items())), "model":
+        if self.explain is None:
+            raise ValueError("guidance source 'eagle' needs the attribution function: GuidedDecoder(..., "
+                             "explain=eagle_pipelines.engine.explain_image)")
+        settings = {"strategy": g.strategy, "search": repr(sorted(g.search_params().items())), "model":
                     self.adapter.fingerprint, "cells": repr(cells.params)}
         key = self.cache.key(image, prompt, ids, settings)
         if key in self.cache.entries:
@@ -274,9 +319,8 @@ class GuidedDecoder:
                         text=tok.decode(ids, skip_special_tokens=True), token_probs=tuple([1.0] * len(ids)),
                         finished=False)
         start = time.perf_counter()
-        attribution = explain(self.adapter, image, prompt, tokens=[len(ids) - 1], answer=prefix, regions=cells,
-                              strategy=g.strategy, batch_size=g.batch_size, search_params=g.search_params or None,
-                              memory_budget_mb=0)
+        attribution = self.explain(self.adapter, image, prompt, g, tokens=[len(ids) - 1], answer=prefix,
+                                   regions=cells)
         entry = (attribution_evidence(attribution), int(attribution.forward_passes), time.perf_counter() - start)
         self.cache.entries[key] = entry
         return entry
@@ -304,7 +348,7 @@ class GuidedDecoder:
         with guided_attention(adapter.model):
             if active and g.draft:
                 draft = GuidedDecoder(adapter, g.model_copy(update={"strength": 0.0, "draft": False}),
-                                      self.cache)
+                                      self.cache, self.explain)
                 d_ids, d_ev = draft._decode(image, prompt, enc, image_positions, cells, max_new_tokens, None,
                                             collect=True)
                 draft_text = adapter.processor.tokenizer.decode(d_ids, skip_special_tokens=True)
@@ -370,9 +414,9 @@ class GuidedDecoder:
 
 
 def guided_generate(adapter, image, prompt: str, guidance=None, max_new_tokens: int = 32,
-                    cache: EvidenceCache | None = None) -> GuidedAnswer:
+                    cache: EvidenceCache | None = None, explain: Callable | None = None) -> GuidedAnswer:
     """One guided answer (``GuidedDecoder``); `guidance` a ``GuidanceParams`` or its dict."""
-    return GuidedDecoder(adapter, guidance, cache).generate(image, prompt, max_new_tokens)
+    return GuidedDecoder(adapter, guidance, cache, explain).generate(image, prompt, max_new_tokens)
 
 
 # --- the logit lens -----------------------------------------------------------------------------------------------

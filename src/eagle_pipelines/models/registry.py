@@ -58,11 +58,6 @@ def discover() -> None:
     _discovered = True
 
 
-def known_families() -> list[str]:
-    discover()
-    return sorted(FAMILIES)
-
-
 def family_class(family: str) -> type:
     """The adapter class of `family`; a clear error naming the known families otherwise."""
     discover()

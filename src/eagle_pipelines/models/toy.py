@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from eagle_pipelines.models.processing import image_chat_prompt
+from eagle_pipelines.models.processing import image_chat_prompt, words_of
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
 logger = logging.getLogger(__name__)
@@ -337,8 +337,6 @@ def extend_vocabulary(model, processor, texts: Sequence[str]) -> list[str]:
 
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
-
-    from eagle_pipelines.models.processing import words_of
 
     tok = processor.tokenizer
     spec = json.loads(tok.backend_tokenizer.to_str())

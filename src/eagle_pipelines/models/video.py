@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eagle_pipelines.models.base import Answer
+from eagle_pipelines.core.images import ImageError, check_size, read_image
+from eagle_pipelines.models.base import Answer, checked_targets
 from eagle_pipelines.models.scoring import BatchedTokenScorer
 
 #: frame rate assumed for frames without a time base (a folder of images, an array): qwen-vl-utils' FPS default
@@ -172,8 +173,6 @@ def _from_folder(folder: Path, n_frames, fps) -> Clip:
 
 def _frame(file: Path) -> np.ndarray:
     """One frame file by the rules of every image (``core.images``: the same decoder, the same smallest size)."""
-    from eagle_pipelines.core.images import ImageError, check_size, read_image
-
     frame = read_image(file)
     try:
         check_size(frame)
@@ -497,13 +496,7 @@ class VideoTokenScorer(BatchedTokenScorer):
     def __init__(self, adapter, clip: Clip, prompt: str, answer_ids, target_positions, batch_size: int = 8,
                  memory_budget_mb: float | None = None):
         super().__init__(batch_size, memory_budget_mb)
-        answer_ids = [int(t) for t in answer_ids]
-        self.target_positions = tuple(int(t) for t in target_positions)
-        if not self.target_positions:
-            raise ValueError("no tokens to explain: target_positions is empty")
-        if min(self.target_positions) < 0 or max(self.target_positions) >= len(answer_ids):
-            raise ValueError(f"target positions {self.target_positions} outside the answer of "
-                             f"{len(answer_ids)} tokens")
+        answer_ids, self.target_positions = checked_targets(answer_ids, target_positions)
         spec = adapter.video_spec
         n, h, w = clip.frames.shape[:3]
         if h % spec.factor or w % spec.factor:

@@ -9,7 +9,7 @@ token, the answer's at the end. vLLM batches the copies itself (continuous batch
 where its speed over the transformers scorer comes from on a GPU.
 
 ``vllm`` is imported only when an engine is built: this module imports without it. vLLM pins its own torch and
-transformers, so it usually lives in an environment of its own (``models/vllm_server.py: ensure_venv``); this
+transformers, so it usually lives in an environment of its own (``deploy/vllm_server.py: ensure_venv``); this
 project's package then runs from ``src/`` on that environment's Python.
 """
 
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from eagle_pipelines.models.base import Answer
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class VllmAdapter:
             from vllm import LLM
         except ImportError:
             raise ImportError("backend 'vllm' needs vLLM installed in this environment (pip install vllm; on a "
-                              "CPU, models/vllm_server.py: ensure_venv builds one; docs/api.md)") from None
+                              "CPU, deploy/vllm_server.py: ensure_venv builds one; docs/api.md)") from None
         family_cls = family_for_checkpoint(path, family)
         geometry = family_cls.__new__(family_cls)  # the family's processor logic without loading its weights
         geometry.processor = family_cls.load_processor(path)
@@ -117,8 +119,6 @@ class VllmAdapter:
     def generate_batch(self, images: list[np.ndarray], prompt: str, max_new_tokens: int = 32) -> list:
         """Greedy answers with each chosen token's probability (vLLM's raw log-probabilities)."""
         from vllm import SamplingParams
-
-        from eagle_pipelines.models.base import Answer
 
         ids = self.prompt_ids(prompt)
         prompts = [{"prompt_token_ids": ids, "multi_modal_data": {"image": _pil(self.model_image(im))}}
@@ -200,63 +200,6 @@ class VllmTokenScorer:
                     raise RuntimeError(f"vLLM's prompt ends with {tail}, not the answer {self.answer_ids}")
                 out[lo + k] = [math.exp(answer[t][self.answer_ids[t]].logprob) for t in self.target_positions]
         return out
-
-
-def _dataset_base():
-    try:
-        from kedro.io.core import AbstractDataset
-    except ImportError:  # vLLM's own environment has no Kedro: the adapter works, the dataset is unused
-        return object
-    return AbstractDataset
-
-
-class VllmModelDataset(_dataset_base()):
-    """The catalog's ``vlm`` run by vLLM (``backend: vllm`` of a GPU environment's catalog):
-
-        vlm:
-          type: eagle_pipelines.models.vllm_backend.VllmModelDataset
-          path: data/06_models/Qwen2.5-VL-3B-Instruct
-          dtype: auto
-          llm_options: {gpu_memory_utilization: 0.8, max_model_len: 4096}
-
-    Loads ``VllmAdapter.from_pretrained`` once per run (nothing is saved); its stamp is the checkpoint's
-    fingerprint, as the transformers dataset's."""
-
-    def __init__(self, path: str, family: str = "auto", dtype: str = "auto", llm_options: dict | None = None,
-                 metadata: dict | None = None):
-        self._path, self._family, self._dtype = path, family, dtype
-        self._llm_options = dict(llm_options or {})
-        self.metadata = metadata
-        self._loaded = None
-
-    def load(self) -> VllmAdapter:
-        if self._loaded is None:
-            from kedro.io.core import DatasetError
-
-            if not (Path(self._path) / "config.json").is_file():
-                raise DatasetError(f"No model checkpoint at '{self._path}' (nothing is downloaded; docs/models.md)")
-            self._loaded = VllmAdapter.from_pretrained(self._path, family=self._family, dtype=self._dtype,
-                                                       **self._llm_options)
-        return self._loaded
-
-    def save(self, data) -> None:
-        from kedro.io.core import DatasetError
-
-        raise DatasetError("the vLLM backend does not save checkpoints; use VisionLanguageModelDataset")
-
-    def _exists(self) -> bool:
-        return (Path(self._path) / "config.json").is_file()
-
-    def _release(self) -> None:
-        self._loaded = None
-
-    def stamp(self) -> str:
-        from eagle_pipelines.models.adapter import checkpoint_fingerprint
-
-        return f"vllm-{checkpoint_fingerprint(self._path)}" if self._exists() else f"absent:{self._path}"
-
-    def _describe(self) -> dict:
-        return {"path": self._path, "family": self._family, "dtype": self._dtype, "llm_options": self._llm_options}
 
 
 def timing_sets(masks: np.ndarray, repeat: int) -> list[np.ndarray]:

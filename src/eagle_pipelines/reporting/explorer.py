@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eagle_pipelines.core.attribution import Attribution
-from eagle_pipelines.core.plotting import attribution_display, sensitivity, sensitivity_scale, token_saliency
-from eagle_pipelines.reporting.figures import KEEP, display_name, influence_colours, method_style
+from eagle_pipelines.core.evaluate import order_saliency
+from eagle_pipelines.core.plotting import attribution_display, sensitivity, sensitivity_scale, token_saliency, top_mask
+from eagle_pipelines.reporting.figures import KEEP, _influence_norm, display_name, influence_colours, method_style
 
 #: the maps' longest side in the page (pixels) and their JPEG quality: about 10 kB a map
 MAP_SIDE = 288
@@ -89,9 +90,6 @@ def _token_curve(a: Attribution, t: int) -> dict:
 
 def _maps(item: ExplorerImage, key: str, a: Attribution, box, scale: float = 1.0) -> dict[str, str]:
     """The displays of one target: EAGLE (scaled by `scale`), the random floor and every baseline."""
-    from eagle_pipelines.core.evaluate import order_saliency
-    from eagle_pipelines.core.plotting import top_mask
-
     out = {"eagle": _both(item.image, a.saliency(), labels=a.labels, order=a.order, scale=scale, boxes=box)}
     if key in item.random:
         order = item.random[key]
@@ -152,8 +150,6 @@ def _image_data(item: ExplorerImage, norm) -> dict:
 def explorer_data(items: list[ExplorerImage], protocol: str = "pixels") -> dict:
     """The explorer's JSON: the methods (EAGLE first, the random floor, then the baselines), and per image its
     answer tokens (coloured by influence), objects and views (see the module docstring)."""
-    from eagle_pipelines.reporting.figures import _influence_norm
-
     attributions = [a for item in items for _, a in ([item.sentence] if item.sentence else [])]
     norm = _influence_norm(attributions)
     methods = {"eagle", *(m for item in items for maps in item.maps.values() for m in maps)}

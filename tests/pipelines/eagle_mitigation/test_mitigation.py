@@ -141,15 +141,16 @@ def test_a_draft_seeds_the_evidence_and_the_bias_moves_attention(shipped_model, 
 
 
 def test_eagle_evidence_is_computed_once_per_prefix(shipped_model, shapes):
+    from eagle_pipelines.engine import explain_image
     from eagle_pipelines.models.guidance import EvidenceCache, guided_generate
 
     image, _ = _biased_image(shapes)
     cache = EvidenceCache()
-    setting = {"strength": 1.0, "b": 1.0, "source": "eagle", "search_params": {"pool_size": 2}}
-    first = guided_generate(shipped_model, image, "Describe the image.", setting, 6, cache=cache)
+    setting = {"strength": 1.0, "b": 1.0, "source": "eagle", "pooled": {"pool_size": 2}}
+    first = guided_generate(shipped_model, image, "Describe the image.", setting, 6, cache=cache, explain=explain_image)
     n_entries = len(cache.entries)
     assert n_entries == len(first.answer.token_ids) - (0 if first.answer.finished else 1)
-    again = guided_generate(shipped_model, image, "Describe the image.", setting, 6, cache=cache)
+    again = guided_generate(shipped_model, image, "Describe the image.", setting, 6, cache=cache, explain=explain_image)
     assert again.answer.token_ids == first.answer.token_ids
     assert len(cache.entries) == n_entries and cache.hits >= n_entries
     assert again.evidence_passes == first.evidence_passes > 0  # the cost does not depend on the cache

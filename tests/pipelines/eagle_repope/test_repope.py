@@ -710,7 +710,7 @@ def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
     questions = project / "fixture" / "coco_repope_random.json"
     questions.write_text("".join(json.dumps(r) + "\n" for r in records))
     (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"repope_source": {
-        "type": "eagle_pipelines.pipelines.eagle_repope.datasets.RepopeSourceDataset",
+        "type": "eagle_pipelines.io.coco_dataset.RepopeSourceDataset",
         "filepath": str(questions), "path": str(coco), "metadata": {"kedro-viz": {"layer": "raw"}}}}))
 
     _run(project, {"eagle_repope": {"source": "repope", "methods": ["eagle", "random"]},
@@ -731,7 +731,7 @@ def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
 
 def test_a_missing_repope_source_is_named_before_any_node(tmp_path):
     from eagle_pipelines.hooks import missing_input
-    from eagle_pipelines.pipelines.eagle_repope.datasets import RepopeSourceDataset
+    from eagle_pipelines.io.coco_dataset import RepopeSourceDataset
 
     entry = yaml.safe_load((ROOT / "conf/base/catalog_eagle_repope.yml").read_text())["repope_source"]
     assert entry["metadata"]["needed_when"] == {"eagle_repope.source": "repope"}

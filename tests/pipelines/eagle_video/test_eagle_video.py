@@ -175,14 +175,19 @@ def test_eagle_video_finds_the_moment_and_the_place_and_resumes(tmp_path):
     assert manifest["seconds"] < 1.0
 
 
-def test_search_settings_must_fit_the_strategy():
+def test_search_settings_are_the_attribution_shape():
     from eagle_pipelines.parameters import ParameterError, parse
 
-    assert parse("eagle_video", _params("parameters_eagle_video.yml", "eagle_video")).search_params == {"pool_size": 12}
-    with pytest.raises(ParameterError, match=r"search_params.pool_size does not fit strategy 'lazy'"):
-        parse("eagle_video", {"strategy": "lazy", "search_params": {"pool_size": 12}})
-    with pytest.raises(ParameterError, match=r"strategy 'greedy' takes no search_params"):
-        parse("eagle_video", {"strategy": "greedy", "search_params": {"pool_size": 12}})
+    video = parse("eagle_video", _params("parameters_eagle_video.yml", "eagle_video"))
+    assert video.search_params() == {"pool_size": 12, "budget": 0.1}
+    assert video.search_params(defaults=False) == {"pool_size": 12}  # what the clip fingerprints keep
+    assert parse("eagle_video", {"strategy": "lazy", "lazy": {"refresh": 3}}).search_params() == {"refresh": 3}
+    with pytest.raises(ParameterError, match=r"eagle_video.lazy.refresh: Input should be greater than or equal to 1"):
+        parse("eagle_video", {"strategy": "lazy", "lazy": {"refresh": 0}})
+    with pytest.raises(ParameterError, match=r"eagle_video.search_params: Extra inputs are not permitted"):
+        parse("eagle_video", {"strategy": "pooled", "search_params": {"pool_size": 12}})
+    with pytest.raises(ParameterError, match=r"eagle_video.strategy: unknown strategy 'fast'; choose one of"):
+        parse("eagle_video", {"strategy": "fast"})
 
 
 @pytest.mark.slow

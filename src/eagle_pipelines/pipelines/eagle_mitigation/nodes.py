@@ -22,10 +22,14 @@ from eagle_pipelines.core.diagnostics import Diagnostics, best_setting, diagnose
 from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_images
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, fingerprint, run_jobs
+from eagle_pipelines.engine import explain_image
+from eagle_pipelines.io.executors import run_jobs
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
+from eagle_pipelines.models.base import Answer
 from eagle_pipelines.models.guidance import EvidenceCache, GuidedDecoder, LogitLens
 from eagle_pipelines.parameters import (
+    EagleMitigationParams,
     GuidanceParams,
     MitigationDiagnosticsParams,
     RepopeQuestionParams,
@@ -105,8 +109,6 @@ def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemSto
     the base guidance; ``EagleMitigationParams.settings``): one item per setting. EAGLE evidence of an answer
     prefix is computed once and shared by the settings (it comes from the unguided model); each answer's cost is
     counted as if nothing were shared."""
-    from eagle_pipelines.parameters import EagleMitigationParams
-
     settings = EagleMitigationParams(guidance=guidance, sweep=sweep).settings()
     records = _task_records(tasks)
     loaded = {rid: eval_split.image(rid) for rid in sorted({r["image_id"] for r in records})}
@@ -127,7 +129,7 @@ def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemSto
 
 def _decode_job(vlm, loaded: dict, records: list[dict], setting: GuidanceParams, cache: EvidenceCache):
     def compute():
-        decoder = GuidedDecoder(vlm, setting, cache)
+        decoder = GuidedDecoder(vlm, setting, cache, explain_image)
         answers = []
         for r in records:
             out = decoder.generate(loaded[r["image_id"]].pixels, r["prompt"], r["max_new_tokens"])
@@ -167,8 +169,6 @@ def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings:
 def _diagnose_job(vlm, eval_split: CocoSplit, task: dict, answer: dict, sha: str,
                   params: MitigationDiagnosticsParams):
     def compute():
-        from eagle_pipelines.models.base import Answer
-
         image = vlm.model_image(eval_split.pixels(task["image_id"], sha))
         ans = Answer(prompt=task["prompt"], token_ids=tuple(answer["token_ids"]), tokens=tuple(answer["tokens"]),
                      text=answer["text"], token_probs=tuple([1.0] * len(answer["token_ids"])), finished=True)

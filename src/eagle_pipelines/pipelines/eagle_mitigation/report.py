@@ -7,6 +7,7 @@ import pandas as pd
 
 from eagle_pipelines.core.diagnostics import Diagnostics
 from eagle_pipelines.io.items import Manifest
+from eagle_pipelines.io.report_dataset import figure_png
 from eagle_pipelines.reporting import html_page as pages
 
 HEADLINE = ["setting", "hallucination_rate_biased", "companion_rate_captions", "object_hallucination_captions",
@@ -77,8 +78,6 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     from eagle_pipelines.reporting.explorers.mitigation import mitigation_html
 
     params = {"eagle_mitigation": eagle_mitigation.model_dump(mode="json")}
-
-    from eagle_pipelines.io.report_dataset import figure_png
 
     explorer = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
     pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()

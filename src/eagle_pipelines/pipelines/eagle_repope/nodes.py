@@ -31,7 +31,8 @@ from eagle_pipelines.data.coco import CocoFormatError, split_file_name
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
+from eagle_pipelines.io.executors import run_jobs
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import (
@@ -360,9 +361,7 @@ def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict,
         photo = question_split.pixels(q["image_id"], q["image_sha"])
         # explain() brings a photo to the model's resolution itself (pixel_values) or masks the photo (processor)
         return explain(vlm, photo if compose == "processor" else vlm.model_image(photo), q["prompt"], tokens=None,
-                       strategy=params.strategy, lambda1=params.lambda1, lambda2=params.lambda2,
-                       batch_size=params.batch_size, memory_budget_mb=params.memory_budget_mb, answer=counter,
-                       regions=regions, search_params=params.search_params(), compose=compose, meta=_meta(q))
+                       params=params, answer=counter, regions=regions, compose=compose, meta=_meta(q))
 
     return compute
 

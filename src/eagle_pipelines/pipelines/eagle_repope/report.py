@@ -12,6 +12,7 @@ from eagle_pipelines.core.evaluate import object_at
 from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest, compose_of
+from eagle_pipelines.io.report_dataset import figure_png
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.parameters import EagleRepopeParams
 from eagle_pipelines.pipelines.eagle_repope.nodes import question_records
@@ -71,8 +72,6 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     """Everything one run publishes, as one bundle (the report dataset writes it whole or not at all): the
     tables, the figures, the self-contained HTML page and ``run.json`` (the run's facts, parameters, and the
     items not made with their reasons)."""
-    from eagle_pipelines.io.report_dataset import figure_png
-
     explorer = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
     pngs = {name: png if isinstance(png, bytes) else figure_png(png) for name, png in figures_png.items()
             if not isinstance(png, dict)}

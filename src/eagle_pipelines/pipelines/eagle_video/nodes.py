@@ -13,13 +13,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from eagle_pipelines.api_video import explain_video
 from eagle_pipelines.core.evaluate import random_order
 from eagle_pipelines.core.metrics import faithfulness
 from eagle_pipelines.core.regions import RegionMap
 from eagle_pipelines.core.video_metrics import prefix_curves, st_point_game, temporal_hit
-from eagle_pipelines.data.clips import ClipFormatError
+from eagle_pipelines.data.clips import ClipFormatError, generate_clip_split
 from eagle_pipelines.io.clip_dataset import ClipSplit
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint, run_jobs
+from eagle_pipelines.io.executors import run_jobs
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import EagleVideoParams, parse
 
@@ -31,8 +33,6 @@ METHODS = ("EAGLE", "random")
 def prepare_eval_clips(shapes: dict, clips: dict) -> tuple[dict, dict]:
     """The evaluation clips (``clips.splits.eval`` of them): frames keyed ``<clip>/frame_00`` and YouTube-VIS
     annotations, for the split dataset (written whole, and not at all when unchanged)."""
-    from eagle_pipelines.data.clips import generate_clip_split
-
     return generate_clip_split(parse("shapes", shapes), parse("clips", clips), "eval")
 
 
@@ -65,7 +65,7 @@ def answer_clips(vlm, eval_split: ClipSplit, eagle_video: EagleVideoParams) -> d
 
 # --- explanation --------------------------------------------------------------------------------------------------
 def _search_settings(params: EagleVideoParams) -> dict:
-    return {"targets": params.targets, "strategy": params.strategy, "search_params": dict(params.search_params),
+    return {"targets": params.targets, "strategy": params.strategy, "search_params": params.search_params(defaults=False),
             "rows": params.rows, "cols": params.cols, "lambda1": params.lambda1, "lambda2": params.lambda2}
 
 
@@ -74,8 +74,6 @@ def explain_clips(vlm, eval_split: ClipSplit, answers: dict, store: ItemStore, e
     explained is ``targets``: the words naming the event object ("red circle" of "a red circle"; the article is
     said whatever the clip shows) or every answer token. An answer that differs from the reference has no known
     cause and is skipped with that reason."""
-    from eagle_pipelines.api_video import explain_video
-
     settings = _search_settings(eagle_video)
     jobs = []
     for a in answers["answers"]:
@@ -88,9 +86,7 @@ def explain_clips(vlm, eval_split: ClipSplit, answers: dict, store: ItemStore, e
             frames = eval_split.frames(a["item"], a["clip_sha"])
             tokens = [eval_split.record(a["item"]).event_category] if eagle_video.targets == "event" else None
             return explain_video(vlm, frames, a["prompt"], tokens=tokens, answer=Answer.from_dict(a),
-                                 strategy=eagle_video.strategy, search_params=dict(eagle_video.search_params),
-                                 rows=eagle_video.rows, cols=eagle_video.cols, lambda1=eagle_video.lambda1,
-                                 lambda2=eagle_video.lambda2, batch_size=eagle_video.batch_size,
+                                 params=eagle_video, rows=eagle_video.rows, cols=eagle_video.cols,
                                  meta={"item": a["item"], "clip_id": a["clip_id"]})
 
         jobs.append(Job(a["item"], fp, compute, {"clip_id": a["clip_id"], "clip_sha": a["clip_sha"]}))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.plotting import save_video_gif
 from eagle_pipelines.core.video import VideoAttribution
 from eagle_pipelines.data.clips import ClipFormatError
 from eagle_pipelines.io.clip_dataset import ClipSplit
@@ -96,8 +97,6 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
                    vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest,
                    eagle_video: EagleVideoParams) -> dict:
     """The tables, the figures, an animated GIF of the map over each drawn clip, the HTML page and run.json."""
-    from eagle_pipelines.core.plotting import save_video_gif
-
     gifs = {}
     with tempfile.TemporaryDirectory(prefix="eagle_video_gif_") as tmp:
         for key, frames, attribution in _clips(vlm, eval_split, attributions, answers, eagle_video.figures):

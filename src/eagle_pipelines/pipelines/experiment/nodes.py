@@ -34,7 +34,8 @@ from eagle_pipelines.core.targets import literal_position, per_category_selectio
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.errors import UserError
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
+from eagle_pipelines.io.executors import run_jobs
+from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
 from eagle_pipelines.parameters import (
@@ -339,11 +340,8 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
         answer = Answer(prompt=t["prompt"], token_ids=tuple(t["token_ids"]), tokens=(), text=t["answer"],
                         token_probs=(), finished=True)
         positions = None if t["level"] == "sentence" else t["positions"]
-        return explain(vlm, image, t["prompt"], tokens=positions, strategy=params.strategy,
-                       lambda1=params.lambda1, lambda2=params.lambda2, batch_size=params.batch_size,
-                       memory_budget_mb=params.memory_budget_mb, answer=answer, regions=found[1],
-                       search_params=params.search_params(), compose=compose,
-                       meta={"compose": compose, "image_id": t["image_id"], "level": t["level"],
+        return explain(vlm, image, t["prompt"], tokens=positions, params=params, answer=answer, regions=found[1],
+                       compose=compose, meta={"compose": compose, "image_id": t["image_id"], "level": t["level"],
                              "item": t["item"], **t["meta"]})
 
     return compute

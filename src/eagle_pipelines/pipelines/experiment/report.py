@@ -10,13 +10,16 @@ from html import escape
 import pandas as pd
 
 from eagle_pipelines.core.baselines.common import normalise
+from eagle_pipelines.core.evaluate import random_order
 from eagle_pipelines.core.geometry import working_image
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest
+from eagle_pipelines.io.report_dataset import figure_png
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.parameters import PaperComparisonParams, ReportingParams
 from eagle_pipelines.pipelines.experiment.nodes import common_targets
 from eagle_pipelines.reporting import figures, html_page, paper
+from eagle_pipelines.reporting.explorer import ExplorerImage, explorer_data, explorer_html
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +107,6 @@ def _explorer(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Man
               reporting: ReportingParams, seed: int) -> dict:
     """The report explorer's data (reporting/explorer.py) for the first ``figure_samples`` images: each image's
     sentence- and word-level attributions, the baselines' maps and random floor of each, and their curves."""
-    from eagle_pipelines.core.evaluate import random_order
-    from eagle_pipelines.reporting.explorer import ExplorerImage, explorer_data
-
     by_item: dict[str, dict] = {}  # one entry per question (an image may carry several: MMVP)
     for key, info in attributions.items.items():
         entry = by_item.setdefault(str(info.get("item", info["image_id"])), {
@@ -285,8 +285,6 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     tables, what was not made and why (``skipped.csv``), the paper's cells beside the run's
     (``paper_comparison.csv``, when given), the figures, the self-contained HTML page and ``run.json`` (the run's
     facts and parameters)."""
-    from eagle_pipelines.io.report_dataset import figure_png
-
     experiment = experiment.model_dump(mode="json") if hasattr(experiment, "model_dump") else dict(experiment)
     pngs = {name: value for name, value in figures_png.items() if isinstance(value, bytes)}
     explorer_data = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
@@ -357,8 +355,6 @@ def paper_section(comparison: pd.DataFrame | None) -> str:
 def _html(metrics: pd.DataFrame, pngs: dict[str, bytes], coverage: dict, run: dict, params: dict,
           protocol: str = "pixels", explorer_data: dict | None = None,
           paper_comparison: pd.DataFrame | None = None, timings: dict | None = None) -> str:
-    from eagle_pipelines.reporting.explorer import explorer_html
-
     shown = {name: png for name, png in pngs.items() if name != "table"}
     not_made = pd.DataFrame(coverage["not_made"], columns=["stage", "item", "reason"])
     left_out = [f"{level}: {method} has {len(keys)} targets the others lack ({', '.join(keys[:5])})"

