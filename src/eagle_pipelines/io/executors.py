@@ -17,7 +17,8 @@ where
 and the value comes back to the driver. A worker killed mid-item is restarted (``max_restarts``) and the item
 retried (``max_task_retries``), then recorded as failed (retried on the next run); an item that fails for a data
 reason is recorded as skipped, never retried. The workers read the images and earlier items from the same paths as
-the driver: the project folder on a shared filesystem (docs/scale.md).
+the driver: the project folder on a shared filesystem, or an object store (``--env=s3``: the split, the item stores
+and the manifests in a bucket, read through fsspec; then the workers need no folder of the driver's: docs/scale.md).
 
 The executor in use is module state: ``hooks.ComputeHook`` configures it from ``params:compute`` before a run and
 closes it after, so node signatures do not change.
@@ -152,11 +153,16 @@ class RayExecutor:
                                resources.get("GPU", 0))
             # one item at a time per worker; "control" answers getpid/where while an item runs
             worker_class = ray.remote(concurrency_groups={"control": 1})(_Worker)
+            # a runtime_env of the workers' own (also when joining a running cluster); with a working_dir of its
+            # own, a worker stays in it instead of changing to the driver's folder (workers that share no folder
+            # with the driver: docs/scale.md)
+            env = {"runtime_env": p.runtime_env} if p.runtime_env else {}
+            workdir = "" if (p.runtime_env or {}).get("working_dir") else os.getcwd()
             for slot in range(p.workers):
                 actor = worker_class.options(
                     num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=p.max_restarts,
-                    max_task_retries=p.max_task_retries, max_concurrency=1,
-                ).remote(slot, os.getcwd(), p.cpus_per_worker, p.gpus_per_worker)
+                    max_task_retries=p.max_task_retries, max_concurrency=1, **env,
+                ).remote(slot, workdir, p.cpus_per_worker, p.gpus_per_worker)
                 self.slots.append(_Slot(actor))
             try:
                 where = ray.get([s.actor.where.options(concurrency_group="control").remote() for s in self.slots],
