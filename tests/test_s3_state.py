@@ -142,6 +142,10 @@ def test_the_lock_is_created_only_if_absent_on_seaweedfs(tmp_path):
         assert remote.create("eagle.lock", b"one")
         assert not remote.create("eagle.lock", b"two")  # the second create is refused ...
         assert remote.read("eagle.lock") == b"one"  # ... and changes nothing
+        with pytest.MonkeyPatch.context() as mp:  # a race: both saw no lock; the server's condition decides
+            mp.setattr(storage.Remote, "exists", lambda self, relative: False)
+            assert not remote.create("eagle.lock", b"three")
+        assert remote.read("eagle.lock") == b"one"
         remote.remove("eagle.lock")
         state = RunStateDataset("s3://eagle/.eagle", credentials=server.options)
         lock = RemoteLock(state)

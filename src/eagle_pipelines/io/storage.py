@@ -115,7 +115,8 @@ class Remote:
         except FileExistsError:
             return False
         except Exception as exc:  # noqa: BLE001
-            if "PreconditionFailed" in str(exc) or "412" in str(exc):
+            text = str(exc).lower().replace("-", "")
+            if "precondition" in text or "412" in text:  # S3: 412 PreconditionFailed (SeaweedFS: OSError EINVAL)
                 return False
             raise self._fail(f"write '{self.url}/{relative}'", exc) from None
         try:
