@@ -210,6 +210,10 @@ def test_ray_workers_that_share_no_folder_with_the_driver_equal_the_sequential_r
     assert not touched, touched[:5]
     assert not (project / "data/01_raw/eagle_coco/eval").exists()  # the split is in the bucket
     assert Remote(f"s3://{BUCKET}/workers", weed.options).exists("01_raw/eagle_coco/eval/split.json")
+    # the provenance records are in the bucket too (conf/s3's run_state), and the run lock was released
+    state = Remote(f"s3://{BUCKET}/workers/.eagle", weed.options)
+    assert state.exists("provenance/eagle_coco.attributions.json") and not state.exists("eagle.lock")
+    assert not (project / "data/.provenance").exists()
 
     # the same manifests (keys, order, fingerprints, skips), metrics, JSON and arrays as the sequential run
     pd.testing.assert_frame_equal(_metrics(project), _metrics(sequential), check_exact=True)
