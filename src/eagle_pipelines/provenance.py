@@ -15,6 +15,11 @@ run never passes for finished.
   that makes it, instead of mixing old and new results.
 - One writer per data folder: a second ``kedro run`` on the same project stops at once with a clear message
   (``data/.eagle.lock``), instead of rewriting the files the first one is reading.
+
+With a ``run_state`` catalog entry (``io/storage.py: RunStateDataset``, ``path: s3://bucket/.eagle``) the records
+and the lock live on that fsspec filesystem instead (``conf/s3``): each record is one PUT, removed before its
+dataset is saved and written after; the lock is an object created only if absent (``If-None-Match: *``). A dataset
+on an object store is stamped by its objects' names, sizes and ETags, as a local one by its files' sizes and times.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -62,6 +67,44 @@ def _describe(dataset) -> dict:
         return {}
 
 
+def _remote_stats(fs, root: str, limit: int = 20000) -> list:
+    """(relative name, size, ETag or modification time) of the object `root` of an fsspec filesystem, or of the
+    objects under it (at most `limit`): an object replaced in the bucket changes the stamp, as a local file's size
+    and time do."""
+    try:
+        root = fs._strip_protocol(root).rstrip("/")
+        fs.invalidate_cache()
+        found = fs.find(root, detail=True)
+    except Exception:  # noqa: BLE001 - an unreachable store: stamped by its path (the run then fails on reading)
+        return [root]
+    if not found:
+        return ["absent"]
+
+    def version(info: dict) -> str:
+        return str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or "")
+
+    return [[name[len(root):].lstrip("/") or PurePosixPath(name).name, info.get("size"), version(info)]
+            for name, info in sorted(found.items())[:limit]]
+
+
+def _remote_of(dataset, described: dict, path) -> tuple[Any, str] | None:
+    """(fsspec filesystem, path) of a dataset whose data is not on the local filesystem, or None: ours
+    (an ``s3://`` path and storage options) and Kedro's (``_fs`` and ``protocol``)."""
+    protocol = described.get("protocol")
+    fs = getattr(dataset, "_fs", None)
+    if fs is not None and protocol and protocol not in ("file", "local") and path:
+        return fs, str(path)
+    if path and "://" in str(path) and not str(path).startswith("file://"):
+        from eagle_pipelines.io import storage
+
+        remote = storage.Remote(str(path), getattr(dataset, "_options", None))
+        try:
+            return remote.fs, remote.url
+        except storage.StorageError:
+            return None
+    return None
+
+
 def _file_stats(path: str | None, limit: int = 20000) -> list:
     """(relative path, size, mtime) of a local file, or of the files under a local folder (at most `limit`)."""
     if not path or "://" in str(path):
@@ -95,6 +138,9 @@ def source_stamp(name: str, dataset) -> str:
         return _hash(type(dataset).__name__, dataset.stamp())
     described = _describe(dataset)
     path = described.get("filepath") or described.get("path")
+    remote = _remote_of(dataset, described, path)
+    if remote is not None:
+        return _hash(type(dataset).__name__, described, _remote_stats(*remote))
     return _hash(type(dataset).__name__, described, _file_stats(path))
 
 
@@ -125,18 +171,28 @@ def expected_stamps(pipeline, catalog) -> dict[str, str]:
 
 
 class Provenance:
-    """The stamps a run expects and the records of what is on disk."""
+    """The stamps a run expects and the records of what is on disk (``data/.provenance/`` of the project, or
+    ``<run_state>/provenance/`` on any fsspec filesystem: ``storage.RunStateDataset``)."""
 
-    def __init__(self, root: Path, expected: dict[str, str]):
+    def __init__(self, root: Path, expected: dict[str, str], state=None):
+        from eagle_pipelines.io import storage
+
         self.root = root
         self.expected = expected
+        #: records on an object store: one PUT each (read, written and removed through io/storage.py)
+        self.remote = storage.Remote(f"{state.path}/provenance", state.options) if state is not None else None
+
+    @staticmethod
+    def _name(name: str) -> str:
+        return name.replace("/", "_").replace(":", "_") + ".json"
 
     def _record(self, name: str) -> Path:
-        safe = name.replace("/", "_").replace(":", "_")
-        return self.root / RECORDS / f"{safe}.json"
+        return self.root / RECORDS / self._name(name)
 
     def recorded(self, name: str) -> str | None:
         try:
+            if self.remote:
+                return json.loads(self.remote.read(self._name(name)))["stamp"]
             return json.loads(self._record(name).read_text())["stamp"]
         except (OSError, ValueError, KeyError):
             return None
@@ -149,6 +205,9 @@ class Provenance:
         return self.recorded(name) == self.expected[name]
 
     def forget(self, name: str) -> None:
+        if self.remote:
+            self.remote.remove(self._name(name))
+            return
         self._record(name).unlink(missing_ok=True)
 
     def record(self, name: str) -> None:
@@ -156,7 +215,81 @@ class Provenance:
             return
 
         text = json.dumps({"dataset": name, "stamp": self.expected[name]}).encode()
+        if self.remote:
+            self.remote.write(self._name(name), text)
+            return
         atomic_write(self._record(name), lambda f: f.write(text))
+
+
+class RemoteLock:
+    """One writer per data folder on an object store: the object ``<run_state>/eagle.lock``, created by a PUT that
+    only creates (``If-None-Match: *``) and holding its owner (host, pid, time, a token). A lock left by a run
+    killed on this host (its pid is gone) is taken over; one from another host is named with how to remove it."""
+
+    NAME = "eagle.lock"
+
+    def __init__(self, state):
+        import socket
+        import uuid
+
+        from eagle_pipelines.io import storage
+
+        self.remote = storage.Remote(state.path, state.options)
+        self.url = f"{state.path}/{self.NAME}"
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+
+    def acquire(self) -> None:
+        import datetime
+
+        owner = {**self.owner, "started": datetime.datetime.now().isoformat(timespec="seconds")}
+        for _ in range(2):
+            if self.remote.create(self.NAME, json.dumps(owner).encode()):
+                return
+            holder = self._holder()
+            if holder is None:
+                continue  # released meanwhile
+            mine = holder.get("pid") == os.getpid()  # this process runs one pipeline at a time: a leftover
+            if holder.get("host") == self.owner["host"] and (mine or not _alive(holder.get("pid"))):
+                logger.warning("the run lock %s was left by a run that is gone (pid %s on this host, started %s); "
+                               "taking it over", self.url, holder.get("pid"), holder.get("started"))
+                self.remote.remove(self.NAME)
+                continue
+            raise ProjectLockedError(
+                f"another kedro run is writing this project's data (pid {holder.get('pid')} on "
+                f"{holder.get('host')}, started {holder.get('started')}); wait for it to finish (one run per data "
+                f"folder: {self.url}; if no such run is going, remove that object)")
+        raise ProjectLockedError(f"the run lock {self.url} could not be taken; run again")
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.remote.read(self.NAME))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+
+    def release(self) -> None:
+        """Removes the lock if it is still this run's. A store that cannot be reached leaves it (the next run on
+        this host takes it over) and never hides the run's own error."""
+        from eagle_pipelines.io.storage import StorageError
+
+        try:
+            holder = self._holder()
+            if holder is not None and holder.get("token") == self.owner["token"]:
+                self.remote.remove(self.NAME)
+        except StorageError as exc:
+            logger.warning("the run lock %s could not be removed (%s); the next run on this host takes it over",
+                           self.url, exc)
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ProvenanceCatalog(DataCatalog):
@@ -215,6 +348,7 @@ class ProvenanceHook:
         self._root = Path.cwd()
         self._provenance: Provenance | None = None
         self._lock = None
+        self._state = None  # storage.RunStateDataset: records and lock on any fsspec filesystem
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -222,12 +356,16 @@ class ProvenanceHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        from eagle_pipelines.io.storage import RunStateDataset
+
+        state = catalog.get("run_state") if "run_state" in catalog else None
+        self._state = state if isinstance(state, RunStateDataset) else None
         self._acquire()
         try:
             full = _registered(run_params)
             whole = full + pipeline if full is not None else pipeline
             expected = expected_stamps(whole, catalog)
-            self._provenance = Provenance(self._root, expected)
+            self._provenance = Provenance(self._root, expected, self._state)
             if isinstance(catalog, ProvenanceCatalog):
                 catalog.provenance = self._provenance
             made_elsewhere = sorted((pipeline.inputs() & whole.all_outputs()) - {n for n in pipeline.inputs()
@@ -271,6 +409,11 @@ class ProvenanceHook:
         self._release()
 
     def _acquire(self) -> None:
+        if self._state is not None:
+            lock = RemoteLock(self._state)
+            lock.acquire()
+            self._lock = lock
+            return
         from filelock import FileLock, Timeout
 
         path = self._root / LOCK
@@ -304,6 +447,9 @@ class ProvenanceHook:
         self._lock = lock
 
     def _release(self) -> None:
+        if isinstance(self._lock, RemoteLock):
+            self._lock.release()
+            self._lock = None
         if self._lock is not None:
             (self._root / LOCK).with_suffix(".owner").unlink(missing_ok=True)
             self._lock.release()

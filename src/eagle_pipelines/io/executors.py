@@ -17,7 +17,8 @@ where
 and the value comes back to the driver. A worker killed mid-item is restarted (``max_restarts``) and the item
 retried (``max_task_retries``), then recorded as failed (retried on the next run); an item that fails for a data
 reason is recorded as skipped, never retried. The workers read the images and earlier items from the same paths as
-the driver: the project folder on a shared filesystem (docs/scale.md).
+the driver: the project folder on a shared filesystem, or an object store (``--env=s3``: the split, the item stores
+and the manifests in a bucket, read through fsspec; then the workers need no folder of the driver's: docs/scale.md).
 
 The executor in use is module state: ``hooks.ComputeHook`` configures it from ``params:compute`` before a run and
 closes it after, so node signatures do not change.
@@ -399,6 +400,18 @@ class _Packer:
 
 
 # --- the worker ---------------------------------------------------------------------------------------------------
+def _own_working_dir() -> bool:
+    """Whether this worker runs in a working folder of its job's own (a ``runtime_env`` ``working_dir``: ``ray job
+    submit --working-dir``, a RayJob's ``runtimeEnvYAML``, ``compute.ray.runtime_env``): it stays there instead of
+    changing to the driver's folder (workers that share no folder with the driver: docs/scale.md)."""
+    try:
+        import ray
+
+        return bool((ray.get_runtime_context().runtime_env or {}).get("working_dir"))
+    except Exception:  # noqa: BLE001 - not in a Ray worker, or an older Ray: as before
+        return False
+
+
 class _Worker:
     """A Ray actor: makes one item at a time. Wrapped by ``ray.remote`` when Ray starts."""
 
@@ -406,7 +419,7 @@ class _Worker:
         self.slot = slot
         self.run_id: str | None = None
         self.threads = max(1, int(threads))
-        if workdir and os.path.isdir(workdir):
+        if workdir and os.path.isdir(workdir) and not _own_working_dir():
             os.chdir(workdir)  # relative paths of the catalog resolve as in the driver
         if gpus > 0:
             model_dataset.WORKER_DEVICE = "cuda"  # Ray shows this worker only its own GPUs

@@ -8,6 +8,14 @@
   are fixed links through it. A run killed while publishing leaves the previous report whole (and at most an
   unreferenced ``history/.incomplete-*`` folder, removed by the next publish). A run whose tables, figures and
   parameters are those of the latest report adds no history entry.
+
+  On an object store (``path: s3://bucket/08_reporting/<namespace>`` with ``credentials: s3``; io/storage.py)
+  there are no links and no renames. Each file of the run is one PUT into ``history/<time>/``, ``run.json``
+  last, and then the object ``latest.json`` (``{"history": "<time>"}``) is PUT: that one PUT is the publication,
+  so a reader that follows ``latest.json`` sees the previous report whole or the new one whole. The linked files
+  beside it (``metrics.csv``...) are copies written after the publication. A run killed before ``latest.json``
+  leaves an unreferenced ``history/<time>/`` that the next publish removes (an entry with no ``run.json``, or
+  newer than the one ``latest.json`` names).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
 from eagle_pipelines.files import atomic_write
+from eagle_pipelines.io import storage
 
 LINKED = ("metrics.csv", "metrics_per_sample.csv", "skipped.csv", "paper_comparison.csv", "report.html", "run.json")
 
@@ -110,11 +119,19 @@ class PublishedReportDataset(AbstractDataset[dict, dict]):
     ...})``; ``load()`` returns the latest run's ``run.json``.
 
     Args:
-        path: the report folder (``data/08_reporting/eagle_coco``).
+        path: the report folder (``data/08_reporting/eagle_coco``), or an fsspec URL (``s3://bucket/...``).
+        credentials: fsspec storage options of a remote path (``credentials: s3``).
+        fs_args: further storage options.
     """
 
-    def __init__(self, path: str, metadata: dict | None = None):
-        self._path = Path(path)
+    #: on an object store: the object that names the latest history entry (its PUT is the publication)
+    POINTER = "latest.json"
+
+    def __init__(self, path: str, credentials: dict | None = None, fs_args: dict | None = None,
+                 metadata: dict | None = None):
+        self._options = storage.options_of(credentials, fs_args)
+        self._remote = storage.Remote(str(path), self._options) if storage.is_remote(path) else None
+        self._path = self._remote.url if self._remote else Path(path)
         self.metadata = metadata
 
     @staticmethod
@@ -136,6 +153,9 @@ class PublishedReportDataset(AbstractDataset[dict, dict]):
         run = json.loads(files.get("run.json", b"{}"))
         run["content_sha256"] = content
         files["run.json"] = json.dumps(run, indent=1, sort_keys=True, default=str).encode()
+        if self._remote:
+            self._publish_remote(files, latest)
+            return
         history = self._path / "history"
         history.mkdir(parents=True, exist_ok=True)
         for stale in history.glob(".incomplete-*"):
@@ -156,7 +176,72 @@ class PublishedReportDataset(AbstractDataset[dict, dict]):
                     top.unlink()
                 os.symlink(Path("latest") / name, top)
 
+    # -- an object store ------------------------------------------------------------------------------------------
+    def _pointed(self) -> str | None:
+        """The history entry ``latest.json`` names (None: nothing published)."""
+        try:
+            return json.loads(self._remote.read(self.POINTER))["history"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def history(self) -> list[str]:
+        """The published history entries, oldest first (on an object store: those with a run.json, up to the one
+        ``latest.json`` names)."""
+        if not self._remote:
+            folder = self._path / "history"
+            return sorted(p.name for p in folder.glob("*") if (p / "run.json").is_file()) if folder.is_dir() else []
+        pointed = self._pointed()
+        if pointed is None:
+            return []
+        return sorted(e for e in self._remote_entries() if e <= pointed)
+
+    def _remote_entries(self) -> set[str]:
+        """History entries that have a run.json (however far their publication got)."""
+        fs = self._remote.fs
+        root = fs._strip_protocol(self._remote.url).rstrip("/") + "/history"
+        try:
+            fs.invalidate_cache()
+            found = fs.find(root)
+        except Exception as exc:  # noqa: BLE001 - named with the endpoint
+            raise self._remote._fail(f"list '{self._path}/history'", exc) from None
+        return {f[len(root) + 1:].split("/", 1)[0] for f in found if f.endswith("/run.json")}
+
+    def _publish_remote(self, files: dict[str, bytes], latest: dict | None) -> None:
+        fs = self._remote.fs
+        root = fs._strip_protocol(self._remote.url).rstrip("/")
+        pointed = self._pointed()
+        try:  # leftovers of a publish cut off before its pointer: no run.json, or newer than the latest
+            fs.invalidate_cache()
+            found = fs.find(f"{root}/history")
+        except Exception as exc:  # noqa: BLE001
+            raise self._remote._fail(f"list '{self._path}/history'", exc) from None
+        entries: dict[str, list[str]] = {}
+        for f in found:
+            entries.setdefault(f[len(root) + len("/history/"):].split("/", 1)[0], []).append(f)
+        for entry, objects in entries.items():
+            complete = any(o.endswith("/run.json") for o in objects)
+            if not complete or pointed is None or entry > pointed:
+                for o in objects:
+                    self._remote.remove(o[len(root) + 1:])
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
+        for name, blob in sorted(files.items(), key=lambda kv: kv[0] == "run.json"):  # run.json last
+            self._remote.write(f"history/{stamp}/{name}", blob)
+        self._remote.write(self.POINTER, json.dumps({"history": stamp}).encode())  # the publication
+        for name in LINKED:
+            if name in files:
+                self._remote.write(name, files[name])
+
     def latest(self) -> dict | None:
+        if self._remote:
+            pointed = self._pointed()
+            if pointed is None:
+                return None
+            try:
+                return json.loads(self._remote.read(f"history/{pointed}/run.json"))
+            except (FileNotFoundError, ValueError):
+                return None
         try:
             return json.loads((self._path / "latest" / "run.json").read_text())
         except (OSError, ValueError):
@@ -176,5 +261,8 @@ class PublishedReportDataset(AbstractDataset[dict, dict]):
 
     def preview(self) -> TablePreview:
         """kedro-viz: the latest report's metrics table."""
-        frame = pd.read_csv(self._path / "latest" / "metrics.csv")
+        if self._remote:
+            frame = pd.read_csv(io.BytesIO(self._remote.read(f"history/{self._pointed()}/metrics.csv")))
+        else:
+            frame = pd.read_csv(self._path / "latest" / "metrics.csv")
         return TablePreview(json.loads(frame.round(4).to_json(orient="split")))

@@ -10,6 +10,12 @@ permission) is recorded with its reason in ``split.json`` and named when its ite
 holds the SHA-256 of every file (content stamps): a split whose bytes changed since it was saved (an edited or
 truncated image) does not exist for Kedro, so ``--only-missing-outputs`` remakes it.
 
+The split may also live on any fsspec filesystem (``path: s3://bucket/01_raw/...`` with ``credentials: s3``;
+io/storage.py), so that Ray workers that share no folder with the driver fetch the one image each item needs
+(docs/scale.md). There, saving removes ``split.json`` first, writes every file in one PUT each, removes the files
+the new split no longer has and writes ``split.json`` last: a split cut off midway has no ``split.json`` and is
+remade; its content stamps are checked as locally.
+
 Loading returns a ``CocoSplit``: the COCO index and each image's pixels *with the hash of its bytes*, so every
 result made from an image is keyed by what the image is, not by its id. Pixels come from ``core.images``
 (``read_image``, the decoder of every path); an image that cannot be decoded is a ``CocoFormatError`` naming it,
@@ -35,6 +41,7 @@ from PIL import Image
 
 from eagle_pipelines.core.images import SourceImage, check_size, read_image
 from eagle_pipelines.data.coco import CocoFormatError, CocoIndex, split_file_name
+from eagle_pipelines.io import storage
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +67,11 @@ class LoadedImage:
 class CocoSplit:
     """A COCO-format split on disk: ``index`` (pycocotools, built once) and ``image(image_id)``."""
 
-    def __init__(self, root: Path, instances: dict, captions: dict | None, image_suffix: str = ".png",
-                 unreadable: dict[str, str] | None = None):
-        self.root = Path(root)
+    def __init__(self, root: Path | str, instances: dict, captions: dict | None, image_suffix: str = ".png",
+                 unreadable: dict[str, str] | None = None, storage_options: dict | None = None):
+        #: an object store (``s3://...``): images read with one GET each, through fsspec (io/storage.py)
+        self.remote = storage.Remote(str(root), storage_options) if storage.is_remote(root) else None
+        self.root = self.remote.url if self.remote else Path(root)
         self.instances = instances
         self.captions = captions
         self.image_suffix = image_suffix
@@ -75,20 +84,31 @@ class CocoSplit:
             self._index = CocoIndex(self.instances, self.captions, source=f"{self.root}/annotations")
         return self._index
 
-    def image_file(self, image_id: int) -> Path:
-        file_name = self.index.image_info(image_id)["file_name"]
-        return self.root / "images" / PurePosixPath(file_name).name
+    def image_file(self, image_id: int) -> Path | str:
+        """The image's file (a local path, or the URL of its object)."""
+        name = PurePosixPath(self.index.image_info(image_id)["file_name"]).name
+        return f"{self.root}/images/{name}" if self.remote else self.root / "images" / name
+
+    def _image_bytes(self, image_id: int) -> tuple[str, bytes]:
+        file = self.image_file(image_id)
+        name = PurePosixPath(str(file)).name
+        if name in self.unreadable:
+            raise CocoFormatError(f"image {image_id} ('{name}'): {self.unreadable[name]}")
+        if self.remote:
+            try:
+                return name, self.remote.read(f"images/{name}")  # a StorageError when the store cannot be reached
+            except FileNotFoundError:
+                raise CocoFormatError(f"image {image_id} ('{file}') cannot be read: it does not exist") from None
+        try:
+            return name, file.read_bytes()
+        except OSError as exc:
+            raise CocoFormatError(f"image {image_id} ('{name}') cannot be read: {exc.strerror or exc}") from None
 
     def image(self, image_id: int) -> LoadedImage:
         """The image's pixels and the hash of the bytes they were decoded from (read once, so both agree).
         An unreadable image is a ``CocoFormatError`` naming it."""
-        file = self.image_file(image_id)
-        if file.name in self.unreadable:
-            raise CocoFormatError(f"image {image_id} ('{file.name}'): {self.unreadable[file.name]}")
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise CocoFormatError(f"image {image_id} ('{file.name}') cannot be read: {exc.strerror or exc}") from None
+        name, data = self._image_bytes(image_id)
+        file = self.image_file(image_id) if not self.remote else Path(name)
         sha = hashlib.sha256(data).hexdigest()[:16]
 
         try:  # the rules eagle-explain and explain() apply: 16-bit scaled, EXIF orientation, bombs and non-finite,
@@ -98,11 +118,11 @@ class CocoSplit:
         try:
             check_size(pixels)
         except ValueError as exc:
-            raise CocoFormatError(f"image {image_id} ('{file.name}'): {exc}") from None
+            raise CocoFormatError(f"image {image_id} ('{name}'): {exc}") from None
         info = self.index.image_info(image_id)
         width, height = info.get("width"), info.get("height")
         if width and height and (int(width), int(height)) != (pixels.shape[1], pixels.shape[0]):
-            raise CocoFormatError(f"image {image_id} ('{file.name}') is {pixels.shape[1]}x{pixels.shape[0]} pixels "
+            raise CocoFormatError(f"image {image_id} ('{name}') is {pixels.shape[1]}x{pixels.shape[0]} pixels "
                                   f"(EXIF orientation applied), its annotation says {width}x{height}: its objects "
                                   f"would not lie where the annotation puts them; fix the width and height (and "
                                   f"the objects) in the instances file, or the image")
@@ -146,14 +166,63 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
     ``<stem>.png``: ``split_file_name``); ``load()`` returns a ``CocoSplit``.
 
     Args:
-        path: the split's folder (``data/01_raw/shapes/eval``).
+        path: the split's folder (``data/01_raw/shapes/eval``), or an fsspec URL (``s3://bucket/01_raw/...``).
+        credentials: fsspec storage options of a remote path (``credentials: s3``: key, secret, endpoint_url).
+        fs_args: further storage options.
     """
 
-    def __init__(self, path: str, metadata: dict | None = None):
-        self._path = Path(path)
+    def __init__(self, path: str, credentials: dict | None = None, fs_args: dict | None = None,
+                 metadata: dict | None = None):
+        self._options = storage.options_of(credentials, fs_args)
+        #: an object store: every file one PUT, split.json last (module docstring)
+        self._remote = storage.Remote(str(path), self._options) if storage.is_remote(path) else None
+        self._path = self._remote.url if self._remote else Path(path)
         self.metadata = metadata
 
+    # -- an object store's split ---------------------------------------------------------------------------------
+    def _get(self, relative: str) -> bytes | None:
+        """A remote split's file, or None when it is not there (a StorageError when the store fails)."""
+        try:
+            return self._remote.read(relative)
+        except FileNotFoundError:
+            return None
+
+    def _remote_names(self) -> list[str]:
+        """Every file of the remote split (relative names)."""
+        try:
+            fs = self._remote.fs
+            root = fs._strip_protocol(self._remote.url).rstrip("/")
+            fs.invalidate_cache()
+            found = fs.find(root)
+        except Exception as exc:  # noqa: BLE001 - connection, credentials: named with the endpoint
+            raise self._remote._fail(f"list '{self._path}'", exc) from None
+        return sorted(f[len(root) + 1:] for f in found if f.startswith(root + "/"))
+
+    def _load_remote(self) -> CocoSplit:
+        instances, captions = self._get("annotations/instances.json"), self._get("annotations/captions.json")
+        if instances is None:
+            raise DatasetError(f"no split at '{self._path}' (no annotations/instances.json): its producer has "
+                               f"not run")
+        try:
+            instances = json.loads(instances)
+            captions = json.loads(captions) if captions is not None else None
+        except ValueError as exc:
+            raise DatasetError(f"'{self._path}/annotations': an annotation file is damaged ({exc})") from None
+        return CocoSplit(self._path, instances, captions, unreadable=self._recorded().get("unreadable", {}),
+                         storage_options=self._options)
+
+    def _save_remote(self, files: dict[str, bytes], content: dict) -> None:
+        """split.json removed first, every file one PUT, stale files removed, split.json last."""
+        self._remote.remove(CONTENT_FILE)
+        for name, blob in files.items():
+            self._remote.write(name, blob)
+        for name in set(self._remote_names()) - set(files) - {CONTENT_FILE}:
+            self._remote.remove(name)
+        self._remote.write(CONTENT_FILE, json.dumps(content).encode())
+
     def load(self) -> CocoSplit:
+        if self._remote:
+            return self._load_remote()
         ann = self._path / "annotations"
         if not (ann / "instances.json").is_file():
             raise DatasetError(f"no split at '{self._path}' (no annotations/instances.json): its producer has "
@@ -190,6 +259,9 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
         content = _content(_file_stamps(files), unreadable)
         if self._recorded() == content and self._current_content() == content:
             return  # the same split is already there: keep its files
+        if self._remote:
+            self._save_remote(files, content)
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self._path.parent, prefix=f".{self._path.name}.new-"))
         try:
@@ -212,7 +284,13 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
     def _recorded(self) -> dict:
         """``split.json`` as saved ({} when absent or damaged)."""
         try:
-            recorded = json.loads((self._path / CONTENT_FILE).read_text())
+            if self._remote:
+                text = self._get(CONTENT_FILE)
+                if text is None:
+                    return {}
+                recorded = json.loads(text)
+            else:
+                recorded = json.loads((self._path / CONTENT_FILE).read_text())
         except (OSError, ValueError):
             return {}
         return recorded if isinstance(recorded, dict) else {}
@@ -224,6 +302,12 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
         if not recorded:
             return None
         stamps = {}
+        if self._remote:
+            for name in self._remote_names():
+                if name != CONTENT_FILE:
+                    blob = self._get(name)
+                    stamps[name] = hashlib.sha256(blob).hexdigest() if blob is not None else "unreadable"
+            return _content(stamps, recorded.get("unreadable", {}))
         for file in sorted(p for p in self._path.rglob("*") if p.is_file() and p.name != CONTENT_FILE):
             try:
                 stamps[file.relative_to(self._path).as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -248,7 +332,10 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
     def _exists(self) -> bool:
         """True when the split is there with the bytes it was saved with: an image edited, truncated, added or
         removed since makes it missing (``--only-missing-outputs`` remakes it)."""
-        if not (self._path / "annotations" / "instances.json").is_file():
+        if self._remote:
+            if not self._remote.exists("annotations/instances.json"):
+                return False
+        elif not (self._path / "annotations" / "instances.json").is_file():
             return False
         changed = self.changed_files()
         if changed:

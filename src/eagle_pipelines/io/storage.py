@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kedro.io.core import DatasetError
+from kedro.io.core import AbstractDataset, DatasetError
 
 from eagle_pipelines.errors import UserError
 from eagle_pipelines.files import atomic_write
@@ -106,6 +106,25 @@ class Remote:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"write '{self.url}/{relative}'", exc) from None
 
+    def create(self, relative: str, data: bytes) -> bool:
+        """One PUT that only creates (``If-None-Match: *`` on S3): False when the object is already there. Where
+        the store ignores the condition, the object read back must be `data` (the last writer wins the race)."""
+        if self.exists(relative):
+            return False
+        try:
+            self.fs.pipe_file(self.path(relative), bytes(data), mode="create")
+        except FileExistsError:
+            return False
+        except Exception as exc:  # noqa: BLE001
+            text = str(exc).lower().replace("-", "")
+            if "precondition" in text or "412" in text:  # S3: 412 PreconditionFailed (SeaweedFS: OSError EINVAL)
+                return False
+            raise self._fail(f"write '{self.url}/{relative}'", exc) from None
+        try:
+            return self.read(relative) == bytes(data)
+        except FileNotFoundError:
+            return False
+
     def remove(self, relative: str) -> None:
         try:
             self.fs.rm_file(self.path(relative))
@@ -149,3 +168,30 @@ def is_file(path: str | Path, storage_options: dict | None = None) -> bool:
 def options_of(credentials: dict | None, fs_args: dict | None = None) -> dict[str, Any]:
     """A catalog entry's ``credentials`` and ``fs_args`` as fsspec storage options."""
     return {**(fs_args or {}), **(credentials or {})}
+
+
+
+class RunStateDataset(AbstractDataset[None, str]):
+    """Where a run keeps its provenance records and its lock (provenance.py). Without this catalog entry
+    (``run_state``) they are ``data/.provenance/`` and ``data/.eagle.lock`` of the project; with ``path:
+    s3://bucket/.eagle`` (``credentials: s3``) they live in the bucket beside the data, so that a driver on another
+    host (an ephemeral KubeRay head pod) finds what the last run made current, and two drivers on different hosts
+    do not write the same data (docs/scale.md)."""
+
+    def __init__(self, path: str, credentials: dict | None = None, fs_args: dict | None = None,
+                 metadata: dict | None = None):
+        self.path = str(path).rstrip("/")
+        self.options = options_of(credentials, fs_args)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        return self.path
+
+    def save(self, data) -> None:
+        raise DatasetError("run_state is written by the run itself (provenance records and the lock)")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self.path}
