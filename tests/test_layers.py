@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine",),  # explain one target
     ("api_video", "api"),  # the public facade
     ("pipelines", "hooks", "tracking", "compare", "provenance"),  # Kedro: nodes, pipelines, hooks
-    ("settings", "pipeline_registry", "cli", "explain_cli", "paper_cost", "deploy", "__main__", ""),  # entry points
+    ("settings", "pipeline_registry", "cli", "explain_cli", "paper_cost", "deploy", "demo", "__main__", ""),  # entry points
 ]
 
 

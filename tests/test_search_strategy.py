@@ -138,7 +138,7 @@ def test_explain_runs_the_windowed_search_on_the_embedded_model():
                 search_params={"top": 2, "bottom": 1}, memory_budget_mb=0)
     b = explain(model, image, "Describe the image.", strategy="greedy", regions=regions, memory_budget_mb=0)
     n = regions.n_regions
-    assert a.strategy == "windowed" and a.search_params == {"top": 2, "bottom": 1}
+    assert a.strategy == "windowed" and a.search_params == {"top": 2, "bottom": 1, "depth": None, "budget": 1.2}
     assert a.forward_passes == windowed_passes(n, top=2, bottom=1) == expected_forward_passes(
         "windowed", n, {"top": 2, "bottom": 1})[0]
     assert a.order[0] == b.order[0]
