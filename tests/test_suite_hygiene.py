@@ -5,8 +5,9 @@ Every test that runs a pipeline or starts a server is marked ``slow`` (``@pytest
 (in its module, a conftest.py above it, or a test module it imports from) calls ``run`` on a ``KedroSession``,
 runs the ``kedro`` command (``kedro run``, ``kedro viz build``), or invokes the project's Kedro CLI
 (``eagle_pipelines.cli``'s ``run``/``cli``) in process; it starts a server when it starts Ray (``ray.init``),
-SeaweedFS (``weed``), Chromium, vLLM (``VllmServer``, ``ensure_venv``, ``score_in_venv``), a fresh virtual
-environment (``venv.EnvBuilder``) or any other child process (``subprocess.Popen``).
+SeaweedFS (``weed``), Chromium, vLLM (``VllmServer``, ``ensure_venv``, ``score_in_venv``), a Jupyter kernel
+(``NotebookClient``), a fresh virtual environment (``venv.EnvBuilder``) or any other child process
+(``subprocess.Popen``).
 
 The reading is static (the AST of each test file), so a new test is checked without running it.
 """
@@ -24,7 +25,8 @@ from tests.conftest import MODEL_DIR
 TESTS = Path(__file__).parent
 #: calls that start a server or a child process that lives beside the test (name or attribute called)
 SERVER_CALLS = {"EnvBuilder": "a fresh virtual environment", "VllmServer": "a vLLM server",
-                "ensure_venv": "the vLLM environment", "score_in_venv": "vLLM", "Popen": "a child process"}
+                "ensure_venv": "the vLLM environment", "score_in_venv": "vLLM", "Popen": "a child process",
+                "NotebookClient": "a Jupyter kernel"}
 #: module-level names whose mention in a call's arguments starts that program
 SERVER_PROGRAMS = {"CHROMIUM": "Chromium", "WEED": "SeaweedFS"}
 #: what the project's Kedro CLI exports that runs a pipeline when called

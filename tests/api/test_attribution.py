@@ -90,6 +90,7 @@ def test_word_level_puts_the_first_region_on_the_object(shipped_model, eval_spli
     assert hits / total >= 0.75
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_offline():
     import nbformat
     from nbclient import NotebookClient
