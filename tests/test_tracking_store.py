@@ -81,4 +81,5 @@ def test_kedro_mlflow_ui_runs_this_pythons_mlflow_on_the_projects_store(project,
     assert args[:4] == [sys.executable, "-m", "mlflow", "ui"]
     assert args[args.index("--backend-store-uri") + 1] == (project / "mlruns").as_uri()
     assert args[args.index("--port") + 1] == "5123" and env["MLFLOW_ALLOW_FILE_STORE"] == "true"
-    assert "/#/experiments/" in result.output and result.output.rstrip().endswith("(Ctrl+C stops the server)")
+    assert "/#/experiments/" in result.output and "?workflowType=machine_learning" in result.output
+    assert result.output.rstrip().endswith("(Ctrl+C stops the server)")

@@ -142,7 +142,9 @@ def mlflow_ui(env: str, port: str | None, host: str | None) -> None:
             webbrowser.open(uri)
             return
         experiment = config.tracking.experiment
-        page = f"http://{host}:{port}/#/experiments/{experiment._experiment.experiment_id}/runs"
+        # mlflow 3 opens an experiment on its GenAI traces page unless told the "model training" workflow
+        experiment_id = experiment._experiment.experiment_id
+        page = f"http://{host}:{port}/#/experiments/{experiment_id}?workflowType=machine_learning"
         click.echo(f"mlflow: experiment '{experiment.name}' at {page} (Ctrl+C stops the server)")
     env_vars = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": os.environ.get("MLFLOW_ALLOW_FILE_STORE", "true")}
     code = subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
