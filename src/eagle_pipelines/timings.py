@@ -1,5 +1,5 @@
 """Where a run's time goes: each node's wall seconds, recorded by a hook and published in run.json (``timings``:
-node name -> seconds, in the order the nodes finished) and in the report.
+node name -> seconds) and in the report.
 
 ``NodeTimingHook`` times every node from ``before_node_run`` (its inputs loaded) to ``after_node_run`` (its
 function returned; its outputs not yet saved). ``node_timings()`` is what the run has recorded so far: the report
