@@ -1,9 +1,10 @@
 """A Ray run whose workers share no folder with the driver, with ``data/`` on a real S3 server (SeaweedFS, as in
 tests/test_s3.py): ``--env=s3`` puts the evaluation split, the item stores and the manifests in a bucket (each run
 under its own prefix: ``bucket=eagle/<run>``); the two
-local Ray workers run in a working folder of their own (``compute.ray.runtime_env.working_dir``: a folder Ray
-unpacks under its session folder, not the project) and fetch every input of an item from the bucket (the image, the
-label map, the attribution) through fsspec; the driver writes the items there.
+local Ray workers run in a working folder of their own (the job's ``runtime_env`` ``working_dir``: a folder Ray
+unpacks under its session folder, not the project; ``compute.ray.driver_folder: false`` keeps them there) and
+fetch every input of an item from the bucket (the image, the label map, the attribution) through fsspec; the
+driver writes the items there.
 
 An audit hook in every worker process (a ``sitecustomize`` on the workers' ``PYTHONPATH``) records every file the
 worker opens or lists under the project folder: there must be none; the model's folder (outside the project: on
@@ -194,7 +195,8 @@ def test_ray_workers_that_share_no_folder_with_the_driver_equal_the_sequential_r
     sequential = _s3_project(projects / "sequential", weed)
     _run(sequential, f"{BUCKET}/sequential")
     project = _s3_project(projects / "ray", weed)
-    compute = {"compute": {"executor": "ray", "ray": {"workers": 2, "cpus_per_worker": THREADS}}}
+    compute = {"compute": {"executor": "ray", "ray": {"workers": 2, "cpus_per_worker": THREADS,
+                                                       "driver_folder": False}}}
     stats = NodeStats()
     _run(project, f"{BUCKET}/workers", compute, hooks=[stats])
 

@@ -356,6 +356,10 @@ class RayParams(BaseModel):
                                                                 "before it is recorded as failed")
     runtime_env: dict | None = Field(default=None, description="Ray runtime_env of the workers (pip, env_vars, "
                                                                "working_dir), when the cluster's image lacks them")
+    driver_folder: bool = Field(default=True, description="workers change to the driver's working folder when it "
+                                                          "exists on their host (relative catalog paths resolve as "
+                                                          "in the driver); false: they stay in their own (a job "
+                                                          "working_dir), for data all on an object store (--env=s3)")
 
 
 class EagleVideoParams(SearchParams):

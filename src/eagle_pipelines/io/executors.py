@@ -161,7 +161,7 @@ class RayExecutor:
                 actor = worker_class.options(
                     num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker, max_restarts=p.max_restarts,
                     max_task_retries=p.max_task_retries, max_concurrency=1,
-                ).remote(slot, os.getcwd(), p.cpus_per_worker, p.gpus_per_worker)
+                ).remote(slot, os.getcwd() if p.driver_folder else "", p.cpus_per_worker, p.gpus_per_worker)
                 self.slots.append(_Slot(actor))
             try:
                 where = ray.get([s.actor.where.options(concurrency_group="control").remote() for s in self.slots],
@@ -400,18 +400,6 @@ class _Packer:
 
 
 # --- the worker ---------------------------------------------------------------------------------------------------
-def _own_working_dir() -> bool:
-    """Whether this worker runs in a working folder of its job's own (a ``runtime_env`` ``working_dir``: ``ray job
-    submit --working-dir``, a RayJob's ``runtimeEnvYAML``, ``compute.ray.runtime_env``): it stays there instead of
-    changing to the driver's folder (workers that share no folder with the driver: docs/scale.md)."""
-    try:
-        import ray
-
-        return bool((ray.get_runtime_context().runtime_env or {}).get("working_dir"))
-    except Exception:  # noqa: BLE001 - not in a Ray worker, or an older Ray: as before
-        return False
-
-
 class _Worker:
     """A Ray actor: makes one item at a time. Wrapped by ``ray.remote`` when Ray starts."""
 
@@ -419,8 +407,8 @@ class _Worker:
         self.slot = slot
         self.run_id: str | None = None
         self.threads = max(1, int(threads))
-        if workdir and os.path.isdir(workdir) and not _own_working_dir():
-            os.chdir(workdir)  # relative paths of the catalog resolve as in the driver
+        if workdir and os.path.isdir(workdir):  # compute.ray.driver_folder (default): relative paths of the
+            os.chdir(workdir)  # catalog resolve as in the driver
         if gpus > 0:
             model_dataset.WORKER_DEVICE = "cuda"  # Ray shows this worker only its own GPUs
         logging.basicConfig(level=logging.WARNING)
