@@ -121,8 +121,8 @@ def max_regions(*shapes: tuple[int, ...]) -> int:
 def expected_forward_passes(strategy: str, n: int, search_params: dict | None = None) -> tuple[int, bool]:
     """(forward passes, exact) of `strategy` over `n` regions, as ``core/search.py`` counts them (one per masked
     image): greedy n(n+1); pooled 2n + K(K−1) + 2(n−K) for its pool of K; windowed ``windowed_passes``;
-    efficient and bidirectional by replaying their schedules (``core/search.py``); lazy only a lower bound, 2 + 2n + 2·Σ min(refresh, remaining)
-    (stale bounds may need more rounds)."""
+    efficient and bidirectional by replaying their schedules (``core/search.py``); lazy only a lower bound,
+    2 + 2n + 2·Σ min(refresh, remaining) (stale bounds may need more rounds)."""
     params = dict(search_params or {})
     model = _search_models().get(strategy)
     if model is not None:
