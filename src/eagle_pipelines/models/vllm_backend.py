@@ -215,8 +215,8 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
     """Builds the engine for `model_dir`, generates the answer for the image in `masks_file` (an .npz with
     ``image``, ``prompt``, ``answer_ids``, ``positions``, ``masks``) and scores its masks; writes and returns the
     probabilities (of ``masks``), the answer and the timings (engine start; scoring s/image after one warm-up
-    call, the best of `repeat`, each on copies not scored before: ``timing_sets``). What the tests and benchmarks/api.py run in the vLLM environment
-    (``python -m eagle_pipelines.models.vllm_backend``)."""
+    call, the best of `repeat`, each on copies not scored before: ``timing_sets``). What the tests and
+    benchmarks/api.py run in the vLLM environment (``python -m eagle_pipelines.models.vllm_backend``)."""
     import json
 
     data = np.load(masks_file)
