@@ -8,7 +8,10 @@
   (factories are matched the way the catalog matches them, an explicit entry taking precedence);
 - every free input of a registered pipeline is declared: a catalog entry, a factory, or an existing parameter;
 - kedro-viz: every catalog entry of conf/base/ and conf/paper/ has a layer, and the layers follow the data flow
-  (kedro-viz draws no layer at all when a layer's dataset feeds, directly or not, one of an earlier layer).
+  (kedro-viz draws no layer at all when a layer's dataset feeds, directly or not, one of an earlier layer); the
+  bands kedro-viz draws come in Kedro's order (raw above intermediate above ... reporting); no node reads the item
+  store it fills (a producer outputs its manifest, whose entry names the store), so no store is drawn as a source;
+- no node takes more than six inputs (bundle settings in a parameter sub-model instead).
 """
 
 from __future__ import annotations
@@ -239,6 +242,80 @@ def test_layers_follow_the_data_flow(env):
                                if (b, a) in example and a < b)
             cycles.append(f"pipeline {name!r}: {' -> '.join(error.args[1])}: " + "; ".join(both_ways))
     assert not cycles, f"conf/{env}: the layers form a cycle, so kedro-viz shows none:\n" + "\n".join(cycles)
+
+
+#: Kedro's layer convention, the order kedro-viz's bands must come in from top to bottom
+LAYER_ORDER = ["raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_kedro_viz_draws_the_layer_bands_in_kedros_order(env):
+    """The bands as kedro-viz sorts them (its own ``sort_layers`` over the graph it draws: datasets and nodes)
+    follow raw -> ... -> reporting in every registered pipeline: no band above one that feeds it, and none that
+    only a store or a source puts first. ``models`` (the shipped model: a source in the experiments, which no
+    band feeds) need only sit below ``raw`` and above ``model_output``."""
+    from types import SimpleNamespace
+
+    from kedro_viz.services.layers import sort_layers
+
+    wrong = []
+    for name, pipeline in _pipelines().items():
+        graph, dependencies = {}, defaultdict(set)
+        for node in pipeline.nodes:
+            graph[f"node:{node.name}"] = SimpleNamespace(layer=None)
+            for dataset in {*node.inputs, *node.outputs} - {n for n in node.inputs if _is_parameter(n)}:
+                graph[dataset] = SimpleNamespace(layer=_layer(env, dataset.split("@")[0]))
+            for source in (i for i in node.inputs if not _is_parameter(i)):
+                dependencies[source].add(f"node:{node.name}")
+            dependencies[f"node:{node.name}"] |= set(node.outputs)
+        bands = sort_layers(graph, dependencies)
+        assert set(bands) <= set(LAYER_ORDER), f"conf/{env}: unknown layers {set(bands) - set(LAYER_ORDER)}"
+        rest = [b for b in bands if b != "models"]
+        models_in_place = "models" not in bands or all(
+            (bands.index(b) < bands.index("models")) == (LAYER_ORDER.index(b) < LAYER_ORDER.index("models"))
+            for b in ("raw", "model_output", "reporting") if b in bands)
+        if rest != sorted(rest, key=LAYER_ORDER.index) or not models_in_place:
+            wrong.append(f"pipeline {name!r}: {bands}")
+    assert not wrong, f"conf/{env}: kedro-viz draws the bands out of order:\n" + "\n".join(wrong)
+
+
+def _locations(env: str, name: str) -> tuple[set[str], set[str]]:
+    """Where dataset `name` lives (its path or filepath) and the item store it names (``store.path``), as the
+    catalog resolves them in `env`."""
+    entry = _entry_of(env, name)
+    if entry is None:
+        return set(), set()
+    config = _resolver(env).resolve_pattern(name) if entry != name else _config(env)[1][name]
+    own = {str(config[k]) for k in ("path", "filepath") if config.get(k)}
+    store = {str(config["store"]["path"])} if isinstance(config.get("store"), dict) else set()
+    return own, store
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_no_node_reads_the_store_it_fills(env):
+    """A producer's output is its manifest, whose catalog entry names the item store it fills: the store is never a
+    node input (kedro-viz would draw data flowing out of it), and no input of a node is a place its outputs write."""
+    found = []
+    for name, pipeline in _pipelines().items():
+        for node in pipeline.nodes:
+            inputs = [i.split("@")[0] for i in node.inputs if not _is_parameter(i)]
+            written = set()
+            for out in node.outputs:
+                own, store = _locations(env, out.split("@")[0])
+                written |= own | store
+            for i in inputs:
+                if "ItemStore" in str((_config(env)[1].get(_entry_of(env, i) or "") or {}).get("type", "")):
+                    found.append(f"{name}: {node.name} reads the item store {i!r} as a dataset")
+                if _locations(env, i)[0] & written:
+                    found.append(f"{name}: {node.name} reads {i!r}, which its own outputs write")
+    assert not found, f"conf/{env}: " + "\n".join(sorted(set(found)))
+
+
+def test_no_node_takes_more_than_six_inputs():
+    """Six inputs at most (parameters included): a node that needs more takes a parameter sub-model or is split."""
+    wide = sorted({f"{node.name}: {len(node.inputs)} inputs ({', '.join(node.inputs)})"
+                   for pipeline in _pipelines().values() for node in pipeline.nodes if len(node.inputs) > 6})
+    assert not wide, "nodes over six inputs:\n" + "\n".join(wide)
 
 
 # --- the paper environment's model presets (conf/paper/globals.yml) ---------------------------------------------

@@ -1,14 +1,14 @@
 """Kedro datasets that kedro-datasets does not have.
 
-The names are imported on first use (``eagle_pipelines.io.ItemStoreDataset``), so that the core API
+The names are imported on first use (``eagle_pipelines.io.ManifestDataset``), so that the core API
 (``load_model`` reads ``io.model_dataset`` only) runs without Kedro's extras installed."""
 
 from importlib import import_module
 
 _MODULES = {
     "CocoFolder": "coco_dataset", "CocoFolderDataset": "coco_dataset",
-    "AttributionManifestDataset": "items", "ItemStore": "items", "ItemStoreDataset": "items", "Manifest": "items",
-    "ManifestDataset": "items", "Skipped": "items",
+    "AttributionManifestDataset": "items", "ItemStore": "items", "Manifest": "items",
+    "ManifestDataset": "items", "PendingItems": "items", "Skipped": "items",
     "VisionLanguageModelDataset": "model_dataset",
     "PaperTablesDataset": "paper_tables_dataset",
     "ReferenceList": "reference_list_dataset", "ReferenceListDataset": "reference_list_dataset",

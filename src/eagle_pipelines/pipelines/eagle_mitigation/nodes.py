@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from functools import partial
 
 import pandas as pd
 import torch
@@ -22,7 +23,7 @@ from eagle_pipelines.core.diagnostics import Diagnostics, best_setting, diagnose
 from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_images
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, fingerprint, run_jobs
+from eagle_pipelines.io.items import Job, Manifest, PendingItems, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.guidance import EvidenceCache, GuidedDecoder, LogitLens
 from eagle_pipelines.parameters import (
@@ -99,7 +100,7 @@ def torch_threads(n: int | None):
 
 
 # --- decoding -----------------------------------------------------------------------------------------------------
-def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemStore, guidance: GuidanceParams,
+def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, guidance: GuidanceParams,
                  sweep: dict, threads: int | None = 1) -> dict:
     """Every task answered under every setting (plain greedy decoding first, then the sweep's combinations over
     the base guidance; ``EagleMitigationParams.settings``): one item per setting. EAGLE evidence of an answer
@@ -119,10 +120,9 @@ def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemSto
         fp = fingerprint("eagle-mitigation-decode", setting.model_dump(mode="json"), records, shas, vlm.fingerprint)
         jobs.append(Job(key, fp, _decode_job(vlm, loaded, records, setting, cache),
                         {"index": i, "label": setting.label(), "guidance": setting.model_dump(mode="json")}))
-    with torch_threads(threads):
-        return run_jobs(store, jobs, "guided decoding (settings)", {
-            "settings": [s.model_dump(mode="json") for s in settings], "model": vlm.name,
-            "model_fingerprint": vlm.fingerprint})
+    return PendingItems(jobs, "guided decoding (settings)", {
+        "settings": [s.model_dump(mode="json") for s in settings], "model": vlm.name,
+        "model_fingerprint": vlm.fingerprint}, context=partial(torch_threads, threads))
 
 
 def _decode_job(vlm, loaded: dict, records: list[dict], setting: GuidanceParams, cache: EvidenceCache):
@@ -141,8 +141,7 @@ def _decode_job(vlm, loaded: dict, records: list[dict], setting: GuidanceParams,
 
 
 # --- diagnostics --------------------------------------------------------------------------------------------------
-def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings: Manifest, store: ItemStore,
-                     params: MitigationDiagnosticsParams, threads: int | None = 1) -> dict:
+def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings: Manifest, params: MitigationDiagnosticsParams, threads: int | None = 1) -> dict:
     """N_t and S_t per token and layer of the unguided answers of the first `params.answers` tasks of each kind
     (``core/diagnostics.py``), "part" being each token's top-k EAGLE regions over `params.n_regions` SLICO
     regions. One item per task."""
@@ -159,9 +158,9 @@ def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings:
                              params.model_dump(mode="json"))
             jobs.append(Job(f"task_{r['task_id']}", fp, _diagnose_job(vlm, eval_split, r, a, sha, params),
                             {"task_id": r["task_id"], "kind": kind, "answer": a["text"]}))
-    with torch_threads(threads):
-        return run_jobs(store, jobs, "diagnostics (N, S per token and layer)", {
-            "diagnostics": params.model_dump(mode="json"), "model_fingerprint": vlm.fingerprint})
+    return PendingItems(jobs, "diagnostics (N, S per token and layer)", {
+        "diagnostics": params.model_dump(mode="json"), "model_fingerprint": vlm.fingerprint},
+        context=partial(torch_threads, threads))
 
 
 def _diagnose_job(vlm, eval_split: CocoSplit, task: dict, answer: dict, sha: str,

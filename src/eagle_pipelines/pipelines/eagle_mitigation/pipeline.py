@@ -46,12 +46,12 @@ def stages() -> Pipeline:
                  ["eval_split", "tasks"], name="prepare_tasks"),
         ]),
         _stage("decoding", [
-            Node(decode_sweep, ["vlm", "eval_split", "tasks", "decoding_store", _p("guidance"), _p("sweep"),
+            Node(decode_sweep, ["vlm", "eval_split", "tasks", _p("guidance"), _p("sweep"),
                                  _p("threads")],
                  "decodings", name="decode_sweep"),
         ]),
         _stage("diagnostics", [
-            Node(diagnose_answers, ["vlm", "eval_split", "tasks", "decodings", "diagnostic_store",
+            Node(diagnose_answers, ["vlm", "eval_split", "tasks", "decodings",
                                     _p("diagnostics"), _p("threads")], "diagnostics", name="diagnose_answers"),
         ]),
         _stage("reporting", [

@@ -31,7 +31,7 @@ from eagle_pipelines.data.coco import CocoFormatError, split_file_name
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
+from eagle_pipelines.io.items import Job, Manifest, Skipped, compose_of, PendingItems, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import (
@@ -291,8 +291,7 @@ def _wrong(answers: dict) -> list[dict]:
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
-def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: ItemStore,
-                        superpixels: SuperpixelParams) -> dict:
+def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, superpixels: SuperpixelParams) -> dict:
     """Superpixel label maps (``superpixels.backend``) of every image with a wrong answer (key: image id), on the
     working image (`working_image`), filed under the hash of the image's bytes, the model's resolution and the
     region settings."""
@@ -310,7 +309,7 @@ def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: It
 
         jobs[key] = Job(key, fingerprint("slico", a["image_sha"], spec, superpixels), compute,
                         {"image_id": int(a["image_id"]), "image_sha": a["image_sha"]})
-    return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
+    return PendingItems(list(jobs.values()), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
 
 
 # --- EAGLE on the counter token -----------------------------------------------------------------------------------
@@ -323,8 +322,7 @@ def counter_answer(vlm, prompt: str, label: str) -> Answer:
                   token_probs=tuple(float("nan") for _ in ids), finished=True)
 
 
-def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpixels: Manifest, store: ItemStore,
-                          attribution: AttributionParams) -> dict:
+def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpixels: Manifest, attribution: AttributionParams) -> dict:
     """EAGLE's attribution of the counter token ("No" for a false yes, "Yes" for a false no) of every wrong answer
     (key: question id), over the image's superpixels. Each is filed under the hash of the image's bytes, the
     prompt, the counter tokens, the question's facts (its meta), the label map, the model and the search
@@ -343,7 +341,7 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
                          sp_fp, vlm.fingerprint, search)
         jobs.append(Job(str(a["question_id"]), fp,
                         _explain_job(vlm, question_split, superpixels, info, counter, attribution), info))
-    return run_jobs(store, jobs, "EAGLE (counter token)", {
+    return PendingItems(jobs, "EAGLE (counter token)", {
         "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint,
         **superpixels.params})
 
@@ -499,8 +497,7 @@ def _cause_annotation(question_split: CocoSplit, q: dict) -> dict | None:
     return None if ann is None else question_split.index.instances.anns.get(int(ann))
 
 
-def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, store: ItemStore,
-                          removal: Removal, baselines: BaselinesParams) -> dict:
+def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, removal: Removal, baselines: BaselinesParams) -> dict:
     """For each explained wrong answer and each method (key ``<method>/<question id>``): the answers regenerated
     with the method's k lowest-ranked units removed (superpixels; a baseline's saliency bands under the pixel
     protocol) until the answer reads as correct, AMCR, the cause hit, and the counter token's insertion AUC and
@@ -522,7 +519,7 @@ def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest
             info = {"method": method, **{k: q[k] for k in FACTS}}
             jobs.append(Job(f"{method}/{qid}", fp, _correction_job(vlm, question_split, attributions, qid, method,
                                                                    settings, removal, scorer_batch), info))
-    return run_jobs(store, jobs, "correction by removal", {
+    return PendingItems(jobs, "correction by removal", {
         "removal": {"methods": list(removal.methods), "random_seed": removal.random_seed, **regeneration,
                     "cause_min_overlap": removal.cause_min_overlap, "answer_reading": removal.answer_reading,
                     "correction": removal.correction.model_dump(mode="json")},

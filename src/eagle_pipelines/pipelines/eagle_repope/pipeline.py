@@ -61,9 +61,9 @@ def stages() -> Pipeline:
                                     _p("answer_reading")], "answers", name="answer_questions"),
         ]),
         _stage("explanation", [
-            Node(compute_superpixels, ["vlm", "question_split", "answers", "superpixel_store", "params:superpixels"],
+            Node(compute_superpixels, ["vlm", "question_split", "answers", "params:superpixels"],
                  "superpixels", name="compute_superpixels"),
-            Node(explain_wrong_answers, ["vlm", "question_split", "answers", "superpixels", "attribution_store",
+            Node(explain_wrong_answers, ["vlm", "question_split", "answers", "superpixels",
                                          "params:attribution"], "attributions", name="explain_wrong_answers"),
         ]),
         _stage("correction", [
@@ -72,7 +72,7 @@ def stages() -> Pipeline:
                  name="regeneration_settings"),
             Node(removal_settings, [_p("methods"), _p("random_seed"), _p("cause_min_overlap"), _p("correction"),
                                     "regeneration_settings"], "removal_settings", name="removal_settings"),
-            Node(correct_wrong_answers, ["vlm", "question_split", "attributions", "correction_store",
+            Node(correct_wrong_answers, ["vlm", "question_split", "attributions",
                                          "removal_settings", "params:baselines"], "corrections",
                  name="correct_wrong_answers"),
         ]),

@@ -34,11 +34,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.answer_clips, ["vlm_video", "eval_split", p], "answers", name="answer_clips"),
         ]),
         _stage("explanation", [
-            Node(nodes.explain_clips, ["vlm_video", "eval_split", "answers", "attribution_store", p], "attributions",
+            Node(nodes.explain_clips, ["vlm_video", "eval_split", "answers", p], "attributions",
                  name="explain"),
         ]),
         _stage("evaluation", [
-            Node(nodes.evaluate_clips, ["vlm_video", "eval_split", "answers", "attributions", "evaluation_store", p],
+            Node(nodes.evaluate_clips, ["vlm_video", "eval_split", "answers", "attributions", p],
                  "evaluation", name="evaluate"),
             Node(nodes.aggregate_metrics, "evaluation", ["metrics", "metrics_per_sample"], name="aggregate_metrics"),
         ]),

@@ -25,7 +25,7 @@ from eagle_pipelines.core.targets import literal_position, per_category_selectio
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.errors import UserError
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint, run_jobs
+from eagle_pipelines.io.items import Job, Manifest, Skipped, compose_of, PendingItems, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
 from eagle_pipelines.parameters import (
@@ -124,8 +124,7 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
-def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemStore,
-                        superpixels: SuperpixelParams) -> dict:
+def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, superpixels: SuperpixelParams) -> dict:
     """SLICO label maps of every answered image (key: image id) on the working image (the model's resolution,
     or the photo with ``compose: processor``), filed under the hash of the image's bytes, the model's resolution
     and the region settings."""
@@ -140,7 +139,7 @@ def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemSt
             return make_regions(working_image(vlm, loaded, superpixels.compose), **superpixels.region_params())
 
         jobs[str(image_id)] = Job(str(image_id), fp, compute, {"image_id": image_id, "image_sha": a["image_sha"]})
-    return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
+    return PendingItems(list(jobs.values()), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
 
 
 # --- targets ------------------------------------------------------------------------------------------------------
@@ -302,8 +301,7 @@ def _labels_of(superpixels: Manifest, image_id: int) -> tuple[str, RegionMap] | 
 
 
 # --- EAGLE --------------------------------------------------------------------------------------------------------
-def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, store: ItemStore,
-                    attribution: AttributionParams) -> dict:
+def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, attribution: AttributionParams) -> dict:
     """EAGLE's attribution of every target (the search runs here, one target at a time, each written as soon
     as it is done). Each is filed under the hash of its image, answer, target tokens, label map, model and
     search settings."""
@@ -315,7 +313,7 @@ def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Mani
         fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
         jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution),
                         {**_target_info(t), "compose": compose_of(superpixels)}))
-    return run_jobs(store, jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
+    return PendingItems(jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
                                            "model_fingerprint": vlm.fingerprint, **superpixels.params})
 
 
@@ -341,8 +339,7 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
 
 
 # --- baselines ----------------------------------------------------------------------------------------------------
-def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, store: ItemStore,
-                  baselines: BaselinesParams) -> dict:
+def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, baselines: BaselinesParams) -> dict:
     """The (H, W) map of every configured baseline for every target (key ``<method>/<target key>``), with its
     seconds and peak memory, filed under the hash of the target, the method's settings, the model and (for
     methods over superpixels) the label map."""
@@ -362,7 +359,7 @@ def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manife
             jobs.append(Job(f"{method}/{t['key']}", fp,
                             _baseline_job(vlm, eval_split, superpixels, method, baselines.settings(method), t),
                             {"method": method, **_target_info(t), "compose": compose}))
-    return run_jobs(store, jobs, "baselines", {"baselines": baselines.model_dump(mode="json"),
+    return PendingItems(jobs, "baselines", {"baselines": baselines.model_dump(mode="json"),
                                                "superpixels": superpixels.params.get("superpixels", {})})
 
 
@@ -400,8 +397,7 @@ def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: 
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
-def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, store: ItemStore,
-             evaluation: EvaluationParams) -> dict:
+def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, evaluation: EvaluationParams) -> dict:
     """Metric rows of every attribution (EAGLE's own curves and the pixel protocol, beside the seeded random
     floor over the same regions; key ``eagle/<target key>``) and of every baseline map (pixel protocol; key
     ``<method>/<target key>``), each filed under the hash of what it scores and the evaluation settings."""
@@ -415,7 +411,7 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
         target = key.split("/", 1)[1]
         jobs.append(Job(key, fp, _evaluate_job(vlm, eval_split, baselines, key, evaluation, info["method"]),
                         {"method": info["method"], "target": target, "level": info["level"]}))
-    return run_jobs(store, jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")})
+    return PendingItems(jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")})
 
 
 def _annotation(eval_split: CocoSplit, info: dict):

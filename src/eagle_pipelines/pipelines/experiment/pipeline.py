@@ -43,19 +43,19 @@ def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = ""
                  name="generate_answers"),
         ]),
         _stage("explanation", [
-            Node(nodes.compute_superpixels, ["vlm", "eval_split", "answers", "superpixel_store",
+            Node(nodes.compute_superpixels, ["vlm", "eval_split", "answers",
                                              "params:superpixels"], "superpixels", name="compute_superpixels"),
             Node(nodes.select_targets, ["vlm", "eval_split", "answers", "params:attribution"], "targets",
                  name="select_targets"),
-            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels", "attribution_store",
+            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels",
                                          "params:attribution"], "attributions", name="explain"),
         ]),
         _stage("baselines", [
-            Node(nodes.run_baselines, ["vlm", "eval_split", "targets", "superpixels", "baseline_store",
+            Node(nodes.run_baselines, ["vlm", "eval_split", "targets", "superpixels",
                                        "params:baselines"], "baselines", name="run_baselines"),
         ]),
         _stage("evaluation", [
-            Node(nodes.evaluate, ["vlm", "eval_split", "attributions", "baselines", "evaluation_store",
+            Node(nodes.evaluate, ["vlm", "eval_split", "attributions", "baselines",
                                   "params:evaluation"], "evaluation", name="evaluate"),
             Node(nodes.aggregate_metrics, "evaluation", ["metrics", "metrics_per_sample"], name="aggregate_metrics"),
         ]),
