@@ -390,7 +390,8 @@ def test_answers_read_by_the_reference_explain_only_answers_that_read_as_the_opp
     import pandas as pd
     from types import SimpleNamespace
 
-    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, _wrong, answer_questions
+    from eagle_pipelines.core.hallucination import wrong_answers as _wrong
+    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, answer_questions
 
     said = {1: "Yes. There is a skis.", 2: "yes", 3: "No", 4: "No\n\nExplanation: none", 5: "Sure"}
     labels = {1: "no", 2: "no", 3: "no", 4: "yes", 5: "yes"}

@@ -87,10 +87,9 @@ def build_figures(vlm, eval_split: ClipSplit, answers: dict, attributions: Manif
     return figures
 
 
-def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
-                   vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest,
-                   eagle_video: EagleVideoParams) -> dict:
-    """The tables, the figures, an animated GIF of the map over each drawn clip, the HTML page and run.json."""
+def render_gifs(vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest,
+                eagle_video: EagleVideoParams) -> dict[str, bytes]:
+    """An animated GIF of the map over each drawn clip (``clip_<key>``: its bytes), for the report."""
     from eagle_pipelines.core.plotting import save_video_gif
 
     gifs = {}
@@ -98,6 +97,12 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
         for key, frames, attribution in _clips(vlm, eval_split, attributions, answers, eagle_video.figures):
             path = save_video_gif(attribution, frames, Path(tmp) / f"{key}.gif")
             gifs[f"clip_{key}"] = path.read_bytes()
+    return gifs
+
+
+def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
+                   gifs: dict[str, bytes], eagle_video: EagleVideoParams) -> dict:
+    """The tables, the figures, the GIFs (``render_gifs``), the HTML page and run.json."""
     pngs = {name: value for name, value in figures_png.items() if isinstance(value, bytes)}
     params = coverage["params"]
     run = {"generated": html_page.now(), "git commit": html_page.git_commit(), "model": params.get("model", ""),

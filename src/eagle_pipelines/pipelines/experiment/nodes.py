@@ -8,6 +8,7 @@ Parameters arrive validated, as the pydantic models of ``eagle_pipelines.paramet
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -20,12 +21,13 @@ from eagle_pipelines.core.evaluate import object_at, order_saliency, random_orde
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
 from eagle_pipelines.core.geometry import PhotoGrid, photo_grid, working_image
+from eagle_pipelines.core.hallucination import wrong_answers
 from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
 from eagle_pipelines.core.targets import literal_position, per_category_selection, phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.errors import UserError
-from eagle_pipelines.io.items import Job, Manifest, Skipped, compose_of, PendingItems, fingerprint
+from eagle_pipelines.io.items import Job, Manifest, PendingItems, Skipped, compose_of, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
 from eagle_pipelines.parameters import (
@@ -60,10 +62,6 @@ def build_eval_list(eval_split: CocoSplit, experiment: ExperimentParams) -> pd.D
     rows = [{"item": str(i), "image_id": i, "file_name": index.image_info(i)["file_name"],
              "prompt": experiment.prompt, "reference": (index.captions_of(i) or [""])[0]} for i in ids]
     return pd.DataFrame(rows, columns=EVAL_LIST_COLUMNS)
-
-
-def _limit(eval_list: pd.DataFrame, experiment: ExperimentParams) -> pd.DataFrame:
-    return eval_list if experiment.max_images is None else eval_list.iloc[: experiment.max_images]
 
 
 def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experiment: AnswerSettings) -> dict:
@@ -124,14 +122,25 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
-def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, superpixels: SuperpixelParams) -> dict:
-    """SLICO label maps of every answered image (key: image id) on the working image (the model's resolution,
-    or the photo with ``compose: processor``), filed under the hash of the image's bytes, the model's resolution
-    and the region settings."""
+#: which answers' images get superpixels (``compute_superpixels(select=...)``): a name, so that a node's identity
+#: (provenance stamps it) is the same in every run
+ANSWER_SELECTIONS: dict[str, Callable[[dict], list[dict]]] = {
+    "all": lambda answers: answers["answers"],
+    "wrong": wrong_answers,  # eagle_repope: the answers it explains
+}
+
+
+def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, superpixels: SuperpixelParams,
+                        select: str = "all") -> PendingItems:
+    """SLICO label maps of the images of the answers `select` names (``ANSWER_SELECTIONS``; key: image id) on the
+    working image (the model's resolution, or the photo with ``compose: processor``), filed under the hash of the
+    image's bytes, the model's resolution and the region settings."""
     spec = vlm.resolution_spec()
     jobs = {}
-    for a in answers["answers"]:
+    for a in ANSWER_SELECTIONS[select](answers):
         image_id = int(a["image_id"])
+        if str(image_id) in jobs:
+            continue
         fp = fingerprint("slico", a["image_sha"], spec, superpixels)
 
         def compute(image_id=image_id, sha=a["image_sha"]):
@@ -301,12 +310,19 @@ def _labels_of(superpixels: Manifest, image_id: int) -> tuple[str, RegionMap] | 
 
 
 # --- EAGLE --------------------------------------------------------------------------------------------------------
-def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, attribution: AttributionParams) -> dict:
+def search_fingerprint(attribution: AttributionParams) -> dict:
+    """What of the search settings goes into an attribution's fingerprint (every experiment files its items
+    under it)."""
+    return {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
+            "search": attribution.search_params()}
+
+
+def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest,
+                    attribution: AttributionParams) -> PendingItems:
     """EAGLE's attribution of every target (the search runs here, one target at a time, each written as soon
     as it is done). Each is filed under the hash of its image, answer, target tokens, label map, model and
     search settings."""
-    search = {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
-              "search": attribution.search_params()}
+    search = search_fingerprint(attribution)
     jobs = []
     for t in targets["targets"]:
         sp_fp = superpixels.info(str(t["image_id"]))["fp"] if str(t["image_id"]) in superpixels else None
@@ -339,7 +355,8 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
 
 
 # --- baselines ----------------------------------------------------------------------------------------------------
-def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, baselines: BaselinesParams) -> dict:
+def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest,
+                  baselines: BaselinesParams) -> PendingItems:
     """The (H, W) map of every configured baseline for every target (key ``<method>/<target key>``), with its
     seconds and peak memory, filed under the hash of the target, the method's settings, the model and (for
     methods over superpixels) the label map."""
@@ -397,7 +414,8 @@ def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: 
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
-def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, evaluation: EvaluationParams) -> dict:
+def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest,
+             evaluation: EvaluationParams) -> PendingItems:
     """Metric rows of every attribution (EAGLE's own curves and the pixel protocol, beside the seeded random
     floor over the same regions; key ``eagle/<target key>``) and of every baseline map (pixel protocol; key
     ``<method>/<target key>``), each filed under the hash of what it scores and the evaluation settings."""
