@@ -11,7 +11,8 @@
   (kedro-viz draws no layer at all when a layer's dataset feeds, directly or not, one of an earlier layer); the
   bands kedro-viz draws come in Kedro's order (raw above intermediate above ... reporting); no node reads the item
   store it fills (a producer outputs its manifest, whose entry names the store), so no store is drawn as a source;
-- no node takes more than six inputs (bundle settings in a parameter sub-model instead).
+- no node takes more than six inputs (bundle settings in a parameter sub-model instead);
+- no pipeline imports another's modules: the experiments share only the template (pipelines/experiment).
 """
 
 from __future__ import annotations
@@ -249,34 +250,30 @@ LAYER_ORDER = ["raw", "intermediate", "primary", "feature", "model_input", "mode
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_kedro_viz_draws_the_layer_bands_in_kedros_order(env):
-    """The bands as kedro-viz sorts them (its own ``sort_layers`` over the graph it draws: datasets and nodes)
-    follow raw -> ... -> reporting in every registered pipeline: no band above one that feeds it, and none that
-    only a store or a source puts first. ``models`` (the shipped model: a source in the experiments, which no
-    band feeds) need only sit below ``raw`` and above ``model_output``."""
-    from types import SimpleNamespace
-
-    from kedro_viz.services.layers import sort_layers
-
+def test_every_band_feeds_only_later_bands_in_kedros_order(env):
+    """Every layer a band's datasets feed (through any number of nodes and unlayered datasets) comes after it in
+    Kedro's order (raw, intermediate, ..., reporting), so kedro-viz draws the flow top to bottom in that order.
+    Bands that no path joins (the shipped model, a source, beside raw) are placed by kedro-viz at will; a store
+    that is a node input used to be such a source (the "intermediate" band above "raw")."""
     wrong = []
     for name, pipeline in _pipelines().items():
-        graph, dependencies = {}, defaultdict(set)
+        children = defaultdict(set)
         for node in pipeline.nodes:
-            graph[f"node:{node.name}"] = SimpleNamespace(layer=None)
-            for dataset in {*node.inputs, *node.outputs} - {n for n in node.inputs if _is_parameter(n)}:
-                graph[dataset] = SimpleNamespace(layer=_layer(env, dataset.split("@")[0]))
-            for source in (i for i in node.inputs if not _is_parameter(i)):
-                dependencies[source].add(f"node:{node.name}")
-            dependencies[f"node:{node.name}"] |= set(node.outputs)
-        bands = sort_layers(graph, dependencies)
-        assert set(bands) <= set(LAYER_ORDER), f"conf/{env}: unknown layers {set(bands) - set(LAYER_ORDER)}"
-        rest = [b for b in bands if b != "models"]
-        models_in_place = "models" not in bands or all(
-            (bands.index(b) < bands.index("models")) == (LAYER_ORDER.index(b) < LAYER_ORDER.index("models"))
-            for b in ("raw", "model_output", "reporting") if b in bands)
-        if rest != sorted(rest, key=LAYER_ORDER.index) or not models_in_place:
-            wrong.append(f"pipeline {name!r}: {bands}")
-    assert not wrong, f"conf/{env}: kedro-viz draws the bands out of order:\n" + "\n".join(wrong)
+            for source in node.inputs:
+                children[source.split("@")[0]] |= {o.split("@")[0] for o in node.outputs}
+        layer = {d: _layer(env, d) for d in {*children, *(c for cs in children.values() for c in cs)}
+                 if not _is_parameter(d)}
+        assert {v for v in layer.values() if v} <= set(LAYER_ORDER), f"conf/{env}: a layer outside {LAYER_ORDER}"
+        for dataset, own in layer.items():
+            seen, stack = {dataset}, [dataset]
+            while own and stack:
+                for child in children[stack.pop()] - seen:
+                    seen.add(child)
+                    stack.append(child)
+                    later = layer.get(child)
+                    if later and LAYER_ORDER.index(later) < LAYER_ORDER.index(own):
+                        wrong.append(f"pipeline {name!r}: {dataset} ({own}) feeds {child} ({later})")
+    assert not wrong, f"conf/{env}: bands out of Kedro's order:\n" + "\n".join(sorted(set(wrong)))
 
 
 def _locations(env: str, name: str) -> tuple[set[str], set[str]]:
@@ -316,6 +313,26 @@ def test_no_node_takes_more_than_six_inputs():
     wide = sorted({f"{node.name}: {len(node.inputs)} inputs ({', '.join(node.inputs)})"
                    for pipeline in _pipelines().values() for node in pipeline.nodes if len(node.inputs) > 6})
     assert not wide, "nodes over six inputs:\n" + "\n".join(wide)
+
+
+def test_no_pipeline_imports_another_pipelines_modules():
+    """Each pipeline package imports only itself and the template (``pipelines/experiment``: the shared stages);
+    what two experiments share lives in the template, core/ or data/."""
+    import ast
+
+    root = ROOT / "src/eagle_pipelines/pipelines"
+    found = []
+    for package in sorted(p for p in root.iterdir() if (p / "__init__.py").is_file()):
+        allowed = {package.name, "experiment"}
+        for module in sorted(package.glob("*.py")):
+            for node in ast.walk(ast.parse(module.read_text())):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                         [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                for name in names:
+                    parts = name.split(".")
+                    if parts[:2] == ["eagle_pipelines", "pipelines"] and len(parts) > 2 and parts[2] not in allowed:
+                        found.append(f"{module.relative_to(ROOT)} imports {name}")
+    assert not found, "pipelines importing another pipeline's modules:\n" + "\n".join(found)
 
 
 # --- the paper environment's model presets (conf/paper/globals.yml) ---------------------------------------------

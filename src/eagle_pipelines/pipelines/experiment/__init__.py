@@ -2,7 +2,9 @@
 stage builders, which every experiment (eagle_coco, eagle_mmvp, eagle_repope, eagle_video, eagle_mitigation) uses."""
 
 from eagle_pipelines.pipelines.experiment.pipeline import (
+    Loader,
     aggregate_node,
+    experiment,
     instantiate,
     publish_node,
     stage,
@@ -10,4 +12,4 @@ from eagle_pipelines.pipelines.experiment.pipeline import (
     template,
 )
 
-__all__ = ["aggregate_node", "instantiate", "publish_node", "stage", "superpixel_node", "template"]
+__all__ = ["Loader", "aggregate_node", "experiment", "instantiate", "publish_node", "stage", "superpixel_node", "template"]

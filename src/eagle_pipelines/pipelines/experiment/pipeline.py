@@ -12,6 +12,8 @@ make ``eval_split`` (and, for a list with a prompt per question, ``eval_list``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
@@ -105,3 +107,24 @@ def instantiate(namespace: str, loader: Pipeline, free_inputs: set[str], experim
     return Pipeline(template(loader, eval_list_node, namespace), namespace=namespace,
                     inputs={*SHARED_INPUTS, *(free_inputs - params)},
                     parameters={**{p: p for p in SHARED_PARAMETERS | params}, "params:experiment": experiment_params})
+
+
+@dataclass(frozen=True)
+class Loader:
+    """A dataset's entry into the template: the node function that makes ``eval_split`` (and ``eval_list`` too
+    when `makes_eval_list`: a prompt per question) from `inputs` (its raw sources and parameters, outside the
+    namespace). ``pipeline_registry.TEMPLATE_EXPERIMENTS`` maps each experiment's name to its loader."""
+
+    func: Callable
+    inputs: tuple[str, ...]
+    makes_eval_list: bool = False
+
+    def pipeline(self) -> Pipeline:
+        outputs = ["eval_split", "eval_list"] if self.makes_eval_list else "eval_split"
+        return Pipeline([Node(self.func, list(self.inputs), outputs, name=self.func.__name__)])
+
+
+def experiment(namespace: str, loader: Loader) -> Pipeline:
+    """The template under `namespace` after `loader`, with the parameter group ``params:<namespace>``."""
+    return instantiate(namespace, loader.pipeline(), set(loader.inputs), f"params:{namespace}",
+                       eval_list_node=not loader.makes_eval_list)
