@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -148,14 +147,15 @@ def question_facts(questions: pd.DataFrame) -> list[dict]:
 
 
 # --- answers ------------------------------------------------------------------------------------------------------
-def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, batch_size: int,
-                     max_new_tokens: int, answer_reading: str = "ours") -> dict:
-    """Greedy answers to every question (batched per prompt); each is read as yes/no (`answer_reading`:
+def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, answering: Answering) -> dict:
+    """Greedy answers to every question (batched per prompt); each is read as yes/no (`answering.answer_reading`:
     ``hallucination.READINGS``), compared with the label, marked ``wrong`` when it is to be explained, and records
     the hash of the image bytes it was made from. Wrong: any answer that is not correct (``ours``), or an answer
     read as the opposite of the label (``reference``: the reference explains a "Yes" on a no-question and a "No"
     on a yes-question, never an answer that reads as neither). Unreadable images are recorded under ``errors``
     with the reason."""
+    batch_size, max_new_tokens = answering.batch_size, answering.max_new_tokens
+    answer_reading = answering.answer_reading
     rows = question_facts(questions)
     answers, errors = [], []
     by_prompt: dict[str, list[dict]] = {}
@@ -276,64 +276,8 @@ def _meta(q: dict) -> dict:
 
 
 # --- correction by removal ----------------------------------------------------------------------------------------
-CorrectionProtocol = EagleRepopeParams.Correction
-
-
-@dataclass(frozen=True)
-class Regeneration:
-    """How answers are regenerated and read (the fields of ``params:eagle_repope`` for it)."""
-
-    max_new_tokens: int
-    batch_size: int
-    stop_at_first: bool
-    answer_reading: str = "ours"
-
-
-@dataclass(frozen=True)
-class Removal:
-    """The fields of ``params:eagle_repope`` that the corrections depend on (and nothing else of it)."""
-
-    methods: tuple[str, ...]
-    random_seed: int
-    max_new_tokens: int
-    batch_size: int
-    stop_at_first: bool
-    cause_min_overlap: float
-    answer_reading: str = "ours"
-    correction: CorrectionProtocol = CorrectionProtocol()
-
-    def pixel_protocol(self, method: str) -> bool:
-        """Whether `method`'s map goes through the pixel protocol (its saliency bands) instead of the regions."""
-        return method not in ("eagle", "random") and self.correction.baseline_maps == "pixels"
-
-    def protocol_facts(self, method: str) -> dict:
-        """What of the reading and removal protocol differs from ours for `method` (empty under ours: the
-        fingerprints of our protocol's records stay as they were before these settings existed)."""
-        facts = {}
-        if self.answer_reading != "ours":
-            facts["answer_reading"] = self.answer_reading
-        if self.correction.removal_steps != "ours":
-            facts["removal_steps"] = self.correction.removal_steps
-        if self.pixel_protocol(method):
-            facts["pixel_steps"] = self.correction.pixel_steps
-        if method in self.correction.invert_maps:
-            facts["inverted"] = True
-        return facts
-
-
-def regeneration_settings(max_new_tokens: int, batch_size: int, stop_at_first: bool,
-                          answer_reading: str) -> Regeneration:
-    """The regeneration settings as one value (the removal settings would otherwise take more than six inputs)."""
-    return Regeneration(int(max_new_tokens), int(batch_size), bool(stop_at_first), str(answer_reading))
-
-
-def removal_settings(methods: list[str], random_seed: int, cause_min_overlap: float, correction: CorrectionProtocol,
-                     regeneration: Regeneration) -> Removal:
-    """The correction settings as one value (the correction node would otherwise take more than six inputs)."""
-    if not isinstance(correction, CorrectionProtocol):
-        correction = CorrectionProtocol.model_validate(correction)
-    return Removal(tuple(methods), int(random_seed), regeneration.max_new_tokens, regeneration.batch_size,
-                   regeneration.stop_at_first, float(cause_min_overlap), regeneration.answer_reading, correction)
+Answering = EagleRepopeParams.Answering
+Correction = EagleRepopeParams.Correction
 
 
 def baseline_map(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
@@ -375,11 +319,11 @@ def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, 
     return hal.region_ranking(saliency, regions), facts
 
 
-def _method_settings(method: str, removal: Removal, baselines: BaselinesParams) -> dict:
+def _method_settings(method: str, correction: Correction, baselines: BaselinesParams) -> dict:
     if method == "eagle":
         return {}
     if method == "random":
-        return {"seed": removal.random_seed}
+        return {"seed": correction.random_seed}
     return baselines.settings(method)
 
 
@@ -388,38 +332,39 @@ def _cause_annotation(question_split: CocoSplit, q: dict) -> dict | None:
     return None if ann is None else question_split.index.instances.anns.get(int(ann))
 
 
-def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, removal: Removal,
-                          baselines: BaselinesParams) -> PendingItems:
-    """For each explained wrong answer and each method (key ``<method>/<question id>``): the answers regenerated
-    with the method's k lowest-ranked units removed (superpixels; a baseline's saliency bands under the pixel
-    protocol) until the answer reads as correct, AMCR, the cause hit, and the counter token's insertion AUC and
-    highest confidence under that order. Each is filed under the hash of its attribution, the method's settings,
-    the removal settings (the reading and removal protocol where it is not ours), the cause object and the
-    model."""
+def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, answering: Answering,
+                          correction: Correction, baselines: BaselinesParams) -> PendingItems:
+    """For each explained wrong answer and each method of `correction` (key ``<method>/<question id>``): the
+    answers regenerated (`answering`) with the method's k lowest-ranked units removed (superpixels; a baseline's
+    saliency bands under the pixel protocol) until the answer reads as correct, AMCR, the cause hit, and the
+    counter token's insertion AUC and highest confidence under that order. Each is filed under the hash of its
+    attribution, the method's settings, the removal settings (the reading and removal protocol where it is not
+    ours), the cause object and the model."""
     scorer_batch = int(attributions.params.get("attribution", {}).get("batch_size", 64))
-    regeneration = {"max_new_tokens": removal.max_new_tokens, "batch_size": removal.batch_size,
-                    "stop_at_first": removal.stop_at_first}
+    regeneration = {"max_new_tokens": answering.max_new_tokens, "batch_size": answering.batch_size,
+                    "stop_at_first": correction.stop_at_first}
     jobs = []
     for qid in sorted(attributions.keys()):
         q = attributions.info(qid)
-        cause = {"annotation": _cause_annotation(question_split, q), "min_overlap": removal.cause_min_overlap}
-        for method in removal.methods:
-            settings = _method_settings(method, removal, baselines)
+        cause = {"annotation": _cause_annotation(question_split, q), "min_overlap": correction.cause_min_overlap}
+        for method in correction.methods:
+            settings = _method_settings(method, correction, baselines)
             fp = fingerprint("correction", q["fp"], method, settings,
-                             {**regeneration, **removal.protocol_facts(method)}, cause, vlm.fingerprint,
-                             None if method == "eagle" else scorer_batch)
+                             {**regeneration, **correction.protocol_facts(method, answering.answer_reading)}, cause,
+                             vlm.fingerprint, None if method == "eagle" else scorer_batch)
             info = {"method": method, **{k: q[k] for k in FACTS}}
             jobs.append(Job(f"{method}/{qid}", fp, _correction_job(vlm, question_split, attributions, qid, method,
-                                                                   settings, removal, scorer_batch), info))
+                                                                   settings, answering, correction, scorer_batch),
+                            info))
     return PendingItems(jobs, "correction by removal", {
-        "removal": {"methods": list(removal.methods), "random_seed": removal.random_seed, **regeneration,
-                    "cause_min_overlap": removal.cause_min_overlap, "answer_reading": removal.answer_reading,
-                    "correction": removal.correction.model_dump(mode="json")},
-        "baselines": {m: baselines.settings(m) for m in removal.methods if m not in ("eagle", "random")}})
+        "removal": {"methods": list(correction.methods), "random_seed": correction.random_seed, **regeneration,
+                    "cause_min_overlap": correction.cause_min_overlap, "answer_reading": answering.answer_reading,
+                    "correction": correction.protocol()},
+        "baselines": {m: baselines.settings(m) for m in correction.methods if m not in ("eagle", "random")}})
 
 
 def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid: str, method: str, settings: dict,
-                    removal: Removal, scorer_batch: int):
+                    answering: Answering, correction: Correction, scorer_batch: int):
     q = attributions.info(qid)
 
     def compute():
@@ -432,13 +377,13 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
             obj = next(o for o in question_split.index.objects(int(q["image_id"]))
                        if o.annotation_id == int(q["cause_annotation_id"]))
             cause_mask, _ = object_at(photo_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
-        invert = method in removal.correction.invert_maps
-        if removal.pixel_protocol(method):
+        invert = method in correction.invert_maps
+        if correction.pixel_protocol(method):
             saliency, facts = baseline_map(method, attr, vlm, image, q["prompt"], regions, settings, invert, compose)
-            units, order = hal.pixel_units(saliency, removal.correction.pixel_steps)
+            units, order = hal.pixel_units(saliency, correction.pixel_steps)
         else:
             units = regions
-            order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, removal.random_seed,
+            order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, correction.random_seed,
                                         q["question_id"], settings, invert, compose)
         if method == "eagle":
             curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
@@ -451,16 +396,16 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
         def answer(keep: np.ndarray) -> list[str]:
             masks = units.masks(keep)
             outs = vlm.generate_batch([image * m[..., None].astype(image.dtype) for m in masks], q["prompt"],
-                                      max_new_tokens=removal.max_new_tokens)
+                                      max_new_tokens=answering.max_new_tokens)
             return [o.text for o in outs]
 
-        fix = hal.correct_by_removal(answer, order, units.areas(), q["label"], batch_size=removal.batch_size,
-                                     stop_at_first=removal.stop_at_first, reading=removal.answer_reading,
-                                     steps=removal.correction.removal_steps)
+        fix = hal.correct_by_removal(answer, order, units.areas(), q["label"], batch_size=answering.batch_size,
+                                     stop_at_first=correction.stop_at_first, reading=answering.answer_reading,
+                                     steps=correction.removal_steps)
         return {"method": method, **{k: q[k] for k in FACTS}, "n_regions": units.n_regions,
-                "units": "pixel_bands" if removal.pixel_protocol(method) else "regions",
+                "units": "pixel_bands" if correction.pixel_protocol(method) else "regions",
                 "order": [int(r) for r in order], **fix.to_dict(), "corrected": fix.corrected,
-                "cause_hit": hal.cause_hit(units.labels, fix, cause_mask, removal.cause_min_overlap),
+                "cause_hit": hal.cause_hit(units.labels, fix, cause_mask, correction.cause_min_overlap),
                 "cause_removed_fraction": hal.removed_cause_fraction(units.labels, fix, cause_mask),
                 "insertion_auc": insertion_auc(curves), "highest_confidence": highest_confidence(curves),
                 "p_counter_full": float(curves.full_score.mean()), **facts}

@@ -27,8 +27,6 @@ from eagle_pipelines.pipelines.eagle_repope.nodes import (
     correct_wrong_answers,
     explain_wrong_answers,
     prepare_question_split,
-    regeneration_settings,
-    removal_settings,
     summarise,
 )
 
@@ -38,8 +36,8 @@ FREE_INPUTS = {"vlm", "repope_source"}
 
 
 def _p(field: str) -> str:
-    """One field of params:eagle_repope: a node that takes only the fields it uses is not rerun when another
-    changes (provenance stamps parameters by value, per node input)."""
+    """One field (or sub-model) of params:eagle_repope: a node that takes only what it uses is not rerun when
+    another field changes (provenance stamps parameters by value, per node input)."""
     return f"params:eagle_repope.{field}"
 
 
@@ -55,8 +53,8 @@ def stages() -> Pipeline:
                  "questions", name="build_question_list"),
         ]),
         stage("answers", [
-            Node(answer_questions, ["vlm", "question_split", "questions", _p("batch_size"), _p("max_new_tokens"),
-                                    _p("answer_reading")], "answers", name="answer_questions"),
+            Node(answer_questions, ["vlm", "question_split", "questions", _p("answering")], "answers",
+                 name="answer_questions"),
         ]),
         stage("explanation", [
             superpixel_node("question_split", select="wrong"),
@@ -64,13 +62,8 @@ def stages() -> Pipeline:
                                          "params:attribution"], "attributions", name="explain_wrong_answers"),
         ]),
         stage("correction", [
-            Node(regeneration_settings, [_p("max_new_tokens"), _p("batch_size"), _p("stop_at_first"),
-                                         _p("answer_reading")], "regeneration_settings",
-                 name="regeneration_settings"),
-            Node(removal_settings, [_p("methods"), _p("random_seed"), _p("cause_min_overlap"), _p("correction"),
-                                    "regeneration_settings"], "removal_settings", name="removal_settings"),
-            Node(correct_wrong_answers, ["vlm", "question_split", "attributions",
-                                         "removal_settings", "params:baselines"], "corrections",
+            Node(correct_wrong_answers, ["vlm", "question_split", "attributions", _p("answering"),
+                                         _p("correction"), "params:baselines"], "corrections",
                  name="correct_wrong_answers"),
         ]),
         stage("reporting", [
