@@ -8,7 +8,11 @@
   (factories are matched the way the catalog matches them, an explicit entry taking precedence);
 - every free input of a registered pipeline is declared: a catalog entry, a factory, or an existing parameter;
 - kedro-viz: every catalog entry of conf/base/ and conf/paper/ has a layer, and the layers follow the data flow
-  (kedro-viz draws no layer at all when a layer's dataset feeds, directly or not, one of an earlier layer).
+  (kedro-viz draws no layer at all when a layer's dataset feeds, directly or not, one of an earlier layer); the
+  bands kedro-viz draws come in Kedro's order (raw above intermediate above ... reporting); no node reads the item
+  store it fills (a producer outputs its manifest, whose entry names the store), so no store is drawn as a source;
+- no node takes more than six inputs (bundle settings in a parameter sub-model instead);
+- no pipeline imports another's modules: the experiments share only the template (pipelines/experiment).
 """
 
 from __future__ import annotations
@@ -239,6 +243,96 @@ def test_layers_follow_the_data_flow(env):
                                if (b, a) in example and a < b)
             cycles.append(f"pipeline {name!r}: {' -> '.join(error.args[1])}: " + "; ".join(both_ways))
     assert not cycles, f"conf/{env}: the layers form a cycle, so kedro-viz shows none:\n" + "\n".join(cycles)
+
+
+#: Kedro's layer convention, the order kedro-viz's bands must come in from top to bottom
+LAYER_ORDER = ["raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_band_feeds_only_later_bands_in_kedros_order(env):
+    """Every layer a band's datasets feed (through any number of nodes and unlayered datasets) comes after it in
+    Kedro's order (raw, intermediate, ..., reporting), so kedro-viz draws the flow top to bottom in that order.
+    Bands that no path joins (the shipped model, a source, beside raw) are placed by kedro-viz at will; a store
+    that is a node input used to be such a source (the "intermediate" band above "raw")."""
+    wrong = []
+    for name, pipeline in _pipelines().items():
+        children = defaultdict(set)
+        for node in pipeline.nodes:
+            for source in node.inputs:
+                children[source.split("@")[0]] |= {o.split("@")[0] for o in node.outputs}
+        layer = {d: _layer(env, d) for d in {*children, *(c for cs in children.values() for c in cs)}
+                 if not _is_parameter(d)}
+        assert {v for v in layer.values() if v} <= set(LAYER_ORDER), f"conf/{env}: a layer outside {LAYER_ORDER}"
+        for dataset, own in layer.items():
+            seen, stack = {dataset}, [dataset]
+            while own and stack:
+                for child in children[stack.pop()] - seen:
+                    seen.add(child)
+                    stack.append(child)
+                    later = layer.get(child)
+                    if later and LAYER_ORDER.index(later) < LAYER_ORDER.index(own):
+                        wrong.append(f"pipeline {name!r}: {dataset} ({own}) feeds {child} ({later})")
+    assert not wrong, f"conf/{env}: bands out of Kedro's order:\n" + "\n".join(sorted(set(wrong)))
+
+
+def _locations(env: str, name: str) -> tuple[set[str], set[str]]:
+    """Where dataset `name` lives (its path or filepath) and the item store it names (``store.path``), as the
+    catalog resolves them in `env`."""
+    entry = _entry_of(env, name)
+    if entry is None:
+        return set(), set()
+    config = _resolver(env).resolve_pattern(name) if entry != name else _config(env)[1][name]
+    own = {str(config[k]) for k in ("path", "filepath") if config.get(k)}
+    store = {str(config["store"]["path"])} if isinstance(config.get("store"), dict) else set()
+    return own, store
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_no_node_reads_the_store_it_fills(env):
+    """A producer's output is its manifest, whose catalog entry names the item store it fills: the store is never a
+    node input (kedro-viz would draw data flowing out of it), and no input of a node is a place its outputs write."""
+    found = []
+    for name, pipeline in _pipelines().items():
+        for node in pipeline.nodes:
+            inputs = [i.split("@")[0] for i in node.inputs if not _is_parameter(i)]
+            written = set()
+            for out in node.outputs:
+                own, store = _locations(env, out.split("@")[0])
+                written |= own | store
+            for i in inputs:
+                if "ItemStore" in str((_config(env)[1].get(_entry_of(env, i) or "") or {}).get("type", "")):
+                    found.append(f"{name}: {node.name} reads the item store {i!r} as a dataset")
+                if _locations(env, i)[0] & written:
+                    found.append(f"{name}: {node.name} reads {i!r}, which its own outputs write")
+    assert not found, f"conf/{env}: " + "\n".join(sorted(set(found)))
+
+
+def test_no_node_takes_more_than_six_inputs():
+    """Six inputs at most (parameters included): a node that needs more takes a parameter sub-model or is split."""
+    wide = sorted({f"{node.name}: {len(node.inputs)} inputs ({', '.join(node.inputs)})"
+                   for pipeline in _pipelines().values() for node in pipeline.nodes if len(node.inputs) > 6})
+    assert not wide, "nodes over six inputs:\n" + "\n".join(wide)
+
+
+def test_no_pipeline_imports_another_pipelines_modules():
+    """Each pipeline package imports only itself and the template (``pipelines/experiment``: the shared stages);
+    what two experiments share lives in the template, core/ or data/."""
+    import ast
+
+    root = ROOT / "src/eagle_pipelines/pipelines"
+    found = []
+    for package in sorted(p for p in root.iterdir() if (p / "__init__.py").is_file()):
+        allowed = {package.name, "experiment"}
+        for module in sorted(package.glob("*.py")):
+            for node in ast.walk(ast.parse(module.read_text())):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                         [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                for name in names:
+                    parts = name.split(".")
+                    if parts[:2] == ["eagle_pipelines", "pipelines"] and len(parts) > 2 and parts[2] not in allowed:
+                        found.append(f"{module.relative_to(ROOT)} imports {name}")
+    assert not found, "pipelines importing another pipeline's modules:\n" + "\n".join(found)
 
 
 # --- the paper environment's model presets (conf/paper/globals.yml) ---------------------------------------------

@@ -6,7 +6,7 @@ dotted parameter that is wrong and where it is set, so a bad value never surface
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -204,14 +204,37 @@ class RepopeQuestionParams(BaseModel):
 
 
 class EagleRepopeParams(BaseModel):
-    """Hallucination diagnosis on yes/no questions (see docs/hallucination.md)."""
+    """Hallucination diagnosis on yes/no questions (see docs/hallucination.md). The nodes read the sub-models they
+    use (``answering``, ``correction``), so a field only the tables read reruns only the tables."""
 
-    class Correction(BaseModel):
-        """How the answers are regenerated after removal: our protocol (default) or the reference's (conf/paper;
-        docs/hallucination.md, "Parity with the reference")."""
+    class Answering(BaseModel):
+        """How the answers are generated and read: the first answers and every regeneration after removal."""
 
         model_config = ConfigDict(extra="forbid", frozen=True)
 
+        max_new_tokens: Count = 3
+        batch_size: Count = Field(default=32, description="images per generation batch")
+        answer_reading: Literal["ours", "reference"] = Field(
+            default="ours", description="ours: the first word, any case; reference: the decoded text starts with "
+                                        "'Yes' / 'No', case-sensitive")
+
+    class Correction(BaseModel):
+        """Correction by removal: which orders' lowest-ranked regions are removed, and how the answers are
+        regenerated after removal: our protocol (default) or the reference's (conf/paper; docs/hallucination.md,
+        "Parity with the reference")."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        #: the fields of the removal protocol (ours or the reference's), as the manifests have always recorded it
+        PROTOCOL: ClassVar[tuple[str, ...]] = ("removal_steps", "baseline_maps", "pixel_steps", "invert_maps")
+
+        methods: list[Literal[("eagle", "random", *BASELINES)]] = Field(
+            default=["eagle", "random", *BASELINES], min_length=1,
+            description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline "
+                        "(its map of the counter token ranks the regions; settings from params:baselines)")
+        random_seed: int = 0
+        cause_min_overlap: float = Field(default=0.0, ge=0, lt=1, description="a cause hit needs more than this "
+                                                                               "fraction of the region in the cause")
+        stop_at_first: bool = Field(default=True, description="stop regenerating at the first correction")
         removal_steps: Literal["ours", "reference"] = Field(
             default="ours", description="ours: k = 1..n lowest-ranked regions removed (the last step a black "
                                         "image); reference: k = 0..n-1 (the intact image first, never a black one)")
@@ -223,6 +246,29 @@ class EagleRepopeParams(BaseModel):
         invert_maps: list[Literal[tuple(BASELINES)]] = Field(
             default=[], description="baselines whose map is turned upside down before ranking (the reference "
                                    "inverts TAM's on RePOPE)")
+
+        def protocol(self) -> dict:
+            """The removal protocol's fields (what the manifests record as ``correction``)."""
+            return self.model_dump(mode="json", include=set(self.PROTOCOL))
+
+        def pixel_protocol(self, method: str) -> bool:
+            """Whether `method`'s map goes through the pixel protocol (its saliency bands) instead of the
+            regions."""
+            return method not in ("eagle", "random") and self.baseline_maps == "pixels"
+
+        def protocol_facts(self, method: str, answer_reading: str = "ours") -> dict:
+            """What of the reading and removal protocol differs from ours for `method` (empty under ours: the
+            fingerprints of our protocol's records stay as they were before these settings existed)."""
+            facts = {}
+            if answer_reading != "ours":
+                facts["answer_reading"] = answer_reading
+            if self.removal_steps != "ours":
+                facts["removal_steps"] = self.removal_steps
+            if self.pixel_protocol(method):
+                facts["pixel_steps"] = self.pixel_steps
+            if method in self.invert_maps:
+                facts["inverted"] = True
+            return facts
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -236,23 +282,16 @@ class EagleRepopeParams(BaseModel):
         description="the prompt around each question: '{question}' (or '{}') is replaced by it; the reference's "
                     "multi-line yes/no instruction in conf/paper")
     prompt_suffix: str = Field(default="", description="appended to every prompt (after prompt_template)")
-    answer_reading: Literal["ours", "reference"] = Field(
-        default="ours", description="ours: the first word, any case; reference: the decoded text starts with "
-                                    "'Yes' / 'No', case-sensitive")
     max_questions: int | None = Field(default=None, gt=0, description="use only the first N questions")
-    max_new_tokens: Count = 3
-    batch_size: Count = Field(default=32, description="images per generation batch")
-    methods: list[Literal[("eagle", "random", *BASELINES)]] = Field(
-        default=["eagle", "random", *BASELINES], min_length=1,
-        description="orders whose lowest-ranked regions are removed: eagle, random (the floor), or a baseline "
-                    "(its map of the counter token ranks the regions; settings from params:baselines)")
-    random_seed: int = 0
-    csr_threshold: float = Field(default=0.1, gt=0, le=1, description="CSR@threshold (area fraction)")
-    cause_min_overlap: float = Field(default=0.0, ge=0, lt=1, description="a cause hit needs more than this "
-                                                                           "fraction of the region in the cause")
-    stop_at_first: bool = Field(default=True, description="stop regenerating at the first correction")
+    answering: Answering = Answering()
     correction: Correction = Correction()
+    csr_threshold: float = Field(default=0.1, gt=0, le=1, description="CSR@threshold (area fraction)")
     figure_samples: Count = 6
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods of the correction (``correction.methods``): the tables' rows."""
+        return list(self.correction.methods)
 
 
 class EagleMmvpParams(ParitySwitches):

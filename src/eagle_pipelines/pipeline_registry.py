@@ -32,18 +32,25 @@ from eagle_pipelines.pipelines import (
     eagle_video,
     toy_model,
 )
+from eagle_pipelines.pipelines.experiment import experiment
+
+#: the experiments that are the template after a dataset's loader (pipelines/experiment): one line each
+TEMPLATE_EXPERIMENTS = {
+    "eagle_coco": eagle_coco.LOADER,
+    "eagle_mmvp": eagle_mmvp.LOADER,
+}
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    coco = eagle_coco.create_pipeline()
+    template = {name: experiment(name, loader) for name, loader in TEMPLATE_EXPERIMENTS.items()}
+    coco = template["eagle_coco"]
     return {
+        **template,
         "data_preparation": data_preparation.create_pipeline(),
         "mmvp": data_preparation.create_mmvp_pipeline(),
         "toy_model": data_preparation.create_pipeline() + toy_model.create_pipeline(),
         "toy_model_video": data_preparation.create_pipeline() + toy_model.create_video_pipeline(),
-        "eagle_coco": coco,
         "eagle_repope": eagle_repope.create_pipeline(),
-        "eagle_mmvp": eagle_mmvp.create_pipeline(),
         "eagle_mitigation": eagle_mitigation.create_pipeline(),
         "eagle_video": eagle_video.create_pipeline(),
         "__default__": coco,

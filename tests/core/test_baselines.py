@@ -156,7 +156,7 @@ def test_a_model_without_internals_is_refused_with_the_fix():
         name = "api-model"
 
     with pytest.raises(TypeError, match=r"baselines\.methods: \[\]"):
-        run_baselines(Api(), None, {"targets": []}, None, None, BaselinesParams())
+        run_baselines(Api(), None, {"targets": []}, None, BaselinesParams())
 
 
 def test_a_registered_baseline_is_known_to_the_parameters_the_reports_and_eagle_repope():

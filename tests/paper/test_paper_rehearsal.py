@@ -26,7 +26,7 @@ PIPELINES = ["eagle_coco", "eagle_mmvp", "eagle_repope"]
 #: sizes only: images, regions, tokens, baseline samples and iterations, pixel steps, figures; the device and dtype
 #: of a CPU machine
 SIZES = ("device=cpu,dtype=float32,eval_data.coco.images=2,superpixels.n_segments=4,eagle_coco.max_new_tokens=4,"
-         "eagle_mmvp.max_new_tokens=4,eagle_repope.max_new_tokens=4,eagle_repope.max_questions=2,"
+         "eagle_mmvp.max_new_tokens=4,eagle_repope.answering.max_new_tokens=4,eagle_repope.max_questions=2,"
          "baselines.llava_cam.samples=2,baselines.igos_pp.iterations=1,baselines.igos_pp.ig_steps=2,"
          "baselines.igos_pp.size=8,evaluation.pixel_steps=4,reporting.figure_samples=1,"
          "eagle_repope.correction.pixel_steps=4,eagle_repope.figure_samples=1")

@@ -296,7 +296,8 @@ def test_a_repope_list_is_read_by_eagle_repope_and_its_answers_teacher_forced(pr
     (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"repope_source": {
         "type": "eagle_pipelines.io.coco_dataset.RepopeSourceDataset",
         "filepath": str(listed), "path": str(coco), "metadata": {"kedro-viz": {"layer": "raw"}}}}))
-    params = {"eagle_repope": {"source": "repope", "methods": ["eagle"], "answer_reading": "reference"},
+    params = {"eagle_repope": {"source": "repope", "correction": {"methods": ["eagle"]},
+                               "answering": {"answer_reading": "reference"}},
               "superpixels": {"n_segments": 6}}
     with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run(pipeline_names=["eagle_repope"])

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eagle_pipelines.core.regions import RegionMap
 from eagle_pipelines.errors import UserError
 
 YES_NO = ("yes", "no")
@@ -350,3 +351,79 @@ def removed_cause_fraction(labels: np.ndarray, correction: Correction, cause_mas
         return None
     removed = np.isin(labels, correction.removed_regions)
     return float((removed & mask).sum() / mask.sum())
+
+
+# --- answers, units and tables of the hallucination experiment (eagle_repope) ---------------------------------
+def answer_summary(answers: list[dict]) -> dict:
+    """Counts: questions, accuracy, wrong answers, and per kind (biased / absent / present / repope)."""
+    n = len(answers)
+    out = {"questions": n, "accuracy": float(np.mean([a["correct"] for a in answers])) if n else float("nan"),
+           "wrong": sum(is_wrong(a) for a in answers),
+           "false_positives": sum(a["label"] == "no" and a["parsed"] == "yes" for a in answers),
+           "false_negatives": sum(a["label"] == "yes" and a["parsed"] == "no" for a in answers),
+           "unparsed": sum(a["parsed"] is None for a in answers)}
+    for kind in ("biased", "absent", "present", "repope"):
+        sel = [a for a in answers if a["kind"] == kind]
+        out[kind] = len(sel)
+        out[f"{kind}_accuracy"] = float(np.mean([a["correct"] for a in sel])) if sel else None
+        out[f"{kind}_yes"] = sum(a["parsed"] == "yes" for a in sel)
+    out["hallucination_rate_biased"] = out["biased_yes"] / out["biased"] if out["biased"] else None
+    return out
+
+
+def is_wrong(answer: dict) -> bool:
+    """Whether an answer is explained (its ``wrong`` mark; answers recorded before the mark: not correct)."""
+    return bool(answer.get("wrong", not answer["correct"]))
+
+
+def wrong_answers(answers: dict) -> list[dict]:
+    """The answers of an answers record (``{"answers": [...]}``) that are explained: the wrong ones."""
+    return [a for a in answers["answers"] if is_wrong(a)]
+
+
+def pixel_units(saliency: np.ndarray, steps: int) -> tuple[RegionMap, np.ndarray]:
+    """The pixel protocol as removable units: the map's saliency bands (``hallucination.pixel_bands``) and their
+    order (band 0, the most salient, first), so that removing the k lowest-ranked bands keeps the top
+    (steps - k)/steps of the pixels."""
+    return RegionMap(pixel_bands(saliency, steps), {"method": "pixel_bands", "steps": steps}), np.arange(steps)
+
+
+def region_ranking(saliency: np.ndarray, regions: RegionMap) -> np.ndarray:
+    """Regions by mean saliency, highest first (ties to the lower region id)."""
+    labels = regions.labels.ravel()
+    total = np.bincount(labels, weights=saliency.ravel(), minlength=regions.n_regions)
+    mean = total / np.maximum(np.bincount(labels, minlength=regions.n_regions), 1)
+    return np.argsort(-mean, kind="stable")
+
+
+def metric_rows(records: list[dict], summary: dict, methods: list[str], threshold: float) -> list[dict]:
+    """One row per method: hallucination counts, the counter token's insertion AUC and AHC, AMCR, CSR@threshold
+    over all wrong answers (never corrected = failure) and the cause-hit rate over those with a known cause."""
+    rows = []
+    for method in methods:
+        per = [r["methods"][method] for r in records if method in r["methods"]]
+        with_cause = [p for p in per if p["cause_hit"] is not None]
+        amcrs = [p["amcr"] for p in per]
+        rows.append({
+            "method": method, "n_questions": summary["questions"], "n_wrong": summary["wrong"],
+            "n_biased": summary["biased"], "hallucinations_biased": summary["biased_yes"],
+            "hallucination_rate_biased": summary["hallucination_rate_biased"], "n_explained": len(per),
+            "insertion_auc": float(np.mean([p["insertion_auc"] for p in per])) if per else None,
+            "ahc": float(np.mean([p["highest_confidence"] for p in per])) if per else None,
+            "amcr": amcr_mean(amcrs) if per else None,
+            "csr": csr(amcrs, [p["corrected"] for p in per], threshold) if per else None,
+            "csr_threshold": threshold,
+            "corrected_rate": float(np.mean([p["corrected"] for p in per])) if per else None,
+            "cause_hit_rate": float(np.mean([bool(p["cause_hit"]) for p in with_cause])) if with_cause else None,
+            "n_with_cause": len(with_cause),
+            "seconds_per_sample": (float(np.mean([p["seconds"] for p in per]))
+                                   if per and all("seconds" in p for p in per) else None),
+        })
+    return rows
+
+
+def answer_after(correction: dict) -> str:
+    """The regenerated answer at the first correction (the last one regenerated when never corrected)."""
+    if correction["corrected_k"] is not None:
+        return correction["answers"][correction["ks"].index(correction["corrected_k"])]
+    return correction["answers"][-1] if correction["answers"] else ""

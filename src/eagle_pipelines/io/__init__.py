@@ -1,6 +1,6 @@
 """Kedro datasets that kedro-datasets does not have.
 
-The names are imported on first use (``eagle_pipelines.io.ItemStoreDataset``), so that the core API
+The names are imported on first use (``eagle_pipelines.io.ManifestDataset``), so that the core API
 (``load_model`` reads ``io.model_dataset`` only) runs without Kedro's extras installed."""
 
 from importlib import import_module
@@ -8,8 +8,8 @@ from importlib import import_module
 _MODULES = {
     "CocoFolder": "coco_dataset", "CocoFolderDataset": "coco_dataset", "MmvpSource": "coco_dataset",
     "MmvpSourceDataset": "coco_dataset", "RepopeSource": "coco_dataset", "RepopeSourceDataset": "coco_dataset",
-    "AttributionManifestDataset": "items", "ItemStore": "items", "ItemStoreDataset": "items", "Manifest": "items",
-    "ManifestDataset": "items", "Skipped": "items",
+    "AttributionManifestDataset": "items", "ItemStore": "items", "Manifest": "items",
+    "ManifestDataset": "items", "PendingItems": "executors", "Skipped": "items",
     "VisionLanguageModelDataset": "model_dataset", "VllmModelDataset": "model_dataset",
     "ApiModelDataset": "model_dataset",
     "PaperTablesDataset": "paper_tables_dataset",

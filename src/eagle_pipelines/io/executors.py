@@ -26,6 +26,7 @@ closes it after, so node signatures do not change.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -35,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -557,3 +558,29 @@ def _record(store: ItemStore, job: Job, outcome, description: str) -> tuple[str,
         return "skipped", {"fp": job.fp, "reason": outcome.reason, **job.info}
     store.put(job.key, job.fp, outcome.value)
     return "items", {"fp": job.fp, **job.info}
+
+
+@dataclass
+class PendingItems:
+    """What a producer node returns: the jobs of its items, the progress `description` and the `params` its
+    manifest records. Saving it into its manifest's dataset runs it (``run``) into the store that dataset names,
+    inside `context` when given (e.g. the node's torch thread count)."""
+
+    jobs: list[Job]
+    description: str
+    params: dict = field(default_factory=dict)
+    context: Callable[[], contextlib.AbstractContextManager] | None = None
+    #: called with the store before the jobs run (jobs that share work need to know what the store holds)
+    prepare: Callable[[ItemStore], None] | None = None
+    #: called after the jobs ran (e.g. to log what they shared)
+    finish: Callable[[], None] | None = None
+
+    def run(self, store: ItemStore) -> dict:
+        """Makes every item `store` lacks and returns the manifest (``run_jobs``)."""
+        if self.prepare is not None:
+            self.prepare(store)
+        with self.context() if self.context is not None else contextlib.nullcontext():
+            manifest = run_jobs(store, self.jobs, self.description, self.params)
+        if self.finish is not None:
+            self.finish()
+        return manifest

@@ -1,13 +1,16 @@
 """Per-item results (label maps, attributions, baseline maps, metric rows) addressed by the content of their inputs.
 
-Two catalog datasets work together:
+A producer's output is its **manifest** (``ManifestDataset``), and the manifest's catalog entry names the
+**item store** it fills (``store: {path, kind}``): the producer node returns its jobs (``PendingItems``), and
+saving them runs every job whose item the store lacks and writes the manifest. The store is no node input, so
+kedro-viz draws the data flowing from the producer to its manifest and on to the consumers, never out of a store.
 
-- an **item store** (``ItemStoreDataset``, loaded as an ``ItemStore``) is the cache a producer node writes into,
+- the **item store** (an ``ItemStore``) is the cache the jobs are written into,
   one item at a time, atomically. Every item is filed under its key *and* the fingerprint of everything that made
   it (the image's bytes, the answer, the label map, the model, the parameters): ``<key>.<fingerprint>.npz``. An
   item whose input changed has another fingerprint, so it is computed anew and never read in place of the old
   one; the old one stays beside it (switching a parameter back costs nothing).
-- a **manifest** (``ManifestDataset``, a JSON file, loaded as a ``Manifest``) is what the producer returns: which
+- the **manifest** (``ManifestDataset``, a JSON file, loaded as a ``Manifest``) is what the producer makes: which
   keys, with which fingerprints, make up the current run, which items were skipped and why, and the store they
   live in. Consumers take the manifest as input and read exactly its items: they never rebuild a folder name,
   and an item not in the manifest (another configuration's, another image's) cannot reach them.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,43 +352,6 @@ class CorruptItemError(DatasetError):
     """A stored item whose file is truncated or damaged; the message names the item and the store."""
 
 
-class ItemStoreDataset(AbstractDataset[None, ItemStore]):
-    """The cache a producer node writes its items into (loaded as an ``ItemStore``; not saved as a whole).
-
-    Args:
-        path: the folder, local or an fsspec URL (``s3://bucket/prefix``).
-        kind: ``label_map``, ``attribution``, ``array`` or ``record``.
-        credentials: fsspec storage options of a remote path (``credentials: s3`` in the catalog: key, secret,
-            endpoint_url...).
-        fs_args: further storage options.
-    """
-
-    def __init__(self, path: str, kind: str, credentials: dict | None = None, fs_args: dict | None = None,
-                 metadata: dict | None = None):
-        if kind not in KINDS:
-            raise DatasetError(f"unknown item kind {kind!r} for {path}; known: {sorted(KINDS)}")
-        self._path = path
-        self._kind = kind
-        self._options = storage.options_of(credentials, fs_args)
-        self.metadata = metadata
-
-    def load(self) -> ItemStore:
-        return ItemStore(self._path, self._kind, self._options)
-
-    def save(self, data) -> None:
-        raise DatasetError(f"the item store '{self._path}' is written item by item by its producer node")
-
-    def _exists(self) -> bool:
-        return True
-
-    def stamp(self) -> dict:
-        """Provenance: a store is a cache, identified by where it is (its items carry their own fingerprints)."""
-        return {"path": self._path, "kind": self._kind}
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": self._path, "kind": self._kind}
-
-
 # --- what a job may raise as bad data (io/executors.py: run_jobs) ------------------------------------------------
 DATA_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
@@ -457,20 +422,28 @@ class Manifest:
         return {k: v["reason"] for k, v in {**self.skipped, **self.failed}.items()}
 
 
-class ManifestDataset(AbstractDataset[dict, Manifest]):
-    """A producer's manifest (JSON). ``exists`` only when every listed item loads from its store, so a deleted
-    or damaged item reruns its producer under ``--only-missing-outputs``.
+class ManifestDataset(AbstractDataset[Any, Manifest]):
+    """A producer's manifest (JSON) and the item store it fills. Saving a ``PendingItems`` (what a producer node
+    returns) makes every item the store lacks, one at a time, then writes the manifest. ``exists`` only when every
+    listed item loads from its store, so a deleted or damaged item reruns its producer under
+    ``--only-missing-outputs``.
 
     Args:
         filepath: the manifest file, local or an fsspec URL (``s3://bucket/prefix/x.json``: one PUT).
+        store: the item store the producer fills: ``{path: <folder or fsspec URL>, kind: label_map | attribution
+            | array | record}``.
         credentials: fsspec storage options of a remote file and of the store it lists (``credentials: s3``).
         fs_args: further storage options.
     """
 
-    def __init__(self, filepath: str, credentials: dict | None = None, fs_args: dict | None = None,
-                 metadata: dict | None = None):
+    def __init__(self, filepath: str, store: dict | None = None, credentials: dict | None = None,
+                 fs_args: dict | None = None, metadata: dict | None = None):
         self._options = storage.options_of(credentials, fs_args)
         self._filepath = filepath if storage.is_remote(filepath) else Path(filepath)
+        self._store = dict(store) if store else None
+        if self._store is not None and (set(self._store) != {"path", "kind"} or self._store["kind"] not in KINDS):
+            raise DatasetError(f"manifest '{filepath}': store must be {{path: <folder>, kind: one of "
+                               f"{sorted(KINDS)}}}, not {store!r}")
         self.metadata = metadata
 
     def load(self) -> Manifest:
@@ -486,7 +459,13 @@ class ManifestDataset(AbstractDataset[dict, Manifest]):
             raise DatasetError(f"manifest '{self._filepath}' is damaged ({exc}); run its producer again") from None
         return Manifest(data, source=str(self._filepath), storage_options=self._options)
 
-    def save(self, data: dict | Manifest) -> None:
+    def save(self, data) -> None:
+        """`data`: a manifest (dict or ``Manifest``), or a producer's ``PendingItems`` (io/executors.py), run here."""
+        if callable(getattr(data, "run", None)):  # PendingItems
+            if self._store is None:
+                raise DatasetError(f"manifest '{self._filepath}' names no item store (store: {{path, kind}} in its "
+                                   "catalog entry), so its producer's items have nowhere to go")
+            data = data.run(ItemStore(self._store["path"], self._store["kind"], self._options))
         data = data.data if isinstance(data, Manifest) else data
         text = json.dumps(data, indent=1, sort_keys=True, default=_json_default).encode()
         storage.write_bytes(self._filepath, text, self._options)
@@ -502,7 +481,7 @@ class ManifestDataset(AbstractDataset[dict, Manifest]):
         return all(manifest.store.get(k, v["fp"]) is not None for k, v in manifest.items.items())
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), **({"store": self._store} if self._store else {})}
 
     def preview(self) -> TablePreview:
         """kedro-viz: the items (first 20) and the skipped ones (first 5) as a table."""
@@ -528,9 +507,9 @@ class AttributionManifestDataset(ManifestDataset):
             one the map is drawn over grey.
     """
 
-    def __init__(self, filepath: str, images: str | None = None, credentials: dict | None = None,
-                 fs_args: dict | None = None, metadata: dict | None = None):
-        super().__init__(filepath, credentials, fs_args, metadata)
+    def __init__(self, filepath: str, store: dict | None = None, images: str | None = None,
+                 credentials: dict | None = None, fs_args: dict | None = None, metadata: dict | None = None):
+        super().__init__(filepath, store, credentials, fs_args, metadata)
         self._images = images
 
     def _image_of(self, info: dict) -> np.ndarray | None:

@@ -363,7 +363,7 @@ def test_decode_sweep_and_summarise_through_the_item_store(tmp_path, shipped_mod
     dataset.save(split)
     store = ItemStore(tmp_path / "store", "record")
     guidance = GuidanceParams(source="attention", draft=True)
-    manifest = Manifest(decode_sweep(shipped_model, dataset.load(), tasks, store, guidance, {"b": [-1.0]}))
+    manifest = Manifest(decode_sweep(shipped_model, dataset.load(), tasks, guidance, {"b": [-1.0]}).run(store))
     assert len(manifest) == 2
     plain = manifest.load(setting_keys(manifest)[0])
     assert plain["guidance"]["strength"] == 0.0
@@ -375,7 +375,7 @@ def test_decode_sweep_and_summarise_through_the_item_store(tmp_path, shipped_mod
     assert list(table["setting"]) == ["greedy (no guidance)", guidance.model_copy(update={"b": -1.0}).label()]
     assert table["extra_passes_per_answer"].iloc[0] == 0 and table["extra_passes_per_answer"].iloc[1] > 0
     assert len(per_sample) == 2 * len(tasks)
-    again = Manifest(decode_sweep(shipped_model, dataset.load(), tasks, store, guidance, {"b": [1.0, -1.0]}))
+    again = Manifest(decode_sweep(shipped_model, dataset.load(), tasks, guidance, {"b": [1.0, -1.0]}).run(store))
     minus = setting_keys(manifest)[1]
     assert setting_keys(again)[2] == minus  # the same setting keeps its item wherever the sweep puts it
     assert again.info(minus)["fp"] == manifest.info(minus)["fp"]

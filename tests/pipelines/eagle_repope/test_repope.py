@@ -175,7 +175,7 @@ def test_the_tables_read_exactly_the_manifest_and_compute_amcr_and_csr_by_hand(t
 
     ItemStore(tmp_path / "corrections", "record").put("eagle/99", "0" * 16, _record(99, "eagle", 0.0, True, True))
     summary = {"questions": 20, "wrong": 3, "biased": 10, "biased_yes": 2, "hallucination_rate_biased": 0.2}
-    params = EagleRepopeParams(methods=["eagle", "random"], csr_threshold=0.1)
+    params = EagleRepopeParams(correction={"methods": ["eagle", "random"]}, csr_threshold=0.1)
     metrics, per_sample = summarise({"summary": summary}, manifest, params)
     eagle, random = metrics.set_index("method").loc["eagle"], metrics.set_index("method").loc["random"]
     assert list(metrics.method) == ["eagle", "random"] and (metrics.n_explained == 3).all()
@@ -191,7 +191,7 @@ def test_the_tables_read_exactly_the_manifest_and_compute_amcr_and_csr_by_hand(t
         (10, "eagle"), (10, "random"), (2, "eagle"), (2, "random"), (3, "eagle"), (3, "random")]
     assert per_sample.answer_after.tolist() == ["No", "No", "No", "Yes", "Yes", "No"]
     # the threshold is a parameter of the tables alone
-    wider, _ = summarise({"summary": summary}, manifest, EagleRepopeParams(methods=["eagle"], csr_threshold=0.4))
+    wider, _ = summarise({"summary": summary}, manifest, EagleRepopeParams(correction={"methods": ["eagle"]}, csr_threshold=0.4))
     assert wider.csr.tolist() == [pytest.approx(2 / 3)] and wider.csr_threshold.tolist() == [0.4]
 
 
@@ -236,16 +236,17 @@ def test_the_paper_env_prompts_with_the_references_template_and_128_new_tokens()
 
     paper = parse("eagle_repope", _env_params("paper"))
     assert paper.prompt_template == REFERENCE_PROMPT and paper.prompt_suffix == ""
-    assert paper.max_new_tokens == 128 and paper.answer_reading == "reference"
-    assert paper.correction.model_dump() == {"removal_steps": "reference", "baseline_maps": "pixels",
-                                             "pixel_steps": 64, "invert_maps": ["tam"]}
+    assert paper.answering.max_new_tokens == 128 and paper.answering.answer_reading == "reference"
+    assert paper.correction.protocol() == {"removal_steps": "reference", "baseline_maps": "pixels",
+                                           "pixel_steps": 64, "invert_maps": ["tam"]}
     prompt = hal.question_prompt(paper.prompt_template, "Is there a skis in the image?", paper.prompt_suffix)
     assert prompt == ('You are asked a visual question answering task. \nFirst, answer strictly with "Yes" or "No". '
                       '\nThen, provide a short explanation if necessary.\n\nQuestion: Is there a skis in the image?'
                       '\nAnswer:')
     # the base env prompts with the bare question, as before the template existed
     base = parse("eagle_repope", _env_params("base"))
-    assert base.prompt_template == "{question}" and base.answer_reading == "ours" and base.max_new_tokens == 3
+    assert base.prompt_template == "{question}" and base.answering.answer_reading == "ours"
+    assert base.answering.max_new_tokens == 3
     assert hal.question_prompt(base.prompt_template, "Is there a x in the image?", base.prompt_suffix) == (
         "Is there a x in the image?")
     assert hal.question_prompt("Q: {question} ({x})", "Is there a x?", " Yes or No.") == (
@@ -359,21 +360,17 @@ def test_an_inverted_map_keeps_its_least_salient_pixels_first_and_corrects_by_re
 
 def test_our_protocol_adds_nothing_to_the_correction_fingerprints_and_the_paper_one_does():
     from eagle_pipelines.parameters import parse
-    from eagle_pipelines.pipelines.eagle_repope.nodes import Regeneration, removal_settings
 
     base = parse("eagle_repope", _env_params("base"))
-    ours = removal_settings(base.methods, base.random_seed, base.cause_min_overlap, base.correction,
-                            Regeneration(base.max_new_tokens, base.batch_size, base.stop_at_first, base.answer_reading))
-    assert all(ours.protocol_facts(m) == {} for m in base.methods)
+    ours = base.correction
+    assert all(ours.protocol_facts(m, base.answering.answer_reading) == {} for m in base.methods)
     assert not any(ours.pixel_protocol(m) for m in base.methods)
     paper = parse("eagle_repope", _env_params("paper"))
-    ref = removal_settings(paper.methods, paper.random_seed, paper.cause_min_overlap, paper.correction.model_dump(),
-                           Regeneration(paper.max_new_tokens, paper.batch_size, paper.stop_at_first,
-                                        paper.answer_reading))
-    assert ref.protocol_facts("eagle") == {"answer_reading": "reference", "removal_steps": "reference"}
-    assert ref.protocol_facts("tam") == {"answer_reading": "reference", "removal_steps": "reference",
-                                         "pixel_steps": 64, "inverted": True}
-    assert "inverted" not in ref.protocol_facts("igos_pp") and ref.pixel_protocol("igos_pp")
+    ref, reading = paper.correction, paper.answering.answer_reading
+    assert ref.protocol_facts("eagle", reading) == {"answer_reading": "reference", "removal_steps": "reference"}
+    assert ref.protocol_facts("tam", reading) == {"answer_reading": "reference", "removal_steps": "reference",
+                                                  "pixel_steps": 64, "inverted": True}
+    assert "inverted" not in ref.protocol_facts("igos_pp", reading) and ref.pixel_protocol("igos_pp")
     assert not ref.pixel_protocol("eagle") and not ref.pixel_protocol("random")
 
 
@@ -389,7 +386,8 @@ def test_answers_read_by_the_reference_explain_only_answers_that_read_as_the_opp
     import pandas as pd
     from types import SimpleNamespace
 
-    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, _wrong, answer_questions
+    from eagle_pipelines.core.hallucination import wrong_answers as _wrong
+    from eagle_pipelines.pipelines.eagle_repope.nodes import QUESTION_COLUMNS, answer_questions
 
     said = {1: "Yes. There is a skis.", 2: "yes", 3: "No", 4: "No\n\nExplanation: none", 5: "Sure"}
     labels = {1: "no", 2: "no", 3: "no", 4: "yes", 5: "yes"}
@@ -399,12 +397,16 @@ def test_answers_read_by_the_reference_explain_only_answers_that_read_as_the_opp
     split = SimpleNamespace(image=lambda image_id: SimpleNamespace(pixels=image_id, sha=f"sha{image_id}"))
     vlm = SimpleNamespace(name="fake", fingerprint="f",
                           generate_batch=lambda images, prompt, max_new_tokens: [_FakeAnswer(said[i]) for i in images])
-    ref = answer_questions(vlm, split, questions, batch_size=2, max_new_tokens=128, answer_reading="reference")
+    from eagle_pipelines.parameters import EagleRepopeParams
+
+    answering = EagleRepopeParams.Answering
+    ref = answer_questions(vlm, split, questions, answering(batch_size=2, max_new_tokens=128,
+                                                             answer_reading="reference"))
     assert [a["parsed"] for a in ref["answers"]] == ["yes", None, "no", "no", None]
     assert [a["question_id"] for a in _wrong(ref)] == [1, 4]  # "yes" and "Sure" read as neither: not explained
     assert ref["summary"]["wrong"] == 2 and ref["summary"]["unparsed"] == 2
     assert ref["settings"] == {"batch_size": 2, "max_new_tokens": 128, "answer_reading": "reference"}
-    ours = answer_questions(vlm, split, questions, batch_size=2, max_new_tokens=128)
+    ours = answer_questions(vlm, split, questions, answering(batch_size=2, max_new_tokens=128))
     assert [a["parsed"] for a in ours["answers"]] == ["yes", "yes", "no", "no", None]
     assert [a["question_id"] for a in _wrong(ours)] == [1, 2, 4, 5]  # anything not correct
 
@@ -536,7 +538,7 @@ def project(project):
 
 
 TINY = {"eagle_repope": {"questions": {"biased": 4, "controls": 2}, "figure_samples": 2,
-                         "methods": ["eagle", "random", "tam"]},
+                         "correction": {"methods": ["eagle", "random", "tam"]}},
         "superpixels": {"n_segments": 6}}
 OUT = Path("data/07_model_output/eagle_repope")
 REPORT = Path("data/08_reporting/eagle_repope")
@@ -568,7 +570,7 @@ def _items(folder: Path) -> dict[Path, int]:
 def test_eagle_repope_runs_and_writes_its_outputs(project):
     import pandas as pd
 
-    assert len(_run(project, TINY)) == 12
+    assert len(_run(project, TINY)) == 10  # the template's superpixel node; no settings-bundling node
     data = project / "data"
     questions = hal.read_pope_file(data / "01_raw/eagle_repope/questions.jsonl")
     assert [q["kind"] for q in questions].count("biased") == 4 and len(questions) == 6
@@ -630,8 +632,9 @@ def test_eagle_repope_runs_and_writes_its_outputs(project):
 def test_the_reference_protocol_runs_on_the_photo(project):
     """The paper environment's protocol on the embedded data: the reference's reading, removal steps from the
     intact image, TAM inverted and corrected by pixel bands, regions and masks on the photo (compose: processor)."""
-    reference = {"answer_reading": "reference", "correction": {"removal_steps": "reference", "baseline_maps": "pixels",
-                                                                "pixel_steps": 16, "invert_maps": ["tam"]}}
+    reference = {"answering": {"answer_reading": "reference"},
+                 "correction": {**TINY["eagle_repope"]["correction"], "removal_steps": "reference",
+                                "baseline_maps": "pixels", "pixel_steps": 16, "invert_maps": ["tam"]}}
     params = {"eagle_repope": {**TINY["eagle_repope"], **reference},
               "superpixels": {**TINY["superpixels"], "compose": "processor"}}
     _run(project, params)
@@ -642,7 +645,8 @@ def test_the_reference_protocol_runs_on_the_photo(project):
     assert wrong and wrong == {str(a["question_id"]) for a in answers["answers"]
                                if a["parsed"] not in (None, a["label"])}
     corrections = json.loads((project / OUT / "corrections.json").read_text())
-    assert corrections["params"]["removal"]["correction"] == reference["correction"]
+    protocol = {k: v for k, v in reference["correction"].items() if k != "methods"}
+    assert corrections["params"]["removal"]["correction"] == protocol
     assert set(corrections["items"]) == {f"{m}/{q}" for m in ("eagle", "random", "tam") for q in wrong}
     for key, info in corrections["items"].items():
         record = json.loads((project / OUT / "corrections" / f"{key}.{info['fp']}.json").read_text())
@@ -713,7 +717,7 @@ def test_the_repope_source_reads_a_question_list_and_a_coco_folder(project):
         "type": "eagle_pipelines.io.coco_dataset.RepopeSourceDataset",
         "filepath": str(questions), "path": str(coco), "metadata": {"kedro-viz": {"layer": "raw"}}}}))
 
-    _run(project, {"eagle_repope": {"source": "repope", "methods": ["eagle", "random"]},
+    _run(project, {"eagle_repope": {"source": "repope", "correction": {"methods": ["eagle", "random"]}},
                    "superpixels": {"n_segments": 6}})
     data = project / "data"
     stored = data / "01_raw/eagle_repope/split/images"  # COCO's files as they are, copied, never re-encoded

@@ -12,19 +12,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from functools import partial
 
 import pandas as pd
 import torch
 
 from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
-from eagle_pipelines.core.diagnostics import Diagnostics, best_setting, diagnose, setting_metrics
+from eagle_pipelines.core.diagnostics import best_setting, diagnose, setting_metrics
 from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.data.questions import SPLIT, generate_question_split
 from eagle_pipelines.data.shapes import category_names, generate_images
 from eagle_pipelines.engine import explain_image
-from eagle_pipelines.io.executors import run_jobs
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, fingerprint
+from eagle_pipelines.io.executors import PendingItems
+from eagle_pipelines.io.items import Job, Manifest, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.models.guidance import EvidenceCache, GuidedDecoder, LogitLens
@@ -34,7 +36,6 @@ from eagle_pipelines.parameters import (
     MitigationDiagnosticsParams,
     RepopeQuestionParams,
 )
-from eagle_pipelines.pipelines.eagle_repope.nodes import SPLIT, generate_question_split
 
 logger = logging.getLogger(__name__)
 TASK_COLUMNS = ["task_id", "image_id", "file_name", "kind", "prompt", "label", "object", "objects",
@@ -43,23 +44,29 @@ KINDS = ("biased_question", "control_question", "biased_caption", "unbiased_capt
 
 
 # --- tasks --------------------------------------------------------------------------------------------------------
-def prepare_tasks(shapes: ShapesParams, questions: RepopeQuestionParams, question_template: str,
-                  caption_prompt: str, question_max_new_tokens: int, caption_max_new_tokens: int
-                  ) -> tuple[tuple, pd.DataFrame]:
+def prepare_task_split(shapes: ShapesParams, questions: RepopeQuestionParams, question_template: str
+                       ) -> tuple[tuple, str]:
     """eagle_repope's embedded question set (the same selection: images with the anchor X and without the
-    companion Y asked "Is there a Y?", plus controls) and a caption task per image: the biased images' captions
-    measure the companion's hallucination, the controls' the unbiased caption exact match. Returns the split
-    (images, instances, captions) and the task list."""
-    images, instances, text = generate_question_split(shapes, questions, question_template)
-    records = hal.read_pope_questions(text, source="eagle_mitigation questions")
+    companion Y asked "Is there a Y?", plus controls) as a split with the images' reference captions (images,
+    instances, captions) and the question list (POPE format)."""
+    images, _, text = generate_question_split(shapes, questions, question_template)
     indices = sorted(int(re.search(r"(\d+)$", stem).group(1)) for stem in images)
     split = generate_images(shapes, SPLIT, indices)  # the same images, with their reference captions
-    ids = {i["file_name"]: i["id"] for i in split.instances["images"]}
-    names = {c["id"]: c["name"] for c in split.instances["categories"]}
+    return (images, split.instances, split.captions), text
+
+
+def build_tasks(eval_split: CocoSplit, pope_questions: str, caption_prompt: str, question_max_new_tokens: int,
+                caption_max_new_tokens: int) -> pd.DataFrame:
+    """The task list: every question of the list, and a caption task per image (the biased images' captions
+    measure the companion's hallucination, the controls' the unbiased caption exact match)."""
+    records = hal.read_pope_questions(pope_questions, source="eagle_mitigation questions")
+    instances, captions = eval_split.instances, eval_split.captions
+    ids = {i["file_name"]: i["id"] for i in instances["images"]}
+    names = {c["id"]: c["name"] for c in instances["categories"]}
     present: dict[int, set] = {}
-    for a in split.instances["annotations"]:
+    for a in instances["annotations"]:
         present.setdefault(a["image_id"], set()).add(names[a["category_id"]])
-    reference = {c["image_id"]: c["caption"] for c in split.captions["annotations"]}
+    reference = {c["image_id"]: c["caption"] for c in captions["annotations"]}
     rows, kind_of_image = [], {}
     for r in records:
         image_id = ids[r["image"]]
@@ -76,7 +83,19 @@ def prepare_tasks(shapes: ShapesParams, questions: RepopeQuestionParams, questio
         row["objects"] = ";".join(sorted(present.get(row["image_id"], set())))
     tasks = pd.DataFrame(rows, columns=TASK_COLUMNS)
     logger.info("eagle_mitigation tasks: %s", tasks["kind"].value_counts().to_dict())
-    return (images, split.instances, split.captions), tasks
+    return tasks
+
+
+def prepare_tasks(shapes: ShapesParams, questions: RepopeQuestionParams, question_template: str,
+                  caption_prompt: str, question_max_new_tokens: int, caption_max_new_tokens: int
+                  ) -> tuple[tuple, pd.DataFrame]:
+    """``prepare_task_split`` then ``build_tasks`` in one call (for code that needs the tasks without the
+    catalog): the split (images, instances, captions) and the task list."""
+    from eagle_pipelines.io.split_dataset import CocoSplit as Split
+
+    split, text = prepare_task_split(shapes, questions, question_template)
+    return split, build_tasks(Split("", split[1], split[2]), text, caption_prompt, question_max_new_tokens,
+                              caption_max_new_tokens)
 
 
 def _task_records(tasks: pd.DataFrame) -> list[dict]:
@@ -103,8 +122,8 @@ def torch_threads(n: int | None):
 
 
 # --- decoding -----------------------------------------------------------------------------------------------------
-def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemStore, guidance: GuidanceParams,
-                 sweep: dict, threads: int | None = 1) -> dict:
+def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, guidance: GuidanceParams,
+                 sweep: dict, threads: int | None = 1) -> PendingItems:
     """Every task answered under every setting (plain greedy decoding first, then the sweep's combinations over
     the base guidance; ``EagleMitigationParams.settings``): one item per setting. EAGLE evidence of an answer
     prefix is computed once and shared by the settings (it comes from the unguided model); each answer's cost is
@@ -121,10 +140,9 @@ def decode_sweep(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, store: ItemSto
         fp = fingerprint("eagle-mitigation-decode", setting.model_dump(mode="json"), records, shas, vlm.fingerprint)
         jobs.append(Job(key, fp, _decode_job(vlm, loaded, records, setting, cache),
                         {"index": i, "label": setting.label(), "guidance": setting.model_dump(mode="json")}))
-    with torch_threads(threads):
-        return run_jobs(store, jobs, "guided decoding (settings)", {
-            "settings": [s.model_dump(mode="json") for s in settings], "model": vlm.name,
-            "model_fingerprint": vlm.fingerprint})
+    return PendingItems(jobs, "guided decoding (settings)", {
+        "settings": [s.model_dump(mode="json") for s in settings], "model": vlm.name,
+        "model_fingerprint": vlm.fingerprint}, context=partial(torch_threads, threads))
 
 
 def _decode_job(vlm, loaded: dict, records: list[dict], setting: GuidanceParams, cache: EvidenceCache):
@@ -143,8 +161,8 @@ def _decode_job(vlm, loaded: dict, records: list[dict], setting: GuidanceParams,
 
 
 # --- diagnostics --------------------------------------------------------------------------------------------------
-def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings: Manifest, store: ItemStore,
-                     params: MitigationDiagnosticsParams, threads: int | None = 1) -> dict:
+def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings: Manifest,
+                     params: MitigationDiagnosticsParams, threads: int | None = 1) -> PendingItems:
     """N_t and S_t per token and layer of the unguided answers of the first `params.answers` tasks of each kind
     (``core/diagnostics.py``), "part" being each token's top-k EAGLE regions over `params.n_regions` SLICO
     regions. One item per task."""
@@ -161,9 +179,9 @@ def diagnose_answers(vlm, eval_split: CocoSplit, tasks: pd.DataFrame, decodings:
                              params.model_dump(mode="json"))
             jobs.append(Job(f"task_{r['task_id']}", fp, _diagnose_job(vlm, eval_split, r, a, sha, params),
                             {"task_id": r["task_id"], "kind": kind, "answer": a["text"]}))
-    with torch_threads(threads):
-        return run_jobs(store, jobs, "diagnostics (N, S per token and layer)", {
-            "diagnostics": params.model_dump(mode="json"), "model_fingerprint": vlm.fingerprint})
+    return PendingItems(jobs, "diagnostics (N, S per token and layer)", {
+        "diagnostics": params.model_dump(mode="json"), "model_fingerprint": vlm.fingerprint},
+        context=partial(torch_threads, threads))
 
 
 def _diagnose_job(vlm, eval_split: CocoSplit, task: dict, answer: dict, sha: str,
@@ -230,7 +248,3 @@ def coverage(decodings: Manifest, diagnostics: Manifest) -> dict:
                 for key, info in {**manifest.skipped, **manifest.failed}.items()]
     return {"settings": len(decodings), "diagnosed": len(diagnostics), "not_made": not_made,
             "params": {"decoding": decodings.params, "diagnostics": diagnostics.params}}
-
-
-def diagnostics_records(diagnostics: Manifest) -> list[Diagnostics]:
-    return [Diagnostics.from_dict(diagnostics.load(key)) for key in diagnostics.keys()]

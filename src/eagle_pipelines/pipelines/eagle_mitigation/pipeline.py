@@ -1,11 +1,12 @@
 """eagle_mitigation: evidence-guided decoding measured with and without guidance, and the necessity/sufficiency
 diagnostics of a few answers, under the namespace ``eagle_mitigation`` (docs/mitigation.md).
 
-    tasks (eagle_repope's question set + captions) ─► decodings (one item per guidance setting) ─► metrics ─┐
+    split, questions ─► tasks (eagle_repope's question set + captions) ─► decodings (one item per guidance setting) ─► metrics ─┐
                                   └─► diagnostics (N_t, S_t per token and layer) ─► figures ───────────────┴─► report
 
-Stages are node namespaces (``eagle_mitigation.data``, ``.decoding``, ``.diagnostics``, ``.reporting``), as in the
-experiment template (pipelines/experiment), whose answer/explanation stages do not fit a sweep of decoders.
+Stages are node namespaces (``eagle_mitigation.data``, ``.decoding``, ``.diagnostics``, ``.reporting``), built with
+the experiment template's ``stage`` and publish node (pipelines/experiment); its answer/explanation stages do not fit
+a sweep of decoders, so decoding and diagnostics are this experiment's own stages.
 Dataset names are ``eagle_mitigation.<name>``: the catalog's ``"{namespace}.<name>"`` factories where they fit
 (eval_split, metrics, metrics_per_sample, coverage, figures, report), conf/<env>/catalog_eagle_mitigation.yml for
 the rest.
@@ -16,21 +17,19 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from eagle_pipelines.pipelines.eagle_mitigation import report
+from eagle_pipelines.pipelines.experiment import publish_node, stage
 from eagle_pipelines.pipelines.eagle_mitigation.nodes import (
     coverage,
     decode_sweep,
     diagnose_answers,
-    prepare_tasks,
+    build_tasks,
+    prepare_task_split,
     summarise,
 )
 
 NAMESPACE = "eagle_mitigation"
 #: inputs from outside the namespace (besides parameters)
 FREE_INPUTS = {"vlm"}
-
-
-def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
-    return Pipeline(stage_nodes, namespace=name, prefix_datasets_with_namespace=False)
 
 
 def _p(field: str) -> str:
@@ -40,28 +39,29 @@ def _p(field: str) -> str:
 
 def stages() -> Pipeline:
     return Pipeline([
-        _stage("data", [
-            Node(prepare_tasks, ["params:shapes", _p("questions"), _p("question_template"), _p("caption_prompt"),
-                                 _p("question_max_new_tokens"), _p("caption_max_new_tokens")],
-                 ["eval_split", "tasks"], name="prepare_tasks"),
+        stage("data", [
+            Node(prepare_task_split, ["params:shapes", _p("questions"), _p("question_template")],
+                 ["eval_split", "pope_questions"], name="prepare_task_split"),
+            Node(build_tasks, ["eval_split", "pope_questions", _p("caption_prompt"), _p("question_max_new_tokens"),
+                               _p("caption_max_new_tokens")], "tasks", name="build_tasks"),
         ]),
-        _stage("decoding", [
-            Node(decode_sweep, ["vlm", "eval_split", "tasks", "decoding_store", _p("guidance"), _p("sweep"),
+        stage("decoding", [
+            Node(decode_sweep, ["vlm", "eval_split", "tasks", _p("guidance"), _p("sweep"),
                                  _p("threads")],
                  "decodings", name="decode_sweep"),
         ]),
-        _stage("diagnostics", [
-            Node(diagnose_answers, ["vlm", "eval_split", "tasks", "decodings", "diagnostic_store",
+        stage("diagnostics", [
+            Node(diagnose_answers, ["vlm", "eval_split", "tasks", "decodings",
                                     _p("diagnostics"), _p("threads")], "diagnostics", name="diagnose_answers"),
         ]),
-        _stage("reporting", [
+        stage("reporting", [
             Node(summarise, ["tasks", "decodings", "params:shapes", _p("max_drop")],
                  ["metrics", "metrics_per_sample"], name="summarise"),
             Node(coverage, ["decodings", "diagnostics"], "coverage", name="coverage"),
             Node(report.build_figures, ["metrics", "diagnostics", "vlm", "eval_split", "decodings",
                                         _p("diagnostics")], "figures", name="build_figures"),
-            Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures", "diagnostics",
-                                         "params:eagle_mitigation"], "report", name="publish_report"),
+            publish_node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures", "diagnostics",
+                                                 "params:eagle_mitigation"]),
         ]),
     ])
 

@@ -13,38 +13,35 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
 from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
+from eagle_pipelines.core.hallucination import pixel_units, region_ranking  # noqa: F401 (re-exported)
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
 from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
 from eagle_pipelines.core.regions import RegionMap, params_hash
-from eagle_pipelines.core.regions import superpixels as make_regions
 from eagle_pipelines.data.coco import CocoFormatError, split_file_name
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.data.params import ShapesParams
-from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
-from eagle_pipelines.io.executors import run_jobs
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint
+from eagle_pipelines.data.questions import confounded, generate_question_split  # noqa: F401 (re-exported)
+from eagle_pipelines.io.executors import PendingItems
+from eagle_pipelines.io.items import Job, Manifest, Skipped, compose_of, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
+from eagle_pipelines.pipelines.experiment.nodes import search_fingerprint
 from eagle_pipelines.parameters import (
     AttributionParams,
     BaselinesParams,
     EagleRepopeParams,
     RepopeQuestionParams,
-    SuperpixelParams,
 )
 
 logger = logging.getLogger(__name__)
-SPLIT = "repope"
 QUESTION_COLUMNS = ["question_id", "image_id", "file_name", "text", "prompt", "label", "object", "kind", "cause",
                     "cause_annotation_id"]
 #: what a question is, as every record after the question list carries it
@@ -92,50 +89,6 @@ def repope_question_split(repope_source, max_questions: int | None) -> tuple[dic
               "annotations": [a for a in instances["annotations"] if a["image_id"] in ids]}
     logger.info("eagle_repope: %d RePOPE questions on %d COCO val2014 images", len(records), len(stems))
     return {s: source_images[s] for s in sorted(stems)}, subset, hal.write_pope_questions(records)
-
-
-def generate_question_split(shapes: ShapesParams, q: RepopeQuestionParams,
-                            question_template: str) -> tuple[dict[str, Image.Image], dict, str]:
-    """The embedded question set: images of the dedicated ``repope`` shapes split (unbiased) that show the
-    co-occurrence anchor X without its companion Y (biased questions) plus control images, as COCO instances and
-    a POPE-format question list (JSON lines) with the known cause of each biased question."""
-    if shapes.cooccurrence is None:
-        raise ValueError("eagle_repope on the embedded data needs shapes.cooccurrence (the training bias whose "
-                         "anchor is the known cause); set it in conf/base/parameters_data_preparation.yml")
-    anchor, companion = shapes.cooccurrence.anchor, shapes.cooccurrence.companion
-    picked, n_biased, n_other = [], 0, 0
-    for i in range(q.scan_limit):
-        _, objects = generate_image(shapes, SPLIT, i)
-        names = {o.name for o in objects}
-        biased = anchor in names and companion not in names
-        if biased and q.exclude_confounders and confounded(objects, anchor, companion):
-            continue  # neither a biased case with a known cause nor a control
-        if biased and n_biased < q.biased:
-            picked.append((i, names))
-            n_biased += 1
-        elif not biased and n_other < q.controls:
-            picked.append((i, names))
-            n_other += 1
-        if n_biased >= q.biased and n_other >= q.controls:
-            break
-    else:
-        raise ValueError(f"eagle_repope.questions.scan_limit = {q.scan_limit} images held only {n_biased} biased "
-                         f"cases of the {q.biased} asked for; raise the limit or lower questions.biased")
-    data = generate_images(shapes, SPLIT, [i for i, _ in picked])
-    files = [f"{SPLIT}_{i:06d}.png" for i, _ in picked]
-    records = hal.shapes_questions(list(zip(files, [n for _, n in picked])), category_names(shapes), anchor,
-                                   companion, q.controls, np.random.default_rng(q.seed), question_template)
-    logger.info("eagle_repope questions: %d biased ('Is there a %s?' beside a %s), %d controls, from %d images",
-                n_biased, companion, anchor, len(records) - n_biased, len(picked))
-    images = {name.rsplit(".", 1)[0]: Image.fromarray(px) for name, px in data.images.items()}
-    return images, data.instances, hal.write_pope_questions(records)
-
-
-def confounded(objects, anchor: str, companion: str) -> bool:
-    """Whether an object other than the anchor shares the companion's colour or shape (a blue circle or a red
-    square beside "Is there a blue square?"): such an object may trigger a "Yes" by itself."""
-    colour, shape = companion.split(" ")
-    return any(o.name != anchor and (o.colour == colour or o.shape == shape) for o in objects)
 
 
 def build_question_list(pope_questions: str, question_split: CocoSplit, max_questions: int | None,
@@ -195,14 +148,15 @@ def question_facts(questions: pd.DataFrame) -> list[dict]:
 
 
 # --- answers ------------------------------------------------------------------------------------------------------
-def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, batch_size: int,
-                     max_new_tokens: int, answer_reading: str = "ours") -> dict:
-    """Greedy answers to every question (batched per prompt); each is read as yes/no (`answer_reading`:
+def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, answering: Answering) -> dict:
+    """Greedy answers to every question (batched per prompt); each is read as yes/no (`answering.answer_reading`:
     ``hallucination.READINGS``), compared with the label, marked ``wrong`` when it is to be explained, and records
     the hash of the image bytes it was made from. Wrong: any answer that is not correct (``ours``), or an answer
     read as the opposite of the label (``reference``: the reference explains a "Yes" on a no-question and a "No"
     on a yes-question, never an answer that reads as neither). Unreadable images are recorded under ``errors``
     with the reason."""
+    batch_size, max_new_tokens = answering.batch_size, answering.max_new_tokens
+    answer_reading = answering.answer_reading
     rows = question_facts(questions)
     answers, errors = [], []
     by_prompt: dict[str, list[dict]] = {}
@@ -241,7 +195,7 @@ def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, ba
                                     "correct": parsed == row["label"], "wrong": wrong, **answer.to_dict()})
                 bar.update(len(group[lo:lo + batch_size]))
     answers.sort(key=lambda a: str(a["question_id"]))
-    summary = answer_summary(answers)
+    summary = hal.answer_summary(answers)
     logger.info("eagle_repope: %d questions, accuracy %.3f, %d wrong; biased questions: %d of %d answered yes",
                 summary["questions"], summary["accuracy"], summary["wrong"], summary["biased_yes"],
                 summary["biased"])
@@ -265,55 +219,6 @@ def _listed_repope_answer(vlm, pixels: np.ndarray, row: dict) -> Answer:
     return answer
 
 
-def answer_summary(answers: list[dict]) -> dict:
-    """Counts: questions, accuracy, wrong answers, and per kind (biased / absent / present / repope)."""
-    n = len(answers)
-    out = {"questions": n, "accuracy": float(np.mean([a["correct"] for a in answers])) if n else float("nan"),
-           "wrong": sum(_is_wrong(a) for a in answers),
-           "false_positives": sum(a["label"] == "no" and a["parsed"] == "yes" for a in answers),
-           "false_negatives": sum(a["label"] == "yes" and a["parsed"] == "no" for a in answers),
-           "unparsed": sum(a["parsed"] is None for a in answers)}
-    for kind in ("biased", "absent", "present", "repope"):
-        sel = [a for a in answers if a["kind"] == kind]
-        out[kind] = len(sel)
-        out[f"{kind}_accuracy"] = float(np.mean([a["correct"] for a in sel])) if sel else None
-        out[f"{kind}_yes"] = sum(a["parsed"] == "yes" for a in sel)
-    out["hallucination_rate_biased"] = out["biased_yes"] / out["biased"] if out["biased"] else None
-    return out
-
-
-def _is_wrong(answer: dict) -> bool:
-    """Whether an answer is explained (its ``wrong`` mark; answers recorded before the mark: not correct)."""
-    return bool(answer.get("wrong", not answer["correct"]))
-
-
-def _wrong(answers: dict) -> list[dict]:
-    return [a for a in answers["answers"] if _is_wrong(a)]
-
-
-# --- superpixels --------------------------------------------------------------------------------------------------
-def compute_superpixels(vlm, question_split: CocoSplit, answers: dict, store: ItemStore,
-                        superpixels: SuperpixelParams) -> dict:
-    """Superpixel label maps (``superpixels.backend``) of every image with a wrong answer (key: image id), on the
-    working image (`working_image`), filed under the hash of the image's bytes, the model's resolution and the
-    region settings."""
-    compose = getattr(superpixels, "compose", "pixel_values")
-    spec = vlm.resolution_spec()
-    jobs: dict[str, Job] = {}
-    for a in _wrong(answers):
-        key = str(a["image_id"])
-        if key in jobs:
-            continue
-
-        def compute(image_id=int(a["image_id"]), sha=a["image_sha"]):
-            return make_regions(working_image(vlm, question_split.pixels(image_id, sha), compose),
-                                **superpixels.region_params())
-
-        jobs[key] = Job(key, fingerprint("slico", a["image_sha"], spec, superpixels), compute,
-                        {"image_id": int(a["image_id"]), "image_sha": a["image_sha"]})
-    return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
-
-
 # --- EAGLE on the counter token -----------------------------------------------------------------------------------
 def counter_answer(vlm, prompt: str, label: str) -> Answer:
     """The correct answer ("Yes"/"No") as an Answer to teacher-force: its tokens are the explained targets."""
@@ -324,16 +229,15 @@ def counter_answer(vlm, prompt: str, label: str) -> Answer:
                   token_probs=tuple(float("nan") for _ in ids), finished=True)
 
 
-def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpixels: Manifest, store: ItemStore,
-                          attribution: AttributionParams) -> dict:
+def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpixels: Manifest,
+                          attribution: AttributionParams) -> PendingItems:
     """EAGLE's attribution of the counter token ("No" for a false yes, "Yes" for a false no) of every wrong answer
     (key: question id), over the image's superpixels. Each is filed under the hash of the image's bytes, the
     prompt, the counter tokens, the question's facts (its meta), the label map, the model and the search
     settings."""
-    search = {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
-              "search": attribution.search_params()}
+    search = search_fingerprint(attribution)
     jobs = []
-    for a in _wrong(answers):
+    for a in hal.wrong_answers(answers):
         counter = counter_answer(vlm, a["prompt"], a["label"])
         sp_key = str(a["image_id"])
         sp_fp = superpixels.info(sp_key)["fp"] if sp_key in superpixels else None
@@ -344,7 +248,7 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
                          sp_fp, vlm.fingerprint, search)
         jobs.append(Job(str(a["question_id"]), fp,
                         _explain_job(vlm, question_split, superpixels, info, counter, attribution), info))
-    return run_jobs(store, jobs, "EAGLE (counter token)", {
+    return PendingItems(jobs, "EAGLE (counter token)", {
         "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint,
         **superpixels.params})
 
@@ -371,64 +275,8 @@ def _meta(q: dict) -> dict:
 
 
 # --- correction by removal ----------------------------------------------------------------------------------------
-CorrectionProtocol = EagleRepopeParams.Correction
-
-
-@dataclass(frozen=True)
-class Regeneration:
-    """How answers are regenerated and read (the fields of ``params:eagle_repope`` for it)."""
-
-    max_new_tokens: int
-    batch_size: int
-    stop_at_first: bool
-    answer_reading: str = "ours"
-
-
-@dataclass(frozen=True)
-class Removal:
-    """The fields of ``params:eagle_repope`` that the corrections depend on (and nothing else of it)."""
-
-    methods: tuple[str, ...]
-    random_seed: int
-    max_new_tokens: int
-    batch_size: int
-    stop_at_first: bool
-    cause_min_overlap: float
-    answer_reading: str = "ours"
-    correction: CorrectionProtocol = CorrectionProtocol()
-
-    def pixel_protocol(self, method: str) -> bool:
-        """Whether `method`'s map goes through the pixel protocol (its saliency bands) instead of the regions."""
-        return method not in ("eagle", "random") and self.correction.baseline_maps == "pixels"
-
-    def protocol_facts(self, method: str) -> dict:
-        """What of the reading and removal protocol differs from ours for `method` (empty under ours: the
-        fingerprints of our protocol's records stay as they were before these settings existed)."""
-        facts = {}
-        if self.answer_reading != "ours":
-            facts["answer_reading"] = self.answer_reading
-        if self.correction.removal_steps != "ours":
-            facts["removal_steps"] = self.correction.removal_steps
-        if self.pixel_protocol(method):
-            facts["pixel_steps"] = self.correction.pixel_steps
-        if method in self.correction.invert_maps:
-            facts["inverted"] = True
-        return facts
-
-
-def regeneration_settings(max_new_tokens: int, batch_size: int, stop_at_first: bool,
-                          answer_reading: str) -> Regeneration:
-    """The regeneration settings as one value (the removal settings would otherwise take more than six inputs)."""
-    return Regeneration(int(max_new_tokens), int(batch_size), bool(stop_at_first), str(answer_reading))
-
-
-def removal_settings(methods: list[str], random_seed: int, cause_min_overlap: float, correction: CorrectionProtocol,
-                     regeneration: Regeneration) -> Removal:
-    """The correction settings as one value (the correction node would otherwise take more than six inputs)."""
-    if not isinstance(correction, CorrectionProtocol):
-        correction = CorrectionProtocol.model_validate(correction)
-    return Removal(tuple(methods), int(random_seed), regeneration.max_new_tokens, regeneration.batch_size,
-                   regeneration.stop_at_first, float(cause_min_overlap), regeneration.answer_reading, correction)
+Answering = EagleRepopeParams.Answering
+Correction = EagleRepopeParams.Correction
 
 
 def baseline_map(method: str, attribution, vlm, image: np.ndarray, prompt: str, regions: RegionMap,
@@ -467,29 +315,14 @@ def method_order(method: str, attribution, vlm, image: np.ndarray, prompt: str, 
         qid = int(question_id) if str(question_id).lstrip("-").isdigit() else int(params_hash({"q": question_id}), 16)
         return random_order(regions.n_regions, seed, qid), {}
     saliency, facts = baseline_map(method, attribution, vlm, image, prompt, regions, settings, invert, compose)
-    return region_ranking(saliency, regions), facts
+    return hal.region_ranking(saliency, regions), facts
 
 
-def pixel_units(saliency: np.ndarray, steps: int) -> tuple[RegionMap, np.ndarray]:
-    """The pixel protocol as removable units: the map's saliency bands (``hallucination.pixel_bands``) and their
-    order (band 0, the most salient, first), so that removing the k lowest-ranked bands keeps the top
-    (steps - k)/steps of the pixels."""
-    return RegionMap(hal.pixel_bands(saliency, steps), {"method": "pixel_bands", "steps": steps}), np.arange(steps)
-
-
-def region_ranking(saliency: np.ndarray, regions: RegionMap) -> np.ndarray:
-    """Regions by mean saliency, highest first (ties to the lower region id)."""
-    labels = regions.labels.ravel()
-    total = np.bincount(labels, weights=saliency.ravel(), minlength=regions.n_regions)
-    mean = total / np.maximum(np.bincount(labels, minlength=regions.n_regions), 1)
-    return np.argsort(-mean, kind="stable")
-
-
-def _method_settings(method: str, removal: Removal, baselines: BaselinesParams) -> dict:
+def _method_settings(method: str, correction: Correction, baselines: BaselinesParams) -> dict:
     if method == "eagle":
         return {}
     if method == "random":
-        return {"seed": removal.random_seed}
+        return {"seed": correction.random_seed}
     return baselines.settings(method)
 
 
@@ -498,38 +331,39 @@ def _cause_annotation(question_split: CocoSplit, q: dict) -> dict | None:
     return None if ann is None else question_split.index.instances.anns.get(int(ann))
 
 
-def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, store: ItemStore,
-                          removal: Removal, baselines: BaselinesParams) -> dict:
-    """For each explained wrong answer and each method (key ``<method>/<question id>``): the answers regenerated
-    with the method's k lowest-ranked units removed (superpixels; a baseline's saliency bands under the pixel
-    protocol) until the answer reads as correct, AMCR, the cause hit, and the counter token's insertion AUC and
-    highest confidence under that order. Each is filed under the hash of its attribution, the method's settings,
-    the removal settings (the reading and removal protocol where it is not ours), the cause object and the
-    model."""
+def correct_wrong_answers(vlm, question_split: CocoSplit, attributions: Manifest, answering: Answering,
+                          correction: Correction, baselines: BaselinesParams) -> PendingItems:
+    """For each explained wrong answer and each method of `correction` (key ``<method>/<question id>``): the
+    answers regenerated (`answering`) with the method's k lowest-ranked units removed (superpixels; a baseline's
+    saliency bands under the pixel protocol) until the answer reads as correct, AMCR, the cause hit, and the
+    counter token's insertion AUC and highest confidence under that order. Each is filed under the hash of its
+    attribution, the method's settings, the removal settings (the reading and removal protocol where it is not
+    ours), the cause object and the model."""
     scorer_batch = int(attributions.params.get("attribution", {}).get("batch_size", 64))
-    regeneration = {"max_new_tokens": removal.max_new_tokens, "batch_size": removal.batch_size,
-                    "stop_at_first": removal.stop_at_first}
+    regeneration = {"max_new_tokens": answering.max_new_tokens, "batch_size": answering.batch_size,
+                    "stop_at_first": correction.stop_at_first}
     jobs = []
     for qid in sorted(attributions.keys()):
         q = attributions.info(qid)
-        cause = {"annotation": _cause_annotation(question_split, q), "min_overlap": removal.cause_min_overlap}
-        for method in removal.methods:
-            settings = _method_settings(method, removal, baselines)
+        cause = {"annotation": _cause_annotation(question_split, q), "min_overlap": correction.cause_min_overlap}
+        for method in correction.methods:
+            settings = _method_settings(method, correction, baselines)
             fp = fingerprint("correction", q["fp"], method, settings,
-                             {**regeneration, **removal.protocol_facts(method)}, cause, vlm.fingerprint,
-                             None if method == "eagle" else scorer_batch)
+                             {**regeneration, **correction.protocol_facts(method, answering.answer_reading)}, cause,
+                             vlm.fingerprint, None if method == "eagle" else scorer_batch)
             info = {"method": method, **{k: q[k] for k in FACTS}}
             jobs.append(Job(f"{method}/{qid}", fp, _correction_job(vlm, question_split, attributions, qid, method,
-                                                                   settings, removal, scorer_batch), info))
-    return run_jobs(store, jobs, "correction by removal", {
-        "removal": {"methods": list(removal.methods), "random_seed": removal.random_seed, **regeneration,
-                    "cause_min_overlap": removal.cause_min_overlap, "answer_reading": removal.answer_reading,
-                    "correction": removal.correction.model_dump(mode="json")},
-        "baselines": {m: baselines.settings(m) for m in removal.methods if m not in ("eagle", "random")}})
+                                                                   settings, answering, correction, scorer_batch),
+                            info))
+    return PendingItems(jobs, "correction by removal", {
+        "removal": {"methods": list(correction.methods), "random_seed": correction.random_seed, **regeneration,
+                    "cause_min_overlap": correction.cause_min_overlap, "answer_reading": answering.answer_reading,
+                    "correction": correction.protocol()},
+        "baselines": {m: baselines.settings(m) for m in correction.methods if m not in ("eagle", "random")}})
 
 
 def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid: str, method: str, settings: dict,
-                    removal: Removal, scorer_batch: int):
+                    answering: Answering, correction: Correction, scorer_batch: int):
     q = attributions.info(qid)
 
     def compute():
@@ -542,13 +376,13 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
             obj = next(o for o in question_split.index.objects(int(q["image_id"]))
                        if o.annotation_id == int(q["cause_annotation_id"]))
             cause_mask, _ = object_at(photo_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
-        invert = method in removal.correction.invert_maps
-        if removal.pixel_protocol(method):
+        invert = method in correction.invert_maps
+        if correction.pixel_protocol(method):
             saliency, facts = baseline_map(method, attr, vlm, image, q["prompt"], regions, settings, invert, compose)
-            units, order = pixel_units(saliency, removal.correction.pixel_steps)
+            units, order = hal.pixel_units(saliency, correction.pixel_steps)
         else:
             units = regions
-            order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, removal.random_seed,
+            order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, correction.random_seed,
                                         q["question_id"], settings, invert, compose)
         if method == "eagle":
             curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
@@ -561,16 +395,16 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
         def answer(keep: np.ndarray) -> list[str]:
             masks = units.masks(keep)
             outs = vlm.generate_batch([image * m[..., None].astype(image.dtype) for m in masks], q["prompt"],
-                                      max_new_tokens=removal.max_new_tokens)
+                                      max_new_tokens=answering.max_new_tokens)
             return [o.text for o in outs]
 
-        fix = hal.correct_by_removal(answer, order, units.areas(), q["label"], batch_size=removal.batch_size,
-                                     stop_at_first=removal.stop_at_first, reading=removal.answer_reading,
-                                     steps=removal.correction.removal_steps)
+        fix = hal.correct_by_removal(answer, order, units.areas(), q["label"], batch_size=answering.batch_size,
+                                     stop_at_first=correction.stop_at_first, reading=answering.answer_reading,
+                                     steps=correction.removal_steps)
         return {"method": method, **{k: q[k] for k in FACTS}, "n_regions": units.n_regions,
-                "units": "pixel_bands" if removal.pixel_protocol(method) else "regions",
+                "units": "pixel_bands" if correction.pixel_protocol(method) else "regions",
                 "order": [int(r) for r in order], **fix.to_dict(), "corrected": fix.corrected,
-                "cause_hit": hal.cause_hit(units.labels, fix, cause_mask, removal.cause_min_overlap),
+                "cause_hit": hal.cause_hit(units.labels, fix, cause_mask, correction.cause_min_overlap),
                 "cause_removed_fraction": hal.removed_cause_fraction(units.labels, fix, cause_mask),
                 "insertion_auc": insertion_auc(curves), "highest_confidence": highest_confidence(curves),
                 "p_counter_full": float(curves.full_score.mean()), **facts}
@@ -597,45 +431,12 @@ def question_records(corrections: Manifest) -> list[dict]:
     return [by_question[q] for q in sorted(by_question)]
 
 
-def metric_rows(records: list[dict], summary: dict, methods: list[str], threshold: float) -> list[dict]:
-    """One row per method: hallucination counts, the counter token's insertion AUC and AHC, AMCR, CSR@threshold
-    over all wrong answers (never corrected = failure) and the cause-hit rate over those with a known cause."""
-    rows = []
-    for method in methods:
-        per = [r["methods"][method] for r in records if method in r["methods"]]
-        with_cause = [p for p in per if p["cause_hit"] is not None]
-        amcrs = [p["amcr"] for p in per]
-        rows.append({
-            "method": method, "n_questions": summary["questions"], "n_wrong": summary["wrong"],
-            "n_biased": summary["biased"], "hallucinations_biased": summary["biased_yes"],
-            "hallucination_rate_biased": summary["hallucination_rate_biased"], "n_explained": len(per),
-            "insertion_auc": float(np.mean([p["insertion_auc"] for p in per])) if per else None,
-            "ahc": float(np.mean([p["highest_confidence"] for p in per])) if per else None,
-            "amcr": hal.amcr_mean(amcrs) if per else None,
-            "csr": hal.csr(amcrs, [p["corrected"] for p in per], threshold) if per else None,
-            "csr_threshold": threshold,
-            "corrected_rate": float(np.mean([p["corrected"] for p in per])) if per else None,
-            "cause_hit_rate": float(np.mean([bool(p["cause_hit"]) for p in with_cause])) if with_cause else None,
-            "n_with_cause": len(with_cause),
-            "seconds_per_sample": (float(np.mean([p["seconds"] for p in per]))
-                                   if per and all("seconds" in p for p in per) else None),
-        })
-    return rows
-
-
-def answer_after(correction: dict) -> str:
-    """The regenerated answer at the first correction (the last one regenerated when never corrected)."""
-    if correction["corrected_k"] is not None:
-        return correction["answers"][correction["ks"].index(correction["corrected_k"])]
-    return correction["answers"][-1] if correction["answers"] else ""
-
-
 def summarise(answers: dict, corrections: Manifest,
               eagle_repope: EagleRepopeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The metrics table (one row per method of `eagle_repope.methods`, in that order) and the per-sample rows
     (question ids in text order, then methods by name), from exactly the correction records of the manifest."""
     records = question_records(corrections)
-    table = pd.DataFrame(metric_rows(records, answers["summary"], list(eagle_repope.methods),
+    table = pd.DataFrame(hal.metric_rows(records, answers["summary"], list(eagle_repope.methods),
                                      eagle_repope.csr_threshold), columns=METRIC_COLUMNS)
     per_sample = []
     for r in records:
@@ -645,7 +446,7 @@ def summarise(answers: dict, corrections: Manifest,
                                "object": r["object"], "cause": r["cause"], "method": method,
                                "corrected_k": m["corrected_k"], "amcr": m["amcr"], "cause_hit": m["cause_hit"],
                                "cause_removed_fraction": m["cause_removed_fraction"],
-                               "answer_after": answer_after(m),
+                               "answer_after": hal.answer_after(m),
                                "insertion_auc": m["insertion_auc"], "highest_confidence": m["highest_confidence"]})
     logger.info("eagle_repope metrics:\n%s", table.to_string(index=False))
     return table, pd.DataFrame(per_sample, columns=PER_SAMPLE_COLUMNS)

@@ -7,9 +7,10 @@ lowest-ranked regions removed -> metrics, figures, report; under the namespace `
 The question set comes from `eagle_repope.source`: ``shapes`` (default) generates the embedded one; ``repope``
 (the paper environment) reads a RePOPE list and the COCO val2014 images it asks about (``repope_source``).
 
-Stages are node namespaces inside ``eagle_repope`` (``eagle_repope.explanation``...), as in the experiment template
-(pipelines/experiment), whose stages do not fit this flow (targets are the wrong answers' counter tokens, and the
-evaluation is correction by removal). Dataset names are ``eagle_repope.<name>``: the catalog's
+Stages are node namespaces inside ``eagle_repope`` (``eagle_repope.explanation``...), built with the experiment
+template's ``stage`` (pipelines/experiment), with its shared superpixel node (over the wrong answers' images) and its
+publish node; the targets (the wrong answers' counter tokens) and the evaluation (correction by removal) are this
+experiment's own stages. Dataset names are ``eagle_repope.<name>``: the catalog's
 ``"{namespace}.<name>"`` factories where they fit, conf/<env>/catalog_eagle_repope.yml for the rest.
 """
 
@@ -17,16 +18,15 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
+from eagle_pipelines.pipelines.experiment import publish_node, stage, superpixel_node
+
 from eagle_pipelines.pipelines.eagle_repope import report
 from eagle_pipelines.pipelines.eagle_repope.nodes import (
     answer_questions,
     build_question_list,
-    compute_superpixels,
     correct_wrong_answers,
     explain_wrong_answers,
     prepare_question_split,
-    regeneration_settings,
-    removal_settings,
     summarise,
 )
 
@@ -35,20 +35,16 @@ NAMESPACE = "eagle_repope"
 FREE_INPUTS = {"vlm", "repope_source"}
 
 
-def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
-    return Pipeline(stage_nodes, namespace=name, prefix_datasets_with_namespace=False)
-
-
 def _p(field: str) -> str:
-    """One field of params:eagle_repope: a node that takes only the fields it uses is not rerun when another
-    changes (provenance stamps parameters by value, per node input)."""
+    """One field (or sub-model) of params:eagle_repope: a node that takes only what it uses is not rerun when
+    another field changes (provenance stamps parameters by value, per node input)."""
     return f"params:eagle_repope.{field}"
 
 
 def stages() -> Pipeline:
     """The pipeline before namespacing (dataset names without the ``eagle_repope.`` prefix)."""
     return Pipeline([
-        _stage("data", [
+        stage("data", [
             Node(prepare_question_split, ["params:shapes", "repope_source", _p("source"), _p("questions"),
                                           _p("question_template"), _p("max_questions")],
                  ["question_split", "pope_questions"], name="prepare_question_split"),
@@ -56,35 +52,29 @@ def stages() -> Pipeline:
                                        _p("prompt_template"), _p("prompt_suffix")],
                  "questions", name="build_question_list"),
         ]),
-        _stage("answers", [
-            Node(answer_questions, ["vlm", "question_split", "questions", _p("batch_size"), _p("max_new_tokens"),
-                                    _p("answer_reading")], "answers", name="answer_questions"),
+        stage("answers", [
+            Node(answer_questions, ["vlm", "question_split", "questions", _p("answering")], "answers",
+                 name="answer_questions"),
         ]),
-        _stage("explanation", [
-            Node(compute_superpixels, ["vlm", "question_split", "answers", "superpixel_store", "params:superpixels"],
-                 "superpixels", name="compute_superpixels"),
-            Node(explain_wrong_answers, ["vlm", "question_split", "answers", "superpixels", "attribution_store",
+        stage("explanation", [
+            superpixel_node("question_split", select="wrong"),
+            Node(explain_wrong_answers, ["vlm", "question_split", "answers", "superpixels",
                                          "params:attribution"], "attributions", name="explain_wrong_answers"),
         ]),
-        _stage("correction", [
-            Node(regeneration_settings, [_p("max_new_tokens"), _p("batch_size"), _p("stop_at_first"),
-                                         _p("answer_reading")], "regeneration_settings",
-                 name="regeneration_settings"),
-            Node(removal_settings, [_p("methods"), _p("random_seed"), _p("cause_min_overlap"), _p("correction"),
-                                    "regeneration_settings"], "removal_settings", name="removal_settings"),
-            Node(correct_wrong_answers, ["vlm", "question_split", "attributions", "correction_store",
-                                         "removal_settings", "params:baselines"], "corrections",
+        stage("correction", [
+            Node(correct_wrong_answers, ["vlm", "question_split", "attributions", _p("answering"),
+                                         _p("correction"), "params:baselines"], "corrections",
                  name="correct_wrong_answers"),
         ]),
-        _stage("reporting", [
+        stage("reporting", [
             Node(summarise, ["answers", "corrections", "params:eagle_repope"], ["metrics", "metrics_per_sample"],
                  name="summarise"),
             Node(report.coverage, ["answers", "superpixels", "attributions", "corrections"], "coverage",
                  name="coverage"),
             Node(report.build_figures, ["vlm", "question_split", "attributions", "corrections",
                                         "params:eagle_repope"], "figures", name="build_figures"),
-            Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
-                                         "params:eagle_repope"], "report", name="publish_report"),
+            publish_node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
+                                                 "params:eagle_repope"]),
         ]),
     ])
 

@@ -20,8 +20,8 @@ from eagle_pipelines.core.regions import RegionMap
 from eagle_pipelines.core.video_metrics import prefix_curves, st_point_game, temporal_hit
 from eagle_pipelines.data.clips import ClipFormatError, generate_clip_split
 from eagle_pipelines.io.clip_dataset import ClipSplit
-from eagle_pipelines.io.executors import run_jobs
-from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, fingerprint
+from eagle_pipelines.io.executors import PendingItems
+from eagle_pipelines.io.items import Job, Manifest, Skipped, fingerprint
 from eagle_pipelines.models.base import Answer
 from eagle_pipelines.parameters import EagleVideoParams, parse
 
@@ -69,7 +69,7 @@ def _search_settings(params: EagleVideoParams) -> dict:
             "rows": params.rows, "cols": params.cols, "lambda1": params.lambda1, "lambda2": params.lambda2}
 
 
-def explain_clips(vlm, eval_split: ClipSplit, answers: dict, store: ItemStore, eagle_video: EagleVideoParams) -> dict:
+def explain_clips(vlm, eval_split: ClipSplit, answers: dict, eagle_video: EagleVideoParams) -> PendingItems:
     """EAGLE on every answer that names the clip's event, over the clip's rows × cols grid per frame; what is
     explained is ``targets``: the words naming the event object ("red circle" of "a red circle"; the article is
     said whatever the clip shows) or every answer token. An answer that differs from the reference has no known
@@ -90,13 +90,13 @@ def explain_clips(vlm, eval_split: ClipSplit, answers: dict, store: ItemStore, e
                                  meta={"item": a["item"], "clip_id": a["clip_id"]})
 
         jobs.append(Job(a["item"], fp, compute, {"clip_id": a["clip_id"], "clip_sha": a["clip_sha"]}))
-    return run_jobs(store, jobs, "EAGLE on clips", {"eagle_video": settings, "model": answers["model"],
+    return PendingItems(jobs, "EAGLE on clips", {"eagle_video": settings, "model": answers["model"],
                                                     "model_fingerprint": answers["model_fingerprint"]})
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
-def evaluate_clips(vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest, store: ItemStore,
-                   eagle_video: EagleVideoParams) -> dict:
+def evaluate_clips(vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest,
+                   eagle_video: EagleVideoParams) -> PendingItems:
     """EAGLE's order and a seeded random order of the same regions, under one protocol: insertion and deletion
     curves at ``curve_steps`` prefix lengths, the temporal hit (first region in the event frame) and the
     spatio-temporal Point Game (first region on the event object in that frame)."""
@@ -136,7 +136,7 @@ def evaluate_clips(vlm, eval_split: ClipSplit, answers: dict, attributions: Mani
                     "event": record.event_category, "n_regions": int(regions.n_regions), "rows": rows}
 
         jobs.append(Job(key, fp, compute, {"clip_id": a["clip_id"]}))
-    return run_jobs(store, jobs, "evaluating clips", {"evaluation": protocol, **attributions.params})
+    return PendingItems(jobs, "evaluating clips", {"evaluation": protocol, **attributions.params})
 
 
 METRIC_COLUMNS = ["insertion_auc", "deletion_auc", "temporal_hit", "st_point_game"]

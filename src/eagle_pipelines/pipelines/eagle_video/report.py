@@ -18,6 +18,7 @@ from eagle_pipelines.io.clip_dataset import ClipSplit
 from eagle_pipelines.io.items import Manifest
 from eagle_pipelines.parameters import EagleVideoParams
 from eagle_pipelines.reporting import html_page
+from eagle_pipelines.reporting.explorers.video import video_html
 
 CAPTIONS = {
     "curves": "Mean insertion (higher is better) and deletion (lower is better) curves over the explained clips: "
@@ -93,17 +94,20 @@ def build_figures(vlm, eval_split: ClipSplit, answers: dict, attributions: Manif
     return figures
 
 
-def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
-                   vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest,
-                   eagle_video: EagleVideoParams) -> dict:
-    """The tables, the figures, an animated GIF of the map over each drawn clip, the HTML page and run.json."""
+def render_gifs(vlm, eval_split: ClipSplit, answers: dict, attributions: Manifest,
+                eagle_video: EagleVideoParams) -> dict[str, bytes]:
+    """An animated GIF of the map over each drawn clip (``clip_<key>``: its bytes), for the report."""
     gifs = {}
     with tempfile.TemporaryDirectory(prefix="eagle_video_gif_") as tmp:
         for key, frames, attribution in _clips(vlm, eval_split, attributions, answers, eagle_video.figures):
             path = save_video_gif(attribution, frames, Path(tmp) / f"{key}.gif")
             gifs[f"clip_{key}"] = path.read_bytes()
-    from eagle_pipelines.reporting.explorers.video import video_html
+    return gifs
 
+
+def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
+                   gifs: dict[str, bytes], eagle_video: EagleVideoParams) -> dict:
+    """The tables, the figures, the GIFs (``render_gifs``), the HTML page and run.json."""
     pngs = {name: value for name, value in figures_png.items() if isinstance(value, bytes)}
     explorer = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
     params = coverage["params"]

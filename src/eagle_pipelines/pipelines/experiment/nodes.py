@@ -8,6 +8,7 @@ Parameters arrive validated, as the pydantic models of ``eagle_pipelines.paramet
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
@@ -29,12 +30,14 @@ from eagle_pipelines.core.evaluate import (
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
 from eagle_pipelines.core.geometry import PhotoGrid, photo_grid, working_image
+from eagle_pipelines.core.hallucination import wrong_answers
 from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
 from eagle_pipelines.core.targets import literal_position, per_category_selection, phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.errors import UserError
-from eagle_pipelines.io.executors import run_jobs
+from eagle_pipelines.io import executors
+from eagle_pipelines.io.executors import PendingItems
 from eagle_pipelines.io.items import ItemStore, Job, Manifest, Skipped, compose_of, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer, ModelInternals
@@ -70,10 +73,6 @@ def build_eval_list(eval_split: CocoSplit, experiment: ExperimentParams) -> pd.D
     rows = [{"item": str(i), "image_id": i, "file_name": index.image_info(i)["file_name"],
              "prompt": experiment.prompt, "reference": (index.captions_of(i) or [""])[0]} for i in ids]
     return pd.DataFrame(rows, columns=EVAL_LIST_COLUMNS)
-
-
-def _limit(eval_list: pd.DataFrame, experiment: ExperimentParams) -> pd.DataFrame:
-    return eval_list if experiment.max_images is None else eval_list.iloc[: experiment.max_images]
 
 
 def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experiment: AnswerSettings) -> dict:
@@ -134,15 +133,25 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
 
 
 # --- superpixels --------------------------------------------------------------------------------------------------
-def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemStore,
-                        superpixels: SuperpixelParams) -> dict:
-    """SLICO label maps of every answered image (key: image id) on the working image (the model's resolution,
-    or the photo with ``compose: processor``), filed under the hash of the image's bytes, the model's resolution
-    and the region settings."""
+#: which answers' images get superpixels (``compute_superpixels(select=...)``): a name, so that a node's identity
+#: (provenance stamps it) is the same in every run
+ANSWER_SELECTIONS: dict[str, Callable[[dict], list[dict]]] = {
+    "all": lambda answers: answers["answers"],
+    "wrong": wrong_answers,  # eagle_repope: the answers it explains
+}
+
+
+def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, superpixels: SuperpixelParams,
+                        select: str = "all") -> PendingItems:
+    """SLICO label maps of the images of the answers `select` names (``ANSWER_SELECTIONS``; key: image id) on the
+    working image (the model's resolution, or the photo with ``compose: processor``), filed under the hash of the
+    image's bytes, the model's resolution and the region settings."""
     spec = vlm.resolution_spec()
     jobs = {}
-    for a in answers["answers"]:
+    for a in ANSWER_SELECTIONS[select](answers):
         image_id = int(a["image_id"])
+        if str(image_id) in jobs:
+            continue
         fp = fingerprint("slico", a["image_sha"], spec, superpixels)
 
         def compute(image_id=image_id, sha=a["image_sha"]):
@@ -150,7 +159,7 @@ def compute_superpixels(vlm, eval_split: CocoSplit, answers: dict, store: ItemSt
             return make_regions(working_image(vlm, loaded, superpixels.compose), **superpixels.region_params())
 
         jobs[str(image_id)] = Job(str(image_id), fp, compute, {"image_id": image_id, "image_sha": a["image_sha"]})
-    return run_jobs(store, jobs.values(), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
+    return PendingItems(list(jobs.values()), "superpixels", {"superpixels": superpixels.model_dump(mode="json")})
 
 
 # --- targets ------------------------------------------------------------------------------------------------------
@@ -312,20 +321,26 @@ def _labels_of(superpixels: Manifest, image_id: int) -> tuple[str, RegionMap] | 
 
 
 # --- EAGLE --------------------------------------------------------------------------------------------------------
-def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, store: ItemStore,
-                    attribution: AttributionParams) -> dict:
+def search_fingerprint(attribution: AttributionParams) -> dict:
+    """What of the search settings goes into an attribution's fingerprint (every experiment files its items
+    under it)."""
+    return {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
+            "search": attribution.search_params()}
+
+
+def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest,
+                    attribution: AttributionParams) -> PendingItems:
     """EAGLE's attribution of every target (the search runs here, one target at a time, each written as soon
     as it is done). Each is filed under the hash of its image, answer, target tokens, label map, model and
     search settings."""
-    search = {"strategy": attribution.strategy, "lambda1": attribution.lambda1, "lambda2": attribution.lambda2,
-              "search": attribution.search_params()}
+    search = search_fingerprint(attribution)
     jobs = []
     for t in targets["targets"]:
         sp_fp = superpixels.info(str(t["image_id"]))["fp"] if str(t["image_id"]) in superpixels else None
         fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
         jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution),
                         {**_target_info(t), "compose": compose_of(superpixels)}))
-    return run_jobs(store, jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
+    return PendingItems(jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
                                            "model_fingerprint": vlm.fingerprint, **superpixels.params})
 
 
@@ -348,8 +363,8 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
 
 
 # --- baselines ----------------------------------------------------------------------------------------------------
-def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest, store: ItemStore,
-                  baselines: BaselinesParams) -> dict:
+def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest,
+                  baselines: BaselinesParams) -> PendingItems:
     """The (H, W) map of every configured baseline for every target (key ``<method>/<target key>``), with its
     seconds and peak memory, filed under the hash of the target, the method's settings, the model and (for
     methods over superpixels) the label map."""
@@ -369,7 +384,7 @@ def run_baselines(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manife
             jobs.append(Job(f"{method}/{t['key']}", fp,
                             _baseline_job(vlm, eval_split, superpixels, method, baselines.settings(method), t),
                             {"method": method, **_target_info(t), "compose": compose}))
-    return run_jobs(store, jobs, "baselines", {"baselines": baselines.model_dump(mode="json"),
+    return PendingItems(jobs, "baselines", {"baselines": baselines.model_dump(mode="json"),
                                                "superpixels": superpixels.params.get("superpixels", {})})
 
 
@@ -407,8 +422,8 @@ def _baseline_job(vlm, eval_split, superpixels, method: str, settings: dict, t: 
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------
-def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest, store: ItemStore,
-             evaluation: EvaluationParams) -> dict:
+def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Manifest,
+             evaluation: EvaluationParams) -> PendingItems:
     """Metric rows of every attribution (EAGLE's own curves and the pixel protocol, beside the seeded random
     floor over the same regions; key ``eagle/<target key>``) and of every baseline map (pixel protocol; key
     ``<method>/<target key>``), each filed under the hash of what it scores and the evaluation settings.
@@ -416,8 +431,6 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
     The items of one target share one scorer (``_TargetScores``): the masks of all its methods still to score
     are gathered and scored together, each distinct mask once, and EAGLE's recorded prefix sets cost no pass
     (core/evaluate.py: ``MaskBank``). Jobs on Ray workers each score their own masks."""
-    from eagle_pipelines.io import executors
-
     pooled = executors.current().name == "sequential"
     groups: dict[tuple, _TargetScores] = {}
 
@@ -425,8 +438,8 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
         shared = (info["image_id"], info["image_sha"], info["prompt"], tuple(info["token_ids"]),
                   tuple(info["positions"]), info.get("compose", "pixel_values"))
         if not pooled:
-            return _TargetScores(vlm, eval_split, info, evaluation, store)
-        return groups.setdefault(shared, _TargetScores(vlm, eval_split, info, evaluation, store))
+            return _TargetScores(vlm, eval_split, info, evaluation)
+        return groups.setdefault(shared, _TargetScores(vlm, eval_split, info, evaluation))
 
     jobs = []
     for key, info in attributions.items.items():
@@ -440,12 +453,19 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
         jobs.append(Job(key, fp, group_of(info).job(
             key, fp, _evaluate_rows(vlm, eval_split, baselines, key, evaluation, info["method"])),
             {"method": info["method"], "target": target, "level": info["level"]}))
-    manifest = run_jobs(store, jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")})
-    passes = sum(g.forward_passes for g in groups.values())
-    if passes:
-        logger.info("evaluation: %d forward passes for %d targets (%d masks served without a pass)", passes,
-                    len(groups), sum(g.reused for g in groups.values()))
-    return manifest
+
+    def prepare(store: ItemStore) -> None:  # the store is known once the manifest's dataset runs the jobs
+        for group in groups.values():
+            group.store = store
+
+    def finish() -> None:
+        passes = sum(g.forward_passes for g in groups.values())
+        if passes:
+            logger.info("evaluation: %d forward passes for %d targets (%d masks served without a pass)", passes,
+                        len(groups), sum(g.reused for g in groups.values()))
+
+    return PendingItems(jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")}, prepare=prepare,
+                        finish=finish)
 
 
 class _TargetScores:
@@ -454,7 +474,7 @@ class _TargetScores:
     that the store does not hold yet runs once in the bank's gathering mode, so the masks of all of them are
     scored in one batched call; each item then reads its probabilities. Released after the last of them."""
 
-    def __init__(self, vlm, eval_split, info: dict, params: EvaluationParams, store: ItemStore):
+    def __init__(self, vlm, eval_split, info: dict, params: EvaluationParams, store: ItemStore | None = None):
         self.vlm, self.eval_split, self.info, self.params, self.store = vlm, eval_split, info, params, store
         self.members: dict[str, tuple[str, object]] = {}  # item key -> (fingerprint, rows function)
         self.pending: set[str] = set()

@@ -12,6 +12,8 @@ make ``eval_split`` (and, for a list with a prompt per question, ``eval_list``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
@@ -25,8 +27,32 @@ SHARED_PARAMETERS = {"params:superpixels", "params:attribution", "params:baselin
 SHARED_INPUTS = {"vlm", "paper_tables"}
 
 
-def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
+def stage(name: str, stage_nodes: list[Node]) -> Pipeline:
+    """A stage: its nodes under the node namespace `name` (``<experiment>.<name>`` once instantiated), datasets
+    left unprefixed (the experiment's namespace prefixes them). Every experiment builds its stages with it."""
     return Pipeline(stage_nodes, namespace=name, prefix_datasets_with_namespace=False)
+
+
+def superpixel_node(split: str = "eval_split", select: str = "all") -> Node:
+    """The shared superpixel stage node: label maps of the answered images of `split` (``compute_superpixels``),
+    of the answers `select` names (``nodes.ANSWER_SELECTIONS``; eagle_repope: ``wrong``)."""
+    func = nodes.compute_superpixels if select == "all" else update_wrapper(
+        partial(nodes.compute_superpixels, select=select), nodes.compute_superpixels)
+    return Node(func, ["vlm", split, "answers", "params:superpixels"], "superpixels", name="compute_superpixels")
+
+
+def aggregate_node(func=None) -> Node:
+    """The shared end of the evaluation stage: the evaluation manifest -> the metrics table and per-sample rows."""
+    return Node(func or nodes.aggregate_metrics, "evaluation", ["metrics", "metrics_per_sample"],
+                name="aggregate_metrics")
+
+
+def publish_node(func=None, inputs: list[str] | None = None) -> Node:
+    """The shared last node: tables, coverage and drawn figures -> the published report (``report``). Publishing
+    draws nothing: figures are made by the nodes before it."""
+    return Node(func or report.publish_report,
+                inputs or ["metrics", "metrics_per_sample", "coverage", "report_figures", "params:reporting",
+                           "paper_comparison"], "report", name="publish_report")
 
 
 def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = "") -> Pipeline:
@@ -37,39 +63,37 @@ def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = ""
         data.append(Node(nodes.build_eval_list, ["eval_split", "params:experiment"], "eval_list",
                          name="build_eval_list"))
     return Pipeline([
-        _stage("data", data),
-        _stage("answers", [
+        stage("data", data),
+        stage("answers", [
             Node(nodes.generate_answers, ["vlm", "eval_split", "eval_list", "params:experiment"], "answers",
                  name="generate_answers"),
         ]),
-        _stage("explanation", [
-            Node(nodes.compute_superpixels, ["vlm", "eval_split", "answers", "superpixel_store",
-                                             "params:superpixels"], "superpixels", name="compute_superpixels"),
+        stage("explanation", [
+            superpixel_node(),
             Node(nodes.select_targets, ["vlm", "eval_split", "answers", "params:attribution"], "targets",
                  name="select_targets"),
-            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels", "attribution_store",
+            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels",
                                          "params:attribution"], "attributions", name="explain"),
         ]),
-        _stage("baselines", [
-            Node(nodes.run_baselines, ["vlm", "eval_split", "targets", "superpixels", "baseline_store",
+        stage("baselines", [
+            Node(nodes.run_baselines, ["vlm", "eval_split", "targets", "superpixels",
                                        "params:baselines"], "baselines", name="run_baselines"),
         ]),
-        _stage("evaluation", [
-            Node(nodes.evaluate, ["vlm", "eval_split", "attributions", "baselines", "evaluation_store",
+        stage("evaluation", [
+            Node(nodes.evaluate, ["vlm", "eval_split", "attributions", "baselines",
                                   "params:evaluation"], "evaluation", name="evaluate"),
-            Node(nodes.aggregate_metrics, "evaluation", ["metrics", "metrics_per_sample"], name="aggregate_metrics"),
+            aggregate_node(),
         ]),
-        _stage("reporting", [
-            Node(report.coverage, ["targets", "attributions", "baselines", "evaluation"], "coverage",
-                 name="coverage"),
+        stage("reporting", [
+            Node(report.coverage, ["targets", "attributions", "baselines", "evaluation", "params:experiment"],
+                 "coverage", name="coverage"),
             Node(report.build_figures, ["vlm", "eval_split", "attributions", "baselines", "evaluation",
                                         "params:reporting"], "figures", name="build_figures"),
             Node(update_wrapper(partial(report.compare_with_paper, experiment=experiment), report.compare_with_paper),
                  ["metrics", "vlm", "paper_tables", "params:paper_comparison"], "paper_comparison",
                  name="compare_with_paper"),
-            Node(report.publish_report, ["metrics", "metrics_per_sample", "coverage", "figures",
-                                         "params:experiment", "params:reporting", "paper_comparison"], "report",
-                 name="publish_report"),
+            Node(report.with_table_figure, ["figures", "metrics"], "report_figures", name="draw_table"),
+            publish_node(),
         ]),
     ])
 
@@ -83,3 +107,24 @@ def instantiate(namespace: str, loader: Pipeline, free_inputs: set[str], experim
     return Pipeline(template(loader, eval_list_node, namespace), namespace=namespace,
                     inputs={*SHARED_INPUTS, *(free_inputs - params)},
                     parameters={**{p: p for p in SHARED_PARAMETERS | params}, "params:experiment": experiment_params})
+
+
+@dataclass(frozen=True)
+class Loader:
+    """A dataset's entry into the template: the node function that makes ``eval_split`` (and ``eval_list`` too
+    when `makes_eval_list`: a prompt per question) from `inputs` (its raw sources and parameters, outside the
+    namespace). ``pipeline_registry.TEMPLATE_EXPERIMENTS`` maps each experiment's name to its loader."""
+
+    func: Callable
+    inputs: tuple[str, ...]
+    makes_eval_list: bool = False
+
+    def pipeline(self) -> Pipeline:
+        outputs = ["eval_split", "eval_list"] if self.makes_eval_list else "eval_split"
+        return Pipeline([Node(self.func, list(self.inputs), outputs, name=self.func.__name__)])
+
+
+def experiment(namespace: str, loader: Loader) -> Pipeline:
+    """The template under `namespace` after `loader`, with the parameter group ``params:<namespace>``."""
+    return instantiate(namespace, loader.pipeline(), set(loader.inputs), f"params:{namespace}",
+                       eval_list_node=not loader.makes_eval_list)

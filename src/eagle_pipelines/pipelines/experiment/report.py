@@ -24,10 +24,11 @@ from eagle_pipelines.reporting.explorer import ExplorerImage, explorer_data, exp
 logger = logging.getLogger(__name__)
 
 
-def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluation: Manifest) -> dict:
+def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluation: Manifest,
+             experiment=None) -> dict:
     """What the tables cover and what they do not: targets per level, every item skipped or failed at any
     stage with its reason, the targets left out because a method lacks them, and the parameters of each
-    stage (for the report)."""
+    stage and of the experiment (for the report)."""
     common, left_out = common_targets(evaluation)
     not_made = [{"stage": "answers", "item": e["item"], "reason": e["error"]} for e in targets["answer_errors"]]
     not_made += [{"stage": "targets", "item": s["key"], "reason": s["reason"]} for s in targets["skipped"]]
@@ -37,6 +38,9 @@ def coverage(targets: dict, attributions: Manifest, baselines: Manifest, evaluat
     out = {"n_targets": {level: len(keys) for level, keys in sorted(common.items())}, "empty_levels": empty,
            "left_out": left_out, "not_made": not_made,
            "params": {**attributions.params, **baselines.params, **evaluation.params}}
+    if experiment is not None:
+        out["params"]["experiment"] = (experiment.model_dump(mode="json") if hasattr(experiment, "model_dump")
+                                       else dict(experiment))
     # a model behind an API (models/api_model.py: fingerprints "api-..."): what its top-k left out
     api = (api_coverage(attributions) if str(attributions.params.get("model_fingerprint", "")).startswith("api-")
            else None)
@@ -278,18 +282,24 @@ def headline(metrics: pd.DataFrame, protocol: str = "pixels") -> pd.DataFrame:
     return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
 
 
+def with_table_figure(figures_png: dict, metrics: pd.DataFrame) -> dict:
+    """The report's figures: the built ones and the metrics table drawn as a figure (``table``)."""
+
+    return {**figures_png, "table": figure_png(figures.table_figure(metrics))}
+
+
 def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, coverage: dict, figures_png: dict,
-                   experiment, reporting: ReportingParams | None = None,
+                   reporting: ReportingParams | None = None,
                    paper_comparison: pd.DataFrame | None = None) -> dict:
     """Everything one run publishes, as one bundle (the report dataset writes it whole or not at all): the
     tables, what was not made and why (``skipped.csv``), the paper's cells beside the run's
-    (``paper_comparison.csv``, when given), the figures, the self-contained HTML page and ``run.json`` (the run's
-    facts and parameters)."""
-    experiment = experiment.model_dump(mode="json") if hasattr(experiment, "model_dump") else dict(experiment)
+    (``paper_comparison.csv``, when given), the figures (drawn before: ``figures_png``, the table's included),
+    the self-contained HTML page and ``run.json`` (the run's facts and parameters; the experiment's come with
+    `coverage`)."""
     pngs = {name: value for name, value in figures_png.items() if isinstance(value, bytes)}
     explorer_data = figures_png.get("explorer") if isinstance(figures_png.get("explorer"), dict) else None
-    pngs["table"] = figure_png(figures.table_figure(metrics))
-    params = coverage["params"]
+    params = {k: v for k, v in coverage["params"].items() if k != "experiment"}
+    experiment = coverage["params"].get("experiment", {})
     run = {"generated": html_page.now(), "git commit": html_page.git_commit(),
            "model": params.get("model", ""), "model fingerprint": params.get("model_fingerprint", ""),
            **{f"targets ({level})": n for level, n in coverage["n_targets"].items()},

@@ -143,8 +143,13 @@ def make_clip_split(shapes: dict, clips: dict, split: str = "val") -> tuple[dict
     return generate_clip_split(parse("shapes", shapes), parse("clips", clips), split)
 
 
-def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions: dict, train_images: dict,
-                      shapes: dict, toy_model: dict, clips: dict) -> tuple[QwenVLAdapter, pd.DataFrame]:
+def decode_split(instances: dict, captions: dict, images: dict) -> tuple:
+    """A split's index, decoded images, first captions and object names per image (what training samples from)."""
+    return _split_arrays("train", instances, captions, images)
+
+
+def train_video_model(vlm: QwenVLAdapter, train_split: tuple, shapes: dict, toy_model: dict,
+                      clips: dict) -> tuple[QwenVLAdapter, pd.DataFrame]:
     """Continues the image checkpoint `vlm` (or ``toy_model.video.training.init_from``) on images and clips: the
     clip words the vocabulary lacks are added (embeddings resized), then each batch mixes ``clip_fraction`` clips
     of the training clips (made on the fly, deterministic per index) with the image stage's samples."""
@@ -154,7 +159,7 @@ def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions:
         vlm = QwenVLAdapter.from_pretrained(video.training.init_from)
         logger.info("toy model (video): continuing the training of %s", video.training.init_from)
     model, processor = vlm.model, vlm.processor
-    index, arrays, caps, present = _split_arrays("train", train_instances, train_captions, train_images)
+    index, arrays, caps, present = train_split
     categories = index.category_names()
     texts = vocabulary_texts(caps, categories, params)
     tok = processor.tokenizer
@@ -190,26 +195,33 @@ def train_video_model(vlm: QwenVLAdapter, train_instances: dict, train_captions:
     return QwenVLAdapter(model, processor, name="toy_qwen2_5_vl_video"), pd.DataFrame(log)
 
 
-def evaluate_video_model(vlm_video: QwenVLAdapter, val_instances: dict, val_captions: dict, val_images: dict,
-                         clips_val, toy_model: dict, shapes: dict) -> dict:
-    """The video model's held-out quality on both kinds of input: the image figures of ``evaluate_model`` (caption
-    exact match, yes/no) on the val images, and ``clips``: exact match of the answers on the held-out clips."""
+def evaluate_video_model_on_images(vlm_video: QwenVLAdapter, val_instances: dict, val_captions: dict,
+                                   val_images: dict, toy_model: dict, shapes: dict) -> dict:
+    """The video model's held-out image figures: ``evaluate_model`` (caption exact match, yes/no) under the video
+    stage's training settings."""
     params = parse("toy_model", toy_model)
     video_params = params.model_copy(update={"training": params.video.training})
-    quality = evaluate_model(vlm_video, val_instances, val_captions, val_images, video_params.model_dump(), shapes)
+    return evaluate_model(vlm_video, val_instances, val_captions, val_images, video_params.model_dump(), shapes)
+
+
+def evaluate_video_model_on_clips(vlm_video: QwenVLAdapter, clips_val, toy_model: dict) -> dict:
+    """The video model's held-out quality on clips: exact match of the answers on the held-out clips (its image
+    figures are ``evaluate_model``'s on the val images)."""
+    params = parse("toy_model", toy_model)
     records = clips_val.records
-    quality["clips"] = clip_quality(vlm_video, [clips_val.clip(r.name).frames for r in records],
-                                    [r.answer for r in records], records[0].prompt if records else "",
-                                    max_new_tokens=params.max_new_tokens)
+    return clip_quality(vlm_video, [clips_val.clip(r.name).frames for r in records], [r.answer for r in records],
+                        records[0].prompt if records else "", max_new_tokens=params.max_new_tokens)
+
+
+def add_video_training_facts(images_quality: dict, clips_quality: dict, toy_model_video_training_log: pd.DataFrame,
+                             toy_model: dict) -> dict:
+    """The video model's held-out quality on both kinds of input (the image figures, ``clips``) with
+    ``add_training_facts`` for the video stage (its schedule, the clip share of each batch)."""
+    params = parse("toy_model", toy_model)
+    video_params = params.model_copy(update={"training": params.video.training})
+    quality = {**images_quality, "clips": clips_quality}
     logger.info("toy video model: images exact match %.3f; clips exact match %.3f over %d held-out clips",
                 quality["exact_match"], quality["clips"]["exact_match"], quality["clips"]["clips"])
-    return quality
-
-
-def add_video_training_facts(quality: dict, toy_model_video_training_log: pd.DataFrame, toy_model: dict) -> dict:
-    """``add_training_facts`` for the video stage (its schedule, the clip share of each batch)."""
-    params = parse("toy_model", toy_model)
-    video_params = params.model_copy(update={"training": params.video.training})
     quality = add_training_facts(quality, toy_model_video_training_log, video_params.model_dump())
     quality["clip_fraction"] = params.video.clip_fraction
     quality["init_from"] = params.video.training.init_from or "vlm (data/06_models/toy_qwen2_5_vl)"
