@@ -173,12 +173,13 @@ STYLE = """
 #explorer .ex-image img { display: block; margin: 0 auto 2px; max-width: 64px; max-height: 64px; }
 #explorer .ex-image.on { border-color: #d55e00; box-shadow: 0 0 0 1px #d55e00; }
 #explorer .ex-q { font-size: 15px; margin: 4px 0; } #explorer .ex-q b { color: #555; font-weight: 600; }
-#explorer .ex-whole.on, #explorer .ex-object.on { background: #222; color: #fff; }
+#explorer .ex-whole.on, #explorer .ex-bgbtn.on, #explorer .ex-object.on { background: #222; color: #fff; }
 #explorer #ex-answer { font-size: 17px; line-height: 2.1; margin: 6px 0; }
 #explorer .ex-token { border: 2px solid transparent; border-radius: 4px; padding: 1px 4px; margin: 0 1px; }
 #explorer .ex-token.obj { text-decoration: underline; text-decoration-thickness: 2px; }
 #explorer .ex-token.on { border-color: #d55e00; box-shadow: 0 0 0 1px #d55e00; }
-#explorer .ex-whole, #explorer .ex-object { border: 1px solid #999; border-radius: 12px; background: #f4f4f4;
+#explorer .ex-whole, #explorer .ex-bgbtn, #explorer .ex-object { border: 1px solid #999; border-radius: 12px;
+  background: #f4f4f4;
   padding: 1px 10px; margin: 0 4px 4px 0; font-size: 13px; }
 #explorer figure { margin: 0; }
 #explorer #ex-map { width: 288px; height: auto; image-rendering: auto; border: 1px solid #ccc; display: block; }
@@ -230,7 +231,7 @@ SCRIPT = r"""
     const tg = $('ex-bg'); tg.textContent = '';
     tg.appendChild(el('span', {}, 'maps on: '));
     for (const bg of ['colour', 'grey']) {
-      const b = el('button', {class: 'ex-whole' + (state.bg === bg ? ' on' : ''), 'data-bg': bg},
+      const b = el('button', {class: 'ex-bgbtn' + (state.bg === bg ? ' on' : ''), 'data-bg': bg},
                    bg === 'colour' ? 'the colour image' : 'a grey copy');
       b.onclick = () => { state.bg = bg; render(); };
       tg.appendChild(b);
