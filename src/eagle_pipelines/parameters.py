@@ -17,7 +17,7 @@ from eagle_pipelines.core.strategies import SearchParams
 from eagle_pipelines.data.clips import ClipParams
 from eagle_pipelines.data.coco_sample import EvalDataParams
 from eagle_pipelines.data.mmvp import MmvpParams
-from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.data.params import RepopeQuestionParams, ShapesParams  # noqa: F401 - RepopeQuestionParams: re-exported
 from eagle_pipelines.errors import UserError
 from eagle_pipelines.models.guidance import GuidanceParams
 from eagle_pipelines.models.toy import ToyModelParams
@@ -185,22 +185,6 @@ class PaperComparisonParams(BaseModel):
                              "(conf/base/parameters_paper_comparison.yml): add it, with the paper's model name or "
                              "null")
         return self
-
-
-class RepopeQuestionParams(BaseModel):
-    """The embedded question set: shapes images of a dedicated split (unbiased, like eval)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    biased: Count = Field(default=100, description="images with the anchor X and without the companion Y: "
-                                                          "'Is there a Y?' (label no, cause X)")
-    controls: int = Field(default=100, ge=0, description="other images: one unbiased question each, alternating "
-                                                         "an absent category (no) and a present one (yes)")
-    exclude_confounders: bool = Field(
-        default=True, description="biased images hold no other object sharing the companion's colour or shape, "
-                                  "so the anchor is the only known cause of a 'Yes'")
-    seed: int = 0
-    scan_limit: Count = Field(default=20000, description="the most images scanned for biased cases")
 
 
 class EagleRepopeParams(BaseModel):

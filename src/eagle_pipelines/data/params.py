@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from eagle_pipelines.core.parity import ParitySwitches
+from eagle_pipelines.core.search import Count
 
 SHAPES = ("circle", "square", "triangle")
 BACKGROUNDS = {"dark": (0, 25), "light": (150, 255)}
@@ -162,3 +163,19 @@ def category_words(name: str, params: CocoSampleParams) -> list[str]:
     words += params.words.get(name, [])
     words += [w[:1].upper() + w[1:] for w in words]
     return list(dict.fromkeys(w for w in words if w))
+
+
+class RepopeQuestionParams(BaseModel):
+    """The embedded question set: shapes images of a dedicated split (unbiased, like eval)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    biased: Count = Field(default=100, description="images with the anchor X and without the companion Y: "
+                                                          "'Is there a Y?' (label no, cause X)")
+    controls: int = Field(default=100, ge=0, description="other images: one unbiased question each, alternating "
+                                                         "an absent category (no) and a present one (yes)")
+    exclude_confounders: bool = Field(
+        default=True, description="biased images hold no other object sharing the companion's colour or shape, "
+                                  "so the anchor is the only known cause of a 'Yes'")
+    seed: int = 0
+    scan_limit: Count = Field(default=20000, description="the most images scanned for biased cases")

@@ -5,17 +5,12 @@ cause is the anchor) and control images, as COCO instances and a POPE-format que
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import numpy as np
 from PIL import Image
 
 from eagle_pipelines.core import hallucination as hal
-from eagle_pipelines.data.params import ShapesParams
+from eagle_pipelines.data.params import RepopeQuestionParams, ShapesParams
 from eagle_pipelines.data.shapes import category_names, generate_image, generate_images
-
-if TYPE_CHECKING:  # the parameter models sit above data/
-    from eagle_pipelines.parameters import RepopeQuestionParams
 
 logger = logging.getLogger(__name__)
 #: the shapes split the question images are drawn from

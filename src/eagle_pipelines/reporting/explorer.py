@@ -53,6 +53,15 @@ class ExplorerImage:
     label: str = ""
 
 
+#: the thumbnails' longest side (pixels) in an image selector
+THUMB_SIDE = 64
+
+
+def thumb(rgb: np.ndarray) -> str:
+    """A small JPEG data URL of `rgb` for an image selector."""
+    return data_url(rgb, side=THUMB_SIDE, quality=75)
+
+
 def data_url(rgb: np.ndarray, side: int = MAP_SIDE, quality: int = JPEG_QUALITY) -> str:
     """`rgb` shrunk to `side` on its longest side (never enlarged) as a JPEG data URL."""
     from PIL import Image
@@ -139,7 +148,6 @@ def _image_data(item: ExplorerImage, norm) -> dict:
         objects.append({"label": word, "view": name, "positions": [int(p) for p in a.target_positions]})
     for token in tokens:  # a token of an explained object names it (the page marks it)
         token["object"] = next((o["view"] for o in objects if token["position"] in o["positions"]), None)
-    from eagle_pipelines.reporting.explorers.common import thumb
 
     return {"id": int(item.image_id), "answer": answer, "photo": data_url(item.image), "thumb": thumb(item.image),
             "label": item.label or f"image {item.image_id}", "question": item.question, "tokens": tokens,

@@ -7,16 +7,8 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 
-from eagle_pipelines.reporting.explorer import data_url, script_json
-
-#: the thumbnails' longest side (pixels) in an image selector
-THUMB_SIDE = 64
-
-
-def thumb(rgb: np.ndarray) -> str:
-    return data_url(rgb, side=THUMB_SIDE, quality=75)
+from eagle_pipelines.reporting.explorer import THUMB_SIDE, data_url, script_json, thumb  # noqa: F401 - shared
 
 
 def maps_of(draw) -> dict[str, str]:

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from eagle_pipelines.console import LibraryWarningRecords, SkipParameterLoads, install_console, quiet_library_warnings
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def _record(name: str, message: str, *args, level=logging.INFO) -> logging.LogRecord:

@@ -128,43 +128,33 @@ def test_bank_curves_match_a_records_curves_object():
 
 
 # --- on the shipped model: what the bank relies on --------------------------------------------------------------
-ROOT = __import__("pathlib").Path(__file__).parents[1]
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    from eagle_pipelines.io import VisionLanguageModelDataset
-
-    return VisionLanguageModelDataset(path=str(ROOT / "data/06_models/toy_qwen2_5_vl")).load()
-
-
-def test_the_shipped_models_scores_do_not_depend_on_the_batch(shipped, eval_split):
+def test_the_shipped_models_scores_do_not_depend_on_the_batch(shipped_model, eval_split):
     """A mask's probabilities are the same alone, in a batch of others and in another batch size: what lets the
     evaluation score every method's masks together with unchanged metrics."""
     image = next(iter(eval_split.images.values()))
-    answer = shipped.generate_batch([image], "Describe the image.", max_new_tokens=6)[0]
+    answer = shipped_model.generate_batch([image], "Describe the image.", max_new_tokens=6)[0]
     positions = list(range(len(answer.token_ids)))
     masks = np.random.default_rng(0).random((12, *image.shape[:2])) < 0.5
-    batched = shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=12)(masks)
-    small = shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=5)(masks)
-    alone = np.concatenate([shipped.scorer(image, "Describe the image.", answer.token_ids, positions,
+    batched = shipped_model.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=12)(masks)
+    small = shipped_model.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=5)(masks)
+    alone = np.concatenate([shipped_model.scorer(image, "Describe the image.", answer.token_ids, positions,
                                            batch_size=1)(m[None]) for m in masks[:3]])
     np.testing.assert_array_equal(batched, small)
     np.testing.assert_array_equal(batched[:3], alone)
 
 
-def test_the_bank_on_the_shipped_model_gives_each_methods_fresh_metrics(shipped, eval_split):
+def test_the_bank_on_the_shipped_model_gives_each_methods_fresh_metrics(shipped_model, eval_split):
     image = next(iter(eval_split.images.values()))
-    answer = shipped.generate_batch([image], "Describe the image.", max_new_tokens=6)[0]
+    answer = shipped_model.generate_batch([image], "Describe the image.", max_new_tokens=6)[0]
     positions = list(range(len(answer.token_ids)))
     maps = _maps(seed=2, shape=image.shape[:2])
     fresh = {}
     passes = 0
     for name, entry in maps.items():  # one scorer per method, as the evaluation did before the bank
-        scorer = shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=64)
+        scorer = shipped_model.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=64)
         fresh[name] = score_methods(scorer, {name: entry}, 4)[0]
         passes += 2 * 4
-    bank = MaskBank(shipped.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=64))
+    bank = MaskBank(shipped_model.scorer(image, "Describe the image.", answer.token_ids, positions, batch_size=64))
     with bank.gathering():
         score_methods(bank, maps, 4)
     bank.flush()

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from eagle_pipelines.tracking import EXPERIMENT_KIND, _stamp_ms
-from tests.test_tracking import _bundle, _runs, _session
+from tests.reporting.test_tracking import _bundle, _runs, _session
 
 
 def test_a_logged_run_spans_the_kedro_run_and_its_artifacts_are_the_reports_files(project, tmp_path):

@@ -124,13 +124,11 @@ def test_bad_settings_are_refused_with_their_name(params, message):
             windowed(CountingScorer(synergy_scorer(4), 4), **params)
 
 
-def test_explain_runs_the_windowed_search_on_the_embedded_model():
-    from pathlib import Path
-
-    from eagle_pipelines.api import explain, load_model
+def test_explain_runs_the_windowed_search_on_the_embedded_model(shipped_model):
+    from eagle_pipelines.api import explain
     from eagle_pipelines.core.regions import superpixels
 
-    model = load_model(str(Path(__file__).parents[1] / "data/06_models/toy_qwen2_5_vl"))
+    model = shipped_model
     image = np.zeros((112, 112, 3), np.uint8)
     image[20:60, 20:60] = (220, 40, 40)
     regions = superpixels(model.model_image(image), n_segments=9)

