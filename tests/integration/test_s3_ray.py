@@ -191,11 +191,13 @@ def _metrics(project: Path) -> pd.DataFrame:
     return table.drop(columns=[c for c in table.columns if c in MEASURED])
 
 
-def test_ray_workers_that_share_no_folder_with_the_driver_equal_the_sequential_run(weed, folders, ray_instance):
+def test_ray_workers_that_share_no_folder_with_the_driver_equal_the_sequential_run(weed, folders, ray_instance,
+                                                                                   monkeypatch):
     projects = folders["projects"]
     sequential = _s3_project(projects / "sequential", weed)
     _run(sequential, f"{BUCKET}/sequential")
     project = _s3_project(projects / "ray", weed)
+    monkeypatch.chdir(project)  # the driver runs in the project folder (as `kedro run` does): workers must not follow
     compute = {"compute": {"executor": "ray", "ray": {"workers": 2, "cpus_per_worker": THREADS,
                                                        "driver_folder": False}}}
     stats = NodeStats()
