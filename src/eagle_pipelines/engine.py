@@ -44,7 +44,8 @@ DEFAULT_FRAMES = 8
 #: searches expected to take more forward passes than this are logged as a warning (the others at DEBUG, so a
 #: pipeline's log does not get a line per attribution; eagle-explain prints them all)
 LONG_SEARCH = 20_000
-logger = logging.getLogger(__name__)
+#: the explain path logs as the public API did (eagle-explain prints that logger, users filter on its name)
+logger = logging.getLogger("eagle_pipelines.api")
 
 ALLOWED = {
     "strategy": f"one of {sorted(STRATEGIES)}",
