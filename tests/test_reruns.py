@@ -65,7 +65,7 @@ def tiny(tmp_path_factory):
     """A project copy with the shipped model, after one full tiny run."""
     project = copy_project(tmp_path_factory.mktemp("reruns"), shipped_model=True)
     MODELS.clear()
-    assert len(_run(project)) == 14  # the template's 14 nodes (draw_table draws the metrics table before publish_report)
+    assert len(_run(project)) == 14  # draw_table draws the metrics table before publish_report
     assert len(MODELS) == 8 and len(set(MODELS)) == 1  # eight nodes read the model; it was loaded once
     return project
 
