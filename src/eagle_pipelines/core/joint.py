@@ -282,6 +282,75 @@ class JointAttribution:
         """The regions in their joint order."""
         return np.array([int(i) for i in self.order if i < self.n_image])
 
+    def row(self) -> dict:
+        """The summary row (eagle-explain's summary.csv)."""
+        ranks = self.unit_ranks()
+        first = next((name for name, m in zip(self.step_names(), self.modality) if m == PROMPT), "")
+        return {"answer": self.answer, "explained": " ".join(self.target_words), "regions": self.n_image,
+                "prompt_units": self.n_units, "strategy": self.strategy, **self.aucs(),
+                "prompt_share": float(np.nanmean(self.prompt_share)) if np.isfinite(self.prompt_share).any()
+                else float("nan"),
+                "mean_influence": float(np.mean(self.influence)), "first_step": self.step_names()[0],
+                "first_prompt_unit": first.strip("'"), "first_unit_rank": min(ranks.values(), default=0),
+                "forward_passes": self.forward_passes, "seconds": self.seconds}
+
+    def summary_lines(self) -> list[str]:
+        """What eagle-explain prints for one joint attribution."""
+        row = self.row()
+        ranks = self.unit_ranks()
+        lines = [f"answer: {self.answer}",
+                 f"explained: {row['explained']!r} ({len(self.target_positions)} tokens), {self.n_image} regions + "
+                 f"{self.n_units} prompt units, {self.strategy}: {self.forward_passes} forward passes in "
+                 f"{self.seconds:.1f} s",
+                 "joint order (first 8): " + ", ".join(self.step_names()[:8]),
+                 "prompt units by rank: " + ", ".join(f"{w!r} {k}" for w, k in sorted(ranks.items(),
+                                                                                     key=lambda x: x[1])),
+                 f"insertion AUC {row['insertion_auc']:.3f}, deletion AUC {row['deletion_auc']:.3f} (joint steps)"]
+        lines.append("per token: prompt share of the insight gain, N_t (influence over the image's area): " + ", ".join(
+            f"{t}: {p:.2f}, {n:.3f}" for t, p, n in zip(self.target_words, self.prompt_share, self.influence)))
+        return lines
+
+    def plot(self, image=None):
+        """The regions' ranks in the joint order over the image, the prompt with its words coloured by rank, and
+        the joint insertion/deletion curves with the prompt steps marked."""
+        import matplotlib.pyplot as plt
+
+        from eagle_pipelines.core.images import as_rgb
+
+        n = len(self.order)
+        rank = np.empty(n)
+        rank[self.order] = np.arange(n)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+        heat = 1.0 - rank[:self.n_image][self.labels] / max(n - 1, 1)
+        if image is not None:
+            axes[0].imshow(as_rgb(image) if as_rgb(image).shape[:2] == self.labels.shape else heat, cmap="gray")
+        axes[0].imshow(heat, cmap="inferno", alpha=0.6 if image is not None else 1.0, vmin=0, vmax=1)
+        axes[0].axis("off")
+        cmap = plt.get_cmap("inferno")
+        x, words = 0.0, []
+        for unit in self.units:
+            words.append((unit["text"], 1.0 - rank[self.n_image + self.units.index(unit)] / max(n - 1, 1)))
+        title = "  ".join(f"{w} ({int(round((1 - v) * max(n - 1, 1))) + 1})" for w, v in words)
+        axes[0].set_title(f"joint ranks (bright = early); prompt: {title}", fontsize=8)
+        for w, v in words:
+            axes[0].text(x, -0.08, w, transform=axes[0].transAxes, fontsize=11, weight="bold",
+                         color=cmap(0.15 + 0.75 * v))
+            x += 0.03 * (len(w) + 1)
+        steps = np.arange(n + 1) / n
+        ins = np.concatenate([[self.empty_score.mean()], self.insertion.mean(axis=1)])
+        dele = np.concatenate([[self.full_score.mean()], self.deletion.mean(axis=1)])
+        auc = self.aucs()
+        axes[1].plot(steps, ins, color="#1b7837", lw=2, label=f"insertion (AUC {auc['insertion_auc']:.3f})")
+        axes[1].plot(steps, dele, color="#762a83", lw=2, ls="--", label=f"deletion (AUC {auc['deletion_auc']:.3f})")
+        prompt_steps = [k + 1 for k, m in enumerate(self.modality) if m == PROMPT]
+        axes[1].scatter(steps[prompt_steps], ins[prompt_steps], color="#e08214", zorder=3, label="prompt unit")
+        axes[1].set_xlabel("joint steps (regions and prompt units) inserted / deleted", fontsize=9)
+        axes[1].set_ylabel("mean p(explained tokens)", fontsize=9)
+        axes[1].set_ylim(0, 1.02)
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in JOINT_ARRAYS}
 
