@@ -407,10 +407,11 @@ def joint_record(trace: SearchTrace, joint: JointScorer, passes: int, **record) 
 
 
 def check_prompt_units(prompt, units) -> None:
-    """`units` against `prompt` before any work: the prompt non-empty with at least one word, each given unit a
-    word or phrase of it (a ValueError naming the unit otherwise)."""
+    """`units` against `prompt` before any work: the prompt non-empty, with at least one word for ``"words"``,
+    each given unit a word or phrase of it (a ValueError naming the unit otherwise); an empty list is no units
+    (the joint search is then the image-only search)."""
     check_prompt_text(prompt)
-    if not _spans(prompt, units):
+    if not _spans(prompt, units) and isinstance(units, str):  # an empty list: no units, the image-only search
         raise ValueError(f"the prompt {prompt!r} has no words to attribute (prompt_units={units!r})")
 
 
