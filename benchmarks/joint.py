@@ -16,7 +16,8 @@ object's regions (the pixels where the two images of a pair differ: exactly the 
 - ``passes``: forward passes per answer to make the order (the curves of Captum's and random's orders cost 2N
   more, not counted).
 
-Methods: ``eagle_joint`` (the default strategy over regions ∪ words, ``explain(..., prompt_units="words")``),
+Methods: ``eagle_joint (<strategy>)`` (``explain(..., prompt_units="words", strategy=...)``: ``--strategies``,
+the default ``pooled``),
 ``feature_ablation`` (Captum's ``FeatureAblation`` over the same units and the same removal rule: the joint
 keep-vector as its input, each unit ablated to 0 = removed, one pass each plus the full input; units ranked by the
 drop) and ``random`` (a random order of the same units). Writes data/08_reporting/benchmarks/joint.csv (one row per
@@ -36,7 +37,7 @@ import yaml
 from eagle_pipelines.api import explain, load_model
 from eagle_pipelines.core.joint import JointScorer, joint_auc, neutral_token_id, prompt_units
 from eagle_pipelines.core.regions import superpixels
-from eagle_pipelines.core.search import CountingScorer, complete_trace
+from eagle_pipelines.core.search import CountingScorer, SearchTrace, complete_trace
 from eagle_pipelines.parameters import parse
 from eagle_pipelines.pipelines.eagle_mmvp.nodes import embedded_questions
 
@@ -76,14 +77,16 @@ def on_object(labels, region, mask):
 def evaluate(order, trace, n_image, units, labels, q):
     unit = first_prompt_unit(order, n_image, units)
     text = (unit.text if hasattr(unit, "text") else unit["text"]).lower() if unit is not None else ""
-    return {"prompt_hit": text == q["shape"], "prompt_hit_name": text in (q["shape"], q["colour"]),
+    return {"first_unit": text, "first_step": "region" if order[0] < n_image else text,
+            "prompt_hit": text == q["shape"], "prompt_hit_name": text in (q["shape"], q["colour"]),
             "region_hit": on_object(labels, first_region(order, n_image), q["object_mask"]) if q["present"]
             else np.nan,
             "insertion_auc": float(joint_auc(trace.insertion, trace.deletion[-1]).mean()),
             "deletion_auc": float(joint_auc(trace.deletion, trace.insertion[-1]).mean())}
 
 
-def run(n_questions: int | None, n_regions: int, seed: int, model_path: str) -> pd.DataFrame:
+def run(n_questions: int | None, n_regions: int, seed: int, model_path: str, strategies: list[str]
+        ) -> pd.DataFrame:
     import torch
     from captum.attr import FeatureAblation
 
@@ -97,13 +100,13 @@ def run(n_questions: int | None, n_regions: int, seed: int, model_path: str) -> 
         if mask.shape != seen.shape[:2]:
             raise ValueError(f"the model sees {seen.shape[:2]}, the object mask is {mask.shape}")
         regions = superpixels(seen, n_segments=n_regions)
-        a = explain(model, seen, q["prompt"], regions=regions, prompt_units="words", max_new_tokens=8)
-        from eagle_pipelines.core.search import SearchTrace
-
-        eagle = SearchTrace(a.order, a.insertion, a.deletion, a.objective)
-        rows.append({"item": q["item"], "method": "eagle_joint", "answer": a.answer, "present": q["present"],
-                     "passes": a.forward_passes,
-                     **evaluate(a.order, eagle, a.n_image, a.units, regions.labels, q)})
+        for strategy in strategies:
+            a = explain(model, seen, q["prompt"], regions=regions, prompt_units="words", max_new_tokens=8,
+                        strategy=strategy)
+            eagle = SearchTrace(a.order, a.insertion, a.deletion, a.objective)
+            rows.append({"item": q["item"], "method": f"eagle_joint ({strategy})", "answer": a.answer,
+                         "present": q["present"], "passes": a.forward_passes,
+                         **evaluate(a.order, eagle, a.n_image, a.units, regions.labels, q)})
         # the same units, the same removal rule, for the other methods
         scorer = model.scorer(seen, q["prompt"], model.generate(seen, q["prompt"], max_new_tokens=8).token_ids,
                               a.target_positions)
@@ -126,7 +129,7 @@ def run(n_questions: int | None, n_regions: int, seed: int, model_path: str) -> 
         rows.append({"item": q["item"], "method": "random", "answer": a.answer, "present": q["present"],
                      "passes": 0, **evaluate(order, trace, joint.n_image, units, regions.labels, q)})
         print(" | ".join(f"{r['method']}: unit {r['prompt_hit']:.0f} region {r['region_hit']} "
-                         f"ins {r['insertion_auc']:.3f}" for r in rows[-3:]), flush=True)
+                         f"ins {r['insertion_auc']:.3f}" for r in rows[-2 - len(strategies):]), flush=True)
     return pd.DataFrame(rows)
 
 
@@ -136,12 +139,13 @@ def main() -> None:
     p.add_argument("--regions", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="of the random orders")
     p.add_argument("--model", default=str(ROOT / "data/06_models/toy_qwen2_5_vl"))
+    p.add_argument("--strategies", nargs="+", default=["pooled"], help="EAGLE-joint's strategies (default: pooled)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    per_question = run(args.questions, args.regions, args.seed, args.model)
+    per_question = run(args.questions, args.regions, args.seed, args.model, args.strategies)
     OUT.mkdir(parents=True, exist_ok=True)
     per_question.to_csv(OUT / "joint_questions.csv", index=False, float_format="%.4f")
     table = per_question.groupby("method", sort=False).agg(
