@@ -24,6 +24,7 @@ and N_t (``core/influence.py``) over the regions' area, a prompt step adding no 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ WORD = re.compile(r"\w+")
 #: prompt_units values: "words" (every word of the prompt), or a list of words/phrases of the prompt
 UNIT_MODES = ("words",)
 IMAGE, PROMPT = "image", "prompt"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,10 @@ def explain_joint(tokenizer, scorer, regions, prompt: str, units, params, progre
 
     found = prompt_units(tokenizer, np.asarray(_ids(scorer))[:scorer.prompt_length], prompt, units)
     joint = JointScorer(scorer, regions, found, neutral_token_id(tokenizer))
+    passes = params.spec.passes(joint.n, **params.search_params())
+    logger.info("%s search over %d regions + %d prompt units (%s): %s%d forward passes", params.strategy,
+                joint.n_image, len(found), ", ".join(repr(u.text) for u in found),
+                "" if params.spec.exact else "at least ", passes)
     start = time.perf_counter()
     trace, passes = joint_search(joint, params, progress)
     return joint_record(trace, joint, passes, prompt=prompt, lambda1=params.lambda1, lambda2=params.lambda2,
