@@ -251,3 +251,21 @@ def test_the_record_saves_and_loads(halves, tmp_path):
     np.testing.assert_array_equal(b.order, a.order)
     np.testing.assert_allclose(b.prompt_share, a.prompt_share)
     assert b.modality == a.modality and b.units[0]["text"] == "blue" and b.neutral_token_id == PAD
+
+
+def test_the_figure_shows_the_prompt_words_with_their_joint_ranks(halves):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    joint, _ = joint_of(halves)
+    trace, passes = joint_search(joint, SearchParams(strategy="greedy"))
+    a = joint_record(trace, joint, passes, target_words=["Yes"], prompt="a blue cat")
+    fig = a.plot(np.zeros((2, 4, 3), np.uint8))
+    try:
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert texts == ["blue"]
+        assert "blue (2)" in fig.axes[0].get_title()
+    finally:
+        plt.close(fig)
