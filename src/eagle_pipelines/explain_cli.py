@@ -597,7 +597,20 @@ def _explain_joint(args, model, file: Path, data: bytes, wanted: dict, base: Pat
     """One image with --prompt-units: <out>/<name>_joint.{npz,json,png} (a core/joint.py JointAttribution)."""
     from eagle_pipelines.api import explain
     from eagle_pipelines.core.images import read_image
+    from eagle_pipelines.core.joint import JointAttribution
 
+    npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
+    if not args.overwrite and meta.exists():  # resume: the same inputs were explained there
+        try:
+            earlier = JointAttribution.load(npz)
+        except Exception:  # noqa: BLE001 - unreadable: recomputed below
+            earlier = None
+        if earlier is not None and earlier.meta.get("fingerprint") == json.loads(json.dumps(wanted)):
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
+                       f"recomputes it)", file=sys.stdout)
+            return {"image": shown(file), **earlier.row(), "status": "resumed", "error": ""}
     image = read_image(file, data)
     a = explain(model, image, prompt_for(args), tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
                 lambda1=args.lambda1, lambda2=args.lambda2, batch_size=args.batch_size,
@@ -605,7 +618,6 @@ def _explain_joint(args, model, file: Path, data: bytes, wanted: dict, base: Pat
                 prompt_units=args.prompt_units)
     if single:
         print("\n".join(a.summary_lines()))
-    npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
     meta.unlink(missing_ok=True)
     a.save(npz)
     written = [npz, meta]

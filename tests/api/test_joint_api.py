@@ -106,6 +106,8 @@ def test_eagle_explain_prompt_units_writes_the_joint_record(tmp_path, capsys):
     record = json.loads((out / "sq.png_joint.json").read_text())
     assert [u["text"] for u in record["units"]] == ["square"]
     assert JointAttribution.load(out / "sq.png_joint.npz").n_units == 1
+    assert main(common + ["--prompt-units", "square"]) == 0  # the same inputs: read back, not recomputed
+    assert "already explained from the same inputs" in capsys.readouterr().out
     assert main(common + ["--prompt-units", "cat"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["eagle-explain: --prompt-units: prompt unit 'cat' is not in the prompt 'Is there a blue "
