@@ -91,7 +91,7 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             regions: RegionMap | None = None, search_params: dict | None = None,
             slic_params: dict | None = None, progress: bool = False, meta: dict | None = None,
             compose: str = "pixel_values", max_new_tokens: int = 32, params: SearchParams | None = None,
-            **video_options) -> Attribution:
+            prompt_units=None, **video_options) -> Attribution:
     """Explains `model`'s answer to `prompt` about `image`.
 
     Args:
@@ -123,6 +123,9 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             docs/video.md).
         params: the search settings as one validated ``SearchParams`` (e.g. a pipeline's ``AttributionParams``)
             instead of strategy, lambda1, lambda2, batch_size, memory_budget_mb and search_params.
+        prompt_units: ``"words"`` (every word of the prompt) or a list of words/phrases of the prompt: one order
+            over the image's regions and these prompt units together (a removed word's tokens are replaced by the
+            pad token); the result is a ``core/joint.py: JointAttribution`` (docs/method.md, "Joint attribution").
 
     The work is ``engine.explain_image`` (``engine.explain_clip`` for a video); this facade turns the keyword
     arguments into the validated ``SearchParams`` it takes.
@@ -130,6 +133,8 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
     search = dict(strategy=strategy, lambda1=lambda1, lambda2=lambda2, batch_size=batch_size,
                   memory_budget_mb=memory_budget_mb, search_params=search_params)
     params = given_search(params, **search)
+    if prompt_units is not None and is_video_input(image):
+        raise ValueError("prompt_units apply to an image; a video's prompt is not attributed")
     if is_video_input(image):  # a video file, a folder of frames, a Clip or (N, H, W, 3): docs/video.md
         return explain_video(model, image, prompt, tokens=tokens, answer=answer, regions=regions,
                              slic_params=slic_params, progress=progress, meta=meta, max_new_tokens=max_new_tokens,
@@ -141,7 +146,7 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
         params = check_arguments(prompt, n_regions=n_regions if regions is None else 2, **search)
     return explain_image(model, image, prompt, params, tokens=tokens, n_regions=n_regions, answer=answer,
                          regions=regions, slic_params=slic_params, progress=progress, meta=meta, compose=compose,
-                         max_new_tokens=max_new_tokens)
+                         max_new_tokens=max_new_tokens, prompt_units=prompt_units)
 
 
 def generate(model, image, prompt: str, guidance=None, max_new_tokens: int = 32):

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.images import as_rgb, check_size
+from eagle_pipelines.core.joint import check_prompt_units, explain_joint
 from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.regions import RegionMap, clip_regions, region_frames, superpixels
 from eagle_pipelines.core.scoring import RegionScorer
@@ -198,11 +199,14 @@ def run_search(cls, model, scorer, regions: RegionMap, answer: Answer, positions
 def explain_image(model, image, prompt: str, params: SearchParams, tokens=None, n_regions: int = 64,
                   answer: Answer | None = None, regions: RegionMap | None = None, slic_params: dict | None = None,
                   progress: bool = False, meta: dict | None = None, compose: str = "pixel_values",
-                  max_new_tokens: int = 32) -> Attribution:
+                  max_new_tokens: int = 32, prompt_units=None) -> Attribution:
     """`model`'s answer to `prompt` about `image` explained with the validated search settings `params`; the other
     arguments as ``api.explain``'s. Checks the prompt, `n_regions` (when `regions` is not given), the answer length,
-    the image and the label map against it before any forward pass."""
+    the image and the label map against it before any forward pass. `prompt_units` (``"words"`` or words/phrases
+    of the prompt): one joint order over regions and prompt units, a ``core/joint.py: JointAttribution``."""
     check_prompt(prompt)
+    if prompt_units is not None:
+        check_prompt_units(prompt, prompt_units)
     if regions is None:
         check_n_regions(n_regions)
     if answer is None:
@@ -245,6 +249,12 @@ def explain_image(model, image, prompt: str, params: SearchParams, tokens=None, 
                           compose=compose, memory_budget_mb=params.memory_budget_mb)
     if hasattr(scorer, "announce"):  # an API model: the requests the search will send, against its budget
         scorer.announce(passes, exact, label)
+    if prompt_units is not None:
+        return explain_joint(model.processor.tokenizer, scorer, regions, prompt, prompt_units, params,
+                             target_positions=list(positions),
+                             target_token_ids=[int(answer.token_ids[p]) for p in positions],
+                             target_words=[tok.decode([answer.token_ids[p]]).strip() for p in positions],
+                             answer=answer.text, meta={"n_regions": regions.n_regions, **(meta or {})})
     return run_search(Attribution, model, scorer, regions, answer, positions, prompt, params, progress, meta)
 
 

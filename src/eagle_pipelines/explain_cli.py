@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                                                     "OPENAI_API_KEY; answers cached in <out>/api_cache; docs/api.md)")
     p.add_argument("--api-model", default=None, help="the model name the --api-base endpoint serves")
     p.add_argument("--out", type=Path, default=Path("eagle_explanations"), help="output folder")
+    p.add_argument("--prompt-units", nargs="+", default=None, metavar="UNIT",
+                   help="also order the prompt's words with the regions: 'words' (every word) or words/phrases of "
+                        "the prompt (one joint order; a removed word's tokens are replaced by the pad token; "
+                        "writes <name>_joint.*; docs/method.md)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--overwrite", action="store_true", help="recompute images already explained in --out")
     video = p.add_argument_group("video (docs/video.md)")
@@ -297,6 +301,14 @@ def _check_cli_arguments(args) -> None:
     from eagle_pipelines.api import check_arguments
 
     check_arguments(prompt_for(args), args.strategy, args.regions, args.lambda1, args.lambda2, args.batch_size)
+    if args.prompt_units is not None:
+        from eagle_pipelines.core.joint import check_prompt_units
+
+        args.prompt_units = args.prompt_units[0] if args.prompt_units == ["words"] else list(args.prompt_units)
+        try:
+            check_prompt_units(prompt_for(args), args.prompt_units)
+        except ValueError as exc:
+            raise ValueError(f"--prompt-units: {exc}") from None
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1; got {args.max_new_tokens}")
     if args.tokens is not None and not all(t.strip() for t in args.tokens):
@@ -543,10 +555,15 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
     from eagle_pipelines.core.images import read_image
 
     if _is_clip(args, file):
+        if args.prompt_units is not None:
+            raise ValueError(f"{shown(file)}: --prompt-units applies to images; a clip's prompt is not attributed")
         return _explain_clip(args, model, file, single)
     data = file.read_bytes()
     wanted = explanation_inputs(args, model, hashlib.sha256(data).hexdigest())
     base = output_base(args.out, file, args.tokens)
+    if args.prompt_units is not None:  # core/joint.py: one order over regions and prompt words
+        return _explain_joint(args, model, file, data, {**wanted, "prompt_units": args.prompt_units},
+                              _with(base, "_joint"), single)
     npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
     earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)
     if earlier is not None:
@@ -574,6 +591,42 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
     if single:
         print("wrote " + ", ".join(shown(p) for p in written))
     return row
+
+
+def _explain_joint(args, model, file: Path, data: bytes, wanted: dict, base: Path, single: bool) -> dict:
+    """One image with --prompt-units: <out>/<name>_joint.{npz,json,png} (a core/joint.py JointAttribution)."""
+    from eagle_pipelines.api import explain
+    from eagle_pipelines.core.images import read_image
+    from eagle_pipelines.core.joint import JointAttribution
+
+    npz, meta, png = _with(base, ".npz"), _with(base, ".json"), _with(base, ".png")
+    if not args.overwrite and meta.exists():  # resume: the same inputs were explained there
+        try:
+            earlier = JointAttribution.load(npz)
+        except Exception:  # noqa: BLE001 - unreadable: recomputed below
+            earlier = None
+        if earlier is not None and earlier.meta.get("fingerprint") == json.loads(json.dumps(wanted)):
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
+                       f"recomputes it)", file=sys.stdout)
+            return {"image": shown(file), **earlier.row(), "status": "resumed", "error": ""}
+    image = read_image(file, data)
+    a = explain(model, image, prompt_for(args), tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
+                lambda1=args.lambda1, lambda2=args.lambda2, batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted},
+                prompt_units=args.prompt_units)
+    if single:
+        print("\n".join(a.summary_lines()))
+    meta.unlink(missing_ok=True)
+    a.save(npz)
+    written = [npz, meta]
+    if not args.no_plot:
+        _plot(a, image, png)
+        written.append(png)
+    if single:
+        print("wrote " + ", ".join(shown(p) for p in written))
+    return {"image": shown(file), **a.row(), "status": "explained", "error": ""}
 
 
 def _plot(a, image, path: Path) -> None:
