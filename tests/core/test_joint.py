@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from eagle_pipelines.core.influence import influence_scores
 from eagle_pipelines.core.joint import (IMAGE, PROMPT, JointAttribution, JointScorer, check_prompt_units,
                                         joint_auc, joint_record, joint_search, modality_share, neutral_token_id,
                                         prompt_units, removed_ids)
