@@ -199,6 +199,27 @@ def test_node_timings_reach_the_published_run_json():
     assert node_timings() == {}
 
 
+def test_a_producers_seconds_include_the_saving_that_makes_its_items():
+    """A producer returns its jobs and they run while its manifest is saved: its seconds end at that save."""
+    import time
+    from types import SimpleNamespace
+
+    from eagle_pipelines.timings import NodeTimingHook, node_timings
+
+    hook = NodeTimingHook()
+    hook.before_pipeline_run()
+    node = SimpleNamespace(name="eagle_coco.evaluation.evaluate")
+    hook.before_node_run(node)
+    hook.after_node_run(node, {"eagle_coco.evaluation": object()})
+    returned = node_timings()[node.name]
+    time.sleep(0.2)  # the manifest's dataset runs the jobs
+    hook.after_dataset_saved("eagle_coco.evaluation", node)
+    assert node_timings()[node.name] >= returned + 0.2
+    other = SimpleNamespace(name="never_started")
+    hook.after_dataset_saved("x", other)  # a save of a node the hook did not see changes nothing
+    assert "never_started" not in node_timings()
+
+
 def test_the_report_shows_the_timings():
     from eagle_pipelines.pipelines.experiment.report import timings_section
 
