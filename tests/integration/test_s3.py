@@ -227,13 +227,14 @@ def test_an_eagle_coco_with_its_items_on_s3_equals_the_local_run_and_a_rerun_mak
 
 
 class StopAfter:
-    """Stops the S3 server once the named node has run (its items are on S3; the next S3 access fails)."""
+    """Stops the S3 server once the named node's output is saved (a producer's items are made while its manifest is
+    saved: they are on S3; the next S3 access fails)."""
 
     def __init__(self, server: Weed, node: str):
         self.server, self.node = server, node
 
     @hook_impl
-    def after_node_run(self, node):
+    def after_dataset_saved(self, node):
         if node.name.endswith(self.node):
             self.server.stop()
 

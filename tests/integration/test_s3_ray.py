@@ -140,7 +140,7 @@ class NodeStats:
         self.stats: list[dict] = []
 
     @hook_impl
-    def after_node_run(self, node):
+    def after_dataset_saved(self, node):  # a producer's jobs run while its manifest is saved
         executor = executors.active()
         if isinstance(executor, executors.RayExecutor):
             self.stats = list(executor.stats)
