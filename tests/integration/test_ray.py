@@ -69,6 +69,10 @@ def ray_instance(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(tmp / "home"))
+        # a local test cluster on 127.0.0.1: no token authentication (Ray 2.60 turns it on for a new local cluster
+        # and keeps the token under HOME, which each module's instance changes, so a second instance in the same
+        # process would look for the first one's token in its own HOME and its GCS would not start)
+        mp.setenv("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=2 * THREADS, _node_ip_address="127.0.0.1", _temp_dir=str(tmp / "t"),
                  object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
         try:
