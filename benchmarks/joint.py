@@ -16,12 +16,22 @@ object's regions (the pixels where the two images of a pair differ: exactly the 
 - ``passes``: forward passes per answer to make the order (the curves of Captum's and random's orders cost 2N
   more, not counted).
 
-Methods: ``eagle_joint (<strategy>)`` (``explain(..., prompt_units="words", strategy=...)``: ``--strategies``,
-the default ``pooled``),
-``feature_ablation`` (Captum's ``FeatureAblation`` over the same units and the same removal rule: the joint
-keep-vector as its input, each unit ablated to 0 = removed, one pass each plus the full input; units ranked by the
-drop) and ``random`` (a random order of the same units). Writes data/08_reporting/benchmarks/joint.csv (one row per
-method) and joint_questions.csv (one row per question and method). Not part of the test suite.
+Methods (the ``method`` column):
+
+- ``eagle-joint``: ``explain(..., prompt_units="words", strategy=...)`` (``--strategies``, the default
+  ``pooled``; ``eagle-joint (<strategy>)`` when several are given);
+- ``captum-feature-ablation``: Captum's own ``LLMAttribution(FeatureAblation)`` over the same units
+  (``core/baselines/captum_joint.py``: an ``ImageMaskInput`` over the superpixel map, black baseline, joined with a
+  ``TextTemplateInput`` whose values are the prompt units), the removed unit's word replaced by the pad token's
+  text once per token, checked to encode exactly as EAGLE-joint's removal rule; units ranked by Captum's
+  attribution (the drop of the explained tokens' log-probability when it alone is removed); one pass per
+  candidate (region or unit) plus the full input;
+- ``captum-feature-ablation (cut)``: the same with Captum's default text baseline ``""`` (the word cut out, later
+  tokens shifted) for the ranking; its curves still use EAGLE-joint's rule (``--captum-text-baselines``);
+- ``random``: a random order of the same units.
+
+Writes data/08_reporting/benchmarks/joint.csv (one row per method) and joint_questions.csv (one row per question
+and method). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -85,10 +95,16 @@ def evaluate(order, trace, n_image, units, labels, q):
             "deletion_auc": float(joint_auc(trace.deletion, trace.insertion[-1]).mean())}
 
 
-def run(n_questions: int | None, n_regions: int, seed: int, model_path: str, strategies: list[str]
-        ) -> pd.DataFrame:
-    import torch
-    from captum.attr import FeatureAblation
+def method_name(strategy: str, strategies: list[str]) -> str:
+    return "eagle-joint" if len(strategies) == 1 else f"eagle-joint ({strategy})"
+
+
+CAPTUM_ROWS = {"neutral": "captum-feature-ablation", "empty": "captum-feature-ablation (cut)"}
+
+
+def run(n_questions: int | None, n_regions: int, seed: int, model_path: str, strategies: list[str],
+        text_baselines: list[str]) -> pd.DataFrame:
+    from eagle_pipelines.core.baselines.captum_joint import joint_feature_ablation
 
     model = load_model(model_path)
     tok = model.processor.tokenizer
@@ -100,36 +116,36 @@ def run(n_questions: int | None, n_regions: int, seed: int, model_path: str, str
         if mask.shape != seen.shape[:2]:
             raise ValueError(f"the model sees {seen.shape[:2]}, the object mask is {mask.shape}")
         regions = superpixels(seen, n_segments=n_regions)
+        answer = model.generate(seen, q["prompt"], max_new_tokens=8)
+        first = len(rows)
         for strategy in strategies:
-            a = explain(model, seen, q["prompt"], regions=regions, prompt_units="words", max_new_tokens=8,
+            a = explain(model, seen, q["prompt"], regions=regions, prompt_units="words", answer=answer,
                         strategy=strategy)
             eagle = SearchTrace(a.order, a.insertion, a.deletion, a.objective)
-            rows.append({"item": q["item"], "method": f"eagle_joint ({strategy})", "answer": a.answer,
+            rows.append({"item": q["item"], "method": method_name(strategy, strategies), "answer": a.answer,
                          "present": q["present"], "passes": a.forward_passes,
                          **evaluate(a.order, eagle, a.n_image, a.units, regions.labels, q)})
-        # the same units, the same removal rule, for the other methods
-        scorer = model.scorer(seen, q["prompt"], model.generate(seen, q["prompt"], max_new_tokens=8).token_ids,
-                              a.target_positions)
+        # the same units, the same removal rule, the same curves for the other methods
+        scorer = model.scorer(seen, q["prompt"], answer.token_ids, a.target_positions)
         units = prompt_units(tok, scorer.sequence["input_ids"].tolist()[:scorer.prompt_length], q["prompt"])
         joint = JointScorer(scorer, regions, units, neutral_token_id(tok))
         counting = CountingScorer(joint, joint.n)
-
-        def forward(keep: torch.Tensor) -> torch.Tensor:
-            return torch.as_tensor(counting(keep.numpy() > 0.5).mean(axis=1))
-
-        ablation = FeatureAblation(forward).attribute(torch.ones(1, joint.n, dtype=torch.float64),
-                                                      baselines=0.0, perturbations_per_eval=joint.n)
-        passes = counting.forward_passes
-        order = np.argsort(-ablation[0].numpy(), kind="stable")
-        trace = complete_trace(counting, order, {}, 1.0, 1.0)
-        rows.append({"item": q["item"], "method": "feature_ablation", "answer": a.answer, "present": q["present"],
-                     "passes": passes, **evaluate(order, trace, joint.n_image, units, regions.labels, q)})
+        tf = model.teacher_forced(seen, q["prompt"], answer.token_ids)
+        for text_baseline in text_baselines:
+            captum = joint_feature_ablation(tf, a.target_positions, regions.labels, units, joint.neutral,
+                                            text_baseline=text_baseline)
+            order = captum.order()
+            trace = complete_trace(counting, order, {}, 1.0, 1.0)
+            rows.append({"item": q["item"], "method": CAPTUM_ROWS[text_baseline], "answer": a.answer,
+                         "present": q["present"], "passes": captum.forward_passes,
+                         **evaluate(order, trace, joint.n_image, units, regions.labels, q)})
         order = rng.permutation(joint.n)
         trace = complete_trace(counting, order, {}, 1.0, 1.0)
         rows.append({"item": q["item"], "method": "random", "answer": a.answer, "present": q["present"],
                      "passes": 0, **evaluate(order, trace, joint.n_image, units, regions.labels, q)})
-        print(" | ".join(f"{r['method']}: unit {r['prompt_hit']:.0f} region {r['region_hit']} "
-                         f"ins {r['insertion_auc']:.3f}" for r in rows[-2 - len(strategies):]), flush=True)
+        print(f"{q['item']} ({a.answer}): " + " | ".join(
+            f"{r['method']}: {r['first_unit']!r} region {r['region_hit']} ins {r['insertion_auc']:.3f}"
+            for r in rows[first:]), flush=True)
     return pd.DataFrame(rows)
 
 
@@ -140,12 +156,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="of the random orders")
     p.add_argument("--model", default=str(ROOT / "data/06_models/toy_qwen2_5_vl"))
     p.add_argument("--strategies", nargs="+", default=["pooled"], help="EAGLE-joint's strategies (default: pooled)")
+    p.add_argument("--captum-text-baselines", nargs="+", default=["neutral", "empty"], choices=list(CAPTUM_ROWS),
+                   help="Captum's removal of a prompt unit: neutral (our pad-token rule, the captum-feature-ablation "
+                        "row), empty (Captum's default cut-out, the '(cut)' row)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    per_question = run(args.questions, args.regions, args.seed, args.model, args.strategies)
+    per_question = run(args.questions, args.regions, args.seed, args.model, args.strategies,
+                       args.captum_text_baselines)
     OUT.mkdir(parents=True, exist_ok=True)
     per_question.to_csv(OUT / "joint_questions.csv", index=False, float_format="%.4f")
     table = per_question.groupby("method", sort=False).agg(
