@@ -89,7 +89,7 @@ def evaluate(order, trace, n_image, units, labels, q):
     text = (unit.text if hasattr(unit, "text") else unit["text"]).lower() if unit is not None else ""
     return {"first_unit": text, "first_step": "region" if order[0] < n_image else text,
             "prompt_hit": text == q["shape"], "prompt_hit_name": text in (q["shape"], q["colour"]),
-            "region_hit": on_object(labels, first_region(order, n_image), q["object_mask"]) if q["present"]
+            "region_hit": float(on_object(labels, first_region(order, n_image), q["object_mask"])) if q["present"]
             else np.nan,
             "insertion_auc": float(joint_auc(trace.insertion, trace.deletion[-1]).mean()),
             "deletion_auc": float(joint_auc(trace.deletion, trace.insertion[-1]).mean())}

@@ -10,7 +10,10 @@ import torch
 pytest.importorskip("captum", reason="captum is not installed (the pipelines extra: pip install -e '.[pipelines]')")
 
 from eagle_pipelines.core.baselines.captum_joint import (  # noqa: E402
-    joint_feature_ablation, prompt_template, text_image_input)
+    joint_feature_ablation,
+    prompt_template,
+    text_image_input,
+)
 from eagle_pipelines.core.joint import JointScorer, PromptUnit, neutral_token_id, prompt_units  # noqa: E402
 from eagle_pipelines.core.regions import RegionMap  # noqa: E402
 

@@ -28,12 +28,16 @@ from typing import Literal
 
 import numpy as np
 import torch
-from captum.attr import FeatureAblation, ImageMaskInput, LLMAttribution, TextTemplateInput
-from captum.attr._utils.interpretable_input import InterpretableInput
 from PIL import Image
 
 from eagle_pipelines.core.baselines.common import check_positions
 from eagle_pipelines.core.joint import PromptUnit, removed_ids
+from eagle_pipelines.extras import require
+
+_captum = require("captum.attr", "Captum's joint feature ablation (core/baselines/captum_joint.py)")
+FeatureAblation, LLMAttribution = _captum.FeatureAblation, _captum.LLMAttribution
+InterpretableInput, ImageMaskInput, TextTemplateInput = (_captum.InterpretableInput, _captum.ImageMaskInput,
+                                                         _captum.TextTemplateInput)
 
 TEXT_BASELINES = ("neutral", "empty")
 
