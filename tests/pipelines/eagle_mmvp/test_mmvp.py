@@ -112,6 +112,13 @@ def test_parameters_are_validated_and_the_paper_file_reads_mmvp():
     paper = yaml.safe_load((ROOT / "conf/paper/parameters_eagle_mmvp.yml").read_text())["eagle_mmvp"]
     assert parse("eagle_mmvp", base).source == "embedded"
     assert parse("eagle_mmvp", {**base, **paper}).source == "mmvp"
+    assert parse("eagle_mmvp", base).prompt_units == "none"  # today's image-only outputs by default
+    with pytest.raises(ParameterError, match=r"eagle_mmvp\.prompt_units"):
+        parse("eagle_mmvp", {"prompt_units": "letters"})
+    repope = yaml.safe_load((ROOT / "conf/base/parameters_eagle_repope.yml").read_text())["eagle_repope"]
+    assert parse("eagle_repope", repope).prompt_units == "none"
+    with pytest.raises(ParameterError, match=r"eagle_repope\.prompt_units"):
+        parse("eagle_repope", {**repope, "prompt_units": "tokens"})
 
 
 @pytest.mark.slow
