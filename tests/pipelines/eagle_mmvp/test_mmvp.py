@@ -255,8 +255,8 @@ def test_eagle_mmvp_with_prompt_units_writes_joint_records_and_none_recomputes(t
     for key in manifest.items:  # the joint row is the record's own AUCs over the joint steps
         record = manifest.load(key)
         row = rows[rows.item.astype(str) == manifest.info(key)["item"]].iloc[0]
-        assert row.insertion_auc == pytest.approx(record.aucs()["insertion_auc"], abs=1e-9)
-        assert row.deletion_auc == pytest.approx(record.aucs()["deletion_auc"], abs=1e-9)
+        assert row.insertion_auc == pytest.approx(record.aucs()["insertion_auc"], abs=1e-5)  # CSV: 6 digits
+        assert row.deletion_auc == pytest.approx(record.aucs()["deletion_auc"], abs=1e-5)
     explorer = json.loads((toy_project / "data/08_reporting/eagle_mmvp/figures/explorer.json").read_text())
     view = explorer["images"][0]["views"]["answer"]
     ranked = [s for s in view["prompt"]["segments"] if "rank" in s]
