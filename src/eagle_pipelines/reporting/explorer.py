@@ -12,7 +12,9 @@ j-th explained object: its own word-level search, the object's box drawn). One s
 its own maps and curves; a method without a map for the view (a baseline explains whole targets, not single
 tokens) gets a panel that says so, never another view's map. Every map comes drawn on the colour image and on a
 grey copy (the page's toggle); the images are picked by their thumbnails; an entry is one question (its image, its
-question beside its answer, its ``label``: e.g. what differs within an MMVP pair).
+question beside its answer, its ``label``: e.g. what differs within an MMVP pair). A joint record's view
+(``core/joint.py: image_view``, ``prompt_units: words``) also carries its prompt (``prompt_view``): the words
+coloured by their joint rank under the map, and the modality share beside N_t (docs/joint.md).
 """
 
 from __future__ import annotations
@@ -451,7 +453,9 @@ attribution, an object (underlined tokens) its own word-level search. The select
 baselines for the same target (curves: {protocol} protocol for the baselines; EAGLE's token curves are its own
 region curves); the baselines explain whole targets, so with a token selected only EAGLE has a map and curves.
 Bright: the top quarter of the image by the method's ranking; numbers: EAGLE's first regions. The toggle draws the
-maps on the colour image or on a grey copy.</p>
+maps on the colour image or on a grey copy. Where EAGLE ranked the prompt's words too (prompt_units: words), the
+prompt under the map has its words coloured by their rank in the joint order, and the modality share (the prompt's
+and the regions' parts of the insertion gain) stands next to the influence.</p>
 <style>{STYLE}</style>
 <div id="explorer">
  <div class="ex-bar">image: <div id="ex-images"></div></div>
