@@ -60,7 +60,8 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
             obj = next(o for o in question_split.index.objects(int(info["image_id"]))
                        if o.annotation_id == int(info["cause_annotation_id"]))
             cause_mask, _ = object_at(photo_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
-        samples.append({"image": image, "attribution": image_view(attributions.load(qid)), "correction": r["methods"]["eagle"],
+        samples.append({"image": image, "attribution": image_view(attributions.load(qid)),
+                        "correction": r["methods"]["eagle"],
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})
     return {"corrections": figures.hallucination_figure(samples),

@@ -205,7 +205,8 @@ def build_figures(vlm, eval_split: CocoSplit, attributions: Manifest, baselines:
         figs["sentence"] = figures.sentence_figure(
             [(i, a) for _, i, a in samples], seed, _baseline_maps(samples, baselines),
             titles=[_row_title(eval_split, attributions.info(k)) for k, _, _ in samples])
-        sentence = [image_view(attributions.load(k)) for k, v in attributions.items.items() if v["level"] == "sentence"]
+        sentence = [image_view(attributions.load(k)) for k, v in attributions.items.items()
+                    if v["level"] == "sentence"]
         figs["influence"] = figures.influence_bars(sentence)
         tokens = {int(a.meta.get("image_id", -1)): list(a.target_words) for a in sentence}
     if "word" in levels:
