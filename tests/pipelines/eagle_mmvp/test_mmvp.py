@@ -261,7 +261,8 @@ def test_eagle_mmvp_with_prompt_units_writes_joint_records_and_none_recomputes(t
     view = explorer["images"][0]["views"]["answer"]
     ranked = [s for s in view["prompt"]["segments"] if "rank" in s]
     assert [s["text"] for s in ranked] == WORD.findall(explorer["images"][0]["question"])
-    assert "ex-prompt" in (toy_project / "data/08_reporting/eagle_mmvp/report.html").read_text()
+    page = (toy_project / "data/08_reporting/eagle_mmvp/report.html").read_text()
+    assert "ex-prompt" in page and "rows are image-only" in page  # the report says which rows are image-only
 
     _run(toy_project, {**JOINT, "eagle_mmvp": {**JOINT["eagle_mmvp"], "prompt_units": "none"}})
     manifest = _attributions(toy_project)

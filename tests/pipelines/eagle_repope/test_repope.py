@@ -778,3 +778,4 @@ def test_prompt_units_words_explains_the_counter_token_over_regions_and_question
         assert fix["n_regions"] == record.n_image
     explorer = (project / REPORT / "report.html").read_text()
     assert '"segments"' in explorer and "rx-prompt" in explorer
+    assert "Every metric above is image-only" in explorer  # the report says which metrics are image-only

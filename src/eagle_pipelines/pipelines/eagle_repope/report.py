@@ -102,6 +102,14 @@ def _count_or_rate(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+#: under the table when EAGLE ranked the question's words too (prompt_units: words; docs/joint.md)
+JOINT_NOTE = ("<p><b>Joint attribution</b> (prompt_units: words): EAGLE ordered the image's regions and the "
+              "question's words together. Every metric above is image-only: the removal takes regions alone, in "
+              "their joint order, and EAGLE's insertion AUC and AHC are those of that region order with the whole "
+              "question kept, as for the other methods. The explorer shows the question's words by their joint "
+              "rank and the prompt's share of the gain.</p>")
+
+
 def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict,
               not_made: list[dict] | None = None, explorer: dict | None = None) -> str:
     """The report: run facts, the model's answers, the metrics table, the items not made (with the reason), the
@@ -130,6 +138,7 @@ never), lower is better. CSR: the share of ALL wrong answers corrected within th
 counts as a failure). Cause hit: the region whose removal corrected the answer overlaps the true cause object.</p>
 {pages.table(metrics[[c for c in HEADLINE if c in metrics.columns]])}
 <details><summary>All columns</summary>{pages.table(metrics)}</details>
+{JOINT_NOTE if params.get("eagle_repope", {}).get("prompt_units", "none") != "none" else ""}
 {_not_made_block(not_made or [])}
 {repope_html(explorer)}
 <h2>Figures</h2>
