@@ -66,7 +66,8 @@ def _record(s: dict) -> dict:
             "map": maps_of(lambda bg: attribution_display(image, a.saliency(), labels=a.labels, order=a.order,
                                                           outlines=marks, background=bg).rgb),
             "steps": steps, "corrected_step": corrected_step, "amcr": round(float(fix.get("amcr", 1.0)), 3),
-            "cause": cause is not None, "trigger": trigger is not None, "prompt": prompt_view(a)}
+            "cause": cause is not None, "trigger": trigger is not None,
+            **({"prompt": prompt_view(a)} if prompt_view(a) else {})}  # a joint record: the question's words
 
 
 def repope_explorer(samples: list[dict]) -> dict:
