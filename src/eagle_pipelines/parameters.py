@@ -271,6 +271,10 @@ class EagleRepopeParams(BaseModel):
     correction: Correction = Correction()
     csr_threshold: float = Field(default=0.1, gt=0, le=1, description="CSR@threshold (area fraction)")
     figure_samples: Count = 6
+    prompt_units: Literal["none", "words"] = Field(
+        default="none", description="none: the search orders the image's regions; words: one joint order over the "
+                                    "regions and the words of each question's prompt (docs/joint.md): the "
+                                    "attributions are joint records")
 
     @property
     def methods(self) -> list[str]:
@@ -308,6 +312,10 @@ class EagleMmvpParams(ParitySwitches):
     max_questions: int | None = Field(default=None, gt=0, description="only the first N questions")
     max_new_tokens: Count = 8
     batch_size: Count = Field(default=32, description="images per generation batch")
+    prompt_units: Literal["none", "words"] = Field(
+        default="none", description="none: the search orders the image's regions; words: one joint order over the "
+                                    "regions and the words of each question's prompt (docs/joint.md): the "
+                                    "attributions are joint records")
 
 
 class MitigationDiagnosticsParams(BaseModel):

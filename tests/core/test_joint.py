@@ -268,3 +268,65 @@ def test_the_figure_shows_the_prompt_words_with_their_joint_ranks(halves):
         assert "blue (2)" in fig.axes[0].get_title()
     finally:
         plt.close(fig)
+
+
+# --- the pipelines' views of a joint record -------------------------------------------------------------------------
+def two_by_two_record() -> JointAttribution:
+    """Regions 0, 1 (left, right halves) and the words 'red', 'circle' (candidates 2, 3), ordered red, region 1,
+    circle, region 0; one token: insertion 0.1 (empty) -> 0.5 -> 0.7 -> 0.7 -> 0.9."""
+    labels = np.zeros((4, 4), np.int32)
+    labels[:, 2:] = 1
+    ins = np.array([[0.5], [0.7], [0.7], [0.9]])
+    dele = np.array([[0.6], [0.3], [0.3], [0.1]])
+    units = [{"text": "red", "start": 11, "end": 14, "positions": [7], "token_ids": [40]},
+             {"text": "circle", "start": 15, "end": 21, "positions": [8], "token_ids": [41]}]
+    return JointAttribution(order=np.array([2, 1, 3, 0]), insertion=ins, deletion=dele,
+                            objective=ins[:, 0] + 1 - dele[:, 0], area=np.array([0, 0.5, 0.5, 1.0]),
+                            full_score=np.array([0.9]), empty_score=np.array([0.1]), labels=labels, n_image=2,
+                            units=units, target_words=["Yes"], target_positions=[0], target_token_ids=[9],
+                            answer="Yes", prompt="Is there a red circle?", meta={"image_id": 3})
+
+
+def test_the_image_view_keeps_the_regions_in_their_joint_order_and_the_summary():
+    from eagle_pipelines.core.attribution import Attribution
+    from eagle_pipelines.core.joint import image_view
+
+    record = two_by_two_record()
+    view = image_view(record)
+    assert isinstance(view, Attribution) and view.order.tolist() == [1, 0]
+    np.testing.assert_allclose(view.insertion[:, 0], [0.7, 0.9])  # the image steps (2nd and 4th) of the order
+    np.testing.assert_allclose(view.area, [0.5, 1.0])
+    joint = view.meta["joint"]
+    assert [(u["text"], u["rank"], u["gain"]) for u in joint["units"]] == [("red", 1, [0.4]), ("circle", 3, [0.0])]
+    assert joint["prompt_share"] == [pytest.approx(0.4 / 0.8)] and joint["steps"] == 4
+    assert image_view(view) is view  # an image-only record is its own view
+
+
+def test_the_joint_evaluation_row_is_the_records_own_aucs_and_prompt_share():
+    from eagle_pipelines.core.joint import joint_row
+
+    record = two_by_two_record()
+    row = joint_row(record)
+    # insertion over x = 0, 1/4 .. 1: [0.1, 0.5, 0.7, 0.7, 0.9] -> trapezoids / 4
+    assert row["insertion_auc"] == pytest.approx((0.3 + 0.6 + 0.7 + 0.8) / 4)
+    assert row["insertion_auc"] == pytest.approx(record.aucs()["insertion_auc"])
+    assert row["deletion_auc"] == pytest.approx(record.aucs()["deletion_auc"])
+    assert row["protocol"] == "joint" and row["prompt_share"] == pytest.approx(0.5) and row["prompt_units"] == 2
+
+
+def test_joint_and_image_only_items_load_back_as_what_they_are(tmp_path):
+    from eagle_pipelines.core.attribution import Attribution
+    from eagle_pipelines.core.joint import image_view, units_fingerprint
+    from eagle_pipelines.io.items import ItemStore
+
+    store = ItemStore(tmp_path / "store", "attribution")
+    record = two_by_two_record()
+    store.put("joint", "f1", record)
+    store.put("image", "f2", image_view(record))
+    back = store.get("joint", "f1")
+    assert isinstance(back, JointAttribution) and back.modality == record.modality
+    np.testing.assert_allclose(back.prompt_share, record.prompt_share)
+    assert type(store.get("image", "f2")) is Attribution
+    assert units_fingerprint("none") == {} and units_fingerprint("words")["prompt_units"] == "words"
+    with pytest.raises(ValueError, match="prompt_units must be one of"):
+        units_fingerprint("letters")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -28,6 +29,7 @@ import pytest  # noqa: E402
 
 from eagle_pipelines.core.attribution import Attribution  # noqa: E402
 from eagle_pipelines.core.diagnostics import Diagnostics, plot_diagnostics  # noqa: E402
+from eagle_pipelines.core.joint import JointAttribution, image_view  # noqa: E402
 from eagle_pipelines.core.plotting import attribution_display, fit_title  # noqa: E402
 from eagle_pipelines.core.video import VideoAttribution  # noqa: E402
 from eagle_pipelines.reporting.explorer import ExplorerImage, explorer_data, explorer_html  # noqa: E402
@@ -66,6 +68,34 @@ def answer_attribution(image_id: int = 7, answer: str = "a red circle") -> Attri
                        target_positions=[1, 2], target_token_ids=[5, 6], target_words=[" red", " circle"],
                        answer=answer, prompt="Is there a red circle?",
                        meta={"image_id": image_id, "level": "sentence"})
+
+
+JOINT_PROMPT = "Is there a red circle?"
+
+
+def joint_record() -> JointAttribution:
+    """4 regions (quadrants) and the 5 words of JOINT_PROMPT (candidates 4..8: Is, there, a, red, circle) in one
+    joint order: red, region 2, circle, regions 0 and 1, Is, there, a, region 3. Token 0's insertion gains: red 0.4,
+    region 2 0.2, circle 0.1, region 1 0.1 (prompt share 0.5 / 0.8 = 0.625); token 1's: region 2 0.4, regions 0
+    and 3 0.1 each (prompt share 0)."""
+    ins = np.array([[0.5, 0.2], [0.7, 0.6], [0.8, 0.6], [0.8, 0.7], [0.9, 0.7], [0.9, 0.7], [0.9, 0.7],
+                    [0.9, 0.7], [0.9, 0.8]])
+    dele = np.array([[0.6, 0.7], [0.4, 0.3], [0.3, 0.3], [0.3, 0.25], [0.2, 0.25], [0.2, 0.25], [0.2, 0.25],
+                     [0.2, 0.25], [0.1, 0.2]])
+    units = [{"text": m.group(), "start": m.start(), "end": m.end(), "positions": [10 + k], "token_ids": [50 + k]}
+             for k, m in enumerate(re.finditer(r"\w+", JOINT_PROMPT))]
+    return JointAttribution(
+        order=np.array([7, 2, 8, 0, 1, 4, 5, 6, 3]), insertion=ins, deletion=dele,
+        objective=ins.mean(axis=1) + 1 - dele.mean(axis=1),
+        area=np.array([0, 0.25, 0.25, 0.5, 0.75, 0.75, 0.75, 0.75, 1.0]), full_score=np.array([0.9, 0.8]),
+        empty_score=np.array([0.1, 0.2]), labels=quadrants(), n_image=4, units=units,
+        target_positions=[1, 2], target_token_ids=[5, 6], target_words=[" Yes", ","], answer="Yes,",
+        prompt=JOINT_PROMPT, meta={"image_id": 5, "level": "sentence"})
+
+
+def joint_items() -> list[ExplorerImage]:
+    return [ExplorerImage(5, red_green(), question=JOINT_PROMPT, label="joint", sentence=("s5", image_view(
+        joint_record())), curves={"s5": {"eagle": curve([0.1, 0.7, 0.9], [0.9, 0.3, 0.1])}})]
 
 
 def curve(ins, dele):
@@ -141,6 +171,40 @@ def test_a_token_has_only_its_own_maps_in_both_backgrounds():
     assert set(token["maps"]) == {"eagle"} and set(token["curves"]) == {"eagle"} and "fallback" not in token
     for maps in image["views"]["answer"]["maps"].values():
         assert set(maps) == {"colour", "grey"} and maps["colour"] != maps["grey"]
+
+
+def test_a_joint_item_shows_its_prompt_words_by_rank_and_the_modality_share():
+    """The ranks, gains and shares of ``joint_record`` as computed by hand (its docstring)."""
+    from matplotlib import colormaps
+
+    data = explorer_data(joint_items())
+    views = data["images"][0]["views"]
+    answer = views["answer"]["prompt"]
+    words = [(g["text"], g["rank"]) for g in answer["segments"] if "rank" in g]
+    assert words == [("Is", 6), ("there", 7), ("a", 8), ("red", 1), ("circle", 3)]
+    assert "".join(g["text"] for g in answer["segments"]) == JOINT_PROMPT  # the plain text between them kept
+    assert answer["steps"] == 9 and answer["n_regions"] == 4
+    assert answer["share"] == pytest.approx((0.625 + 0.0) / 2, abs=1e-3)  # the mean over the two tokens
+    rank = {g["text"]: g for g in answer["segments"] if "rank" in g}
+    hexed = lambda v: "#" + "".join(f"{int(round(255 * c)):02x}" for c in colormaps["YlOrRd"](v)[:3])  # noqa: E731
+    assert rank["red"]["bg"] == hexed(0.08 + 0.87 * 1.0) and rank["red"]["fg"] == "#fff"  # first: darkest
+    assert rank["a"]["bg"] == hexed(0.08 + 0.87 * (1 - 7 / 8)) and rank["a"]["fg"] == "#000"
+    t0 = {g["text"]: g["gain"] for g in views["t0"]["prompt"]["segments"] if "rank" in g}
+    t1 = {g["text"]: g["gain"] for g in views["t1"]["prompt"]["segments"] if "rank" in g}
+    assert t0 == pytest.approx({"Is": 0, "there": 0, "a": 0, "red": 0.4, "circle": 0.1})
+    assert t1 == pytest.approx({"Is": 0, "there": 0, "a": 0, "red": 0, "circle": 0})
+    assert views["t0"]["prompt"]["share"] == pytest.approx(0.625) and views["t1"]["prompt"]["share"] == 0
+    page = explorer_html(data)
+    assert 'id="ex-prompt"' in page and "modality share" in page
+    assert '"text":"circle","rank":3' in page  # the data the page's script reads
+    # no prompt units: no prompt in any view, the page as before
+    plain = explorer_data(coco_items())["images"][0]["views"]
+    assert not any("prompt" in v for v in plain.values())
+    # eagle_repope's explorer shows the question's words of a joint record too
+    sample = {**repope_samples()[0], "attribution": image_view(joint_record())}
+    rec = repope_explorer([sample])["records"][0]
+    assert [(g["text"], g["rank"]) for g in rec["prompt"]["segments"] if "rank" in g] == words
+    assert "prompt" not in repope_explorer(repope_samples())["records"][0]
 
 
 def test_the_colour_background_keeps_the_objects_colour_and_grey_does_not():
@@ -341,6 +405,30 @@ def test_coco_explorer_keeps_one_scope_and_toggles_the_background(tmp_path):
         # the second image by its thumbnail: its own question
         page.js("document.querySelectorAll('#ex-images .ex-image')[1].click()")
         page.wait("document.getElementById('ex-question').textContent.includes('(2)')")
+
+
+@pytest.mark.slow  # starts a browser
+@needs_chromium
+def test_a_joint_item_colours_the_prompt_beside_the_map(tmp_path):
+    body = explorer_html(explorer_data(joint_items())) + repope_html(repope_explorer(
+        [{**repope_samples()[0], "attribution": image_view(joint_record())}]))
+    with browser(tmp_path, body) as page:
+        page.wait("document.getElementById('ex-map') && document.getElementById('ex-map').naturalWidth > 0")
+        assert page.js("document.getElementById('ex-prompt').style.display") == ""
+        shown = "[...document.querySelectorAll('#ex-prompt .ex-word')].map(w => w.textContent + w.dataset.rank)"
+        assert page.js(shown) == ["Is6", "there7", "a8", "red1", "circle3"]
+        red = "document.querySelector('#ex-prompt .ex-word[data-rank=\"1\"]')"
+        assert page.js(f"getComputedStyle({red}).backgroundColor") != "rgba(0, 0, 0, 0)"
+        assert page.js(f"getComputedStyle({red}).color") == "rgb(255, 255, 255)"
+        page.js("document.querySelector('.ex-token[data-view=\"t0\"]').click()")
+        page.wait(_attr("ex-map", "data-view") + " === 't0'")
+        assert "prompt 0.63" in page.js("document.getElementById('ex-facts').textContent")
+        assert "insertion gain 0.4" in page.js(f"{red}.title")
+        page.js("document.querySelector('.ex-token[data-view=\"t1\"]').click()")
+        page.wait(_attr("ex-map", "data-view") + " === 't1'")
+        assert "prompt 0.00 \u00b7 regions 1.00" in page.js("document.getElementById('ex-facts').textContent")
+        assert page.js("[...document.querySelectorAll('#rx-prompt .xp-word')].length") == 5
+        assert "modality share" in page.js("document.getElementById('rx-prompt').textContent")
 
 
 @pytest.mark.slow  # starts a browser

@@ -444,3 +444,106 @@ def _ids(scorer):
         raise ValueError(f"prompt units need a model scored with its token ids (a transformers checkpoint); "
                          f"{type(scorer).__name__} scores without them")
     return ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids
+
+
+# --- the pipelines' option and the joint record's views -------------------------------------------------------------
+#: the pipelines' option (``params:eagle_mmvp.prompt_units``, ``params:eagle_repope.prompt_units``): ``none`` (the
+#: image-only search, the default) or ``words`` (every word of each question's prompt joins the candidates)
+PIPELINE_UNITS = ("none", "words")
+
+
+def is_joint(record) -> bool:
+    return isinstance(record, JointAttribution)
+
+
+def units_fingerprint(prompt_units: str) -> dict:
+    """What the pipelines' option adds to an attribution's fingerprint: nothing for ``none`` (the image-only items
+    keep the fingerprints they always had), the units and the removal rule otherwise; so switching the option
+    reruns the items, and an image-only item is never read as a joint one or the other way round."""
+    if prompt_units not in PIPELINE_UNITS:
+        raise ValueError(f"prompt_units must be one of {list(PIPELINE_UNITS)}; got {prompt_units!r}")
+    return {} if prompt_units == "none" else {"prompt_units": prompt_units, "removal": "pad"}
+
+
+def pipeline_units(prompt_units: str):
+    """The option as ``explain(prompt_units=...)`` takes it: None for ``none``."""
+    units_fingerprint(prompt_units)
+    return None if prompt_units == "none" else prompt_units
+
+
+def load_record(path: str | Path):
+    """An attribution saved at `path` (``<path>.npz`` + ``<path>.json``): a JointAttribution when its JSON says
+    ``"joint": true``, else an ``Attribution``."""
+    import json
+
+    from eagle_pipelines.core.attribution import Attribution
+
+    path = Path(path)
+    try:
+        joint = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("joint") is True
+    except (OSError, ValueError, AttributeError):
+        joint = False  # Attribution.load names what is wrong with the file
+    return JointAttribution.load(path) if joint else Attribution.load(path)
+
+
+def _unit_steps(record: JointAttribution) -> dict[int, int]:
+    """Prompt unit j -> its step (0-based) in the joint order."""
+    return {int(i) - record.n_image: k for k, i in enumerate(record.order) if i >= record.n_image}
+
+
+def unit_gains(record: JointAttribution) -> np.ndarray:
+    """(n_units, T): each unit's step on the insertion curve per token, p(keep S_k) − p(keep S_{k−1})."""
+    curve = np.concatenate([np.asarray(record.empty_score, dtype=float)[None], np.asarray(record.insertion, float)])
+    steps = _unit_steps(record)
+    return np.array([curve[steps[j] + 1] - curve[steps[j]] for j in range(record.n_units)]).reshape(
+        record.n_units, curve.shape[1])
+
+
+def joint_summary(record: JointAttribution) -> dict:
+    """What a view of the joint record carries (``image_view``'s ``meta["joint"]``; the explorers read it): the
+    prompt, each unit with its character span, its rank in the joint order (1 = first) and its insertion gain per
+    token, the joint steps, the regions, and per token the prompt's share of the insertion gains."""
+    steps, gains = _unit_steps(record), unit_gains(record)
+    return {"prompt": record.prompt, "steps": int(len(record.order)), "n_regions": int(record.n_image),
+            "removal": record.removal,
+            "units": [{"text": u["text"], "start": int(u["start"]), "end": int(u["end"]), "rank": steps[j] + 1,
+                       "gain": [round(float(g), 4) for g in gains[j]]} for j, u in enumerate(record.units)],
+            "prompt_share": [None if not np.isfinite(p) else round(float(p), 4) for p in record.prompt_share],
+            **record.aucs()}
+
+
+def image_view(record):
+    """The record as an image ``Attribution`` for what draws or removes regions (figures, maps, correction by
+    removal): the regions in their joint order; the curves, objective and area at the image steps of the joint
+    order (so with the prompt units ranked before each region kept, the others removed: not image-only curves,
+    which the evaluation recomputes); N_t as the joint record's; ``meta["joint"]``: ``joint_summary``. An
+    ``Attribution`` is returned as it is."""
+    if not is_joint(record):
+        return record
+    from eagle_pipelines.core.attribution import Attribution
+
+    image = np.array([m == IMAGE for m in record.modality], dtype=bool)
+    return Attribution(
+        order=record.region_order(), insertion=record.insertion[image], deletion=record.deletion[image],
+        objective=record.objective[image], area=record.area[image], full_score=record.full_score,
+        empty_score=record.empty_score, labels=record.labels, target_positions=list(record.target_positions),
+        target_token_ids=list(record.target_token_ids), target_words=list(record.target_words),
+        answer=record.answer, prompt=record.prompt, lambda1=record.lambda1, lambda2=record.lambda2,
+        strategy=record.strategy, search_params=dict(record.search_params), forward_passes=record.forward_passes,
+        seconds=record.seconds, meta={**record.meta, "joint": joint_summary(record)}, influence=record.influence)
+
+
+def joint_row(record: JointAttribution) -> dict:
+    """The evaluation's row of a joint record (protocol ``joint``): the faithfulness metrics of its own curves
+    over the joint steps (x = k/N: a prompt unit is one step like a region, so the AUCs are ``aucs()``'s), and the
+    prompt's mean share of the insertion gains (``prompt_share``)."""
+    from eagle_pipelines.core.metrics import Curves, faithfulness
+
+    n = len(record.order)
+    curves = Curves(np.arange(1, n + 1) / n, np.asarray(record.insertion), np.asarray(record.deletion))
+    x, ins = curves.insertion_curve()
+    share = np.asarray(record.prompt_share, dtype=float)
+    return {"method": "eagle", "protocol": "joint", **faithfulness(curves), "eval_seconds": 0.0,
+            "prompt_share": float(np.nanmean(share)) if np.isfinite(share).any() else float("nan"),
+            "prompt_units": record.n_units,
+            "curve": {"x": x.tolist(), "insertion": ins.tolist(), "deletion": curves.deletion_curve()[1].tolist()}}

@@ -36,6 +36,7 @@ from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
 from eagle_pipelines.core.attribution import Attribution
+from eagle_pipelines.core.joint import image_view, load_record
 from eagle_pipelines.core.images import read_image
 from eagle_pipelines.core.plotting import attribution_display, colour_bar
 from eagle_pipelines.core.regions import RegionMap
@@ -123,7 +124,7 @@ class _Attributions(_Kind):
         value.save(base.with_name(base.name + ".x"))  # Attribution.save replaces the suffix ".x"
 
     def read(self, base: Path) -> Attribution:
-        return Attribution.load(base.with_name(base.name + ".x"))
+        return load_record(base.with_name(base.name + ".x"))  # a JointAttribution when its JSON says joint
 
 
 class _Arrays(_Kind):
@@ -550,7 +551,7 @@ class AttributionManifestDataset(ManifestDataset):
         if not manifest.items:
             return ImagePreview("")
         key, info = next(iter(manifest.items.items()))
-        a = manifest.load(key)
+        a = image_view(manifest.load(key))  # a joint record: its regions in their joint order
         photo = self._image_of(info)
         image = photo if photo is not None else np.full((*a.labels.shape, 3), 128, np.uint8)
         shown = attribution_display(image, a.saliency(), labels=a.labels, order=a.order)

@@ -12,7 +12,9 @@ j-th explained object: its own word-level search, the object's box drawn). One s
 its own maps and curves; a method without a map for the view (a baseline explains whole targets, not single
 tokens) gets a panel that says so, never another view's map. Every map comes drawn on the colour image and on a
 grey copy (the page's toggle); the images are picked by their thumbnails; an entry is one question (its image, its
-question beside its answer, its ``label``: e.g. what differs within an MMVP pair).
+question beside its answer, its ``label``: e.g. what differs within an MMVP pair). A joint record's view
+(``core/joint.py: image_view``, ``prompt_units: words``) also carries its prompt (``prompt_view``): the words
+coloured by their joint rank under the map, and the modality share beside N_t (docs/joint.md).
 """
 
 from __future__ import annotations
@@ -113,6 +115,47 @@ def _curves(item: ExplorerImage, key: str) -> dict[str, dict]:
     return {m: _curve(c["x"], c["insertion"], c["deletion"]) for m, c in sorted(item.curves.get(key, {}).items())}
 
 
+def _hex(colour) -> str:
+    return "#" + "".join(f"{int(round(255 * c)):02x}" for c in colour[:3])
+
+
+def prompt_view(a: Attribution, token: int | None = None) -> dict | None:
+    """A view's prompt when its attribution is a joint record's image view (``core/joint.py: image_view``,
+    ``meta["joint"]``): the prompt as segments, each prompt unit with its rank in the joint order (1 = first, of
+    ``steps``), its colour (dark red: early) and its insertion gain (token `token`'s, else the mean over the
+    tokens); ``share``: the prompt's share of the insertion gains (the token's, else the mean), beside N_t. None
+    without prompt units."""
+    joint = a.meta.get("joint") if isinstance(a.meta, dict) else None
+    if not joint or not joint.get("units"):
+        return None
+    from matplotlib import colormaps
+
+    cmap, steps = colormaps["YlOrRd"], int(joint["steps"])
+    text, segments, at = str(joint["prompt"]), [], 0
+    for unit in sorted(joint["units"], key=lambda u: u["start"]):
+        if unit["start"] > at:
+            segments.append({"text": text[at:unit["start"]]})
+        early = 1.0 - (int(unit["rank"]) - 1) / max(steps - 1, 1)  # 1: the first step, 0: the last
+        gains = [float(g) for g in unit["gain"]]
+        gain = gains[token] if token is not None else float(np.mean(gains)) if gains else 0.0
+        segments.append({"text": text[unit["start"]:unit["end"]], "rank": int(unit["rank"]),
+                         "gain": round(gain, 3), "bg": _hex(cmap(0.08 + 0.87 * early)),
+                         "fg": "#fff" if early > 0.6 else "#000"})
+        at = unit["end"]
+    if at < len(text):
+        segments.append({"text": text[at:]})
+    shares = [p for p in joint.get("prompt_share", []) if p is not None]
+    share = (joint["prompt_share"][token] if token is not None else
+             round(float(np.mean(shares)), 3) if shares else None)
+    return {"segments": segments, "steps": steps, "n_regions": int(joint["n_regions"]), "share": share}
+
+
+def _prompt_of(a: Attribution, token: int | None = None) -> dict:
+    """``{"prompt": prompt_view(...)}`` for a joint record's view; nothing otherwise (the JSON as before)."""
+    found = prompt_view(a, token)
+    return {} if found is None else {"prompt": found}
+
+
 def _image_data(item: ExplorerImage, norm) -> dict:
     views: dict[str, dict] = {}
     tokens: list[dict] = []
@@ -123,7 +166,8 @@ def _image_data(item: ExplorerImage, norm) -> dict:
         answer = a.answer
         views["answer"] = {"title": "the whole answer (sentence level)", "level": "sentence",
                            "influence": round(float(np.mean(a.influence)), 3) if len(a.influence) else None,
-                           "maps": _maps(item, key, a, []), "curves": _curves(item, key)}
+                           "maps": _maps(item, key, a, []), "curves": _curves(item, key),
+                           **_prompt_of(a)}
         colours = influence_colours(a.influence, norm)
         for t, (word, value, colour) in enumerate(zip(a.target_words, a.influence, colours)):
             name = f"t{t}"
@@ -131,7 +175,7 @@ def _image_data(item: ExplorerImage, norm) -> dict:
                            "level": "token", "influence": round(float(value), 3),
                            "maps": {"eagle": _both(item.image, token_saliency(a, t), labels=a.labels,
                                                    order=a.order)},
-                           "curves": {"eagle": _token_curve(a, t)}}
+                           "curves": {"eagle": _token_curve(a, t)}, **_prompt_of(a, t)}
             tokens.append({"text": word, "view": name, "position": int(a.target_positions[t]),
                            "bg": "#" + "".join(f"{int(255 * c):02x}" for c in colour[:3]),
                            "fg": "#000" if value < 0.6 * norm.vmax else "#fff"})
@@ -144,7 +188,8 @@ def _image_data(item: ExplorerImage, norm) -> dict:
         views[name] = {"title": f"object \u201c{word}\u201d (word level: its own search; white box: the object)",
                        "level": "word", "influence": round(float(np.mean(a.influence)), 3),
                        "sensitivity": round(sensitivity(a), 3), "scale": round(scale, 3),
-                       "maps": _maps(item, key, a, box, scale), "curves": _curves(item, key)}
+                       "maps": _maps(item, key, a, box, scale), "curves": _curves(item, key),
+                       **_prompt_of(a)}
         objects.append({"label": word, "view": name, "positions": [int(p) for p in a.target_positions]})
     for token in tokens:  # a token of an explained object names it (the page marks it)
         token["object"] = next((o["view"] for o in objects if token["position"] in o["positions"]), None)
@@ -198,6 +243,9 @@ STYLE = """
 #explorer .ex-inf { display: inline-block; height: 10px; background: #3b6fb6; vertical-align: middle; }
 #explorer svg text { font: 11px system-ui, sans-serif; fill: #333; }
 #explorer .ex-legend { font-size: 12px; max-width: 560px; }
+#explorer #ex-prompt { max-width: 288px; font-size: 14px; line-height: 1.9; margin-top: 8px; white-space: pre-wrap; }
+#explorer #ex-prompt .ex-word { border-radius: 3px; padding: 1px 3px; }
+#explorer #ex-prompt .ex-prompt-note { font-size: 12px; color: #555; line-height: 1.3; white-space: normal; }
 #explorer .ex-legend span { display: inline-block; margin-right: 12px; }
 #explorer .ex-legend i { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: 4px; }
 """
@@ -302,6 +350,21 @@ SCRIPT = r"""
        ' (the reference scales by 1.5 \u00d7 (max insertion \u2212 empty score))' : '');
     $('ex-photo').src = img().photo;
   }
+  function drawPrompt() {  // a joint record: the prompt's words coloured by their rank in the joint order
+    const box = $('ex-prompt'), p = img().views[state.view].prompt;
+    box.textContent = ''; box.style.display = p ? '' : 'none';
+    if (!p) return;
+    box.appendChild(el('div', {class: 'ex-prompt-note'}, 'prompt: its words ranked with the ' + p.n_regions +
+      ' regions in one joint order of ' + p.steps + ' steps (darker: earlier; hover: rank and insertion gain)'));
+    p.segments.forEach((g) => {
+      if (g.rank === undefined) { box.appendChild(document.createTextNode(g.text)); return; }
+      const w = el('span', {class: 'ex-word', 'data-rank': g.rank,
+                            title: 'rank ' + g.rank + ' of ' + p.steps + '; insertion gain ' + g.gain}, g.text);
+      w.style.background = g.bg; w.style.color = g.fg;
+      box.appendChild(w);
+      box.appendChild(el('sub', {}, String(g.rank)));
+    });
+  }
   function drawFacts() {
     const view = img().views[state.view];
     const curves = curvesOf(state.view), mine = curves[state.method];
@@ -311,6 +374,9 @@ SCRIPT = r"""
       rows.push(['influence', view.influence.toFixed(3) + ' <span class="ex-inf" style="width:' + w + 'px"></span>' +
                  ' (high: the image, low: language prior)']);
     }
+    if (view.prompt && view.prompt.share !== null && view.prompt.share !== undefined)
+      rows.push(['modality share', 'prompt ' + view.prompt.share.toFixed(2) + ' \u00b7 regions ' +
+                 (1 - view.prompt.share).toFixed(2) + ' (of the joint insertion gains)']);
     if (view.sensitivity !== undefined) rows.push(['sensitivity', view.sensitivity.toFixed(3)]);
     if (mine) rows.push(['insertion AUC', mine.auc[0].toFixed(3) + ' (higher is better)'],
                         ['deletion AUC', mine.auc[1].toFixed(3) + ' (lower is better)']);
@@ -358,7 +424,7 @@ SCRIPT = r"""
   function render() {
     if (!state.view) state.view = img().first;
     $('explorer').setAttribute('data-scope', img().views[state.view].level);
-    drawImages(); drawAnswer(); drawMethods(); drawMap(); drawFacts();
+    drawImages(); drawAnswer(); drawMethods(); drawMap(); drawPrompt(); drawFacts();
     chart($('ex-ins'), 'ins', 'insertion', 'area kept');
     chart($('ex-del'), 'del', 'deletion', 'area removed');
     drawLegend();
@@ -393,7 +459,9 @@ attribution, an object (underlined tokens) its own word-level search. The select
 baselines for the same target (curves: {protocol} protocol for the baselines; EAGLE's token curves are its own
 region curves); the baselines explain whole targets, so with a token selected only EAGLE has a map and curves.
 Bright: the top quarter of the image by the method's ranking; numbers: EAGLE's first regions. The toggle draws the
-maps on the colour image or on a grey copy.</p>
+maps on the colour image or on a grey copy. Where EAGLE ranked the prompt's words too (prompt_units: words), the
+prompt under the map has its words coloured by their rank in the joint order, and the modality share (the prompt's
+and the regions' parts of the insertion gain) stands next to the influence.</p>
 <style>{STYLE}</style>
 <div id="explorer">
  <div class="ex-bar">image: <div id="ex-images"></div></div>
@@ -404,7 +472,7 @@ maps on the colour image or on a grey copy.</p>
  <div class="ex-bar">method: <select id="ex-method"></select></div>
  <div class="ex-row">
   <figure><img id="ex-map" alt="map"><figcaption id="ex-map-caption"></figcaption>
-   <div class="ex-note" id="ex-note"></div></figure>
+   <div class="ex-note" id="ex-note"></div><div id="ex-prompt" style="display:none"></div></figure>
   <div><svg id="ex-ins" width="270" height="190"></svg><svg id="ex-del" width="270" height="190"></svg>
    <div class="ex-legend" id="ex-legend"></div>
    <div class="ex-note" id="ex-curve-note" style="max-width:560px"></div>

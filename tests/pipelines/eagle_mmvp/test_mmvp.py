@@ -112,6 +112,13 @@ def test_parameters_are_validated_and_the_paper_file_reads_mmvp():
     paper = yaml.safe_load((ROOT / "conf/paper/parameters_eagle_mmvp.yml").read_text())["eagle_mmvp"]
     assert parse("eagle_mmvp", base).source == "embedded"
     assert parse("eagle_mmvp", {**base, **paper}).source == "mmvp"
+    assert parse("eagle_mmvp", base).prompt_units == "none"  # today's image-only outputs by default
+    with pytest.raises(ParameterError, match=r"eagle_mmvp\.prompt_units"):
+        parse("eagle_mmvp", {"prompt_units": "letters"})
+    repope = yaml.safe_load((ROOT / "conf/base/parameters_eagle_repope.yml").read_text())["eagle_repope"]
+    assert parse("eagle_repope", repope).prompt_units == "none"
+    with pytest.raises(ParameterError, match=r"eagle_repope\.prompt_units"):
+        parse("eagle_repope", {**repope, "prompt_units": "tokens"})
 
 
 @pytest.mark.slow
@@ -201,3 +208,70 @@ def test_eagle_mmvp_on_a_local_mmvp_copy(mmvp_project):
     instances = json.loads((mmvp_project / "data/01_raw/eagle_mmvp/eval/annotations/instances.json").read_text())
     assert [(i["id"], i["width"], i["height"], i["mmvp_file"]) for i in instances["images"]] == [
         (1, 112, 112, "1.jpg"), (2, 112, 112, "2.jpg"), (3, 168, 112, "3.jpg")]
+
+
+# --- joint attribution: the question's words beside the regions -----------------------------------------------------
+JOINT = {**TINY, "eagle_mmvp": {"embedded": {"pairs": 1}, "max_questions": 2, "prompt_units": "words"}}
+
+
+def _attributions(project: Path):
+    from eagle_pipelines.io.items import AttributionManifestDataset
+
+    out = project / "data/07_model_output/eagle_mmvp"
+    return AttributionManifestDataset(str(out / "attributions.json"),
+                                      store={"path": str(out / "attributions"), "kind": "attribution"}).load()
+
+
+@pytest.mark.slow
+def test_eagle_mmvp_with_prompt_units_writes_joint_records_and_none_recomputes(toy_project):
+    """prompt_units: words: each attribution is a joint record (regions and the question's words in one order, each
+    step's modality) that loads back from the store, a ``joint`` metrics row with the prompt's share, the explorer
+    showing the prompt; switching back to none makes new image-only items, never reading the joint ones."""
+    from eagle_pipelines.core.attribution import Attribution
+    from eagle_pipelines.core.joint import WORD, JointAttribution
+
+    _run(toy_project, JOINT)
+    manifest = _attributions(toy_project)
+    assert len(manifest.items) == 2 and manifest.params["prompt_units"] == "words"
+    joint_fps = {}
+    for key, info in manifest.items.items():
+        record = manifest.load(key)
+        assert isinstance(record, JointAttribution) and info["prompt_units"] == "words"
+        words = WORD.findall(info["prompt"])  # "Is there a red circle in the image?": 8 words
+        n = int(record.labels.max()) + 1  # the image's regions
+        assert [u["text"] for u in record.units] == words and record.n_image == n
+        assert len(record.order) == len(record.modality) == n + len(words)
+        assert record.modality.count("prompt") == len(words) and record.modality.count("image") == n
+        assert sorted(record.order.tolist()) == list(range(n + len(words)))  # every candidate ranked once
+        assert [m == "prompt" for m in record.modality] == [i >= n for i in record.order]
+        assert np.all((record.prompt_share >= 0) & (record.prompt_share <= 1) | np.isnan(record.prompt_share))
+        joint_fps[key] = info["fp"]
+    metrics = pd.read_csv(toy_project / "data/08_reporting/eagle_mmvp/metrics.csv")
+    joint = metrics[metrics.protocol == "joint"]
+    assert list(joint.method) == ["eagle"] and int(joint.n_samples.iloc[0]) == 2
+    assert joint.prompt_share.between(0, 1).all() and metrics[metrics.protocol != "joint"].prompt_share.isna().all()
+    per_sample = pd.read_csv(toy_project / "data/08_reporting/eagle_mmvp/metrics_per_sample.csv")
+    rows = per_sample[per_sample.protocol == "joint"]
+    for key in manifest.items:  # the joint row is the record's own AUCs over the joint steps
+        record = manifest.load(key)
+        row = rows[rows.item.astype(str) == manifest.info(key)["item"]].iloc[0]
+        assert row.insertion_auc == pytest.approx(record.aucs()["insertion_auc"], abs=1e-5)  # CSV: 6 digits
+        assert row.deletion_auc == pytest.approx(record.aucs()["deletion_auc"], abs=1e-5)
+    explorer = json.loads((toy_project / "data/08_reporting/eagle_mmvp/figures/explorer.json").read_text())
+    view = explorer["images"][0]["views"]["answer"]
+    ranked = [s for s in view["prompt"]["segments"] if "rank" in s]
+    assert [s["text"] for s in ranked] == WORD.findall(explorer["images"][0]["question"])
+    page = (toy_project / "data/08_reporting/eagle_mmvp/report.html").read_text()
+    assert "ex-prompt" in page and "rows are image-only" in page  # the report says which rows are image-only
+
+    _run(toy_project, {**JOINT, "eagle_mmvp": {**JOINT["eagle_mmvp"], "prompt_units": "none"}})
+    manifest = _attributions(toy_project)
+    assert "prompt_units" not in manifest.params
+    for key, info in manifest.items.items():
+        assert info["fp"] != joint_fps[key] and "prompt_units" not in info
+        record = manifest.load(key)
+        assert isinstance(record, Attribution) and len(record.order) == int(record.labels.max()) + 1  # regions only
+    store = toy_project / "data/07_model_output/eagle_mmvp/attributions"
+    assert len(list(store.rglob("*.json"))) == 4  # the joint items stay beside the new image-only ones
+    metrics = pd.read_csv(toy_project / "data/08_reporting/eagle_mmvp/metrics.csv")
+    assert "joint" not in set(metrics.protocol) and "prompt_share" not in metrics

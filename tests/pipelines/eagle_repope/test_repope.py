@@ -750,3 +750,32 @@ def test_a_missing_repope_source_is_named_before_any_node(tmp_path):
     (tmp_path / "coco" / "val2014").mkdir(parents=True)
     message = missing_input("repope_source", dataset)
     assert "question list" not in message and "val2014/*.jpg (the folder has no image)" in message
+
+
+@pytest.mark.slow
+def test_prompt_units_words_explains_the_counter_token_over_regions_and_question_words(project):
+    """eagle_repope.prompt_units: words: each wrong answer's counter token gets a joint record (regions and the
+    question's words, each step's modality) read back from the store; the correction removes regions only, in
+    their joint order; the explorer shows the question's words by rank."""
+    from eagle_pipelines.core.joint import WORD, JointAttribution
+    from eagle_pipelines.io.items import AttributionManifestDataset, ManifestDataset
+
+    _run(project, {**TINY, "eagle_repope": {**TINY["eagle_repope"], "prompt_units": "words",
+                                            "correction": {"methods": ["eagle", "random"]}}})
+    out = project / OUT
+    manifest = AttributionManifestDataset(str(out / "attributions.json"),
+                                          store={"path": str(out / "attributions"), "kind": "attribution"}).load()
+    assert manifest.items and manifest.params["prompt_units"] == "words"
+    corrections = ManifestDataset(str(out / "corrections.json"),
+                                  store={"path": str(out / "corrections"), "kind": "record"}).load()
+    for key, info in manifest.items.items():
+        record = manifest.load(key)
+        assert isinstance(record, JointAttribution)
+        assert [u["text"] for u in record.units] == WORD.findall(info["prompt"])
+        assert record.modality.count("prompt") == record.n_units and record.modality.count("image") == record.n_image
+        fix = corrections.load(f"eagle/{key}")
+        assert fix["order"] == record.region_order().tolist()  # regions only, in their joint order
+        assert fix["n_regions"] == record.n_image
+    explorer = (project / REPORT / "report.html").read_text()
+    assert '"segments"' in explorer and "rx-prompt" in explorer
+    assert "Every metric above is image-only" in explorer  # the report says which metrics are image-only

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.hallucination import pixel_units, region_ranking  # noqa: F401 (re-exported)
+from eagle_pipelines.core.joint import image_view, pipeline_units, units_fingerprint
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
 from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
@@ -230,12 +231,13 @@ def counter_answer(vlm, prompt: str, label: str) -> Answer:
 
 
 def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpixels: Manifest,
-                          attribution: AttributionParams) -> PendingItems:
+                          attribution: AttributionParams, prompt_units: str = "none") -> PendingItems:
     """EAGLE's attribution of the counter token ("No" for a false yes, "Yes" for a false no) of every wrong answer
-    (key: question id), over the image's superpixels. Each is filed under the hash of the image's bytes, the
-    prompt, the counter tokens, the question's facts (its meta), the label map, the model and the search
-    settings."""
-    search = search_fingerprint(attribution)
+    (key: question id), over the image's superpixels (`prompt_units` ``words``: and the question's words, one
+    joint order, docs/joint.md). Each is filed under the hash of the image's bytes, the prompt, the counter
+    tokens, the question's facts (its meta), the label map, the model and the search settings (with the joint
+    option when it is on)."""
+    search = {**search_fingerprint(attribution), **units_fingerprint(prompt_units)}
     jobs = []
     for a in hal.wrong_answers(answers):
         counter = counter_answer(vlm, a["prompt"], a["label"])
@@ -247,14 +249,15 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
                                            "counter": list(counter.token_ids), "meta": _meta(info)},
                          sp_fp, vlm.fingerprint, search)
         jobs.append(Job(str(a["question_id"]), fp,
-                        _explain_job(vlm, question_split, superpixels, info, counter, attribution), info))
+                        _explain_job(vlm, question_split, superpixels, info, counter, attribution, prompt_units),
+                        {**info, **units_fingerprint(prompt_units)}))
     return PendingItems(jobs, "EAGLE (counter token)", {
         "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint,
-        **superpixels.params})
+        **units_fingerprint(prompt_units), **superpixels.params})
 
 
 def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict, counter: Answer,
-                 params: AttributionParams):
+                 params: AttributionParams, prompt_units: str = "none"):
     def compute():
         key = str(q["image_id"])
         if key not in superpixels:
@@ -265,7 +268,8 @@ def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict,
         photo = question_split.pixels(q["image_id"], q["image_sha"])
         # explain() brings a photo to the model's resolution itself (pixel_values) or masks the photo (processor)
         return explain(vlm, photo if compose == "processor" else vlm.model_image(photo), q["prompt"], tokens=None,
-                       params=params, answer=counter, regions=regions, compose=compose, meta=_meta(q))
+                       params=params, answer=counter, regions=regions, compose=compose, meta=_meta(q),
+                       prompt_units=pipeline_units(prompt_units))
 
     return compute
 
@@ -367,7 +371,8 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
     q = attributions.info(qid)
 
     def compute():
-        attr = attributions.load(qid)
+        attr = image_view(attributions.load(qid))  # a joint record: its regions in their joint order
+        joint = "joint" in attr.meta
         compose = compose_of(attributions)
         image = working_image(vlm, question_split.pixels(q["image_id"], q["image_sha"]), compose)
         regions = RegionMap(attr.labels, attr.meta.get("regions", {}))
@@ -384,7 +389,7 @@ def _correction_job(vlm, question_split: CocoSplit, attributions: Manifest, qid:
             units = regions
             order, facts = method_order(method, attr, vlm, image, q["prompt"], regions, correction.random_seed,
                                         q["question_id"], settings, invert, compose)
-        if method == "eagle":
+        if method == "eagle" and not joint:
             curves = Curves(np.asarray(attr.area), np.asarray(attr.insertion), np.asarray(attr.deletion))
         else:
             scorer = vlm.scorer(image, q["prompt"], list(attr.target_token_ids),

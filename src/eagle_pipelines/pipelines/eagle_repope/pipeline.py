@@ -59,7 +59,8 @@ def stages() -> Pipeline:
         stage("explanation", [
             superpixel_node("question_split", select="wrong"),
             Node(explain_wrong_answers, ["vlm", "question_split", "answers", "superpixels",
-                                         "params:attribution"], "attributions", name="explain_wrong_answers"),
+                                         "params:attribution", _p("prompt_units")], "attributions",
+                 name="explain_wrong_answers"),
         ]),
         stage("correction", [
             Node(correct_wrong_answers, ["vlm", "question_split", "attributions", _p("answering"),

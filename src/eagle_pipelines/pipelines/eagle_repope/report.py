@@ -10,6 +10,7 @@ import pandas as pd
 
 from eagle_pipelines.core.evaluate import object_at
 from eagle_pipelines.core.geometry import photo_grid, working_image
+from eagle_pipelines.core.joint import image_view
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest, compose_of
 from eagle_pipelines.io.report_dataset import figure_png
@@ -59,7 +60,8 @@ def build_figures(vlm, question_split: CocoSplit, attributions: Manifest, correc
             obj = next(o for o in question_split.index.objects(int(info["image_id"]))
                        if o.annotation_id == int(info["cause_annotation_id"]))
             cause_mask, _ = object_at(photo_grid(vlm, obj.mask.shape, compose), obj.mask, obj.bbox)
-        samples.append({"image": image, "attribution": attributions.load(qid), "correction": r["methods"]["eagle"],
+        samples.append({"image": image, "attribution": image_view(attributions.load(qid)),
+                        "correction": r["methods"]["eagle"],
                         "question_id": info["question_id"], "text": info["question"], "label": info["label"],
                         "answer": info["answer"], "cause_mask": cause_mask})
     return {"corrections": figures.hallucination_figure(samples),
@@ -100,6 +102,14 @@ def _count_or_rate(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+#: under the table when EAGLE ranked the question's words too (prompt_units: words; docs/joint.md)
+JOINT_NOTE = ("<p><b>Joint attribution</b> (prompt_units: words): EAGLE ordered the image's regions and the "
+              "question's words together. Every metric above is image-only: the removal takes regions alone, in "
+              "their joint order, and EAGLE's insertion AUC and AHC are those of that region order with the whole "
+              "question kept, as for the other methods. The explorer shows the question's words by their joint "
+              "rank and the prompt's share of the gain.</p>")
+
+
 def html_page(metrics: pd.DataFrame, summary: dict, figures: dict[str, str], run: dict, params: dict,
               not_made: list[dict] | None = None, explorer: dict | None = None) -> str:
     """The report: run facts, the model's answers, the metrics table, the items not made (with the reason), the
@@ -128,6 +138,7 @@ never), lower is better. CSR: the share of ALL wrong answers corrected within th
 counts as a failure). Cause hit: the region whose removal corrected the answer overlaps the true cause object.</p>
 {pages.table(metrics[[c for c in HEADLINE if c in metrics.columns]])}
 <details><summary>All columns</summary>{pages.table(metrics)}</details>
+{JOINT_NOTE if params.get("eagle_repope", {}).get("prompt_units", "none") != "none" else ""}
 {_not_made_block(not_made or [])}
 {repope_html(explorer)}
 <h2>Figures</h2>

@@ -31,6 +31,7 @@ from eagle_pipelines.core.memory import PeakMemory
 from eagle_pipelines.core.metrics import Curves
 from eagle_pipelines.core.geometry import PhotoGrid, photo_grid, working_image
 from eagle_pipelines.core.hallucination import wrong_answers
+from eagle_pipelines.core.joint import image_view, is_joint, joint_row, pipeline_units, units_fingerprint
 from eagle_pipelines.core.regions import RegionMap, superpixels as make_regions
 from eagle_pipelines.core.targets import literal_position, per_category_selection, phrase_positions
 from eagle_pipelines.data.coco import CocoFormatError
@@ -329,22 +330,24 @@ def search_fingerprint(attribution: AttributionParams) -> dict:
 
 
 def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Manifest,
-                    attribution: AttributionParams) -> PendingItems:
+                    attribution: AttributionParams, prompt_units: str = "none") -> PendingItems:
     """EAGLE's attribution of every target (the search runs here, one target at a time, each written as soon
     as it is done). Each is filed under the hash of its image, answer, target tokens, label map, model and
-    search settings."""
-    search = search_fingerprint(attribution)
+    search settings. `prompt_units` ``words`` (eagle_mmvp's option): one joint order over the regions and the
+    words of the target's prompt, a ``core/joint.py: JointAttribution`` (its fingerprint holds the option)."""
+    search = {**search_fingerprint(attribution), **units_fingerprint(prompt_units)}
     jobs = []
     for t in targets["targets"]:
         sp_fp = superpixels.info(str(t["image_id"]))["fp"] if str(t["image_id"]) in superpixels else None
         fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
-        jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution),
-                        {**_target_info(t), "compose": compose_of(superpixels)}))
+        jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution, prompt_units),
+                        {**_target_info(t), "compose": compose_of(superpixels), **units_fingerprint(prompt_units)}))
     return PendingItems(jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
-                                           "model_fingerprint": vlm.fingerprint, **superpixels.params})
+                                           "model_fingerprint": vlm.fingerprint, **units_fingerprint(prompt_units),
+                                           **superpixels.params})
 
 
-def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
+def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams, prompt_units: str = "none"):
     def compute():
         found = _labels_of(superpixels, t["image_id"])
         if found is None:
@@ -356,8 +359,9 @@ def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams):
                         token_probs=(), finished=True)
         positions = None if t["level"] == "sentence" else t["positions"]
         return explain(vlm, image, t["prompt"], tokens=positions, params=params, answer=answer, regions=found[1],
-                       compose=compose, meta={"compose": compose, "image_id": t["image_id"], "level": t["level"],
-                             "item": t["item"], **t["meta"]})
+                       compose=compose, prompt_units=pipeline_units(prompt_units),
+                       meta={"compose": compose, "image_id": t["image_id"], "level": t["level"], "item": t["item"],
+                             **t["meta"]})
 
     return compute
 
@@ -540,15 +544,20 @@ def _evaluate_rows(vlm, eval_split, manifest: Manifest, key: str, params: Evalua
         compose = info.get("compose", "pixel_values")
         photo, image, scorer = shared.photo, shared.image, shared.bank
         ann_id = info["meta"].get("annotation_id")
+        joint = None
         if method is None:  # EAGLE and the random floor over the same regions
             a = manifest.load(key)
+            if is_joint(a):  # image-only protocols over its regions in their joint order, and its joint row
+                joint, a = a, image_view(a)
             regions = RegionMap(a.labels, a.meta.get("regions", {}))
-            if a.labels.shape == image.shape[:2]:  # its search record: those masks cost no pass
+            if a.labels.shape == image.shape[:2] and joint is None:  # its search record: those masks cost no pass
                 know_record(scorer, regions, a.order, a.insertion, a.deletion)
             order = random_order(regions.n_regions, params.random_seed, info["image_id"], int(ann_id or 0))
-            maps = {"eagle": (order_saliency(a.order, a.labels), Curves(a.area, a.insertion, a.deletion)),
+            own = region_curves(scorer, regions, a.order) if joint is not None else Curves(a.area, a.insertion,
+                                                                                            a.deletion)
+            maps = {"eagle": (order_saliency(a.order, a.labels), own),
                     "random": (order_saliency(order, a.labels), region_curves(scorer, regions, order))}
-            facts = {"eagle": (a.seconds, a.peak_memory_mb), "random": (None, None)}
+            facts = {"eagle": (a.seconds, getattr(joint or a, "peak_memory_mb", None)), "random": (None, None)}
             shape = a.labels.shape
         else:
             saliency, map_info = manifest.load(key)
@@ -564,6 +573,8 @@ def _evaluate_rows(vlm, eval_split, manifest: Manifest, key: str, params: Evalua
             logger.warning("%s: the object lies outside what the model sees (its processor crops it off): "
                            "Point Game left undefined", key)
         rows = score_methods(scorer, maps, params.pixel_steps, obj, params.pixel_ties)
+        if joint is not None:  # its own curves over the joint steps; the point game of its region map
+            rows.append({**joint_row(joint), **{k: v for k, v in rows[0].items() if k.startswith("point_game")}})
         for row in rows:
             row.update({"image_id": info["image_id"], "item": info["item"], "level": info["level"],
                         "target": info["meta"].get("category", info["meta"].get("word", "")),
@@ -631,7 +642,9 @@ def aggregate_metrics(evaluation: Manifest) -> tuple[pd.DataFrame, pd.DataFrame]
             row[col.replace("highest_confidence", "ahc")] = group[col].mean() if col in group else np.nan
         row["seconds_per_sample"] = group["seconds"].mean()
         row["peak_memory_mb"] = group["peak_memory_mb"].max()
+        if "prompt_share" in group:  # joint records (prompt_units: words): the prompt's share, joint rows only
+            row["prompt_share"] = group["prompt_share"].mean()
         table.append(row)
-    metrics = pd.DataFrame(table, columns=COLUMNS)
+    metrics = pd.DataFrame(table, columns=COLUMNS + (["prompt_share"] if "prompt_share" in per_sample else []))
     logger.info("metrics:\n%s", metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return metrics, per_sample.drop(columns=["eval_seconds", "curve"]).reset_index(drop=True)

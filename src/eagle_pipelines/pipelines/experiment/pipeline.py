@@ -55,9 +55,12 @@ def publish_node(func=None, inputs: list[str] | None = None) -> Node:
                            "paper_comparison"], "report", name="publish_report")
 
 
-def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = "") -> Pipeline:
+def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = "",
+             prompt_units: str | None = None) -> Pipeline:
     """The stages after the dataset's `loader` (which makes ``eval_split``, and ``eval_list`` unless
-    `eval_list_node`); `experiment` (the namespace) names the paper's tables the run is compared with."""
+    `eval_list_node`); `experiment` (the namespace) names the paper's tables the run is compared with;
+    `prompt_units` (a parameter, e.g. ``params:eagle_mmvp.prompt_units``): the explain node's joint option
+    (``none`` | ``words``, docs/joint.md), for a dataset whose questions drive the answer."""
     data = [*loader.nodes]
     if eval_list_node:
         data.append(Node(nodes.build_eval_list, ["eval_split", "params:experiment"], "eval_list",
@@ -72,8 +75,9 @@ def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = ""
             superpixel_node(),
             Node(nodes.select_targets, ["vlm", "eval_split", "answers", "params:attribution"], "targets",
                  name="select_targets"),
-            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels",
-                                         "params:attribution"], "attributions", name="explain"),
+            Node(nodes.explain_targets, ["vlm", "eval_split", "targets", "superpixels", "params:attribution",
+                                         *([prompt_units] if prompt_units else [])], "attributions",
+                 name="explain"),
         ]),
         stage("baselines", [
             Node(nodes.run_baselines, ["vlm", "eval_split", "targets", "superpixels",
@@ -99,12 +103,12 @@ def template(loader: Pipeline, eval_list_node: bool = True, experiment: str = ""
 
 
 def instantiate(namespace: str, loader: Pipeline, free_inputs: set[str], experiment_params: str,
-                eval_list_node: bool = True) -> Pipeline:
+                eval_list_node: bool = True, prompt_units: str | None = None) -> Pipeline:
     """The template under `namespace`: its datasets become ``<namespace>.<name>``, except `free_inputs` (the
     model, the raw datasets the loader reads) and the shared parameter groups; ``params:experiment`` is
     `experiment_params`."""
-    params = {p for p in free_inputs if p.startswith("params:")}
-    return Pipeline(template(loader, eval_list_node, namespace), namespace=namespace,
+    params = {p for p in free_inputs | ({prompt_units} if prompt_units else set()) if p.startswith("params:")}
+    return Pipeline(template(loader, eval_list_node, namespace, prompt_units), namespace=namespace,
                     inputs={*SHARED_INPUTS, *(free_inputs - params)},
                     parameters={**{p: p for p in SHARED_PARAMETERS | params}, "params:experiment": experiment_params})
 
@@ -113,11 +117,14 @@ def instantiate(namespace: str, loader: Pipeline, free_inputs: set[str], experim
 class Loader:
     """A dataset's entry into the template: the node function that makes ``eval_split`` (and ``eval_list`` too
     when `makes_eval_list`: a prompt per question) from `inputs` (its raw sources and parameters, outside the
-    namespace). ``pipeline_registry.TEMPLATE_EXPERIMENTS`` maps each experiment's name to its loader."""
+    namespace). ``pipeline_registry.TEMPLATE_EXPERIMENTS`` maps each experiment's name to its loader.
+    `prompt_units`: the parameter holding the joint option of the explain node (``none`` | ``words``), for a
+    dataset whose questions drive the answer (eagle_mmvp); None: image-only, the node as it always was."""
 
     func: Callable
     inputs: tuple[str, ...]
     makes_eval_list: bool = False
+    prompt_units: str | None = None
 
     def pipeline(self) -> Pipeline:
         outputs = ["eval_split", "eval_list"] if self.makes_eval_list else "eval_split"
@@ -127,4 +134,4 @@ class Loader:
 def experiment(namespace: str, loader: Loader) -> Pipeline:
     """The template under `namespace` after `loader`, with the parameter group ``params:<namespace>``."""
     return instantiate(namespace, loader.pipeline(), set(loader.inputs), f"params:{namespace}",
-                       eval_list_node=not loader.makes_eval_list)
+                       eval_list_node=not loader.makes_eval_list, prompt_units=loader.prompt_units)

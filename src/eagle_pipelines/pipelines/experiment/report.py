@@ -12,6 +12,7 @@ import pandas as pd
 from eagle_pipelines.core.baselines.common import normalise
 from eagle_pipelines.core.evaluate import random_order
 from eagle_pipelines.core.geometry import working_image
+from eagle_pipelines.core.joint import image_view
 from eagle_pipelines.data.coco import CocoFormatError
 from eagle_pipelines.io.items import Manifest
 from eagle_pipelines.io.report_dataset import figure_png
@@ -76,7 +77,7 @@ def _samples(vlm, eval_split: CocoSplit, attributions: Manifest, level: str, lim
                                   info.get("compose", "pixel_values"))
         except CocoFormatError:
             continue
-        out.append((key, image, attributions.load(key)))
+        out.append((key, image, image_view(attributions.load(key))))
         if len(out) >= limit:
             break
     return out
@@ -133,7 +134,7 @@ def _explorer(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Man
         item = ExplorerImage(image_id, image, question=_question(entry["prompt"]),
                              label=image_label(eval_split, image_id))
         for key in [entry["sentence"], *entry["words"]] if entry["sentence"] else entry["words"]:
-            a = attributions.load(key)
+            a = image_view(attributions.load(key))  # a joint record: meta["joint"] has its prompt words
             if a.labels.shape != image.shape[:2]:
                 continue
             if key == entry["sentence"]:
@@ -204,7 +205,8 @@ def build_figures(vlm, eval_split: CocoSplit, attributions: Manifest, baselines:
         figs["sentence"] = figures.sentence_figure(
             [(i, a) for _, i, a in samples], seed, _baseline_maps(samples, baselines),
             titles=[_row_title(eval_split, attributions.info(k)) for k, _, _ in samples])
-        sentence = [attributions.load(k) for k, v in attributions.items.items() if v["level"] == "sentence"]
+        sentence = [image_view(attributions.load(k)) for k, v in attributions.items.items()
+                    if v["level"] == "sentence"]
         figs["influence"] = figures.influence_bars(sentence)
         tokens = {int(a.meta.get("image_id", -1)): list(a.target_words) for a in sentence}
     if "word" in levels:
@@ -326,6 +328,19 @@ def publish_report(metrics: pd.DataFrame, metrics_per_sample: pd.DataFrame, cove
     return bundle
 
 
+def joint_note(metrics: pd.DataFrame) -> str:
+    """What the table means when EAGLE searched the prompt's words too (``prompt_units: words``, docs/joint.md):
+    which rows are image-only and which are over the joint set (an empty string otherwise)."""
+    if "protocol" not in metrics or not (metrics["protocol"] == "joint").any():
+        return ""
+    return ("<p><b>Joint attribution</b> (prompt_units: words): EAGLE ordered the image's regions and the words of "
+            "each prompt together. The <em>regions</em> and <em>pixels</em> rows are image-only: EAGLE's regions in "
+            "their joint order, scored with the whole prompt, as the random floor and the baselines are. The "
+            "<em>joint</em> row is EAGLE's own insertion/deletion curves over the joint steps (a region or a word "
+            "per step; a removed word's tokens become the pad token) and <code>prompt_share</code> the prompt "
+            "words' share of the insertion gains; no other method has a joint row.</p>")
+
+
 def timings_section(timings: dict | None) -> str:
     """The report's section on where the run's time went: each node's wall seconds and share (run.json
     ``timings``, which also has the report node's own)."""
@@ -395,6 +410,7 @@ protocol; seconds and peak memory are per explained sample. {HEADLINE_NOTE[proto
 under it and in metrics.csv.</p>
 {html_page.table(headline(metrics, protocol))}
 <details><summary>All columns, both protocols</summary>{html_page.table(metrics)}</details>
+{joint_note(metrics)}
 {paper_section(paper_comparison)}
 {skipped_block}
 {timings_section(timings)}

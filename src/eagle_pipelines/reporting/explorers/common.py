@@ -40,6 +40,8 @@ STYLE = """
   padding: 2px 8px; border-bottom: 1px solid #eee; text-align: left; }
 .xp .ok { color: #1a7f37; font-weight: 600; } .xp .bad { color: #b00020; font-weight: 600; }
 .xp svg text { font: 11px system-ui, sans-serif; fill: #333; }
+.xp .xp-prompt { max-width: 288px; font-size: 14px; line-height: 1.9; margin-top: 8px; white-space: pre-wrap; }
+.xp .xp-word { border-radius: 3px; padding: 1px 3px; }
 """
 
 COMMON_JS = r"""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from eagle_pipelines.core.plotting import attribution_display, outlined
-from eagle_pipelines.reporting.explorer import data_url
+from eagle_pipelines.reporting.explorer import data_url, prompt_view
 from eagle_pipelines.reporting.explorers.common import maps_of, section, thumb
 
 #: the most removal steps one wrong answer carries (the corrected step is always among them)
@@ -66,7 +66,8 @@ def _record(s: dict) -> dict:
             "map": maps_of(lambda bg: attribution_display(image, a.saliency(), labels=a.labels, order=a.order,
                                                           outlines=marks, background=bg).rgb),
             "steps": steps, "corrected_step": corrected_step, "amcr": round(float(fix.get("amcr", 1.0)), 3),
-            "cause": cause is not None, "trigger": trigger is not None}
+            "cause": cause is not None, "trigger": trigger is not None,
+            **({"prompt": prompt_view(a)} if prompt_view(a) else {})}  # a joint record: the question's words
 
 
 def repope_explorer(samples: list[dict]) -> dict:
@@ -93,6 +94,21 @@ SCRIPT = r"""
       '\u201d (the correct answer), drawn on ' + (XP.bg === 'colour' ? 'the colour image' : 'a grey copy') +
       (r.trigger ? '; red: the region whose removal corrected the answer' : '') +
       (r.cause ? '; green: the true cause' : '');
+    const pb = $('rx-prompt'); pb.textContent = ''; pb.style.display = r.prompt ? '' : 'none';
+    if (r.prompt) {  // a joint record: the question's words coloured by their rank in the joint order
+      pb.appendChild(XP.el('div', {class: 'xp-note'}, 'question words ranked with the ' + r.prompt.n_regions +
+        ' regions in one joint order of ' + r.prompt.steps + ' steps (darker: earlier); modality share: prompt ' +
+        (r.prompt.share === null ? 'n/a' : r.prompt.share.toFixed(2) + ' \u00b7 regions ' +
+         (1 - r.prompt.share).toFixed(2))));
+      r.prompt.segments.forEach((g) => {
+        if (g.rank === undefined) { pb.appendChild(document.createTextNode(g.text)); return; }
+        const w = XP.el('span', {class: 'xp-word', 'data-rank': g.rank,
+                                 title: 'rank ' + g.rank + ' of ' + r.prompt.steps + '; insertion gain ' + g.gain},
+                        g.text);
+        w.style.background = g.bg; w.style.color = g.fg; pb.appendChild(w);
+        pb.appendChild(XP.el('sub', {}, String(g.rank)));
+      });
+    }
     const bar = $('rx-steps'); bar.textContent = '';
     r.steps.forEach((st) => {
       const b = XP.el('button', {class: 'xp-step' + (st.step === state.step ? ' on' : '') +
@@ -127,7 +143,8 @@ BODY = """
  <div class="xp-bar" id="rx-bg"></div>
  <div class="xp-row">
   <figure style="margin:0"><img id="rx-map" class="xp-map" alt="counter token map">
-   <figcaption id="rx-map-caption" class="xp-note"></figcaption></figure>
+   <figcaption id="rx-map-caption" class="xp-note"></figcaption>
+   <div id="rx-prompt" class="xp-prompt" style="display:none"></div></figure>
   <div><div class="xp-bar">removal sequence (EAGLE's lowest-ranked regions first), step:</div>
    <div id="rx-steps"></div>
    <figure style="margin:0"><img id="rx-step-img" class="xp-map" alt="the image at this step">
