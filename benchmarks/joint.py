@@ -18,8 +18,10 @@ object's regions (the pixels where the two images of a pair differ: exactly the 
 
 Methods (the ``method`` column):
 
-- ``eagle-joint``: ``explain(..., prompt_units="words", strategy=...)`` (``--strategies``, the default
-  ``pooled``; ``eagle-joint (<strategy>)`` when several are given);
+- ``eagle-joint (<strategy>)``: ``explain(..., prompt_units="words", strategy=...)`` for each of
+  ``--strategies`` (default ``pooled greedy efficient``: explain()'s default beside the two that re-score every
+  candidate in context; ``pooled`` ranks by single candidates and places a question's words and object, which
+  count only together, last: docs/method.md, "Joint attribution"); ``eagle-joint`` when only one is given;
 - ``captum-feature-ablation``: Captum's own ``LLMAttribution(FeatureAblation)`` over the same units
   (``core/baselines/captum_joint.py``: an ``ImageMaskInput`` over the superpixel map, black baseline, joined with a
   ``TextTemplateInput`` whose values are the prompt units), the removed unit's word replaced by the pad token's
@@ -155,7 +157,8 @@ def main() -> None:
     p.add_argument("--regions", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="of the random orders")
     p.add_argument("--model", default=str(ROOT / "data/06_models/toy_qwen2_5_vl"))
-    p.add_argument("--strategies", nargs="+", default=["pooled"], help="EAGLE-joint's strategies (default: pooled)")
+    p.add_argument("--strategies", nargs="+", default=["pooled", "greedy", "efficient"],
+                   help="EAGLE-joint's strategies (default: pooled greedy efficient)")
     p.add_argument("--captum-text-baselines", nargs="+", default=["neutral", "empty"], choices=list(CAPTUM_ROWS),
                    help="Captum's removal of a prompt unit: neutral (our pad-token rule, the captum-feature-ablation "
                         "row), empty (Captum's default cut-out, the '(cut)' row)")

@@ -330,3 +330,57 @@ def test_joint_and_image_only_items_load_back_as_what_they_are(tmp_path):
     assert units_fingerprint("none") == {} and units_fingerprint("words")["prompt_units"] == "words"
     with pytest.raises(ValueError, match="prompt_units must be one of"):
         units_fingerprint("letters")
+
+
+# -- a question's causes act together: what a singles-ranked strategy misses ---------------------------------------
+class Conjunction:
+    """Five one-column regions (region 4 the object) and the prompt 'is there a red cat' (units 5..9: is, there,
+    a, red, cat). With the object kept, p = 0.01 / 0.7 / 0.9 for 0 / 1 / 2 of 'red' and 'cat' kept; without it,
+    0.4 (the prior: no question, no evidence) when neither word is kept, else 0.01 (the question asked of an image
+    without its object: No). As the embedded model's 'Yes' answers on eagle_mmvp (docs/method.md, 'Joint
+    attribution'): the object and the question's words each alone score below every irrelevant candidate."""
+
+    def __init__(self, ids, word_positions):
+        self.sequence = {"input_ids": np.array(ids)}
+        self.prompt_length = len(ids) - 1
+        self.word_positions = list(word_positions)
+
+    def __call__(self, masks):
+        words = int(sum(self.sequence["input_ids"][q] != PAD for q in self.word_positions))
+        obj = masks[:, 0, 4] > 0
+        return np.where(obj, [0.01, 0.7, 0.9][words], 0.4 if words == 0 else 0.01)[:, None].astype(float)
+
+
+def conjunction():
+    tok = WordTokenizer()
+    prompt = "is there a red cat"
+    ids = templated(tok, prompt) + [50]
+    scorer = Conjunction(ids, word_positions=[6, 7])  # 3 template tokens, then is, there, a, red, cat
+    regions = RegionMap(labels=np.arange(5, dtype=np.int32)[None].repeat(2, axis=0), params={})
+    units = prompt_units(tok, ids[:scorer.prompt_length], prompt)
+    assert [u.text for u in units] == ["is", "there", "a", "red", "cat"]
+    return JointScorer(scorer, regions, units, neutral_token_id(tok))
+
+
+def test_a_singles_ranked_strategy_places_causes_that_act_together_last_and_says_so(caplog):
+    joint = conjunction()
+    # singles (keep alone + 1 − remove alone): the object 0.01 + 1 − 0.01 = 1.0; an irrelevant candidate
+    # 0.4 + 1 − 0.9 = 0.5; 'red' or 'cat' 0.01 + 1 − 0.7 = 0.31: the question's words rank last
+    with caplog.at_level("WARNING", logger="eagle_pipelines.core.joint"):
+        pooled, _ = joint_search(joint, SearchParams(strategy="pooled", pooled={"pool_size": 3}))
+    np.testing.assert_array_equal(pooled.order, [4, 0, 1, 2, 3, 5, 6, 7, 8, 9])
+    assert "pooled ranks the joint set's 10 candidates (5 regions + 5 prompt units)" in caplog.text
+    assert "strategy='greedy' (110 forward passes)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="eagle_pipelines.core.joint"):
+        greedy, passes = joint_search(joint, SearchParams(strategy="greedy"))
+        exact_pool, _ = joint_search(joint, SearchParams(strategy="pooled", pooled={"pool_size": 10}))
+    assert caplog.text == ""  # greedy, and pooled with the whole set as its pool, re-score every candidate
+    np.testing.assert_array_equal(exact_pool.order, greedy.order)
+    # greedy: the object (1.0), then 'red' (keep 0.7, remove 0.01: 1.69, the lower id of the tie with 'cat')
+    np.testing.assert_array_equal(greedy.order[:2], [4, 8])
+    empty = np.array([0.4])
+    # insertion from the empty input's 0.4: pooled 0.01 for 8 steps, then 0.7, 0.9; greedy 0.01, then 0.7 ... 0.9
+    assert joint_auc(pooled.insertion, empty)[0] == pytest.approx((0.205 + 7 * 0.01 + 0.355 + 0.8) / 10)
+    assert joint_auc(greedy.insertion, empty)[0] == pytest.approx((0.205 + 0.355 + 7 * 0.7 + 0.8) / 10)
+    assert passes == 110
