@@ -30,7 +30,7 @@ from eagle_pipelines.models.checkpoint import CheckpointError, ModelCheckpoint
 from eagle_pipelines.models.guidance import GuidanceParams, LogitLens, guided_generate
 
 #: explain()'s search arguments, which a ``params`` object replaces
-SEARCH_ARGUMENTS = {"strategy": "pooled", "lambda1": 1.0, "lambda2": 1.0, "batch_size": 32, "memory_budget_mb": None,
+SEARCH_ARGUMENTS = {"strategy": None, "lambda1": 1.0, "lambda2": 1.0, "batch_size": 32, "memory_budget_mb": None,
                     "search_params": None}
 
 
@@ -85,7 +85,7 @@ def load_model(path: str | None = None, family: str = "auto", dtype: str = "floa
         raise ValueError(f"the model in '{path}' cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
-def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_regions: int = 64,
+def explain(model, image, prompt: str, tokens=None, strategy: str | None = None, n_regions: int = 64,
             lambda1: float = 1.0, lambda2: float = 1.0, batch_size: int = 32,
             memory_budget_mb: float | None = None, answer: Answer | None = None,
             regions: RegionMap | None = None, search_params: dict | None = None,
@@ -99,7 +99,9 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
             (``core/images.py: as_rgb``); the attribution is made at the model's resolution.
         tokens: None (every answer token: sentence level), positions in the answer, or words/phrases
             (word level, e.g. ``["red", "circle"]``).
-        strategy: ``pooled`` (default; this project's own strategy, not the paper's: greedy inside a pool of
+        strategy: None (default): ``pooled`` for the image's regions, ``efficient`` over a joint set
+            (`prompt_units`: a question's words and its object's regions act together and ``pooled`` ranks them
+            last; docs/method.md, "Joint attribution"). ``pooled``: this project's own strategy, not the paper's: greedy inside a pool of
             the regions best ranked alone, the rest in that rank, about 10 % of greedy's passes; a region worthless
             alone but decisive in context never enters the pool; `search_params`: pool_size, budget), ``greedy``
             (the paper's definition, n(n+1) forward passes), ``efficient`` (the paper's faster variant as the
@@ -130,6 +132,8 @@ def explain(model, image, prompt: str, tokens=None, strategy: str = "pooled", n_
     The work is ``engine.explain_image`` (``engine.explain_clip`` for a video); this facade turns the keyword
     arguments into the validated ``SearchParams`` it takes.
     """
+    if strategy is None and params is None:
+        strategy = "pooled" if prompt_units is None else "efficient"
     search = dict(strategy=strategy, lambda1=lambda1, lambda2=lambda2, batch_size=batch_size,
                   memory_budget_mb=memory_budget_mb, search_params=search_params)
     params = given_search(params, **search)

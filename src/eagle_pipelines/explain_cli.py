@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help=f"the question (default: {IMAGE_PROMPT!r} for an image, "
                                                   f"{VIDEO_PROMPT!r} for a clip)")
     p.add_argument("--tokens", nargs="+", help="words or phrases of the answer to explain (default: all tokens)")
-    p.add_argument("--strategy", default="pooled", choices=list(STRATEGIES))
+    p.add_argument("--strategy", default=None, choices=list(STRATEGIES),
+                   help="the search (default: pooled; efficient with --prompt-units, whose words and regions act "
+                        "together: docs/method.md, 'Joint attribution')")
     p.add_argument("--regions", type=int, default=64, help="about how many SLICO regions (default 64; at most "
                                                            "one per 16 pixels of the image)")
     p.add_argument("--lambda1", type=float, default=1.0, help="weight of insight (keeping a region)")
@@ -300,6 +302,8 @@ def _check_cli_arguments(args) -> None:
     """The settings explain() checks, once for the whole run, and the CLI's own (answer length, --out)."""
     from eagle_pipelines.api import check_arguments
 
+    if args.strategy is None:
+        args.strategy = "pooled" if args.prompt_units is None else "efficient"
     check_arguments(prompt_for(args), args.strategy, args.regions, args.lambda1, args.lambda2, args.batch_size)
     if args.prompt_units is not None:
         from eagle_pipelines.core.joint import check_prompt_units
