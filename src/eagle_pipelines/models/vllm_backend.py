@@ -192,9 +192,10 @@ class VllmTokenScorer:
         self.compose = compose
         self.memory_plan: dict = {}
         # detokenize=False: the log-probabilities are read by token id, so vLLM need not turn every prompt
-        # token of every copy into text; FINAL_ONLY: one output per request, when it is finished
+        # token of every copy into text; flat_logprobs: vLLM keeps them in flat lists, not one dict and Logprob
+        # object per prompt token; FINAL_ONLY: one output per request, when it is finished
         self.params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
-                                     output_kind=RequestOutputKind.FINAL_ONLY)
+                                     flat_logprobs=True, output_kind=RequestOutputKind.FINAL_ONLY)
         if compose == "pixel_values":
             if patch_index is None:
                 raise ValueError("compose='pixel_values' needs the family's patch_index; use compose='processor'")
@@ -344,7 +345,7 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
     answer = model.generate(image, prompt)
     answer_ids, positions = [int(t) for t in data["answer_ids"]], [int(t) for t in data["positions"]]
     masks = data["masks"]
-    seconds, by_compose = float("inf"), {}
+    seconds, cpu_seconds, by_compose = float("inf"), float("inf"), {}
     for compose in composes:
         scorer = model.scorer(image, prompt, answer_ids, positions, compose=compose)
         scorer(~masks[: min(4, len(masks))])  # warm-up (copies the timings do not see again)
@@ -352,9 +353,10 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
             by_compose[compose] = scorer(masks).tolist()
             continue
         for masks_r in timing_sets(masks, repeat):  # the best of `repeat` timings
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = scorer(masks_r)
             seconds = min(seconds, time.perf_counter() - start)
+            cpu_seconds = min(cpu_seconds, time.process_time() - cpu)
             by_compose.setdefault(compose, out.tolist())
     engine_core = getattr(getattr(model.llm, "llm_engine", None), "engine_core", None)
     if engine_core is not None:  # stop the engine process now, not in the interpreter's teardown
@@ -362,7 +364,8 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
     result = {"probs": by_compose[composes[0]], "probs_by_compose": by_compose, "answer_ids": list(answer.token_ids),
               "end_token_id": answer.end_token_id, "answer_probs": list(answer.token_probs),
               "engine_seconds": engine_seconds, "scoring_seconds": seconds,
-              "seconds_per_image": seconds / max(1, len(masks)), "compose": composes[0]}
+              "seconds_per_image": seconds / max(1, len(masks)), "cpu_seconds": cpu_seconds,
+              "cpu_seconds_per_image": cpu_seconds / max(1, len(masks)), "compose": composes[0]}
     partial = Path(out_file).with_name(Path(out_file).name + ".partial")
     partial.write_text(json.dumps(result))
     partial.replace(out_file)  # a result file that exists is a whole one
