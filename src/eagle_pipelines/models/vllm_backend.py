@@ -147,12 +147,13 @@ class VllmAdapter:
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def scorer(self, image: np.ndarray, prompt: str, answer_ids, target_positions, batch_size: int = 256,
-               compose: str = "pixel_values", memory_budget_mb: float | None = None) -> VllmTokenScorer:
+               compose: str = "auto", memory_budget_mb: float | None = None) -> VllmTokenScorer:
         """A TokenScorer for `image` (at model resolution) teacher-forcing `prompt` + `answer_ids` in vLLM.
         `batch_size`: masked copies handed to the engine per call (it schedules them itself). `compose`:
         ``"pixel_values"`` renders the image once through vLLM's processor and composes each masked copy's
         processed pixels from it (as the transformers scorer does); ``"processor"`` hands vLLM every masked copy
-        to process. `memory_budget_mb` has no effect (vLLM manages its own memory)."""
+        to process; ``"auto"`` the first where the family's processor allows it, else the second.
+        `memory_budget_mb` has no effect (vLLM manages its own memory)."""
         return VllmTokenScorer(self.llm, image, self.prompt_ids(prompt), answer_ids, target_positions,
                                batch_size=batch_size, compose=compose, patch_index=self.geometry.patch_index)
 
@@ -161,22 +162,24 @@ class VllmTokenScorer:
     """(B, H, W) keep-masks -> (B, T) teacher-forced probabilities of the target tokens, from vLLM's
     ``prompt_logprobs`` of prompt + answer for every masked copy (removed pixels black).
 
-    ``compose="pixel_values"`` (the default) renders the prompt with the whole image and with a black one once
+    ``compose="pixel_values"`` (what the default ``"auto"`` picks where it can) renders the prompt with the whole image and with a black one once
     through vLLM's own renderer (its processor, the placeholder expansion), then makes each masked copy's engine
     input from them: its processed pixels are picked entry by entry from the two (``patch_index``: the pixel each
     entry comes from; exact while the image is at model resolution, which the constructor checks against the
     renderer on a masked copy), and its multimodal hash is the image's digest with the mask's (vLLM's encoder
     cache is keyed by it). The copies go to the engine (``LLMEngine.add_request``) without vLLM processing,
     hashing or parsing each of them, which on a small model costs more than the model (docs/api.md).
-    ``compose="processor"`` hands vLLM every masked copy as an array (``LLM.generate``)."""
+    ``compose="processor"`` hands vLLM every masked copy as an array (``LLM.generate``); ``compose="auto"`` is
+    ``"pixel_values"`` where the checks pass (one image of ``pixel_values`` that ``patch_index`` covers, equal to
+    the processor's on a masked copy), else ``"processor"`` (both exact; the log says which)."""
 
     def __init__(self, llm, image: np.ndarray, prompt_ids: list[int], answer_ids, target_positions,
-                 batch_size: int = 256, compose: str = "pixel_values", patch_index=None):
+                 batch_size: int = 256, compose: str = "auto", patch_index=None):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        if compose not in ("pixel_values", "processor"):
-            raise ValueError(f"compose must be 'pixel_values' or 'processor', got {compose!r}")
+        if compose not in ("auto", "pixel_values", "processor"):
+            raise ValueError(f"compose must be 'auto', 'pixel_values' or 'processor', got {compose!r}")
         self.llm = llm
         self.image = np.ascontiguousarray(image)
         self.height, self.width = self.image.shape[:2]
@@ -196,10 +199,18 @@ class VllmTokenScorer:
         # object per prompt token; FINAL_ONLY: one output per request, when it is finished
         self.params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
                                      flat_logprobs=True, output_kind=RequestOutputKind.FINAL_ONLY)
-        if compose == "pixel_values":
-            if patch_index is None:
-                raise ValueError("compose='pixel_values' needs the family's patch_index; use compose='processor'")
-            self._prepare_composition(patch_index(self.height, self.width))
+        if compose != "processor":
+            try:
+                if patch_index is None:
+                    raise ValueError("compose='pixel_values' needs the family's patch_index; use "
+                                     "compose='processor'")
+                self._prepare_composition(patch_index(self.height, self.width))
+                self.compose = "pixel_values"
+            except ValueError as error:
+                if compose == "pixel_values":
+                    raise
+                logger.info("vLLM scorer: every masked copy through vLLM's processor (%s)", error)
+                self.compose = "processor"
 
     # -- composing the engine inputs of masked copies -------------------------------------------------------------
     def _render(self, image: np.ndarray) -> dict:
