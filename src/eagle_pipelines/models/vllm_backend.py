@@ -6,8 +6,8 @@ Scoring is exact teacher forcing: each masked copy is one request of the chat-fo
 image placeholder, which vLLM expands) followed by the answer's own ids, with
 ``SamplingParams(max_tokens=1, prompt_logprobs=0)``: vLLM returns the log-probability of every prompt token, the
 answer's at the end. The prompt and the image are rendered by vLLM once per scorer; each masked copy's engine input
-is composed from that rendering (``VllmTokenScorer``), so vLLM's processor runs twice per image, not once per copy.
-vLLM batches the copies itself (continuous batching, paged attention).
+is composed from that rendering (``VllmTokenScorer``): vLLM's processor runs three times per scorer, not once per
+copy. vLLM batches the copies itself (continuous batching, paged attention).
 
 ``vllm`` is imported only when an engine is built: this module imports without it. vLLM pins its own torch and
 transformers, so it usually lives in an environment of its own (``deploy/vllm_server.py: ensure_venv``); this
@@ -147,31 +147,33 @@ class VllmAdapter:
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def scorer(self, image: np.ndarray, prompt: str, answer_ids, target_positions, batch_size: int = 256,
-               compose: str = "auto", memory_budget_mb: float | None = None) -> VllmTokenScorer:
+               compose: str = "pixel_values", memory_budget_mb: float | None = None) -> VllmTokenScorer:
         """A TokenScorer for `image` (at model resolution) teacher-forcing `prompt` + `answer_ids` in vLLM.
-        `batch_size`: masked copies handed to the engine per call (it schedules them itself). `compose`:
-        ``"pixel_values"`` renders the image once through vLLM's processor and composes each masked copy's
-        processed pixels from it (as the transformers scorer does); ``"processor"`` hands vLLM every masked copy
-        to process; ``"auto"`` the first where the family's processor allows it, else the second.
-        `memory_budget_mb` has no effect (vLLM manages its own memory)."""
+        `batch_size`: masked copies handed to the engine per call (it schedules them itself). `compose` (the
+        engine's, as for the other adapters): ``"pixel_values"`` (`image` at model resolution) composes each
+        masked copy's processed pixels from one rendering of the image where the family's processor allows it,
+        else hands every copy to vLLM's processor (``VllmTokenScorer``'s ``"auto"``); ``"processor"`` always
+        does the latter. `memory_budget_mb` has no effect (vLLM manages its own memory)."""
         return VllmTokenScorer(self.llm, image, self.prompt_ids(prompt), answer_ids, target_positions,
-                               batch_size=batch_size, compose=compose, patch_index=self.geometry.patch_index)
+                               batch_size=batch_size, compose="auto" if compose == "pixel_values" else compose,
+                               patch_index=self.geometry.patch_index)
 
 
 class VllmTokenScorer:
     """(B, H, W) keep-masks -> (B, T) teacher-forced probabilities of the target tokens, from vLLM's
     ``prompt_logprobs`` of prompt + answer for every masked copy (removed pixels black).
 
-    ``compose="pixel_values"`` (what the default ``"auto"`` picks where it can) renders the prompt with the whole image and with a black one once
-    through vLLM's own renderer (its processor, the placeholder expansion), then makes each masked copy's engine
-    input from them: its processed pixels are picked entry by entry from the two (``patch_index``: the pixel each
-    entry comes from; exact while the image is at model resolution, which the constructor checks against the
-    renderer on a masked copy), and its multimodal hash is the image's digest with the mask's (vLLM's encoder
-    cache is keyed by it). The copies go to the engine (``LLMEngine.add_request``) without vLLM processing,
-    hashing or parsing each of them, which on a small model costs more than the model (docs/api.md).
-    ``compose="processor"`` hands vLLM every masked copy as an array (``LLM.generate``); ``compose="auto"`` is
-    ``"pixel_values"`` where the checks pass (one image of ``pixel_values`` that ``patch_index`` covers, equal to
-    the processor's on a masked copy), else ``"processor"`` (both exact; the log says which)."""
+    ``compose="pixel_values"`` (what the default ``"auto"`` picks where it can) renders the prompt with the whole
+    image and with a black one once through vLLM's own renderer (its processor, the placeholder expansion), then
+    makes each masked copy's engine input from them: its processed pixels are picked entry by entry from the two
+    (``patch_index``: the pixel each entry comes from; exact while the image is at model resolution, which the
+    constructor checks against the renderer on a masked copy), and its multimodal hash is the image's digest with
+    the mask's (vLLM's encoder cache is keyed by it). The copies go to the engine (``LLMEngine.add_request``)
+    without vLLM processing, hashing and parsing each of them (a fifth of the scorer's CPU time on the embedded
+    model, docs/api.md). ``compose="processor"`` hands vLLM every masked copy as an array (``LLM.generate``);
+    ``compose="auto"`` is ``"pixel_values"`` where the checks pass (one image of ``pixel_values`` that
+    ``patch_index`` covers, equal to the processor's on a masked copy), else ``"processor"`` (both exact; the log
+    says which)."""
 
     def __init__(self, llm, image: np.ndarray, prompt_ids: list[int], answer_ids, target_positions,
                  batch_size: int = 256, compose: str = "auto", patch_index=None):
@@ -358,7 +360,8 @@ def score_file(masks_file: str | Path, model_dir: str | Path, out_file: str | Pa
     masks = data["masks"]
     seconds, cpu_seconds, by_compose = float("inf"), float("inf"), {}
     for compose in composes:
-        scorer = model.scorer(image, prompt, answer_ids, positions, compose=compose)
+        scorer = VllmTokenScorer(model.llm, image, model.prompt_ids(prompt), answer_ids, positions,
+                                 compose=compose, patch_index=model.geometry.patch_index)
         scorer(~masks[: min(4, len(masks))])  # warm-up (copies the timings do not see again)
         if compose != composes[0]:
             by_compose[compose] = scorer(masks).tolist()
