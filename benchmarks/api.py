@@ -15,7 +15,10 @@ with vLLM's CPU build on 127.0.0.1, and measures per image:
   ``vllm_environment``), the API scorer against the server (prompt_logprobs, --concurrency requests in flight).
 
 ``s_per_masked_image`` puts every row on one scale (explain rows: s per image / masked copies per image), and
-``speedup_vs_transformers_scorer`` divides the faster transformers scorer row by it.
+``speedup_vs_transformers_scorer`` divides the faster transformers scorer row by it. The scorer rows also give
+``cpu_s_per_masked_image``, the CPU time of the scorer's own process (the transformers process; the vLLM
+backend's, whose engine runs in it), and ``cpu_speedup_vs_transformers_1_thread``: on a machine shared with other
+jobs it moves far less than wall-clock time (the server row has none: its work is in the server's processes).
 
 Timings of explain are the best of --repeat runs per image (a fresh response cache each time).
 
@@ -62,16 +65,18 @@ def _aucs(a) -> tuple[float, float]:
     return insertion_auc(curves), deletion_auc(curves)
 
 
-def _best_seconds(score, masks: np.ndarray, repeat: int = 3) -> tuple[float, np.ndarray]:
-    """s per masked copy of `score`, the best of `repeat` timings on the sets of ``timing_sets`` (`masks` and its
-    mirror images, as the vLLM backend is timed), and the probabilities of `masks`."""
-    best, probs = float("inf"), None
+def _best_seconds(score, masks: np.ndarray, repeat: int = 3) -> tuple[float, float, np.ndarray]:
+    """s per masked copy of `score`, wall-clock and this process's CPU time, each the best of `repeat` timings on
+    the sets of ``timing_sets`` (`masks` and its mirror images, as the vLLM backend is timed), and the
+    probabilities of `masks`."""
+    best, best_cpu, probs = float("inf"), float("inf"), None
     for masks_r in timing_sets(masks, repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = score(masks_r)
         best = min(best, (time.perf_counter() - start) / len(masks))
+        best_cpu = min(best_cpu, (time.process_time() - cpu) / len(masks))
         probs = out if probs is None else probs
-    return best, probs
+    return best, best_cpu, probs
 
 
 def scorer_rows(local, venv: Path, served: Path, image: np.ndarray, work: Path) -> tuple[list[dict], dict]:
@@ -91,9 +96,9 @@ def scorer_rows(local, venv: Path, served: Path, image: np.ndarray, work: Path) 
     for threads in dict.fromkeys([1, default_threads]):
         torch.set_num_threads(threads)
         scorer(~masks[:4])  # warm-up
-        seconds, expected = _best_seconds(scorer, masks)
+        seconds, cpu, expected = _best_seconds(scorer, masks)
         rows.append({"path": "scorer transformers", "threads": threads, "images": 1, "s_per_image": seconds,
-                     "masked_per_image": 64})
+                     "cpu_s_per_masked_image": cpu, "masked_per_image": 64})
     torch.set_num_threads(default_threads)
     np.savez(work / "masks.npz", image=image, prompt=np.array(PROMPT), answer_ids=np.array(ids),
              positions=np.arange(len(ids)), masks=masks)
@@ -101,7 +106,8 @@ def scorer_rows(local, venv: Path, served: Path, image: np.ndarray, work: Path) 
                         max_model_len=256, enforce_eager=True, max_num_seqs=64, repeat=3)
     diff = float(np.abs(np.array(out["probs"]) - expected).max())
     rows.append({"path": "scorer vllm backend", "threads": 1, "images": 1, "s_per_image": out["seconds_per_image"],
-                 "masked_per_image": 64, "max_prob_diff": diff, "engine_start_s": out["engine_seconds"]})
+                 "cpu_s_per_masked_image": out["cpu_seconds_per_image"], "masked_per_image": 64,
+                 "max_prob_diff": diff, "engine_start_s": out["engine_seconds"]})
     return rows, {"image": image, "ids": ids, "masks": masks, "expected": expected}
 
 
@@ -180,8 +186,15 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table["s_per_masked_image"] = table["s_per_image"] / table["masked_per_image"].where(
         ~table["path"].str.startswith("scorer"), 1)
+    one_thread = table["path"].eq("scorer transformers") & table["threads"].eq(1)
     fastest = table.loc[table["path"] == "scorer transformers", "s_per_masked_image"].min()
     table["speedup_vs_transformers_scorer"] = fastest / table["s_per_masked_image"]
+    # CPU time of the scorer's own process: less sensitive than wall-clock to the other jobs on a shared machine
+    # (the server's row has none: its work is in the server's processes)
+    table["cpu_speedup_vs_transformers_1_thread"] = (table.loc[one_thread, "cpu_s_per_masked_image"].min()
+                                                     / table["cpu_s_per_masked_image"])
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False, float_format="%.6g")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
