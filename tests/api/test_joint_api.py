@@ -80,6 +80,16 @@ def test_explain_orders_regions_and_prompt_words_together(shipped_model, square,
     assert np.all((a.prompt_share >= 0) & (a.prompt_share <= 1))
 
 
+def test_a_joint_explanation_searches_with_efficient_unless_a_strategy_is_given(shipped_model, square, halves):
+    from eagle_pipelines.engine import expected_forward_passes
+
+    joint = explain(shipped_model, square, PROMPT, regions=halves, max_new_tokens=4, prompt_units=["blue", "square"])
+    assert joint.strategy == "efficient"
+    assert joint.forward_passes == expected_forward_passes("efficient", 4)[0]
+    alone = explain(shipped_model, square, PROMPT, regions=halves, max_new_tokens=4)
+    assert alone.strategy == "pooled"
+
+
 @pytest.mark.parametrize("units, prompt, message", [
     (["cat"], PROMPT, "prompt unit 'cat' is not in the prompt"),
     ("words", "", "non-empty string"),
