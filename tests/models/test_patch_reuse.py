@@ -80,3 +80,21 @@ def test_an_adopted_plan_skips_the_probe_passes(shipped_model):
     assert (setup.plans_measured, setup.plans_adopted) == (1, 1)
     with torch.no_grad():
         assert second.adopt_plan({"batch_size": 500}) is None and second.batch_size == 64  # never above its own
+
+
+def test_packed_attention_is_the_per_image_attention_bit_for_bit():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from eagle_pipelines.models.qwen_vl import packed_sdpa
+
+    module = torch.nn.Module()
+    g = torch.Generator().manual_seed(0)
+    for lengths in ([16, 16, 16], [12, 20, 7]):  # one length: one batched call; several: image by image
+        q, k, v = (torch.randn(1, 4, sum(lengths), 8, generator=g) for _ in range(3))
+        cu = torch.tensor([0, *np.cumsum(lengths)])
+        got, _ = packed_sdpa(module, q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, scaling=8 ** -0.5,
+                             dropout=0.0, is_causal=False)
+        per_image = torch.cat([sdpa_attention_forward(module, a, b, c, None, scaling=8 ** -0.5, is_causal=False)[0]
+                               for a, b, c in zip(*(torch.split(t, lengths, dim=2) for t in (q, k, v)))], dim=1)
+        assert got.shape == (1, sum(lengths), 4, 8)
+        assert torch.equal(got, per_image)

@@ -121,6 +121,29 @@ class QwenVLAdapter(QwenVideoMixin, TransformersAdapter):
         return QwenVLTeacherForced(self, image, prompt, answer_ids)
 
 
+#: the vision tower's attention while a scorer with shared patches runs: sdpa over all its images at once
+PACKED_SDPA = "flash_packed_sdpa"  # "flash" in the name: the vision attention hands over its image boundaries
+
+
+def packed_sdpa(module, query, key, value, attention_mask=None, cu_seq_lens_q=None, **kwargs):
+    """transformers' own sdpa attention over the vision tower's images at once when they have one length (one
+    call of (images, heads, length, dim) instead of one call per image), else image by image as its sdpa path
+    does; the same bits either way (tests/models/test_patch_reuse.py)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    options = {k: kwargs[k] for k in ("dropout", "scaling") if k in kwargs}
+    lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
+    heads, dim = query.shape[1], query.shape[3]
+    if len(set(lengths)) == 1:
+        b, n = len(lengths), lengths[0]
+        q, k, v = (t[0].reshape(t.shape[1], b, n, dim).transpose(0, 1) for t in (query, key, value))
+        out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=False, **options)
+        return out.reshape(1, b * n, heads, dim), None
+    parts = [sdpa_attention_forward(module, q, k, v, None, is_causal=False, **options)[0]
+             for q, k, v in zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))]
+    return torch.cat(parts, dim=1), None
+
+
 class QwenVLTokenScorer(TeacherForcedScorer):
     """``TeacherForcedScorer`` of the Qwen-VL family: ``input_ids``, ``attention_mask`` and ``mm_token_type_ids``
     get the answer appended, ``image_grid_thw`` is repeated per copy, and masked ``pixel_values`` (N, C·T·p·p) are
@@ -150,6 +173,7 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             self._embed_black = embed(self.pv_black.to(self.dtype))
             self._position_ids = self._positions()
         self._patch_embed = embed
+        self._vision_config = _packed_config(visual)
         self._patch_pixels = torch.from_numpy(np.stack(pixels)).to(self.device)  # (n, pixels of one patch)
         self._reuse = True
         return True
@@ -202,10 +226,16 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             return embeds if threading.get_ident() == caller else None
 
         handle = self._patch_embed.register_forward_hook(hook)
+        config = self._vision_config
+        packed = config is not None and config._attn_implementation == "sdpa"
+        if packed:
+            config._attn_implementation = PACKED_SDPA
         try:
             logits = self.adapter.model(**inputs, logits_to_keep=self.n_answer + 1).logits
         finally:
             handle.remove()
+            if packed:
+                config._attn_implementation = "sdpa"
         probs = token_softmax(logits[:, list(self.target_positions)], self.adapter.softmax_dtype, self.dtype)
         return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
@@ -244,3 +274,16 @@ class QwenVLTeacherForced(TransformersTeacherForced):
 
     def _captum_module(self, model) -> torch.nn.Module:
         return QwenVLCaptumModule(model)
+
+
+def _packed_config(visual) -> object | None:
+    """The vision tower's config where its attention takes ``packed_sdpa`` (registered once), else None."""
+    config = getattr(visual, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return None
+    try:
+        from transformers import AttentionInterface
+    except ImportError:
+        return None
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa)
+    return config
