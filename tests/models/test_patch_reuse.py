@@ -45,7 +45,7 @@ def test_shared_patches_give_the_same_bits_and_embed_only_the_cut_patches(shippe
     np.testing.assert_array_equal(got, plain(masks))  # bit for bit
     # by hand: a patch is embedded when the mask cuts it (keeps some of its pixels, not all), plus the one-row
     # stand-in per pass; whole patches come from the full and black images' embeddings
-    n, pixels = len(shared.index), shared._patch_pixels.cpu().numpy()
+    n, pixels = len(shared.index), shared._pixels_np
     kept = masks.reshape(len(masks), -1)[:, pixels]
     cut = int((kept.any(-1) & ~kept.all(-1)).sum())
     passes = -(-len(masks) // shared.batch_size)

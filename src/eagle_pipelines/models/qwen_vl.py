@@ -174,7 +174,8 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             self._position_ids = self._positions()
         self._patch_embed = embed
         self._vision_config = _packed_config(visual)
-        self._patch_pixels = torch.from_numpy(np.stack(pixels)).to(self.device)  # (n, pixels of one patch)
+        self._pixels_np = np.stack(pixels)  # (n, pixels of one patch)
+        self._index_np = self.index.cpu().numpy()
         self._reuse = True
         return True
 
@@ -196,18 +197,19 @@ class QwenVLTokenScorer(TeacherForcedScorer):
     def _patch_embeddings(self, chunk: np.ndarray) -> torch.Tensor:
         """(b·n, D) patch embeddings of the masked copies: whole patches from the full or black image's, the
         patches a mask cuts composed and embedded here."""
-        b, n = len(chunk), len(self.index)
-        flat = torch.from_numpy(np.ascontiguousarray(chunk.reshape(b, -1))).to(self.device)
-        kept = flat[:, self._patch_pixels]  # (b, n, pixels)
+        b, n = len(chunk), len(self._index_np)
+        flat = np.ascontiguousarray(chunk.reshape(b, -1))
+        kept = flat[:, self._pixels_np]  # (b, n, pixels of a patch)
         whole = kept.all(-1)
-        cut = (kept.any(-1) & ~whole).reshape(-1).nonzero().squeeze(1)
-        out = torch.where(whole.reshape(b, n, 1), self._embed_full.unsqueeze(0), self._embed_black.unsqueeze(0))
-        out = out.reshape(b * n, -1)
+        cut = np.flatnonzero(kept.any(-1) & ~whole)
+        full = torch.from_numpy(whole).to(self.device).reshape(b, n, 1)
+        out = torch.where(full, self._embed_full.unsqueeze(0), self._embed_black.unsqueeze(0)).reshape(b * n, -1)
         if len(cut):
             image, patch = cut // n, cut % n
-            keep = flat[image.unsqueeze(1), self.index[patch]]  # (cut, C·T·p·p)
+            keep = torch.from_numpy(flat[image[:, None], self._index_np[patch]]).to(self.device)  # (cut, C·T·p·p)
+            patch = torch.from_numpy(patch).to(self.device)
             pv = torch.where(keep, self.pv_full[patch], self.pv_black[patch]).to(self.dtype)
-            out[cut] = self._patch_embed(pv)
+            out[torch.from_numpy(cut).to(self.device)] = self._patch_embed(pv)
         return out
 
     def _forward(self, chunk: np.ndarray) -> np.ndarray:
