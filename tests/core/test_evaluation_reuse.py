@@ -226,3 +226,38 @@ def test_the_report_shows_the_timings():
     html = timings_section({"eagle_coco.explanation.explain": 3.0, "eagle_coco.evaluation.evaluate": 1.0})
     assert "Where the time went" in html and "eagle_coco.evaluation.evaluate" in html and "0.2500" in html
     assert timings_section({}) == ""
+
+
+class _PlannedScorer:
+    """A scorer with a memory plan keyed by its image size (what ``ScorerSetup`` reads), counting adoptions."""
+
+    def __init__(self, key, batch_size=256):
+        self.plan_key, self.batch_size, self.memory_plan, self.adopted = key, batch_size, {}, []
+        self.shared = False
+
+    def adopt_plan(self, plan):
+        self.adopted.append(plan)
+        self.batch_size = min(self.batch_size, plan["batch_size"])
+
+    def share_patches(self):
+        self.shared = True
+        return True
+
+
+def test_scorer_setup_shares_one_plan_per_kind_and_turns_patch_sharing_on():
+    from eagle_pipelines.core.evaluate import ScorerSetup
+
+    setup = ScorerSetup()
+    first = setup.prepare(_PlannedScorer((112, 112)))
+    assert first.adopted == [] and first.shared  # nothing to adopt yet; patch sharing on
+    setup.keep(first)  # no plan measured (e.g. memory planning off): nothing filed
+    first.memory_plan = {"batch_size": 96, "per_image_mb": 2.0}
+    setup.keep(first)
+    second, other = setup.prepare(_PlannedScorer((112, 112))), setup.prepare(_PlannedScorer((84, 112)))
+    assert second.adopted == [{"batch_size": 96, "per_image_mb": 2.0}] and second.batch_size == 96
+    assert other.adopted == []  # another kind plans on its own
+    unkeyed = _PlannedScorer(None)
+    unkeyed.memory_plan = {"batch_size": 8}
+    setup.keep(unkeyed)
+    assert setup.prepare(_PlannedScorer(None)).adopted == []  # no key: never shared
+    assert (setup.plans_measured, setup.plans_adopted) == (1, 1)

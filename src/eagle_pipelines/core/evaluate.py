@@ -102,6 +102,37 @@ class MaskBank:
         return np.stack([self._probs[k] for k in keys])
 
 
+class ScorerSetup:
+    """What the scorers of one evaluation run share beyond their masks: a memory plan per ``plan_key`` (the first
+    scorer of a kind measures it with its probe passes, the others adopt it: ``BatchedTokenScorer.adopt_plan``),
+    and patch-embedding reuse where the scorer offers it (``share_patches``: a patch a mask keeps or removes whole
+    is embedded once per image). Neither changes a probability: the plan only sets how many masks go in one
+    pass, and the models give a mask the same probabilities in any batch. ``plans_measured`` and
+    ``plans_adopted`` count them."""
+
+    def __init__(self):
+        self._plans: dict[tuple, dict] = {}
+        self.plans_measured = self.plans_adopted = 0
+
+    def prepare(self, scorer):
+        """`scorer`, with a plan of its kind adopted and its patch sharing on (where it has them)."""
+        key = getattr(scorer, "plan_key", None)
+        if key is not None and key in self._plans:
+            scorer.adopt_plan(self._plans[key])
+            self.plans_adopted += 1
+        share = getattr(scorer, "share_patches", None)
+        if share is not None:
+            share()
+        return scorer
+
+    def keep(self, scorer) -> None:
+        """Files the plan `scorer` measured, for the scorers of its kind that come after it."""
+        key, plan = getattr(scorer, "plan_key", None), getattr(scorer, "memory_plan", None)
+        if key is not None and plan and key not in self._plans:
+            self._plans[key] = dict(plan)
+            self.plans_measured += 1
+
+
 def prefix_masks(regions: RegionMap, order: np.ndarray) -> np.ndarray:
     """The keep-masks of the prefix sets of `order` (n, then their removals: 2n), as ``region_curves`` scores
     them."""

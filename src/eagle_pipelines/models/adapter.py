@@ -329,6 +329,18 @@ class TeacherForcedScorer(BatchedTokenScorer):
                 raise ValueError(f"pixel index {tuple(self.index.shape)} does not match the pixel values "
                                  f"{tuple(self.pv_full.shape)}; use compose='processor'")
 
+    @property
+    def plan_key(self) -> tuple:
+        """Scorers of images of one size, prompt length, answer length and compose on one device share a memory
+        plan (``BatchedTokenScorer.adopt_plan``)."""
+        return (type(self).__name__, str(self.device), self.height, self.width, self.compose, self.prompt_length,
+                self.n_answer)
+
+    def share_patches(self) -> bool:
+        """Turns on the reuse of patch embeddings across masked copies where the family supports it (Qwen-VL:
+        ``QwenVLTokenScorer``); False here: every pass embeds all its patches."""
+        return False
+
     def pixel_values(self, keep_masks: np.ndarray) -> torch.Tensor:
         """Pixel values of the masked copies, concatenated along the first axis as the processor batches them."""
         if self.compose == "processor":

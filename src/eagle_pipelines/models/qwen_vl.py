@@ -11,6 +11,7 @@ M-RoPE ``mm_token_type_ids`` rebuilt for Captum's longer sequences.
 from __future__ import annotations
 
 import importlib
+import threading
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from eagle_pipelines.models.adapter import (  # noqa: F401 - checkpoint_fingerpr
     TransformersCaptumModule,
     TransformersTeacherForced,
     checkpoint_fingerprint,
+    token_softmax,
 )
 from eagle_pipelines.models.processing import ImageTextQwenVLProcessor
 from eagle_pipelines.models.registry import register_family
@@ -119,10 +121,125 @@ class QwenVLAdapter(QwenVideoMixin, TransformersAdapter):
         return QwenVLTeacherForced(self, image, prompt, answer_ids)
 
 
+#: the vision tower's attention while a scorer with shared patches runs: sdpa over all its images at once
+PACKED_SDPA = "flash_packed_sdpa"  # "flash" in the name: the vision attention hands over its image boundaries
+
+
+def packed_sdpa(module, query, key, value, attention_mask=None, cu_seq_lens_q=None, **kwargs):
+    """transformers' own sdpa attention over the vision tower's images at once when they have one length (one
+    call of (images, heads, length, dim) instead of one call per image), else image by image as its sdpa path
+    does; the same bits either way (tests/models/test_patch_reuse.py)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    options = {k: kwargs[k] for k in ("dropout", "scaling") if k in kwargs}
+    lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
+    heads, dim = query.shape[1], query.shape[3]
+    if len(set(lengths)) == 1:
+        b, n = len(lengths), lengths[0]
+        q, k, v = (t[0].reshape(t.shape[1], b, n, dim).transpose(0, 1) for t in (query, key, value))
+        out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=False, **options)
+        return out.reshape(1, b * n, heads, dim), None
+    parts = [sdpa_attention_forward(module, q, k, v, None, is_causal=False, **options)[0]
+             for q, k, v in zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))]
+    return torch.cat(parts, dim=1), None
+
+
 class QwenVLTokenScorer(TeacherForcedScorer):
     """``TeacherForcedScorer`` of the Qwen-VL family: ``input_ids``, ``attention_mask`` and ``mm_token_type_ids``
     get the answer appended, ``image_grid_thw`` is repeated per copy, and masked ``pixel_values`` (N, C·T·p·p) are
-    composed per pixel (``compose="pixel_values"``) or made by the processor (``compose="processor"``)."""
+    composed per pixel (``compose="pixel_values"``) or made by the processor (``compose="processor"``).
+
+    ``share_patches()`` (the evaluation turns it on; ``compose="pixel_values"`` only): the vision tower's patch
+    embedding is a function of each patch alone, so a patch the mask keeps whole is the full image's embedding
+    and one it removes whole is the black image's, both computed once; only the patches a mask cuts are composed
+    and embedded (a forward hook on ``visual.patch_embed`` hands the model the assembled embeddings). The M-RoPE
+    position ids, the same for every copy, are computed once too. The probabilities are the same bits: the patch
+    embedding gives a patch the same values in any batch (tests/models/test_patch_reuse.py)."""
+
+    _reuse = False
+
+    def share_patches(self) -> bool:
+        if self._reuse:
+            return True
+        visual = getattr(getattr(self.adapter.model, "model", self.adapter.model), "visual", None)
+        embed = getattr(visual, "patch_embed", None)
+        if self.compose != "pixel_values" or embed is None or len(self.index) != len(self.pv_full):
+            return False
+        pixels = [np.unique(row) for row in self.index.cpu().numpy()]
+        if len({len(p) for p in pixels}) != 1:
+            return False
+        with torch.no_grad():
+            self._embed_full = embed(self.pv_full.to(self.dtype))
+            self._embed_black = embed(self.pv_black.to(self.dtype))
+            self._position_ids = self._positions()
+        self._patch_embed = embed
+        self._vision_config = _packed_config(visual)
+        self._pixels_np = np.stack(pixels)  # (n, pixels of one patch)
+        self._index_np = self.index.cpu().numpy()
+        self._reuse = True
+        return True
+
+    def _positions(self) -> torch.Tensor | None:
+        """The M-RoPE position ids of one copy (the model's own ``compute_3d_position_ids``), or None where this
+        transformers has no such method (the model then computes them per pass)."""
+        inner = getattr(self.adapter.model, "model", None)
+        compute = getattr(inner, "compute_3d_position_ids", None)
+        if compute is None:
+            return None
+        one = {k: v.unsqueeze(0) for k, v in self.sequence.items()}
+        try:
+            return compute(input_ids=one["input_ids"], image_grid_thw=self.per_image.get("image_grid_thw"),
+                           video_grid_thw=None, inputs_embeds=None, attention_mask=one.get("attention_mask"),
+                           past_key_values=None, mm_token_type_ids=one.get("mm_token_type_ids"))
+        except TypeError:  # another signature: let the model compute them
+            return None
+
+    def _patch_embeddings(self, chunk: np.ndarray) -> torch.Tensor:
+        """(b·n, D) patch embeddings of the masked copies: whole patches from the full or black image's, the
+        patches a mask cuts composed and embedded here."""
+        b, n = len(chunk), len(self._index_np)
+        flat = np.ascontiguousarray(chunk.reshape(b, -1))
+        kept = flat[:, self._pixels_np]  # (b, n, pixels of a patch)
+        whole = kept.all(-1)
+        cut = np.flatnonzero(kept.any(-1) & ~whole)
+        full = torch.from_numpy(whole).to(self.device).reshape(b, n, 1)
+        out = torch.where(full, self._embed_full.unsqueeze(0), self._embed_black.unsqueeze(0)).reshape(b * n, -1)
+        if len(cut):
+            image, patch = cut // n, cut % n
+            keep = torch.from_numpy(flat[image[:, None], self._index_np[patch]]).to(self.device)  # (cut, C·T·p·p)
+            patch = torch.from_numpy(patch).to(self.device)
+            pv = torch.where(keep, self.pv_full[patch], self.pv_black[patch]).to(self.dtype)
+            out[torch.from_numpy(cut).to(self.device)] = self._patch_embed(pv)
+        return out
+
+    def _forward(self, chunk: np.ndarray) -> np.ndarray:
+        if not self._reuse:
+            return super()._forward(chunk)
+        b = len(chunk)
+        embeds = self._patch_embeddings(chunk)
+        inputs = {k: v.expand(b, -1) for k, v in self.sequence.items()}
+        inputs.update({k: v.repeat(b, *[1] * (v.dim() - 1)) for k, v in self.per_image.items()})
+        inputs["pixel_values"] = self.pv_black[:1].to(self.dtype)  # embedded by the hook's stand-in: one row
+        if self._position_ids is not None:
+            inputs["position_ids"] = self._position_ids.expand(-1, b, -1)
+        caller = threading.get_ident()
+
+        def hook(module, args, output):
+            return embeds if threading.get_ident() == caller else None
+
+        handle = self._patch_embed.register_forward_hook(hook)
+        config = self._vision_config
+        packed = config is not None and config._attn_implementation == "sdpa"
+        if packed:
+            config._attn_implementation = PACKED_SDPA
+        try:
+            logits = self.adapter.model(**inputs, logits_to_keep=self.n_answer + 1).logits
+        finally:
+            handle.remove()
+            if packed:
+                config._attn_implementation = "sdpa"
+        probs = token_softmax(logits[:, list(self.target_positions)], self.adapter.softmax_dtype, self.dtype)
+        return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
 
 class QwenVLCaptumModule(TransformersCaptumModule):
@@ -159,3 +276,16 @@ class QwenVLTeacherForced(TransformersTeacherForced):
 
     def _captum_module(self, model) -> torch.nn.Module:
         return QwenVLCaptumModule(model)
+
+
+def _packed_config(visual) -> object | None:
+    """The vision tower's config where its attention takes ``packed_sdpa`` (registered once), else None."""
+    config = getattr(visual, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return None
+    try:
+        from transformers import AttentionInterface
+    except ImportError:
+        return None
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa)
+    return config

@@ -142,6 +142,19 @@ class BatchedTokenScorer:
         self.planned = True
         return chosen
 
+    @property
+    def plan_key(self) -> tuple | None:
+        """What the memory plan depends on: scorers with the same key can share one plan (``adopt_plan``); None:
+        never shared."""
+        return None
+
+    def adopt_plan(self, plan: dict) -> None:
+        """Takes the memory plan another scorer of the same ``plan_key`` measured (no probe passes): its batch
+        size, never above this scorer's own maximum."""
+        self.memory_plan = dict(plan)
+        self.batch_size = max(1, min(self.batch_size, int(plan["batch_size"])))
+        self.planned = True
+
     @torch.no_grad()
     def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
         """(B, T) probabilities of the explained tokens for (B, H, W) keep-masks, in chunks of `batch_size`."""

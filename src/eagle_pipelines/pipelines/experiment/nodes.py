@@ -20,6 +20,7 @@ from eagle_pipelines.api import explain
 from eagle_pipelines.core.baselines import BASELINES, run_baseline
 from eagle_pipelines.core.evaluate import (
     MaskBank,
+    ScorerSetup,
     know_record,
     object_at,
     order_saliency,
@@ -437,13 +438,14 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
     (core/evaluate.py: ``MaskBank``). Jobs on Ray workers each score their own masks."""
     pooled = executors.current().name == "sequential"
     groups: dict[tuple, _TargetScores] = {}
+    setup = ScorerSetup()
 
     def group_of(info: dict) -> _TargetScores:
         shared = (info["image_id"], info["image_sha"], info["prompt"], tuple(info["token_ids"]),
                   tuple(info["positions"]), info.get("compose", "pixel_values"))
         if not pooled:
-            return _TargetScores(vlm, eval_split, info, evaluation)
-        return groups.setdefault(shared, _TargetScores(vlm, eval_split, info, evaluation))
+            return _TargetScores(vlm, eval_split, info, evaluation, setup=ScorerSetup())
+        return groups.setdefault(shared, _TargetScores(vlm, eval_split, info, evaluation, setup=setup))
 
     jobs = []
     for key, info in attributions.items.items():
@@ -465,8 +467,9 @@ def evaluate(vlm, eval_split: CocoSplit, attributions: Manifest, baselines: Mani
     def finish() -> None:
         passes = sum(g.forward_passes for g in groups.values())
         if passes:
-            logger.info("evaluation: %d forward passes for %d targets (%d masks served without a pass)", passes,
-                        len(groups), sum(g.reused for g in groups.values()))
+            logger.info("evaluation: %d forward passes for %d targets (%d masks served without a pass; memory "
+                        "planned %d times, adopted %d times)", passes, len(groups),
+                        sum(g.reused for g in groups.values()), setup.plans_measured, setup.plans_adopted)
 
     return PendingItems(jobs, "evaluation", {"evaluation": evaluation.model_dump(mode="json")}, prepare=prepare,
                         finish=finish)
@@ -478,8 +481,10 @@ class _TargetScores:
     that the store does not hold yet runs once in the bank's gathering mode, so the masks of all of them are
     scored in one batched call; each item then reads its probabilities. Released after the last of them."""
 
-    def __init__(self, vlm, eval_split, info: dict, params: EvaluationParams, store: ItemStore | None = None):
+    def __init__(self, vlm, eval_split, info: dict, params: EvaluationParams, store: ItemStore | None = None,
+                 setup: ScorerSetup | None = None):
         self.vlm, self.eval_split, self.info, self.params, self.store = vlm, eval_split, info, params, store
+        self.setup = setup or ScorerSetup()
         self.members: dict[str, tuple[str, object]] = {}  # item key -> (fingerprint, rows function)
         self.pending: set[str] = set()
         self.bank = self.photo = self.image = None
@@ -496,8 +501,9 @@ class _TargetScores:
         info, compose = self.info, self.info.get("compose", "pixel_values")
         self.photo = self.eval_split.pixels(info["image_id"], info["image_sha"])
         self.image = working_image(self.vlm, self.photo, compose)
-        self.bank = MaskBank(self.vlm.scorer(self.image, info["prompt"], info["token_ids"], info["positions"],
-                                             batch_size=self.params.batch_size, compose=compose))
+        self.bank = MaskBank(self.setup.prepare(self.vlm.scorer(
+            self.image, info["prompt"], info["token_ids"], info["positions"], batch_size=self.params.batch_size,
+            compose=compose)))
         todo = [k for k, (fp, _) in self.members.items()
                 if len(self.members) == 1 or (self.store.skipped(k, fp) is None and not self.store.has(k, fp))]
         self.pending = set(todo)
@@ -510,6 +516,7 @@ class _TargetScores:
                     pass
         self.gathering = False
         self.bank.flush()
+        self.setup.keep(self.bank.scorer)
 
     def compute(self, key: str) -> dict:
         try:

@@ -1,0 +1,100 @@
+"""The evaluation's scorer options (issue 29): patch-embedding reuse gives the same bits with fewer patches
+embedded, and a memory plan adopted from another scorer of the same kind skips the probe passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from eagle_pipelines.core.metrics import pixel_order_masks
+from eagle_pipelines.core.regions import slico
+
+
+def _masks(image, rng):
+    """Masks of every kind the evaluation scores: region sets, pixel-protocol steps (whole and cut patches), noise,
+    the full and the black image."""
+    regions = slico(image, 16)
+    saliency = rng.random(image.shape[:2]).astype(np.float32)
+    steps, _ = pixel_order_masks(saliency, 8)
+    ranked, _ = pixel_order_masks(regions.labels.astype(np.float32), 8)
+    h, w = image.shape[:2]
+    return np.concatenate([regions.masks(rng.random((6, regions.n_regions)) < 0.5), steps, ~steps, ranked, ~ranked,
+                           rng.random((3, h, w)) < 0.5, np.ones((1, h, w), bool), np.zeros((1, h, w), bool)])
+
+
+def test_shared_patches_give_the_same_bits_and_embed_only_the_cut_patches(shipped_model):
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 60, (84, 112, 3), dtype=np.uint8)
+    photo[20:60, 30:80] = (220, 40, 40)
+    image = shipped_model.model_image(photo)
+    answer = shipped_model.generate(image, "Describe the image.", max_new_tokens=6)
+    targets = list(range(len(answer.token_ids)))
+    masks = _masks(image, rng)
+    plain = shipped_model.scorer(image, "Describe the image.", answer.token_ids, targets, batch_size=64)
+    shared = shipped_model.scorer(image, "Describe the image.", answer.token_ids, targets, batch_size=64,
+                                  memory_budget_mb=0)  # no probe passes: the count below is the scoring alone
+    assert shared.share_patches() and not plain._reuse
+
+    embed = shared._patch_embed
+    rows = []
+    handle = embed.register_forward_hook(lambda module, args, output: rows.append(len(output)))
+    try:
+        got = shared(masks)
+    finally:
+        handle.remove()
+    np.testing.assert_array_equal(got, plain(masks))  # bit for bit
+    # by hand: a patch is embedded when the mask cuts it (keeps some of its pixels, not all), plus the one-row
+    # stand-in per pass; whole patches come from the full and black images' embeddings
+    n, pixels = len(shared.index), shared._pixels_np
+    kept = masks.reshape(len(masks), -1)[:, pixels]
+    cut = int((kept.any(-1) & ~kept.all(-1)).sum())
+    passes = -(-len(masks) // shared.batch_size)
+    assert sum(rows) == cut + passes < len(masks) * n
+    # another chunking, the same bits
+    shared.batch_size = 5
+    np.testing.assert_array_equal(shared(masks), got)
+
+
+def test_an_adopted_plan_skips_the_probe_passes(shipped_model):
+    from eagle_pipelines.core.evaluate import ScorerSetup
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    setup = ScorerSetup()
+    first = setup.prepare(shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=64,
+                                               memory_budget_mb=10**6))
+    masks = rng.random((6, 112, 112)) < 0.5
+    first(masks)
+    assert first.memory_plan["batch_size"] == 64
+    setup.keep(first)
+    second = setup.prepare(shipped_model.scorer(image[::-1].copy(), "Describe the image.", [4, 15, 13], [0, 1, 2],
+                                                batch_size=64, memory_budget_mb=10**6))
+    assert second.planned and second.memory_plan == first.memory_plan
+    calls = []
+    original = second._forward
+    second._forward = lambda chunk: calls.append(len(chunk)) or original(chunk)
+    second(masks)
+    assert calls == [6]  # no probes of 1 and 2 masks
+    other = setup.prepare(shipped_model.scorer(image, "Describe the image.", [4, 15], [0, 1], batch_size=64))
+    assert not other.planned  # another answer length: another kind, planned on its own
+    assert (setup.plans_measured, setup.plans_adopted) == (1, 1)
+    with torch.no_grad():
+        assert second.adopt_plan({"batch_size": 500}) is None and second.batch_size == 64  # never above its own
+
+
+def test_packed_attention_is_the_per_image_attention_bit_for_bit():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from eagle_pipelines.models.qwen_vl import packed_sdpa
+
+    module = torch.nn.Module()
+    g = torch.Generator().manual_seed(0)
+    for lengths in ([16, 16, 16], [12, 20, 7]):  # one length: one batched call; several: image by image
+        q, k, v = (torch.randn(1, 4, sum(lengths), 8, generator=g) for _ in range(3))
+        cu = torch.tensor([0, *np.cumsum(lengths)])
+        got, _ = packed_sdpa(module, q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, scaling=8 ** -0.5,
+                             dropout=0.0, is_causal=False)
+        per_image = torch.cat([sdpa_attention_forward(module, a, b, c, None, scaling=8 ** -0.5, is_causal=False)[0]
+                               for a, b, c in zip(*(torch.split(t, lengths, dim=2) for t in (q, k, v)))], dim=1)
+        assert got.shape == (1, sum(lengths), 4, 8)
+        assert torch.equal(got, per_image)
