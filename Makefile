@@ -49,11 +49,13 @@ viz: $(BIN)/.installed
 	$(BIN)/kedro viz build --include-previews
 
 # The lineage in a browser: build/ served on 127.0.0.1 (a page opened as file:// stays blank: the app fetches its
-# data over HTTP). One stage at a readable zoom: its focus mode, ?pid=eagle_coco&fid=eagle_coco.explanation
+# data over HTTP). VIZ_VIEW opens eagle_coco with its answers selected: kedro-viz then keeps the zoom (~90 %) when
+# a namespace expands, instead of fitting the whole graph (~35 %, unreadable); tests/integration/test_browser.py.
 VIZ_PORT ?= 4141
+VIZ_VIEW ?= ?pid=eagle_coco&sn=eagle_coco.answers
 viz-serve: $(BIN)/.installed
 	test -f build/index.html || $(MAKE) viz
-	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)/  (one stage: http://127.0.0.1:$(VIZ_PORT)/?pid=eagle_coco&fid=eagle_coco.explanation; Ctrl+C stops)"
+	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)/$(VIZ_VIEW)  (one stage alone: http://127.0.0.1:$(VIZ_PORT)/?pid=eagle_coco&fid=eagle_coco.explanation; Ctrl+C stops)"
 	$(BIN)/python -m http.server $(VIZ_PORT) --bind 127.0.0.1 --directory build
 
 # The paper's tables for one model preset (conf/paper/globals.yml) with `--env=paper`: the cost first, then each
