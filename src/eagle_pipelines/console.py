@@ -61,7 +61,8 @@ def progress_bar(iterable=None, **kwargs):
     notebook = autonotebook.tqdm is not std.tqdm  # tqdm.autonotebook picks the notebook's bar in a kernel
     if kwargs.get("disable") or notebook or _isatty(stream):
         return tqdm(iterable, **kwargs)
-    kwargs.setdefault("mininterval", PIPED_INTERVAL)
+    kwargs.setdefault("mininterval", PIPED_INTERVAL)  # and tqdm's monitor refreshes no more often than that
+    kwargs["maxinterval"] = max(kwargs.get("maxinterval", 10.0), kwargs["mininterval"])
     return LoggedProgress(iterable, **{**kwargs, "file": _Discard()})
 
 
