@@ -120,6 +120,21 @@ def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm():
     assert "\r" in terminal.getvalue() and "3/3" in terminal.getvalue()
 
 
+def test_the_demo_command_merges_its_params_with_the_users():
+    from eagle_pipelines.demo import DEMO_PARAMS, command
+
+    cmd = command(2, ["--params", "superpixels.n_segments=6,baselines.methods=[tam]", "--runner", "SequentialRunner"])
+    assert cmd[3:] == ["run", "--pipelines=eagle_coco", f"--params=eagle_coco.max_images=2,{DEMO_PARAMS},"
+                       "superpixels.n_segments=6,baselines.methods=[tam]", "--runner", "SequentialRunner"]
+    assert [a for a in command(3, ["--params=a.b=1"]) if a.startswith("--params")] == [
+        f"--params=eagle_coco.max_images=3,{DEMO_PARAMS},a.b=1"]
+    # Kedro's own parsing of the merged value: the user's key wins
+    from kedro.framework.cli.utils import _split_params
+
+    parsed = _split_params(None, None, command(2, ["--params", "superpixels.n_segments=6"])[5].split("=", 1)[1])
+    assert parsed["superpixels"]["n_segments"] == 6 and parsed["evaluation"]["pixel_steps"] == 8
+
+
 @pytest.mark.slow
 def test_the_demo_runs_eagle_coco_quietly_in_its_own_folder(tmp_path):
     """`make demo` on 1 image: the report in demo/, nothing written to data/; its piped log has no deprecation
