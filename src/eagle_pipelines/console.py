@@ -18,7 +18,8 @@ stay at DEBUG, and a log that goes to a file or a pipe is plain lines (no 80-col
 - ``progress_bar()`` (the project's progress bars, tqdm's): on a terminal or in a notebook a live tqdm bar; when
   its stream (stderr) is not a terminal (``kedro run 2>&1 | tee run.log``, CI) no carriage-return rewrites at all:
   the bar's state is logged as one plain line (``eagle_pipelines.progress``) at most every ``PIPED_INTERVAL``
-  seconds, and once when a kept bar ends (``leave=False`` bars, the per-image searches, log only the long ones).
+  seconds, and once when a kept bar ends (``leave=False`` bars, the per-image searches, log only the long ones);
+  ``install_console`` turns Hugging Face's bars off there too (``quiet_library_progress``).
 - ``SkipNotYetMade`` on kedro-viz's loggers: `make viz` before the pipelines ran prints no "could not be
   previewed" warning for an output that does not exist yet (56 on a fresh clone); other preview failures show.
 """
@@ -26,6 +27,7 @@ stay at DEBUG, and a log that goes to a file or a pipe is plain lines (no 80-col
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -94,6 +96,15 @@ class LoggedProgress(std.tqdm):
         return True
 
 
+def quiet_library_progress() -> None:
+    """No Hugging Face progress bar (transformers' "Loading weights", hub downloads) on a stream that is not a
+    terminal: ``HF_HUB_DISABLE_PROGRESS_BARS`` (read when huggingface_hub is imported; transformers takes its
+    default from it), and transformers' own switch when it is imported already."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()
+
+
 def quiet_library_warnings() -> None:
     """Installs the filters of ``LIBRARY_WARNINGS`` (idempotent: warnings.filterwarnings drops duplicates)."""
     for message, packages in LIBRARY_WARNINGS:
@@ -142,6 +153,8 @@ def install_console(logger: logging.Logger | None = None) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, SkipParameterLoads) for f in handler.filters):
             handler.addFilter(SkipParameterLoads())
+    if not _isatty(sys.stderr):
+        quiet_library_progress()
     for name in NOT_YET_MADE_LOGGERS:
         viz = logging.getLogger(name)
         if not any(isinstance(f, SkipNotYetMade) for f in viz.filters):

@@ -90,16 +90,24 @@ class _Stream(io.StringIO):
         return self.terminal
 
 
-def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm():
+def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm(monkeypatch):
     """Progress on a stream that is not a terminal: no carriage return anywhere, the count logged as plain lines
-    through the console's handler; on a terminal tqdm's live bar (carriage-return rewrites) as before."""
+    through the console's handler, transformers' own bars ("Loading weights") off; on a terminal tqdm's live bar
+    (carriage-return rewrites) as before."""
+    import transformers.utils.logging as hf_logging
     from kedro.logging import RichHandler
 
-    root, log = logging.getLogger(), io.StringIO()
+    root, log, stderr = logging.getLogger(), io.StringIO(), _Stream(terminal=False)
     saved = root.handlers[:], root.level
     root.handlers, root.level = [RichHandler(console=Console(file=log))], logging.INFO
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    hf_logging.enable_progress_bar()
     try:
         install_console(root)
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and not hf_logging.is_progress_bar_enabled()
+        for _ in hf_logging.tqdm(range(3), desc="Loading weights"):  # as transformers loads a checkpoint
+            pass
         piped, terminal = _Stream(terminal=False), _Stream(terminal=True)
         bar = progress_bar(total=3, desc="baselines", unit="item", file=piped, mininterval=0)
         assert isinstance(bar, LoggedProgress)
@@ -113,8 +121,9 @@ def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm():
             live.update(3)
     finally:
         root.handlers, root.level = saved
+        hf_logging.enable_progress_bar()
     lines = log.getvalue().splitlines()
-    assert piped.getvalue() == "" and "\r" not in log.getvalue() and "\x1b[" not in log.getvalue()
+    assert stderr.getvalue() == "" and piped.getvalue() == "" and "\r" not in log.getvalue() and "\x1b[" not in log.getvalue()
     assert [line.split("] INFO", 1)[1].strip().split(" [")[0] for line in lines] == [
         "baselines: 1/3 item", "baselines: 2/3 item", "baselines: 3/3 item"], lines
     assert "\r" in terminal.getvalue() and "3/3" in terminal.getvalue()
