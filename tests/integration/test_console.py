@@ -90,6 +90,13 @@ class _Stream(io.StringIO):
         return self.terminal
 
 
+def _enable_hf_bars(hf_logging) -> None:
+    """transformers' bars on (huggingface_hub warns, and keeps its own off, once the variable was read as 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        hf_logging.enable_progress_bar()
+
+
 def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm(monkeypatch):
     """Progress on a stream that is not a terminal: no carriage return anywhere, the count logged as plain lines
     through the console's handler, transformers' own bars ("Loading weights") off; on a terminal tqdm's live bar
@@ -102,7 +109,7 @@ def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm(monkeyp
     root.handlers, root.level = [RichHandler(console=Console(file=log))], logging.INFO
     monkeypatch.setattr(sys, "stderr", stderr)
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-    hf_logging.enable_progress_bar()
+    _enable_hf_bars(hf_logging)
     try:
         install_console(root)
         assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and not hf_logging.is_progress_bar_enabled()
@@ -121,7 +128,7 @@ def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm(monkeyp
             live.update(3)
     finally:
         root.handlers, root.level = saved
-        hf_logging.enable_progress_bar()
+        _enable_hf_bars(hf_logging)
     lines = log.getvalue().splitlines()
     assert stderr.getvalue() == "" and piped.getvalue() == "" and "\r" not in log.getvalue() and "\x1b[" not in log.getvalue()
     assert [line.split("] INFO", 1)[1].strip().split(" [")[0] for line in lines] == [
