@@ -28,7 +28,8 @@ run: $(BIN)/.installed
 # A smoke run for people trying the project out: eagle_coco end to end on the first DEMO_IMAGES images, in demo/
 # (its own data/, mlruns/ and report; data/ and `make run`'s outputs are not touched), 8 regions and 8 pixel steps
 # (demo.py's DEMO_PARAMS): 76 CPU seconds in all, so 40 to 75 s on 2 quiet cores (measured on a loaded 2-core
-# machine: 1 min 45 s wall at load ~7). The former demo (4 images, 16 regions, 16 steps) took 267 CPU seconds.
+# machine: 1 min 45 s wall at load ~7). The former demo (4 images, 16 regions, 16 steps), run right after it:
+# 170 CPU seconds (4 min 26 s wall), 1.5 to 3 minutes on 2 quiet cores.
 DEMO_IMAGES ?= 2
 demo: $(BIN)/.installed
 	$(BIN)/python -m eagle_pipelines.demo --images $(DEMO_IMAGES)
