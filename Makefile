@@ -1,7 +1,7 @@
 # `make run`  : installs the project with its extras into .venv (versions of constraints.txt), then runs the main job on the embedded default.
 # `make test` : the same install, then runs the test suite (what CI runs: .ci/run).
 # `make test-fast` : the same, without the tests marked slow (those that run a pipeline or start a server).
-# `make demo` : eagle_coco on the first 4 images in demo/ (about a minute; its own data/ and mlruns/).
+# `make demo` : eagle_coco on the first 2 images in demo/ (about a minute; its own data/ and mlruns/).
 # `make ui`   : mlflow's user interface on mlruns/ (http://127.0.0.1:5000); `make viz` then `make viz-serve`: the lineage.
 # `make paper MODEL=qwen2_5_vl_3b` : the paper's tables for one model on a GPU (docs/paper.md); first
 #               `make paper-cost MODEL=...` : the forward passes per table and the hours they take.
@@ -26,8 +26,11 @@ run: $(BIN)/.installed
 	$(BIN)/kedro run --pipelines=eagle_coco
 
 # A smoke run for people trying the project out: eagle_coco end to end on the first DEMO_IMAGES images, in demo/
-# (its own data/, mlruns/ and report; data/ and `make run`'s outputs are not touched). src/eagle_pipelines/demo.py
-DEMO_IMAGES ?= 4
+# (its own data/, mlruns/ and report; data/ and `make run`'s outputs are not touched), 8 regions and 8 pixel steps
+# (demo.py's DEMO_PARAMS): 76 CPU seconds in all, so 40 to 75 s on 2 quiet cores (measured on a loaded 2-core
+# machine: 1 min 45 s wall at load ~7). The former demo (4 images, 16 regions, 16 steps), run right after it:
+# 170 CPU seconds (4 min 26 s wall), 1.5 to 3 minutes on 2 quiet cores.
+DEMO_IMAGES ?= 2
 demo: $(BIN)/.installed
 	$(BIN)/python -m eagle_pipelines.demo --images $(DEMO_IMAGES)
 
@@ -49,11 +52,13 @@ viz: $(BIN)/.installed
 	$(BIN)/kedro viz build --include-previews
 
 # The lineage in a browser: build/ served on 127.0.0.1 (a page opened as file:// stays blank: the app fetches its
-# data over HTTP). One stage at a readable zoom: its focus mode, ?pid=eagle_coco&fid=eagle_coco.explanation
+# data over HTTP). VIZ_VIEW opens eagle_coco with its answers selected: kedro-viz then keeps the zoom (~90 %) when
+# a namespace expands, instead of fitting the whole graph (~35 %, unreadable); tests/integration/test_browser.py.
 VIZ_PORT ?= 4141
+VIZ_VIEW ?= ?pid=eagle_coco&sn=eagle_coco.answers
 viz-serve: $(BIN)/.installed
 	test -f build/index.html || $(MAKE) viz
-	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)/  (one stage: http://127.0.0.1:$(VIZ_PORT)/?pid=eagle_coco&fid=eagle_coco.explanation; Ctrl+C stops)"
+	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)/$(VIZ_VIEW)  (one stage alone: http://127.0.0.1:$(VIZ_PORT)/?pid=eagle_coco&fid=eagle_coco.explanation; Ctrl+C stops)"
 	$(BIN)/python -m http.server $(VIZ_PORT) --bind 127.0.0.1 --directory build
 
 # The paper's tables for one model preset (conf/paper/globals.yml) with `--env=paper`: the cost first, then each

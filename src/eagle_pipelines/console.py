@@ -15,6 +15,11 @@ stay at DEBUG, and a log that goes to a file or a pipe is plain lines (no 80-col
   are still logged. (Kedro 1.7 allows only ``logging`` and ``kedro.logging`` classes in conf/logging.yml unless
   ``KEDRO_LOGGING_MODULE_ALLOWLIST`` names more, so this is done in code, not in that file.) Kedro's first line
   ("Using 'conf/logging.yml' as logging configuration") is printed before the project loads, by Rich.
+- ``progress_bar()`` (the project's progress bars, tqdm's): on a terminal or in a notebook a live tqdm bar; when
+  its stream (stderr) is not a terminal (``kedro run 2>&1 | tee run.log``, CI) no carriage-return rewrites at all:
+  the bar's state is logged as one plain line (``eagle_pipelines.progress``) at most every ``PIPED_INTERVAL``
+  seconds, and once when a kept bar ends (``leave=False`` bars, the per-image searches, log only the long ones);
+  ``install_console`` turns Hugging Face's bars off there too (``quiet_library_progress``).
 - ``SkipNotYetMade`` on kedro-viz's loggers: `make viz` before the pipelines ran prints no "could not be
   previewed" warning for an output that does not exist yet (56 on a fresh clone); other preview failures show.
 """
@@ -22,9 +27,13 @@ stay at DEBUG, and a log that goes to a file or a pipe is plain lines (no 80-col
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
+
+from tqdm import autonotebook, std
+from tqdm.auto import tqdm
 
 #: the library warnings silenced: (message regex, the warning code's package). A warnings filter matches the
 #: message and the module; mlflow sets its own filter around its type-hint check (``filter_user_warnings_once``),
@@ -38,6 +47,62 @@ LIBRARY_WARNINGS = (
 #: the plain format: Kedro's RichHandler columns (time, level, message) without the path
 PLAIN_FORMAT = "[%(asctime)s] %(levelname)-8s %(message)s"
 PLAIN_DATE = "%m/%d/%y %H:%M:%S"
+
+
+#: a progress bar on a stream that is not a terminal logs a line at most this often (seconds)
+PIPED_INTERVAL = 30.0
+#: the logged line of such a bar: tqdm's fields without the bar itself
+PIPED_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed} elapsed, {remaining} left, {rate_fmt}{postfix}]"
+progress_log = logging.getLogger("eagle_pipelines.progress")
+
+
+def progress_bar(iterable=None, **kwargs):
+    """``tqdm(iterable, **kwargs)`` on a terminal or in a notebook (tqdm.auto); on a stream that is not a terminal
+    a ``LoggedProgress`` (the same counting, logged as plain lines every ``PIPED_INTERVAL`` s; no ``\\r``)."""
+    stream = kwargs.get("file") or sys.stderr
+    notebook = autonotebook.tqdm is not std.tqdm  # tqdm.autonotebook picks the notebook's bar in a kernel
+    if kwargs.get("disable") or notebook or _isatty(stream):
+        return tqdm(iterable, **kwargs)
+    kwargs.setdefault("mininterval", PIPED_INTERVAL)  # and tqdm's monitor refreshes no more often than that
+    kwargs["maxinterval"] = max(kwargs.get("maxinterval", 10.0), kwargs["mininterval"])
+    return LoggedProgress(iterable, **{**kwargs, "file": _Discard()})
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class _Discard:
+    """The stream of a ``LoggedProgress``: tqdm's own writes (a newline when a bar closes) go nowhere."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class LoggedProgress(std.tqdm):
+    """A tqdm whose display is one log record (``PIPED_FORMAT``) per refresh with progress made since the last one;
+    tqdm refreshes at most every `mininterval` seconds and when a kept (``leave``) bar closes."""
+
+    def display(self, msg=None, pos=None):
+        if msg is None and self.n and self.n != getattr(self, "_logged_n", None):
+            self._logged_n = self.n
+            progress_log.info("%s", self.format_meter(**{**self.format_dict, "bar_format": PIPED_FORMAT}))
+        return True
+
+
+def quiet_library_progress() -> None:
+    """No Hugging Face progress bar (transformers' "Loading weights", hub downloads) on a stream that is not a
+    terminal: ``HF_HUB_DISABLE_PROGRESS_BARS`` (read when huggingface_hub is imported; transformers takes its
+    default from it), and transformers' own switch when it is imported already."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()
 
 
 def quiet_library_warnings() -> None:
@@ -88,6 +153,8 @@ def install_console(logger: logging.Logger | None = None) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, SkipParameterLoads) for f in handler.filters):
             handler.addFilter(SkipParameterLoads())
+    if not _isatty(sys.stderr):
+        quiet_library_progress()
     for name in NOT_YET_MADE_LOGGERS:
         viz = logging.getLogger(name)
         if not any(isinstance(f, SkipNotYetMade) for f in viz.filters):

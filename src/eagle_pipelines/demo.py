@@ -1,12 +1,15 @@
 """``make demo``: the main job (``kedro run --pipelines=eagle_coco``) end to end on the first few images, in a
-folder of its own, for people trying the project out (about a minute on 2 CPU cores with 4 images).
+folder of its own, for people trying the project out: 2 images, 8 regions each, 8 pixel-protocol steps
+(``DEMO_PARAMS``; 76 CPU seconds, about a minute on 2 quiet CPU cores: the Makefile's comment).
 
 The folder (``demo/`` by default, ignored by git) is a Kedro project that shares the checkout's ``pyproject.toml``,
 ``conf/`` and shipped checkpoints (``data/06_models/*``, as links) and has its own ``data/`` and ``mlruns/``: its
 report is ``demo/data/08_reporting/eagle_coco/latest/report.html``, and the checkout's ``data/``, ``mlruns/`` and
 ``make run``'s metrics are never touched. Running it again resumes what is there.
 
-    python -m eagle_pipelines.demo [--images 4] [--folder demo] [-- more kedro run options]
+    python -m eagle_pipelines.demo [--images 2] [--folder demo] [-- more kedro run options]
+
+A ``--params`` among the kedro options is added after the demo's own (a key given there wins).
 """
 
 from __future__ import annotations
@@ -51,16 +54,31 @@ def prepare(project: Path, folder: Path) -> Path:
     return folder
 
 
+#: the demo's settings beside its image count: fewer regions and pixel-protocol steps than `make run` (16, 16)
+DEMO_PARAMS = "superpixels.n_segments=8,evaluation.pixel_steps=8"
+
+
 def command(images: int, extra: list[str]) -> list[str]:
-    """The kedro run of the demo."""
-    return [sys.executable, "-m", "kedro", "run", "--pipelines=eagle_coco", f"--params=eagle_coco.max_images={images}",
-            *extra]
+    """The kedro run of the demo: one ``--params`` (Kedro keeps only the last one given), the demo's settings
+    first, then the user's ``--params`` value from `extra` (later keys win)."""
+    params, rest, i = [f"eagle_coco.max_images={images}", DEMO_PARAMS], [], 0
+    while i < len(extra):
+        if extra[i] == "--params" and i + 1 < len(extra):
+            params.append(extra[i + 1])
+            i += 2
+            continue
+        if extra[i].startswith("--params="):
+            params.append(extra[i].split("=", 1)[1])
+        else:
+            rest.append(extra[i])
+        i += 1
+    return [sys.executable, "-m", "kedro", "run", "--pipelines=eagle_coco", f"--params={','.join(params)}", *rest]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eagle_pipelines.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=4, help="the first N images of the evaluation split (default 4)")
+    parser.add_argument("--images", type=int, default=2, help="the first N images of the evaluation split (default 2)")
     parser.add_argument("--folder", type=Path, default=Path("demo"), help="the demo's project folder (default demo/)")
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="the checkout (default: here)")
     parser.add_argument("kedro_args", nargs=argparse.REMAINDER, help="after --: more `kedro run` options")

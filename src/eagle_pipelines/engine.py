@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
-from tqdm.auto import tqdm
 
+from eagle_pipelines.console import progress_bar
 from eagle_pipelines.core.attribution import Attribution
 from eagle_pipelines.core.images import as_rgb, check_size
 from eagle_pipelines.core.joint import check_prompt_units, explain_joint
@@ -169,8 +169,8 @@ def run_search(cls, model, scorer, regions: RegionMap, answer: Answer, positions
     settings, the regions' parameters and the scorer's memory plan, then `meta`."""
     counting = CountingScorer(RegionScorer(scorer, regions), regions.n_regions)
     settings = params.search_params()
-    bar = tqdm(total=regions.n_regions, desc=f"{params.strategy} search", unit="region",
-               leave=False) if progress else None
+    bar = progress_bar(total=regions.n_regions, desc=f"{params.strategy} search", unit="region",
+                       leave=False) if progress else None
     start = time.perf_counter()
     with PeakMemory(model.device) as peak:
         trace = params.spec.search(counting, lambda1=params.lambda1, lambda2=params.lambda2, **settings,

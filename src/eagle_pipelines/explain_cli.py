@@ -448,8 +448,9 @@ def _announce_requests(args, model, n_images: int) -> None:
 
 def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]) -> int:
     import pandas as pd
-    from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from eagle_pipelines.console import progress_bar
 
     if not args.no_plot:
         import matplotlib
@@ -459,7 +460,7 @@ def _explain_all(args, model, files: list[Path], bad: list[tuple[str, str, str]]
     rows = [{"image": path, "status": status, "error": reason} for path, status, reason in bad]
     with logging_redirect_tqdm(loggers=[logging.getLogger("eagle_pipelines")]):
         stopped = None
-        for file in tqdm(files, desc="explaining", unit="image", disable=single):
+        for file in progress_bar(files, desc="explaining", unit="image", disable=single):
             if stopped:  # the endpoint is gone or the budget spent: the rest are not started
                 rows.append({"image": shown(file), "status": "failed", "error": f"not started: {stopped}"})
                 continue

@@ -13,6 +13,8 @@ which kedro-viz's server brings in): the layer bands are drawn with their names 
 and selecting ``eagle_coco.figures`` / ``eagle_coco.attributions`` / ``eagle_coco.metrics`` shows their
 previews in the metadata panel (a decoded ``data:image/png`` image; a table with the metric columns). The built
 JSON (build/api) is checked for the same facts, so a failure says whether the build or the app is at fault.
+Opened at the Makefile's address (eagle_coco's answers selected), expanding eagle_coco and then a stage keeps the
+labels drawn at a readable size (measured on screen).
 """
 
 from __future__ import annotations
@@ -390,3 +392,43 @@ def test_kedro_viz_shows_layers_expands_eagle_coco_and_renders_previews(viz_url,
     assert labels.index("raw") < labels.index("model_input") < labels.index("model_output") < labels.index(
         "reporting"), labels
     assert bands == len(labels)
+
+
+#: the lineage URL the Makefile and README give (`make viz-serve`): eagle_coco with its answers selected
+READABLE_VIEW = "?pid=eagle_coco&sn=eagle_coco.answers"
+LABEL_HEIGHT = """(() => {
+    const text = document.querySelector(%s + ' text');
+    return text ? text.getBoundingClientRect().height : null;
+})()"""
+
+
+def test_kedro_viz_keeps_a_readable_zoom_when_a_namespace_expands(viz_url, tmp_path):
+    """kedro-viz 12 fits the whole graph whenever the nodes change (an expanded eagle_coco: labels drawn ~5 px
+    high), unless a node is selected: then it keeps the zoom and centres on that node. The documented URL selects
+    eagle_coco's answers, so expanding eagle_coco, then a stage, keeps the labels at a readable size on screen."""
+    stage = _node("eagle_coco.explanation", "modularPipeline")
+    with _devtools(tmp_path, f"{viz_url}{READABLE_VIEW}") as page:
+        page.wait(f"!!document.querySelector({json.dumps(_node('eagle_coco', 'modularPipeline'))})",
+                  what="the eagle_coco box")
+        _click(page, "eagle_coco", "modularPipeline")
+        page.wait(f"!!document.querySelector({json.dumps(stage)})", what="eagle_coco's stages")
+        # the zoom settles after kedro-viz's transition: the label's height stops changing
+        heights = [page.poll(LABEL_HEIGHT % json.dumps(stage), timeout=10)]
+        while len(heights) < 3 or abs(heights[-1] - heights[-3]) > 0.1:
+            time.sleep(0.5)
+            heights.append(page.js(LABEL_HEIGHT % json.dumps(stage)))
+            assert len(heights) < 40, heights
+        font = float(page.js(f"parseFloat(getComputedStyle(document.querySelector({json.dumps(stage + ' text')}))"
+                             ".fontSize)"))
+        expanded = heights[-1]
+        assert page.js("document.querySelector('.pipeline-metadata__title').textContent") == "eagle_coco.answers"
+
+        _click(page, "eagle_coco.explanation", "modularPipeline")
+        page.wait(f"!document.querySelector({json.dumps(stage)})", what="eagle_coco.explanation expanded")
+        inner = _node("eagle_coco.attributions", "data")
+        page.wait(f"!!document.querySelector({json.dumps(inner)})", what="the explanation stage's datasets")
+        time.sleep(2)  # the transition
+        inner_height = page.js(LABEL_HEIGHT % json.dumps(inner))
+    # a 14 px label drawn at least 10 px high (about 70 % zoom or more); the fitted view draws it ~5 px high
+    assert expanded >= 10 and expanded >= 0.7 * font, (expanded, font)
+    assert inner_height >= 10, inner_height

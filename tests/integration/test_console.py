@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from eagle_pipelines.console import LibraryWarningRecords, SkipParameterLoads, install_console, quiet_library_warnings
+from eagle_pipelines.console import (LibraryWarningRecords, LoggedProgress, SkipParameterLoads, install_console,
+                                     progress_bar, quiet_library_warnings)
 
 ROOT = Path(__file__).parents[2]
 
@@ -80,6 +81,76 @@ def test_a_piped_log_is_plain_unwrapped_lines_and_a_terminal_keeps_rich():
     assert len(logger.handlers) == 2 and sum(isinstance(f, SkipParameterLoads) for f in plain.filters) == 1
 
 
+class _Stream(io.StringIO):
+    def __init__(self, terminal: bool):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def _enable_hf_bars(hf_logging) -> None:
+    """transformers' bars on (huggingface_hub warns, and keeps its own off, once the variable was read as 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        hf_logging.enable_progress_bar()
+
+
+def test_a_piped_progress_bar_logs_plain_lines_and_a_terminal_keeps_tqdm(monkeypatch):
+    """Progress on a stream that is not a terminal: no carriage return anywhere, the count logged as plain lines
+    through the console's handler, transformers' own bars ("Loading weights") off; on a terminal tqdm's live bar
+    (carriage-return rewrites) as before."""
+    import transformers.utils.logging as hf_logging
+    from kedro.logging import RichHandler
+
+    root, log, stderr = logging.getLogger(), io.StringIO(), _Stream(terminal=False)
+    saved = root.handlers[:], root.level
+    root.handlers, root.level = [RichHandler(console=Console(file=log))], logging.INFO
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    _enable_hf_bars(hf_logging)
+    try:
+        install_console(root)
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and not hf_logging.is_progress_bar_enabled()
+        for _ in hf_logging.tqdm(range(3), desc="Loading weights"):  # as transformers loads a checkpoint
+            pass
+        piped, terminal = _Stream(terminal=False), _Stream(terminal=True)
+        bar = progress_bar(total=3, desc="baselines", unit="item", file=piped, mininterval=0)
+        assert isinstance(bar, LoggedProgress)
+        with bar:
+            for _ in range(3):
+                bar.update(1)
+        for _ in progress_bar(range(2), desc="search", unit="region", file=piped, leave=False, mininterval=60):
+            pass  # shorter than the interval and not kept: nothing logged
+        with progress_bar(total=3, desc="baselines", unit="item", file=terminal, mininterval=0) as live:
+            assert not isinstance(live, LoggedProgress)
+            live.update(3)
+    finally:
+        root.handlers, root.level = saved
+        _enable_hf_bars(hf_logging)
+    lines = log.getvalue().splitlines()
+    assert stderr.getvalue() == "" and piped.getvalue() == "" and "\r" not in log.getvalue() and "\x1b[" not in log.getvalue()
+    assert [line.split("] INFO", 1)[1].strip().split(" [")[0] for line in lines] == [
+        "baselines: 1/3 item", "baselines: 2/3 item", "baselines: 3/3 item"], lines
+    assert "\r" in terminal.getvalue() and "3/3" in terminal.getvalue()
+
+
+def test_the_demo_command_merges_its_params_with_the_users():
+    from eagle_pipelines.demo import DEMO_PARAMS, command
+
+    cmd = command(2, ["--params", "superpixels.n_segments=6,baselines.methods=[tam]", "--runner", "SequentialRunner"])
+    assert cmd[3:] == ["run", "--pipelines=eagle_coco", f"--params=eagle_coco.max_images=2,{DEMO_PARAMS},"
+                       "superpixels.n_segments=6,baselines.methods=[tam]", "--runner", "SequentialRunner"]
+    assert [a for a in command(3, ["--params=a.b=1"]) if a.startswith("--params")] == [
+        f"--params=eagle_coco.max_images=3,{DEMO_PARAMS},a.b=1"]
+    # Kedro's own parsing of the merged value: the user's key wins
+    from kedro.framework.cli.utils import _split_params
+
+    parsed = _split_params(None, None, command(2, ["--params", "superpixels.n_segments=6"])[5].split("=", 1)[1])
+    assert parsed["superpixels"]["n_segments"] == 6 and parsed["evaluation"]["pixel_steps"] == 8
+
+
 @pytest.mark.slow
 def test_the_demo_runs_eagle_coco_quietly_in_its_own_folder(tmp_path):
     """`make demo` on 1 image: the report in demo/, nothing written to data/; its piped log has no deprecation
@@ -99,7 +170,7 @@ def test_the_demo_runs_eagle_coco_quietly_in_its_own_folder(tmp_path):
     assert (project / "demo/data/08_reporting/eagle_coco/latest/report.html").is_file()
     assert sorted(p.relative_to(project) for p in (project / "data").rglob("*")) == before
     assert not (project / "mlruns").exists() and (project / "demo/mlruns").is_dir()
-    assert "Deprecat" not in log and "deprecated" not in log and "\x1b[" not in log
+    assert "Deprecat" not in log and "deprecated" not in log and "\x1b[" not in log and "\r" not in log
     assert "Add type hints" not in log and "Loading data from params:" not in log
     assert "Loading data from" in log  # datasets' loads are still logged
     lines = log.splitlines()

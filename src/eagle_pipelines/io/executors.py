@@ -40,8 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
+from eagle_pipelines.console import progress_bar
 from eagle_pipelines.io import model_dataset
 from eagle_pipelines.io.items import DATA_ERRORS, ItemStore, Job, Manifest, Skipped
 from eagle_pipelines.io.model_dataset import model_from_spec, model_reference
@@ -530,7 +529,7 @@ def run_jobs(store: ItemStore, jobs: Iterable[Job], description: str, params: di
     start = time.perf_counter()
     done: dict[int, tuple[str, dict]] = {}  # todo index -> (manifest section, entry)
     if todo:
-        with tqdm(total=len(todo), desc=description, unit="item") as bar:
+        with progress_bar(total=len(todo), desc=description, unit="item") as bar:
             for i, outcome in current().run(todo, description):
                 if i in done:  # an executor must give each job one outcome
                     raise RuntimeError(f"{description}: item {todo[i].key} came back twice from the executor")

@@ -16,8 +16,8 @@ import logging
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from eagle_pipelines.console import progress_bar
 from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.hallucination import pixel_units, region_ranking  # noqa: F401 (re-exported)
@@ -163,7 +163,7 @@ def answer_questions(vlm, question_split: CocoSplit, questions: pd.DataFrame, an
     by_prompt: dict[str, list[dict]] = {}
     for row in rows:
         by_prompt.setdefault(row["prompt"], []).append(row)
-    with tqdm(total=len(rows), desc="answering questions", unit="question") as bar:
+    with progress_bar(total=len(rows), desc="answering questions", unit="question") as bar:
         for prompt, group in by_prompt.items():
             for lo in range(0, len(group), batch_size):
                 chunk, images = [], []

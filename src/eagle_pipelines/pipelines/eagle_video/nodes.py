@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from eagle_pipelines.console import progress_bar
 from eagle_pipelines.api_video import explain_video
 from eagle_pipelines.core.evaluate import random_order
 from eagle_pipelines.core.metrics import faithfulness
@@ -46,7 +46,7 @@ def answer_clips(vlm, eval_split: ClipSplit, eagle_video: EagleVideoParams) -> d
     """The greedy answer to each clip's question, with the hash of the frames it was made from. A clip that
     cannot be read is listed under ``errors`` with its reason; the rest finish."""
     answers, errors = [], []
-    for rec in tqdm(_records(eval_split, eagle_video), desc="answering clips", unit="clip"):
+    for rec in progress_bar(_records(eval_split, eagle_video), desc="answering clips", unit="clip"):
         try:
             loaded = eval_split.clip(rec.name)
         except ClipFormatError as exc:

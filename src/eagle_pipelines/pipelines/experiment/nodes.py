@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from eagle_pipelines.console import progress_bar
 from eagle_pipelines.api import explain
 from eagle_pipelines.core.baselines import BASELINES, run_baseline
 from eagle_pipelines.core.evaluate import (
@@ -87,7 +87,7 @@ def generate_answers(vlm, eval_split: CocoSplit, eval_list: pd.DataFrame, experi
     for refused in (eval_split.instances.get("info") or {}).get("skipped") or []:
         errors.append({"item": str(refused["item"]), "image_id": None, "error": str(refused["reason"])})
     rows = list(eval_list.astype({"item": str}).itertuples(index=False))
-    with tqdm(total=len(rows), desc="answering", unit="item") as bar:
+    with progress_bar(total=len(rows), desc="answering", unit="item") as bar:
         for lo in range(0, len(rows), experiment.batch_size):
             chunk, images = [], []
             for row in rows[lo:lo + experiment.batch_size]:

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
+from eagle_pipelines.console import progress_bar  # noqa: E402
 from eagle_pipelines.data.clips import generate_clip, generate_clip_split
 from eagle_pipelines.data.coco import CocoIndex  # noqa: E402
 from eagle_pipelines.models.processing import build_processor, words_of  # noqa: E402
@@ -74,7 +74,7 @@ def train_model(train_instances: dict, train_captions: dict, train_images: dict,
     logger.info("toy model: %d parameters, vocabulary of %d tokens, %d training images", n_params,
                 len(processor.tokenizer), len(arrays))
     sampler = make_sampler(arrays, caps, present, categories, params, bias=_bias(shapes_p))
-    with tqdm(total=params.training.max_steps, desc="training toy model", unit="step") as bar:
+    with progress_bar(total=params.training.max_steps, desc="training toy model", unit="step") as bar:
         def progress(step: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -186,7 +186,7 @@ def train_video_model(vlm: QwenVLAdapter, train_split: tuple, shapes: dict, toy_
     logger.info("toy model (video): %d parameters, vocabulary of %d tokens (added %s), %d training images, "
                 "%d training clips, %.0f%% clips per batch", sum(p.numel() for p in model.parameters()), len(tok),
                 added, len(arrays), clips_p.splits.train, 100 * video.clip_fraction)
-    with tqdm(total=video.training.max_steps, desc="training toy video model", unit="step") as bar:
+    with progress_bar(total=video.training.max_steps, desc="training toy video model", unit="step") as bar:
         def progress(step: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
