@@ -55,16 +55,6 @@ def _project(folder: Path) -> Path:
     return folder
 
 
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 class _Watch:
     """Keeps the run's executor and its workers' memory before the run closes them."""
 
@@ -75,6 +65,7 @@ class _Watch:
     def hooks(self):
         from kedro.framework.hooks import hook_impl
 
+        from eagle_pipelines.core.memory import status_mb
         from eagle_pipelines.io import executors
 
         watch = self
@@ -87,7 +78,8 @@ class _Watch:
             @hook_impl
             def after_pipeline_run(self):  # called before ComputeHook's (registered later): workers still up
                 if isinstance(watch.executor, executors.RayExecutor) and watch.executor.slots:
-                    watch.rss_mb = [r for r in map(_rss_mb, watch.executor.pids()) if r is not None]
+                    watch.rss_mb = [r for r in (status_mb("VmRSS", pid) for pid in watch.executor.pids())
+                                    if r is not None]
 
         return Hook()
 

@@ -63,6 +63,23 @@ def shipped_model():
     return load_model(str(SHIPPED_MODEL))
 
 
+@pytest.fixture(autouse=True)
+def fast_tests_on_one_torch_thread(request):
+    """Every test not marked slow runs torch on one thread (the count before restored after it). The models of the
+    fast tests are tiny: a second thread adds little on an idle machine and, while other processes share the cores,
+    its spin-waiting costs many times the work (4 word-level explanations of the shipped model: 3.5-4 CPU seconds
+    on one thread, 44-59 on two, the same orders). Slow tests (pipeline runs) keep the threads they are given."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``), the count

@@ -204,18 +204,25 @@ def test_every_catalog_entry_has_a_layer(file):
     assert not missing, f"{file.relative_to(ROOT)}: entries without metadata: {{kedro-viz: {{layer: ...}}}}: {missing}"
 
 
+def _flow(env: str, pipeline) -> tuple[dict[str, set[str]], dict[str, str | None]]:
+    """A pipeline's data flow (dataset -> the datasets a node makes from it, transcoding suffixes dropped) and the
+    kedro-viz layer of each dataset in it (None: unlayered; parameters left out)."""
+    children = defaultdict(set)
+    for node in pipeline.nodes:
+        for source in node.inputs:
+            children[source.split("@")[0]] |= {o.split("@")[0] for o in node.outputs}
+    layer = {d: _layer(env, d) for d in {*children, *(c for cs in children.values() for c in cs)}
+             if not _is_parameter(d)}
+    return children, layer
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_layers_follow_the_data_flow(env):
     """kedro-viz orders layers by the flow: a layer's datasets may feed only its own or later layers, through any
     number of nodes and unlayered datasets (kedro_viz.services.layers.sort_layers; a cycle hides every layer)."""
     cycles = []
     for name, pipeline in _pipelines().items():
-        children = defaultdict(set)
-        for node in pipeline.nodes:
-            for source in node.inputs:
-                children[source.split("@")[0]] |= {o.split("@")[0] for o in node.outputs}
-        layer = {d: _layer(env, d) for d in {*children, *(c for cs in children.values() for c in cs)}
-                 if not _is_parameter(d)}
+        children, layer = _flow(env, pipeline)
 
         def downstream(start: str) -> dict[str, str]:
             """Each layer reached from `start`, with the first dataset of that layer found."""
@@ -257,12 +264,7 @@ def test_every_band_feeds_only_later_bands_in_kedros_order(env):
     that is a node input used to be such a source (the "intermediate" band above "raw")."""
     wrong = []
     for name, pipeline in _pipelines().items():
-        children = defaultdict(set)
-        for node in pipeline.nodes:
-            for source in node.inputs:
-                children[source.split("@")[0]] |= {o.split("@")[0] for o in node.outputs}
-        layer = {d: _layer(env, d) for d in {*children, *(c for cs in children.values() for c in cs)}
-                 if not _is_parameter(d)}
+        children, layer = _flow(env, pipeline)
         assert {v for v in layer.values() if v} <= set(LAYER_ORDER), f"conf/{env}: a layer outside {LAYER_ORDER}"
         for dataset, own in layer.items():
             seen, stack = {dataset}, [dataset]

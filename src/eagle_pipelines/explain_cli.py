@@ -520,24 +520,16 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
     npz, meta, png, gif = (_with(base, s) for s in (".npz", ".json", ".png", ".gif"))
     earlier, why = (None, "") if args.overwrite else earlier_result(base, wanted)
     if earlier is not None and (args.no_plot or (png.exists() and gif.exists())):
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
-                   f"recomputes it)", file=sys.stdout)
+        _say_resumed(file, meta)
         return {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
     if why:
         _error(f"{shown(file)}: {why}")
-    a = explain(model, file, prompt_for(args, clip=True), tokens=args.tokens, strategy=args.strategy,
-                lambda1=args.lambda1,
-                lambda2=args.lambda2, batch_size=args.batch_size, progress=single,
-                max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted},
+    a = explain(model, file, prompt_for(args, clip=True), **_search_args(args, file, wanted), progress=single,
                 n_frames=args.frames, rows=rows, cols=cols, region_method=args.video_regions,
                 n_segments=args.segments)
     row = {**describe(a, verbose=single), "status": "explained", "error": ""}
-    meta.unlink(missing_ok=True)
-    a.save(npz)
-    written = [npz, meta]
-    if not args.no_plot:
+
+    def draw() -> list[Path]:
         import matplotlib.pyplot as plt
 
         from eagle_pipelines.models.video import read_frames
@@ -549,9 +541,9 @@ def _explain_clip(args, model, file: Path, single: bool) -> dict:
         finally:
             plt.close(fig)
         a.gif(frames, gif)
-        written += [png, gif]
-    if single:
-        print("wrote " + ", ".join(shown(p) for p in written))
+        return [png, gif]
+
+    _write_outputs(args, a, npz, meta, single, draw)
     return row
 
 
@@ -575,26 +567,15 @@ def _explain_one(args, model, file: Path, single: bool) -> dict:
         row = {**describe(earlier, verbose=single), "image": shown(file), "status": "resumed", "error": ""}
         if not args.no_plot and not png.exists() and earlier.labels.ndim == 2:
             _plot(earlier, read_image(file, data), png)
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
-                   f"recomputes it)", file=sys.stdout)
+        _say_resumed(file, meta)
         return row
     if why:
         _error(f"{shown(file)}: {why}")
     image = read_image(file, data)
-    a = explain(model, image, prompt_for(args), tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
-                lambda1=args.lambda1, lambda2=args.lambda2, batch_size=args.batch_size, progress=single,
-                max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted})
+    a = explain(model, image, prompt_for(args), **_search_args(args, file, wanted), n_regions=args.regions,
+                progress=single)
     row = {**describe(a, verbose=single), "status": "explained", "error": ""}
-    meta.unlink(missing_ok=True)  # the .json marks a finished pair: never beside a newer .npz
-    a.save(npz)
-    written = [npz, meta]
-    if not args.no_plot:
-        _plot(a, image, png)
-        written.append(png)
-    if single:
-        print("wrote " + ", ".join(shown(p) for p in written))
+    _write_outputs(args, a, npz, meta, single, lambda: _plot(a, image, png))
     return row
 
 
@@ -611,38 +592,55 @@ def _explain_joint(args, model, file: Path, data: bytes, wanted: dict, base: Pat
         except Exception:  # noqa: BLE001 - unreadable: recomputed below
             earlier = None
         if earlier is not None and earlier.meta.get("fingerprint") == json.loads(json.dumps(wanted)):
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite "
-                       f"recomputes it)", file=sys.stdout)
+            _say_resumed(file, meta)
             return {"image": shown(file), **earlier.row(), "status": "resumed", "error": ""}
     image = read_image(file, data)
-    a = explain(model, image, prompt_for(args), tokens=args.tokens, strategy=args.strategy, n_regions=args.regions,
-                lambda1=args.lambda1, lambda2=args.lambda2, batch_size=args.batch_size,
-                max_new_tokens=args.max_new_tokens, meta={"image": shown(file), "fingerprint": wanted},
+    a = explain(model, image, prompt_for(args), **_search_args(args, file, wanted), n_regions=args.regions,
                 prompt_units=args.prompt_units)
     if single:
         print("\n".join(a.summary_lines()))
-    meta.unlink(missing_ok=True)
-    a.save(npz)
-    written = [npz, meta]
-    if not args.no_plot:
-        _plot(a, image, png)
-        written.append(png)
-    if single:
-        print("wrote " + ", ".join(shown(p) for p in written))
+    _write_outputs(args, a, npz, meta, single, lambda: _plot(a, image, png))
     return {"image": shown(file), **a.row(), "status": "explained", "error": ""}
 
 
-def _plot(a, image, path: Path) -> None:
+def _plot(a, image, path: Path) -> list[Path]:
+    """`a`'s figure over `image`, written to `path`; returns [path]."""
     import matplotlib.pyplot as plt
-
 
     fig = a.plot(image)
     try:
         atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     finally:
         plt.close(fig)
+    return [path]
+
+
+def _search_args(args, file: Path, wanted: dict) -> dict:
+    """The keyword arguments of ``explain`` that an image, a clip and a joint explanation share: the targets, the
+    search and its batch, the answer's length and the meta that files the result under its inputs."""
+    return {"tokens": args.tokens, "strategy": args.strategy, "lambda1": args.lambda1, "lambda2": args.lambda2,
+            "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+            "meta": {"image": shown(file), "fingerprint": wanted}}
+
+
+def _say_resumed(file: Path, meta: Path) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"{shown(file)}: already explained from the same inputs in {shown(meta)} (--overwrite recomputes "
+               f"it)", file=sys.stdout)
+
+
+def _write_outputs(args, a, npz: Path, meta: Path, single: bool, draw) -> None:
+    """Saves `a` as `npz` and `meta` (the .json, written last, marks a finished pair: an old one is removed first,
+    so it is never beside a newer .npz), then, unless --no-plot, its figures (`draw()` writes them and returns
+    their paths); with one input, says what it wrote."""
+    meta.unlink(missing_ok=True)
+    a.save(npz)
+    written = [npz, meta]
+    if not args.no_plot:
+        written += draw()
+    if single:
+        print("wrote " + ", ".join(shown(p) for p in written))
 
 
 if __name__ == "__main__":

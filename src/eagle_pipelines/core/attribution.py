@@ -93,15 +93,11 @@ class Attribution:
 
     def to_dict(self) -> dict:
         """The JSON part (everything but the arrays)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ARRAYS}
+        return record_dict(self, ARRAYS)
 
     def save(self, path: str | Path) -> None:
         """Writes ``<path>.npz`` and ``<path>.json`` atomically (temporary files, then rename)."""
-        path = Path(path)
-        arrays = {name: np.asarray(getattr(self, name)) for name in ARRAYS}
-        atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
-        text = json.dumps(self.to_dict(), indent=1, default=_json_default)
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
+        save_record(path, self, ARRAYS, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Attribution:
@@ -163,6 +159,22 @@ def _inconsistent(arrays: dict, meta: dict) -> str:
     if labels.ndim not in (2, 3) or labels.size == 0 or labels.min() < 0 or labels.max() >= n:  # 3: a clip's
         return f"labels of shape {labels.shape} are not a map of the {n} regions"
     return ""
+
+
+def record_dict(record, arrays: tuple[str, ...]) -> dict:
+    """A dataclass record's fields but `arrays`: what goes to its ``.json``."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.name not in arrays}
+
+
+def save_record(path: str | Path, record, arrays: tuple[str, ...], meta: dict) -> None:
+    """Writes `record`'s fields named in `arrays` to ``<path>.npz`` and `meta` to ``<path>.json``, each atomically
+    (a temporary file, then rename); the .json last, so it marks a finished pair (``Attribution``,
+    ``JointAttribution``)."""
+    path = Path(path)
+    data = {name: np.asarray(getattr(record, name)) for name in arrays}
+    atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **data))
+    text = json.dumps(meta, indent=1, default=_json_default)
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
 
 
 def _json_default(value):

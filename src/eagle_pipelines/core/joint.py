@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from eagle_pipelines.core.attribution import record_dict, save_record
 from eagle_pipelines.core.influence import influence_scores
 from eagle_pipelines.core.search import CountingScorer, SearchTrace
 
@@ -354,19 +355,11 @@ class JointAttribution:
         return fig
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in JOINT_ARRAYS}
+        return record_dict(self, JOINT_ARRAYS)
 
     def save(self, path: str | Path) -> None:
-        """``<path>.npz`` (arrays) and ``<path>.json`` (the rest), as Attribution.save."""
-        import json
-
-        from eagle_pipelines.files import atomic_write
-
-        path = Path(path)
-        arrays = {name: np.asarray(getattr(self, name)) for name in JOINT_ARRAYS}
-        atomic_write(path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
-        text = json.dumps({"joint": True, **self.to_dict()}, indent=1, default=_json_default)
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(text.encode()))
+        """``<path>.npz`` (arrays) and ``<path>.json`` (the rest, marked ``joint``), as Attribution.save."""
+        save_record(path, self, JOINT_ARRAYS, {"joint": True, **self.to_dict()})
 
     @classmethod
     def load(cls, path: str | Path) -> JointAttribution:
@@ -378,16 +371,6 @@ class JointAttribution:
         meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         meta.pop("joint", None)
         return cls(**arrays, **meta)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 #: strategies that rank the candidates by their single-candidate scores and place most of them by that rank alone

@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 
 
-def _read_hwm_mb() -> float | None:
+def status_mb(field: str, pid: int | str = "self") -> float | None:
+    """A memory figure of /proc/<pid>/status in MB (``VmRSS``: the resident set now; ``VmHWM``: its peak), None
+    where /proc or the process is not there."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -26,13 +28,7 @@ def _read_hwm_mb() -> float | None:
 
 def resident_mb() -> float | None:
     """The process's resident set now (MB; VmRSS), None where /proc is not there."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return status_mb("VmRSS")
 
 
 class PeakMemory:
@@ -56,7 +52,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
             return
-        hwm = _read_hwm_mb()
+        hwm = status_mb("VmHWM")
         if hwm is None:
             scale = 1 if sys.platform == "darwin" else 1024
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / 1024

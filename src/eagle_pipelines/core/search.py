@@ -83,27 +83,59 @@ def complete_trace(scorer: CountingScorer, order: np.ndarray, known: dict[int, t
                        objective_of(insertion, deletion, lambda1, lambda2))
 
 
+class _Head:
+    """The head of an order being built one greedy step at a time: the regions placed so far (`order`,
+    `chosen`) and the keep/remove scores of each prefix already scored (`known`, by prefix index)."""
+
+    def __init__(self, scorer: CountingScorer, lambda1: float, lambda2: float,
+                 progress: Callable[[int], None] | None):
+        self.scorer, self.lambda1, self.lambda2, self.progress = scorer, lambda1, lambda2, progress
+        self.chosen = np.zeros(scorer.n, dtype=bool)
+        self.order: list[int] = []
+        self.known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def place(self, v: int, keep: np.ndarray, remove: np.ndarray) -> None:
+        """Places region `v` next; `keep` and `remove` are the scores of the prefix it ends."""
+        self.chosen[v] = True
+        self.order.append(v)
+        self.known[len(self.order) - 1] = (keep, remove)
+        if self.progress:
+            self.progress(len(self.order))
+
+    def place_best(self, candidates: list[int]) -> int:
+        """One greedy step over `candidates` (sorted ids): each is scored on top of the placed regions (keep and
+        remove S ∪ {v}) and the argmax (ties: the lowest id) is placed next; returns it."""
+        sets = np.repeat(self.chosen[None], len(candidates), axis=0)
+        sets[np.arange(len(candidates)), candidates] = True
+        keep, remove = self.scorer.keep_and_remove(sets)
+        best = int(np.argmax(objective_of(keep, remove, self.lambda1, self.lambda2)))
+        self.place(candidates[best], keep[best], remove[best])
+        return candidates[best]
+
+
+def _singles_first(scorer: CountingScorer, lambda1: float, lambda2: float,
+                   progress: Callable[[int], None] | None) -> tuple[list[int], _Head]:
+    """Greedy's first step: every region scored alone, keep {v} and remove {v} (2n passes). Returns the regions
+    ranked by that objective (ties: the lower id first, as in greedy) and the head with the first one placed."""
+    n = scorer.n
+    keep, remove = scorer.keep_and_remove(np.eye(n, dtype=bool))
+    first = objective_of(keep, remove, lambda1, lambda2)
+    rank = [int(v) for v in np.argsort(-first, kind="stable")]
+    head = _Head(scorer, lambda1, lambda2, progress)
+    head.place(rank[0], keep[rank[0]], remove[rank[0]])
+    return rank, head
+
+
 def greedy(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0,
            progress: Callable[[int], None] | None = None) -> SearchTrace:
     """The definition: at every step score every remaining region for keep and remove, add the argmax.
 
     n(n+1) forward passes. Ties go to the lowest region index.
     """
-    n = scorer.n
-    chosen = np.zeros(n, dtype=bool)
-    order, known = [], {}
-    for step in range(n):
-        candidates = np.flatnonzero(~chosen)
-        sets = np.repeat(chosen[None], len(candidates), axis=0)
-        sets[np.arange(len(candidates)), candidates] = True
-        keep, remove = scorer.keep_and_remove(sets)
-        best = int(np.argmax(objective_of(keep, remove, lambda1, lambda2)))
-        chosen[candidates[best]] = True
-        order.append(int(candidates[best]))
-        known[step] = (keep[best], remove[best])
-        if progress:
-            progress(step + 1)
-    return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
+    head = _Head(scorer, lambda1, lambda2, progress)
+    for _ in range(scorer.n):
+        head.place_best([int(v) for v in np.flatnonzero(~head.chosen)])
+    return complete_trace(scorer, np.array(head.order), head.known, lambda1, lambda2)
 
 
 def _backward_pick(scorer: CountingScorer, n: int, tail: list[int], pending: list[int], lambda1: float,
@@ -362,31 +394,14 @@ def pooled(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0, p
     k = min(n, pool_size if pool_size is not None else pool_size_for_budget(n, budget))
     if k < 1:
         raise ValueError(f"pool_size must be at least 1, got {pool_size}")
-    keep, remove = scorer.keep_and_remove(np.eye(n, dtype=bool))
-    first = objective_of(keep, remove, lambda1, lambda2)
-    rank = [int(v) for v in np.argsort(-first, kind="stable")]  # ties: the lower id first, as in greedy
-    chosen = np.zeros(n, dtype=bool)
-    order = [rank[0]]
-    chosen[rank[0]] = True
-    known = {0: (keep[rank[0]], remove[rank[0]])}
-    if progress:
-        progress(1)
+    rank, head = _singles_first(scorer, lambda1, lambda2, progress)
     candidates = sorted(rank[1:k])
     while candidates:
-        sets = np.repeat(chosen[None], len(candidates), axis=0)
-        sets[np.arange(len(candidates)), candidates] = True
-        keep_c, remove_c = scorer.keep_and_remove(sets)
-        best = int(np.argmax(objective_of(keep_c, remove_c, lambda1, lambda2)))
-        v = candidates.pop(best)
-        chosen[v] = True
-        order.append(v)
-        known[len(order) - 1] = (keep_c[best], remove_c[best])
-        if progress:
-            progress(len(order))
-    order += [v for v in rank if not chosen[v]]
+        candidates.remove(head.place_best(candidates))
+    order = head.order + [v for v in rank if not head.chosen[v]]
     if progress:
         progress(n)
-    return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
+    return complete_trace(scorer, np.array(order), head.known, lambda1, lambda2)
 
 
 def _check_windowed(top: int, bottom: int, depth: int | None, budget: float) -> None:
@@ -442,33 +457,17 @@ def windowed(scorer: CountingScorer, lambda1: float = 1.0, lambda2: float = 1.0,
     _check_windowed(top, bottom, depth, budget)
     n = scorer.n
     d = windowed_depth(n, top, bottom, budget) if depth is None else min(depth, n - 1)
-    keep, remove = scorer.keep_and_remove(np.eye(n, dtype=bool))
-    first = objective_of(keep, remove, lambda1, lambda2)
-    rank = [int(v) for v in np.argsort(-first, kind="stable")]  # ties: the lower id first, as in greedy
-    chosen = np.zeros(n, dtype=bool)
-    order = [rank[0]]
-    chosen[rank[0]] = True
-    known = {0: (keep[rank[0]], remove[rank[0]])}
+    rank, head = _singles_first(scorer, lambda1, lambda2, progress)
     remaining = rank[1:]
-    if progress:
-        progress(1)
     for _ in range(d):
         window = sorted(set(remaining[:top]) | set(remaining[len(remaining) - bottom:] if bottom else ()))
-        sets = np.repeat(chosen[None], len(window), axis=0)
-        sets[np.arange(len(window)), window] = True
-        keep_w, remove_w = scorer.keep_and_remove(sets)
-        best = int(np.argmax(objective_of(keep_w, remove_w, lambda1, lambda2)))
-        v = window[best]
-        chosen[v] = True
-        order.append(v)
-        remaining.remove(v)
-        known[len(order) - 1] = (keep_w[best], remove_w[best])
-        if progress:
-            progress(len(order))
-    order += remaining
+        remaining.remove(head.place_best(window))
+    order = head.order + remaining
     if progress:
         progress(n)
-    return complete_trace(scorer, np.array(order), known, lambda1, lambda2)
+    return complete_trace(scorer, np.array(order), head.known, lambda1, lambda2)
+
+
 # --- each strategy's settings and cost (core/strategies.py pairs them with the search) ----------------------------
 class EfficientParams(BaseModel):
     """Settings of ``efficient`` and ``bidirectional``."""

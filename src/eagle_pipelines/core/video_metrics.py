@@ -6,14 +6,18 @@
 - ``st_point_game``: the spatio-temporal Point Game: the maximum of the order's map over the clip (the first-ranked
   region) lies in the event's frame *and* touches the event object's mask there ("which moment and which place";
   ``core.metrics.point_game`` on the (N, H, W) map, ties counting as hits).
+- ``order_rows``: one row per method's order of a clip, every metric above under one protocol (eagle_video's
+  evaluation).
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from eagle_pipelines.core.evaluate import order_saliency
-from eagle_pipelines.core.metrics import Curves, MetricError, point_game
+from eagle_pipelines.core.metrics import Curves, MetricError, faithfulness, point_game
 from eagle_pipelines.core.regions import RegionMap, region_frames
 from eagle_pipelines.core.scoring import RegionScorer, TokenScorer
 
@@ -54,3 +58,22 @@ def st_point_game(order: np.ndarray, regions: RegionMap, event_masks: np.ndarray
     if masks.shape != regions.labels.shape:
         raise MetricError(f"event masks {masks.shape} and the clip's label map {regions.labels.shape} differ")
     return point_game(order_saliency(np.asarray(order), regions.labels), mask=masks)
+
+
+def order_rows(scorer: TokenScorer, regions: RegionMap, orders: dict[str, np.ndarray], event_frame: int,
+               event_masks: np.ndarray, steps: int) -> list[dict]:
+    """One row per method of `orders` (method -> its order of the clip's regions), in that order, each scored under
+    the same protocol: the faithfulness metrics of its ``prefix_curves`` at `steps` prefix lengths and the seconds
+    they took (``eval_seconds``), ``temporal_hit`` in `event_frame`, ``st_point_game`` on `event_masks`, the first
+    region, and the curves themselves (``curve``: x = the kept / removed share, from 0)."""
+    rows = []
+    for method, order in orders.items():
+        start = time.perf_counter()
+        curves = prefix_curves(scorer, regions, order, steps)
+        rows.append({"method": method, **faithfulness(curves), "eval_seconds": time.perf_counter() - start,
+                     "temporal_hit": float(temporal_hit(order, regions, event_frame)),
+                     "st_point_game": float(st_point_game(order, regions, event_masks)),
+                     "first_region": int(order[0]), "curve": {"x": [0.0, *curves.area.tolist()],
+                                                              "insertion": curves.insertion_curve()[1].tolist(),
+                                                              "deletion": curves.deletion_curve()[1].tolist()}})
+    return rows

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
+from eagle_pipelines.core.parity import StrictModel
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.shapes import DrawnObject, category_names, shape_mask
 from eagle_pipelines.errors import UserError
@@ -36,17 +37,13 @@ mask_utils = LazyModule("pycocotools.mask", "COCO masks (pycocotools)")
 CLIP_SPLIT_CODES = {"train": 6, "val": 7, "eval": 8}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClipSplitSizes(_Strict):
+class ClipSplitSizes(StrictModel):
     train: PositiveInt = Field(default=50_000, description="clips the training draws from (made on the fly)")
     val: PositiveInt = Field(default=100, description="held-out clips: the video model's quality figures")
     eval: PositiveInt = Field(default=24, description="the clips eagle_video explains")
 
 
-class ClipParams(_Strict):
+class ClipParams(StrictModel):
     """The embedded clips (``params:clips``); colours, shapes, radii and background come from ``params:shapes``."""
 
     frames: PositiveInt = Field(default=4, description="frames per clip (even)")

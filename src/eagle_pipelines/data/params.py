@@ -10,15 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from eagle_pipelines.core.parity import ParitySwitches
+from eagle_pipelines.core.parity import ParitySwitches, StrictModel
 from eagle_pipelines.core.search import Count
 
 SHAPES = ("circle", "square", "triangle")
 BACKGROUNDS = {"dark": (0, 25), "light": (150, 255)}
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SplitSizes(StrictModel):

@@ -163,8 +163,7 @@ class ItemStore:
         if kind not in KINDS:
             raise DatasetError(f"unknown item kind {kind!r} for {path}; known: {sorted(KINDS)}")
         #: an object store (``s3://...``): each file one PUT, the checksum file last (io/storage.py)
-        self.remote = storage.Remote(str(path), storage_options) if storage.is_remote(path) else None
-        self.path = self.remote.url if self.remote else Path(path)
+        self.remote, self.path = storage.located(path, storage_options)
         self.kind = kind
         self._kind = KINDS[kind]
 

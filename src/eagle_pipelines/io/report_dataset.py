@@ -130,8 +130,7 @@ class PublishedReportDataset(AbstractDataset[dict, dict]):
     def __init__(self, path: str, credentials: dict | None = None, fs_args: dict | None = None,
                  metadata: dict | None = None):
         self._options = storage.options_of(credentials, fs_args)
-        self._remote = storage.Remote(str(path), self._options) if storage.is_remote(path) else None
-        self._path = self._remote.url if self._remote else Path(path)
+        self._remote, self._path = storage.located(path, self._options)
         self.metadata = metadata
 
     @staticmethod

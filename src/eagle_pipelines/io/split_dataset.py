@@ -175,8 +175,7 @@ class CocoSplitDataset(AbstractDataset[tuple, CocoSplit]):
                  metadata: dict | None = None):
         self._options = storage.options_of(credentials, fs_args)
         #: an object store: every file one PUT, split.json last (module docstring)
-        self._remote = storage.Remote(str(path), self._options) if storage.is_remote(path) else None
-        self._path = self._remote.url if self._remote else Path(path)
+        self._remote, self._path = storage.located(path, self._options)
         self.metadata = metadata
 
     # -- an object store's split ---------------------------------------------------------------------------------

@@ -170,6 +170,12 @@ def options_of(credentials: dict | None, fs_args: dict | None = None) -> dict[st
     return {**(fs_args or {}), **(credentials or {})}
 
 
+def located(path: str | Path, storage_options: dict | None = None) -> tuple[Remote | None, str | Path]:
+    """Where a dataset's files live: its ``Remote`` and URL on an object store, None and a local ``Path``
+    otherwise."""
+    remote = Remote(str(path), storage_options) if is_remote(path) else None
+    return remote, (remote.url if remote else Path(path))
+
 
 class RunStateDataset(AbstractDataset[None, str]):
     """Where a run keeps its provenance records and its lock (provenance.py). Without this catalog entry

@@ -16,19 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import Field, PositiveInt
 
+from eagle_pipelines.core.parity import StrictModel
 from eagle_pipelines.models.processing import image_chat_prompt, words_of
 from eagle_pipelines.models.qwen_vl import QwenVLAdapter
 
 logger = logging.getLogger(__name__)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ToyArchitecture(_Strict):
+class ToyArchitecture(StrictModel):
     vision_depth: PositiveInt = 3
     vision_hidden: PositiveInt = 128
     vision_intermediate: PositiveInt = 256
@@ -42,7 +39,7 @@ class ToyArchitecture(_Strict):
     merge_size: PositiveInt = 2
 
 
-class ToyTraining(_Strict):
+class ToyTraining(StrictModel):
     seed: int = 0
     max_steps: PositiveInt = 1600
     max_minutes: float = Field(default=20.0, gt=0)
@@ -64,7 +61,7 @@ class ToyTraining(_Strict):
     threads: int = Field(default=0, ge=0, description="torch threads; 0 keeps torch's default")
 
 
-class ToyVideoParams(_Strict):
+class ToyVideoParams(StrictModel):
     """The video stage (``toy_model_video`` pipeline): continues the image checkpoint on images and clips."""
 
     clip_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch that is clips")
@@ -75,7 +72,7 @@ class ToyVideoParams(_Strict):
                     "checkpoint)")
 
 
-class ToyModelParams(_Strict):
+class ToyModelParams(StrictModel):
     caption_prompt: str = "Describe the image."
     question_template: str = "Is there a {name} in the image?"
     architecture: ToyArchitecture = ToyArchitecture()

@@ -14,7 +14,7 @@ import yaml
 from kedro.framework.session import KedroSession
 
 from eagle_pipelines.core.regions import frame_grid
-from eagle_pipelines.core.video_metrics import prefix_counts, prefix_curves, st_point_game, temporal_hit
+from eagle_pipelines.core.video_metrics import order_rows, prefix_counts, prefix_curves, st_point_game, temporal_hit
 
 from tests.conftest import MODEL_DIR, ROOT, SHIPPED_MODEL, copy_project
 
@@ -71,6 +71,26 @@ def test_prefix_curves_by_hand(two_frames):
     assert worst.insertion[:, 0].tolist() == [0, 0, 0, 1] and worst.deletion[:, 0].tolist() == [1, 1, 1, 0]
     with pytest.raises(ValueError, match="not a permutation"):
         prefix_curves(scorer, regions, np.array([5, 5, 1, 2, 3, 4, 6, 7]), steps=4)
+
+
+def test_order_rows_score_each_method_under_one_protocol_by_hand(two_frames):
+    """eagle_video's evaluation rows: the event region first (EAGLE here) against it last (the floor here)."""
+    regions, masks = two_frames
+    orders = {"EAGLE": np.array([5, 0, 1, 2, 3, 4, 6, 7]), "random": np.array([0, 1, 2, 3, 4, 6, 7, 5])}
+    first, last = order_rows(EventPixelsKept(masks), regions, orders, event_frame=1, event_masks=masks, steps=4)
+    assert [first["method"], last["method"]] == ["EAGLE", "random"]
+    # k = 2, 4, 6, 8 of 8 equal regions; p = the share of the event's pixels kept
+    assert first["curve"] == {"x": [0.0, 0.25, 0.5, 0.75, 1.0], "insertion": [0, 1, 1, 1, 1],
+                              "deletion": [1, 0, 0, 0, 0]}
+    assert last["curve"] == {"x": [0.0, 0.25, 0.5, 0.75, 1.0], "insertion": [0, 0, 0, 0, 1],
+                             "deletion": [1, 1, 1, 1, 0]}
+    assert first["insertion_auc"] == pytest.approx(0.5 * 0.25 + 0.75)
+    assert first["deletion_auc"] == pytest.approx(0.5 * 0.25)
+    assert last["insertion_auc"] == pytest.approx(0.5 * 0.25)
+    assert last["deletion_auc"] == pytest.approx(0.75 + 0.5 * 0.25)
+    assert (first["temporal_hit"], first["st_point_game"], first["first_region"]) == (1.0, 1.0, 5)
+    assert (last["temporal_hit"], last["st_point_game"], last["first_region"]) == (0.0, 0.0, 0)
+    assert first["eval_seconds"] >= 0 and "forward_passes" not in first  # the node adds EAGLE's own cost
 
 
 # --- the video-capable embedded model -----------------------------------------------------------------------------

@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from eagle_pipelines.console import progress_bar
-from eagle_pipelines.api import explain
 from eagle_pipelines.core import hallucination as hal
 from eagle_pipelines.core.hallucination import pixel_units, region_ranking  # noqa: F401 (re-exported)
-from eagle_pipelines.core.joint import image_view, pipeline_units, units_fingerprint
+from eagle_pipelines.core.joint import image_view, units_fingerprint
 from eagle_pipelines.core.evaluate import object_at, random_order, region_curves
 from eagle_pipelines.core.geometry import photo_grid, working_image
 from eagle_pipelines.core.metrics import Curves, highest_confidence, insertion_auc
@@ -31,10 +30,10 @@ from eagle_pipelines.data.reference_list import listed_answer
 from eagle_pipelines.data.params import ShapesParams
 from eagle_pipelines.data.questions import confounded, generate_question_split  # noqa: F401 (re-exported)
 from eagle_pipelines.io.executors import PendingItems
-from eagle_pipelines.io.items import Job, Manifest, Skipped, compose_of, fingerprint
+from eagle_pipelines.io.items import Job, Manifest, compose_of, fingerprint
 from eagle_pipelines.io.split_dataset import CocoSplit
 from eagle_pipelines.models.base import Answer
-from eagle_pipelines.pipelines.experiment.nodes import search_fingerprint
+from eagle_pipelines.pipelines.experiment.nodes import explain_job, search_fingerprint
 from eagle_pipelines.parameters import (
     AttributionParams,
     BaselinesParams,
@@ -248,30 +247,13 @@ def explain_wrong_answers(vlm, question_split: CocoSplit, answers: dict, superpi
         fp = fingerprint("eagle-counter", {"image_sha": a["image_sha"], "prompt": a["prompt"],
                                            "counter": list(counter.token_ids), "meta": _meta(info)},
                          sp_fp, vlm.fingerprint, search)
-        jobs.append(Job(str(a["question_id"]), fp,
-                        _explain_job(vlm, question_split, superpixels, info, counter, attribution, prompt_units),
+        jobs.append(Job(str(a["question_id"]), fp, explain_job(vlm, question_split, superpixels, info, counter,
+                                                               attribution, _meta(info), not_made="not made",
+                                                               prompt_units=prompt_units),
                         {**info, **units_fingerprint(prompt_units)}))
     return PendingItems(jobs, "EAGLE (counter token)", {
         "attribution": attribution.model_dump(mode="json"), "model": vlm.name, "model_fingerprint": vlm.fingerprint,
         **units_fingerprint(prompt_units), **superpixels.params})
-
-
-def _explain_job(vlm, question_split: CocoSplit, superpixels: Manifest, q: dict, counter: Answer,
-                 params: AttributionParams, prompt_units: str = "none"):
-    def compute():
-        key = str(q["image_id"])
-        if key not in superpixels:
-            return Skipped(f"image {q['image_id']} has no superpixels: "
-                           f"{superpixels.not_made().get(key, 'not made')}")
-        regions = superpixels.load(key)
-        compose = compose_of(superpixels)
-        photo = question_split.pixels(q["image_id"], q["image_sha"])
-        # explain() brings a photo to the model's resolution itself (pixel_values) or masks the photo (processor)
-        return explain(vlm, photo if compose == "processor" else vlm.model_image(photo), q["prompt"], tokens=None,
-                       params=params, answer=counter, regions=regions, compose=compose, meta=_meta(q),
-                       prompt_units=pipeline_units(prompt_units))
-
-    return compute
 
 
 def _meta(q: dict) -> dict:

@@ -7,7 +7,6 @@ fingerprint of everything that made them, so a rerun makes only what is missing.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pandas as pd
@@ -15,9 +14,8 @@ import pandas as pd
 from eagle_pipelines.console import progress_bar
 from eagle_pipelines.api_video import explain_video
 from eagle_pipelines.core.evaluate import random_order
-from eagle_pipelines.core.metrics import faithfulness
 from eagle_pipelines.core.regions import RegionMap
-from eagle_pipelines.core.video_metrics import prefix_curves, st_point_game, temporal_hit
+from eagle_pipelines.core.video_metrics import order_rows
 from eagle_pipelines.data.clips import ClipFormatError, generate_clip_split
 from eagle_pipelines.io.clip_dataset import ClipSplit
 from eagle_pipelines.io.executors import PendingItems
@@ -113,25 +111,14 @@ def evaluate_clips(vlm, eval_split: ClipSplit, answers: dict, attributions: Mani
             frames = eval_split.frames(key, a["clip_sha"])
             record = eval_split.record(key)
             regions = RegionMap(attribution.labels, {})
-            masks = record.event_masks()
             scorer = vlm.video_scorer(vlm.model_clip(frames), a["prompt"], a["token_ids"],
                                       attribution.target_positions, batch_size=eagle_video.batch_size)
             orders = {"EAGLE": np.asarray(attribution.order),
                       "random": random_order(regions.n_regions, eagle_video.random_seed, int(a["clip_id"]))}
-            rows = []
-            for method, order in orders.items():
-                start = time.perf_counter()
-                curves = prefix_curves(scorer, regions, order, eagle_video.curve_steps)
-                row = {"method": method, **faithfulness(curves), "eval_seconds": time.perf_counter() - start,
-                       "temporal_hit": float(temporal_hit(order, regions, record.event_frame)),
-                       "st_point_game": float(st_point_game(order, regions, masks)),
-                       "first_region": int(order[0]), "curve": {"x": [0.0, *curves.area.tolist()],
-                                                                "insertion": curves.insertion_curve()[1].tolist(),
-                                                                "deletion": curves.deletion_curve()[1].tolist()}}
-                if method == "EAGLE":
-                    row.update({"forward_passes": int(attribution.forward_passes),
-                                "seconds": float(attribution.seconds)})
-                rows.append(row)
+            rows = order_rows(scorer, regions, orders, record.event_frame, record.event_masks(),
+                              eagle_video.curve_steps)
+            rows[0].update({"forward_passes": int(attribution.forward_passes),  # EAGLE's row: its search's cost
+                            "seconds": float(attribution.seconds)})
             return {"item": key, "clip_id": int(a["clip_id"]), "event_frame": record.event_frame,
                     "event": record.event_category, "n_regions": int(regions.n_regions), "rows": rows}
 

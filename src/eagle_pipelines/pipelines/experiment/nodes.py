@@ -341,28 +341,37 @@ def explain_targets(vlm, eval_split: CocoSplit, targets: dict, superpixels: Mani
     for t in targets["targets"]:
         sp_fp = superpixels.info(str(t["image_id"]))["fp"] if str(t["image_id"]) in superpixels else None
         fp = fingerprint("eagle", _target_info(t), sp_fp, vlm.fingerprint, search)
-        jobs.append(Job(t["key"], fp, _explain_job(vlm, eval_split, superpixels, t, attribution, prompt_units),
+        answer = Answer(prompt=t["prompt"], token_ids=tuple(t["token_ids"]), tokens=(), text=t["answer"],
+                        token_probs=(), finished=True)
+        meta = {"compose": compose_of(superpixels), "image_id": t["image_id"], "level": t["level"], "item": t["item"],
+                **t["meta"]}
+        jobs.append(Job(t["key"], fp, explain_job(vlm, eval_split, superpixels, t, answer, attribution, meta,
+                                                  tokens=None if t["level"] == "sentence" else t["positions"],
+                                                  prompt_units=prompt_units),
                         {**_target_info(t), "compose": compose_of(superpixels), **units_fingerprint(prompt_units)}))
     return PendingItems(jobs, "EAGLE", {"attribution": attribution.model_dump(mode="json"), "model": vlm.name,
                                            "model_fingerprint": vlm.fingerprint, **units_fingerprint(prompt_units),
                                            **superpixels.params})
 
 
-def _explain_job(vlm, eval_split, superpixels, t, params: AttributionParams, prompt_units: str = "none"):
+def explain_job(vlm, split, superpixels: Manifest, t: dict, answer: Answer, params: AttributionParams, meta: dict,
+                tokens=None, not_made: str = "not answered", prompt_units: str = "none"):
+    """The job of one EAGLE item (every experiment's explanation stage files its items through it): the answer
+    `answer` to `t`'s prompt about its image (``image_id``, ``image_sha`` in `split`) explained over the image's
+    superpixels (composed as the superpixel manifest says), the answer tokens `tokens` (None: all), with `meta`
+    in the record. An image without superpixels is skipped, with the reason its superpixels were not made
+    (`not_made` when none is recorded). `prompt_units` (``none`` or ``words``): with ``words``, one joint order
+    over the regions and the prompt's words (core/joint.py; docs/joint.md)."""
+
     def compute():
         found = _labels_of(superpixels, t["image_id"])
         if found is None:
             return Skipped(f"image {t['image_id']} has no superpixels: "
-                           f"{superpixels.not_made().get(str(t['image_id']), 'not answered')}")
-        compose = compose_of(superpixels)
-        image = eval_split.pixels(t["image_id"], t["image_sha"])
-        answer = Answer(prompt=t["prompt"], token_ids=tuple(t["token_ids"]), tokens=(), text=t["answer"],
-                        token_probs=(), finished=True)
-        positions = None if t["level"] == "sentence" else t["positions"]
-        return explain(vlm, image, t["prompt"], tokens=positions, params=params, answer=answer, regions=found[1],
-                       compose=compose, prompt_units=pipeline_units(prompt_units),
-                       meta={"compose": compose, "image_id": t["image_id"], "level": t["level"], "item": t["item"],
-                             **t["meta"]})
+                           f"{superpixels.not_made().get(str(t['image_id']), not_made)}")
+        image = split.pixels(t["image_id"], t["image_sha"])
+        # explain() brings the photo to the model's resolution itself (pixel_values) or masks the photo (processor)
+        return explain(vlm, image, t["prompt"], tokens=tokens, params=params, answer=answer, regions=found[1],
+                       compose=compose_of(superpixels), meta=meta, prompt_units=pipeline_units(prompt_units))
 
     return compute
 
