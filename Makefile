@@ -1,7 +1,7 @@
 # `make run`  : installs the project with its extras into .venv (versions of constraints.txt), then runs the main job on the embedded default.
 # `make test` : the same install, then runs the test suite (what CI runs: .ci/run).
 # `make test-fast` : the same, without the tests marked slow (those that run a pipeline or start a server).
-# `make demo` : eagle_coco on the first 2 images in demo/ (about a minute; its own data/ and mlruns/).
+# `make demo` : eagle_coco on the first 2 images in demo/ (under half a minute; its own data/ and mlruns/).
 # `make ui`   : mlflow's user interface on mlruns/ (http://127.0.0.1:5000); `make viz` then `make viz-serve`: the lineage.
 # `make paper MODEL=qwen2_5_vl_3b` : the paper's tables for one model on a GPU (docs/paper.md); first
 #               `make paper-cost MODEL=...` : the forward passes per table and the hours they take.
@@ -27,9 +27,8 @@ run: $(BIN)/.installed
 
 # A smoke run for people trying the project out: eagle_coco end to end on the first DEMO_IMAGES images, in demo/
 # (its own data/, mlruns/ and report; data/ and `make run`'s outputs are not touched), 8 regions and 8 pixel steps
-# (demo.py's DEMO_PARAMS): 76 CPU seconds in all, so 40 to 75 s on 2 quiet cores (measured on a loaded 2-core
-# machine: 1 min 45 s wall at load ~7). The former demo (4 images, 16 regions, 16 steps), run right after it:
-# 170 CPU seconds (4 min 26 s wall), 1.5 to 3 minutes on 2 quiet cores.
+# (demo.py's DEMO_PARAMS): 23 s wall in all on a quiet 2-core machine (28 CPU seconds; the pipeline 14 s of it).
+# The former demo (4 images, 16 regions, 16 steps) took 170 CPU seconds on a loaded machine, against 76 for this one.
 DEMO_IMAGES ?= 2
 demo: $(BIN)/.installed
 	$(BIN)/python -m eagle_pipelines.demo --images $(DEMO_IMAGES)

@@ -1,6 +1,6 @@
 """``make demo``: the main job (``kedro run --pipelines=eagle_coco``) end to end on the first few images, in a
 folder of its own, for people trying the project out: 2 images, 8 regions each, 8 pixel-protocol steps
-(``DEMO_PARAMS``; 76 CPU seconds, about a minute on 2 quiet CPU cores: the Makefile's comment).
+(``DEMO_PARAMS``; 23 s on 2 quiet CPU cores: the Makefile's comment).
 
 The folder (``demo/`` by default, ignored by git) is a Kedro project that shares the checkout's ``pyproject.toml``,
 ``conf/`` and shipped checkpoints (``data/06_models/*``, as links) and has its own ``data/`` and ``mlruns/``: its
