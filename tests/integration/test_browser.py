@@ -20,11 +20,9 @@ labels drawn at a readable size (measured on screen).
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import http.server
 import io
-import itertools
 import json
 import os
 import shutil
@@ -38,17 +36,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.chromium import CHROMIUM, FLAGS, DevToolsPage, devtools
 from tests.conftest import MODEL_DIR, SHIPPED_MODEL, copy_project
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must install Debian's chromium (see .ci/run)")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install "
                                                           "chromium)")]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars"]
 #: a run of about a minute on the CPU
 TINY_RUN = {"shapes": {"splits": {"eval": 3}}, "superpixels": {"n_segments": 6}, "evaluation": {"pixel_steps": 4},
             "reporting": {"figure_samples": 2}, "eagle_coco": {"max_new_tokens": 8},
@@ -112,75 +107,6 @@ def _chromium(tmp_path: Path, url: str, *extra: str) -> str:
 def _screenshot(tmp_path: Path, url: str, out: Path, height: int = 2400) -> np.ndarray:
     _chromium(tmp_path, url, f"--screenshot={out}", f"--window-size=1280,{height}", "--virtual-time-budget=20000")
     return np.asarray(Image.open(out).convert("RGB"))
-
-
-class DevToolsPage:
-    """One Chromium tab driven through the DevTools protocol: JavaScript in the page, polled until true."""
-
-    def __init__(self, websocket):
-        self._ws = websocket
-        self._ids = itertools.count(1)
-
-    def send(self, method: str, **params) -> dict:
-        call = next(self._ids)
-        self._ws.send(json.dumps({"id": call, "method": method, "params": params}))
-        while True:  # events (no id) are skipped
-            message = json.loads(self._ws.recv(timeout=60))
-            if message.get("id") == call:
-                assert "error" not in message, f"{method}: {message['error']}"
-                return message["result"]
-
-    def js(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
-        return result["result"].get("value")
-
-    def poll(self, expression: str, timeout: float):
-        """The expression's value once it is truthy, or its last value after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while (value := self.js(expression)) in (None, False, 0, "", []) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return value
-
-    def wait(self, expression: str, timeout: float = 60, what: str = ""):
-        value = self.poll(expression, timeout)
-        if value in (None, False, 0, "", []):
-            raise AssertionError(f"not seen within {timeout:.0f} s: {what or expression}")
-        return value
-
-
-@contextlib.contextmanager
-def _devtools(tmp_path: Path, url: str):
-    from urllib.request import urlopen
-
-    from websockets.sync.client import connect
-
-    profile = tmp_path / "devtools-profile"
-    profile.mkdir()
-    with open(tmp_path / "chromium.log", "w") as log:
-        browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                    "--window-size=1600,1000", "about:blank"], stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            port_file = profile / "DevToolsActivePort"  # Chromium writes its port here
-            deadline = time.monotonic() + 60
-            while not (port_file.exists() and port_file.read_text().strip()):
-                assert browser.poll() is None, (tmp_path / "chromium.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
-                time.sleep(0.1)
-            port = int(port_file.read_text().split()[0])
-            with urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
-                tab = next(t for t in json.load(response) if t["type"] == "page")
-            with connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as websocket:
-                page = DevToolsPage(websocket)
-                page.send("Page.navigate", url=url)
-                yield page
-        finally:
-            browser.terminate()
-            try:
-                browser.wait(30)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
 
 
 def _node(name: str, kind: str) -> str:
@@ -264,7 +190,7 @@ def test_report_explorer_shows_the_map_of_the_clicked_token(eagle_coco_run, tmp_
     page_text = report.read_text()
     # one self-contained file: nothing fetched, and of a reasonable size
     assert 'src="http' not in page_text and "<link" not in page_text and len(page_text) < 4_000_000
-    with _devtools(tmp_path, report.as_uri()) as page:
+    with devtools(tmp_path, report.as_uri()) as page:
         start = page.wait(EXPLORER, what="the explorer's first map")
         assert start["view"] == "answer" and start["method"] == "eagle" and len(start["tokens"]) >= 2
         assert start["src"].startswith("data:image/jpeg;base64,")
@@ -347,7 +273,7 @@ def test_kedro_viz_build_lists_layers_namespaces_and_previews(viz_build):
 
 def test_kedro_viz_shows_layers_expands_eagle_coco_and_renders_previews(viz_url, tmp_path):
     layer_names = "[...document.querySelectorAll('.pipeline-layer-name')].map(e => e.textContent)"
-    with _devtools(tmp_path, f"{viz_url}?pid=eagle_coco") as page:
+    with devtools(tmp_path, f"{viz_url}?pid=eagle_coco") as page:
         page.wait(f"!!document.querySelector({json.dumps(_node('eagle_coco', 'modularPipeline'))})",
                   what="the eagle_coco box")
         collapsed_labels = page.poll(layer_names, timeout=10)  # drawn with the nodes; [] when there are none
@@ -407,7 +333,7 @@ def test_kedro_viz_keeps_a_readable_zoom_when_a_namespace_expands(viz_url, tmp_p
     high), unless a node is selected: then it keeps the zoom and centres on that node. The documented URL selects
     eagle_coco's answers, so expanding eagle_coco, then a stage, keeps the labels at a readable size on screen."""
     stage = _node("eagle_coco.explanation", "modularPipeline")
-    with _devtools(tmp_path, f"{viz_url}{READABLE_VIEW}") as page:
+    with devtools(tmp_path, f"{viz_url}{READABLE_VIEW}") as page:
         page.wait(f"!!document.querySelector({json.dumps(_node('eagle_coco', 'modularPipeline'))})",
                   what="the eagle_coco box")
         _click(page, "eagle_coco", "modularPipeline")

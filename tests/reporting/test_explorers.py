@@ -13,11 +13,7 @@ image, titles that are wrapped instead of clipped, the mitigation heat maps' col
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import matplotlib
@@ -37,8 +33,8 @@ from eagle_pipelines.reporting.explorers.mitigation import mitigation_explorer, 
 from eagle_pipelines.reporting.explorers.repope import repope_explorer, repope_html  # noqa: E402
 from eagle_pipelines.reporting.explorers.video import video_explorer, video_html  # noqa: E402
 from eagle_pipelines.reporting.html_page import document  # noqa: E402
+from tests.chromium import CHROMIUM, devtools  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 
 
@@ -301,68 +297,12 @@ def test_an_mmvp_image_is_named_by_what_differs_in_its_pair():
 
 
 # --- clicking in headless Chromium -----------------------------------------------------------------------------------
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars"]
-
-
-class Page:
-    def __init__(self, websocket):
-        self._ws, self._id = websocket, 0
-
-    def send(self, method: str, **params) -> dict:
-        self._id += 1
-        self._ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self._ws.recv(timeout=60))
-            if message.get("id") == self._id:
-                assert "error" not in message, message
-                return message["result"]
-
-    def js(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
-        return result["result"].get("value")
-
-    def wait(self, expression: str, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while not (value := self.js(expression)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert value, f"not seen within {timeout} s: {expression}"
-        return value
-
-
 @contextlib.contextmanager
 def browser(tmp_path: Path, body: str):
-    from urllib.request import urlopen
-
-    from websockets.sync.client import connect
-
     page_file = tmp_path / "report.html"
     page_file.write_text(document("explorer test", {"run": "synthetic"}, body, {}))
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    process = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                "--window-size=1400,1000", "about:blank"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert process.poll() is None and time.monotonic() < deadline, "Chromium did not start"
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
-            tab = next(t for t in json.load(response) if t["type"] == "page")
-        with connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as websocket:
-            page = Page(websocket)
-            page.send("Page.navigate", url=page_file.as_uri())
-            yield page
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with devtools(tmp_path, page_file.as_uri(), window="1400,1000", timeout=20) as page:
+        yield page
 
 
 def _attr(element: str, name: str) -> str:
