@@ -150,7 +150,7 @@ def prompt_view(a: Attribution, token: int | None = None) -> dict | None:
     return {"segments": segments, "steps": steps, "n_regions": int(joint["n_regions"]), "share": share}
 
 
-def _prompt_of(a: Attribution, token: int | None = None) -> dict:
+def prompt_entry(a: Attribution, token: int | None = None) -> dict:
     """``{"prompt": prompt_view(...)}`` for a joint record's view; nothing otherwise (the JSON as before)."""
     found = prompt_view(a, token)
     return {} if found is None else {"prompt": found}
@@ -167,7 +167,7 @@ def _image_data(item: ExplorerImage, norm) -> dict:
         views["answer"] = {"title": "the whole answer (sentence level)", "level": "sentence",
                            "influence": round(float(np.mean(a.influence)), 3) if len(a.influence) else None,
                            "maps": _maps(item, key, a, []), "curves": _curves(item, key),
-                           **_prompt_of(a)}
+                           **prompt_entry(a)}
         colours = influence_colours(a.influence, norm)
         for t, (word, value, colour) in enumerate(zip(a.target_words, a.influence, colours)):
             name = f"t{t}"
@@ -175,7 +175,7 @@ def _image_data(item: ExplorerImage, norm) -> dict:
                            "level": "token", "influence": round(float(value), 3),
                            "maps": {"eagle": _both(item.image, token_saliency(a, t), labels=a.labels,
                                                    order=a.order)},
-                           "curves": {"eagle": _token_curve(a, t)}, **_prompt_of(a, t)}
+                           "curves": {"eagle": _token_curve(a, t)}, **prompt_entry(a, t)}
             tokens.append({"text": word, "view": name, "position": int(a.target_positions[t]),
                            "bg": "#" + "".join(f"{int(255 * c):02x}" for c in colour[:3]),
                            "fg": "#000" if value < 0.6 * norm.vmax else "#fff"})
@@ -189,7 +189,7 @@ def _image_data(item: ExplorerImage, norm) -> dict:
                        "level": "word", "influence": round(float(np.mean(a.influence)), 3),
                        "sensitivity": round(sensitivity(a), 3), "scale": round(scale, 3),
                        "maps": _maps(item, key, a, box, scale), "curves": _curves(item, key),
-                       **_prompt_of(a)}
+                       **prompt_entry(a)}
         objects.append({"label": word, "view": name, "positions": [int(p) for p in a.target_positions]})
     for token in tokens:  # a token of an explained object names it (the page marks it)
         token["object"] = next((o["view"] for o in objects if token["position"] in o["positions"]), None)

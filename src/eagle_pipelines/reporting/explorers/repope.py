@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from eagle_pipelines.core.plotting import attribution_display, outlined
-from eagle_pipelines.reporting.explorer import data_url, prompt_view
+from eagle_pipelines.reporting.explorer import data_url, prompt_entry
 from eagle_pipelines.reporting.explorers.common import maps_of, section, thumb
 
 #: the most removal steps one wrong answer carries (the corrected step is always among them)
@@ -67,7 +67,7 @@ def _record(s: dict) -> dict:
                                                           outlines=marks, background=bg).rgb),
             "steps": steps, "corrected_step": corrected_step, "amcr": round(float(fix.get("amcr", 1.0)), 3),
             "cause": cause is not None, "trigger": trigger is not None,
-            **({"prompt": prompt_view(a)} if prompt_view(a) else {})}  # a joint record: the question's words
+            **prompt_entry(a)}  # a joint record: the question's words
 
 
 def repope_explorer(samples: list[dict]) -> dict:
