@@ -16,7 +16,6 @@ import copy
 import http.server
 import json
 import math
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from eagle_pipelines.models.api_model import (
     request_key,
 )
 
+from tests.chromium import CHROMIUM, devtools
 from tests.conftest import MODEL_DIR
 
 
@@ -554,16 +554,13 @@ def test_the_explorer_payload_escapes_what_could_end_or_switch_the_script_elemen
     assert data["images"][0]["answer"] == f"a {HOSTILE} circle</script>"
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
 def test_an_answer_holding_a_script_comment_renders_every_figure_and_token_in_chromium(tmp_path):
-    from tests.integration.test_browser import EXPLORER, _devtools, _explorer_after
+    from tests.integration.test_browser import EXPLORER, _explorer_after
 
     path, n_figures, shown = _hostile_report(tmp_path)
-    with _devtools(tmp_path, path.as_uri()) as page:
+    with devtools(tmp_path, path.as_uri()) as page:
         start = page.wait(EXPLORER, what="the explorer's first map")
         figures = page.wait(f"(() => {{ const f = [...document.querySelectorAll('figure[id^=figure-] img')]; "
                             f"return f.length === {n_figures} && f.every(i => i.complete && i.naturalWidth > 0) "
