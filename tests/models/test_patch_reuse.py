@@ -43,16 +43,54 @@ def test_shared_patches_give_the_same_bits_and_embed_only_the_cut_patches(shippe
     finally:
         handle.remove()
     np.testing.assert_array_equal(got, plain(masks))  # bit for bit
-    # by hand: a patch is embedded when the mask cuts it (keeps some of its pixels, not all), plus the one-row
-    # stand-in per pass; whole patches come from the full and black images' embeddings
-    n, pixels = len(shared.index), shared._pixels_np
-    kept = masks.reshape(len(masks), -1)[:, pixels]
-    cut = int((kept.any(-1) & ~kept.all(-1)).sum())
-    passes = -(-len(masks) // shared.batch_size)
-    assert sum(rows) == cut + passes < len(masks) * n
+    # by hand: a patch is embedded when the mask cuts it (keeps some of its pixels, not all), once per pass for
+    # each distinct cut (the same patch with the same pixels kept), plus the one-row stand-in per pass; whole
+    # patches come from the full and black images' embeddings
+    n, pixels, size = len(shared.index), shared._pixels_np, shared.batch_size
+
+    def cuts(chunk):
+        kept = chunk.reshape(len(chunk), -1)[:, pixels]
+        return [(p, kept[i, p].tobytes()) for i, p in zip(*np.nonzero(kept.any(-1) & ~kept.all(-1)))]
+
+    chunks = [masks[lo:lo + size] for lo in range(0, len(masks), size)]
+    distinct = sum(len(set(cuts(c))) for c in chunks)
+    assert sum(rows) == distinct + len(chunks) < sum(len(cuts(c)) for c in chunks) < len(masks) * n
     # another chunking, the same bits
     shared.batch_size = 5
     np.testing.assert_array_equal(shared(masks), got)
+
+
+def test_shared_patches_hand_the_vision_tower_its_geometry(shipped_model, monkeypatch):
+    """The vision tower's position ids, window order and bounds come precomputed (once per batch size), not made
+    again by the tower in each pass; the same bits as the plain scorer."""
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as modeling
+
+    seen = []  # (helper, whether the pass handed it its result)
+    keys = {"get_vision_window_index": "window_index", "get_vision_position_ids": "position_ids",
+            "get_vision_attention_seqlens": "cu_seqlens"}
+
+    def spy(name, original):
+        def helper(*args, kwargs=None, **rest):
+            seen.append((name, keys[name] in (kwargs or {})))
+            return original(*args, kwargs=kwargs, **rest)
+        return helper
+
+    for name in keys:
+        monkeypatch.setattr(modeling, name, spy(name, getattr(modeling, name)))
+    rng = np.random.default_rng(6)
+    image = shipped_model.model_image(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    masks = rng.random((7, 112, 112)) < 0.5
+    plain = shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=4,
+                                 memory_budget_mb=0)
+    expected = plain(masks)
+    assert sorted(seen) == sorted([(name, False) for name in keys] * 2)  # the tower makes them in each pass
+    shared = shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=4,
+                                  memory_budget_mb=0)
+    assert shared.share_patches()
+    seen.clear()
+    np.testing.assert_array_equal(shared(masks), expected)
+    assert sorted(seen) == sorted([(name, True) for name in keys] * 2)
+    assert sorted(shared._vision_inputs) == [3, 4]  # made once for each batch size (4, then the last 3)
 
 
 def test_an_adopted_plan_skips_the_probe_passes(shipped_model):

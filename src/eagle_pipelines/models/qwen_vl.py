@@ -174,8 +174,14 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             self._position_ids = self._positions()
         self._patch_embed = embed
         self._vision_config = _packed_config(visual)
+        self._visual = visual
+        self._vision_inputs: dict[int, dict] = {}
         self._pixels_np = np.stack(pixels)  # (n, pixels of one patch)
         self._index_np = self.index.cpu().numpy()
+        # each entry of a patch's pixel values: the slot of its pixel among the patch's pixels (``_pixels_np``)
+        self._slot = torch.from_numpy(np.stack([np.searchsorted(p, row) for p, row in zip(pixels, self._index_np)])
+                                      ).to(self.device)
+        self._embed_table = torch.cat([self._embed_black, self._embed_full])
         self._reuse = True
         return True
 
@@ -194,22 +200,49 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         except TypeError:  # another signature: let the model compute them
             return None
 
+    def _vision_geometry(self, b: int, grid_thw: torch.Tensor) -> dict:
+        """The vision tower's position ids, window order and sequence bounds for `b` copies of the image, made
+        once per batch size by transformers' own helpers (``transformers.vision_utils``) and handed to the model
+        as its precomputed ``image_*`` inputs (the tower would loop over the b images for them in every pass);
+        empty where this transformers has no such helpers."""
+        if b not in self._vision_inputs:
+            try:
+                from transformers import vision_utils
+            except ImportError:
+                vision_utils = None
+            visual, made = self._visual, {}
+            if vision_utils is not None and hasattr(visual, "window_size"):
+                merge = visual.spatial_merge_size
+                window_index, cu_window_seqlens = vision_utils.get_vision_window_index(
+                    grid_thw, spatial_merge_size=merge, window_size=visual.window_size,
+                    patch_size=visual.patch_size)
+                made = {"image_position_ids": vision_utils.get_vision_position_ids(grid_thw, merge),
+                        "image_cu_seqlens": vision_utils.get_vision_cu_seqlens(grid_thw),
+                        "image_window_index": window_index, "image_cu_window_seqlens": cu_window_seqlens}
+            self._vision_inputs[b] = made
+        return self._vision_inputs[b]
+
     def _patch_embeddings(self, chunk: np.ndarray) -> torch.Tensor:
         """(b·n, D) patch embeddings of the masked copies: whole patches from the full or black image's, the
-        patches a mask cuts composed and embedded here."""
+        patches a mask cuts composed and embedded here, each distinct cut (same patch, same pixels kept) once."""
         b, n = len(chunk), len(self._index_np)
         flat = np.ascontiguousarray(chunk.reshape(b, -1))
         kept = flat[:, self._pixels_np]  # (b, n, pixels of a patch)
         whole = kept.all(-1)
         cut = np.flatnonzero(kept.any(-1) & ~whole)
-        full = torch.from_numpy(whole).to(self.device).reshape(b, n, 1)
-        out = torch.where(full, self._embed_full.unsqueeze(0), self._embed_black.unsqueeze(0)).reshape(b * n, -1)
+        rows = torch.from_numpy((whole * n + np.arange(n)).reshape(-1)).to(self.device)
+        out = self._embed_table.index_select(0, rows)  # row p: the black image's patch p, row n + p: the full's
         if len(cut):
-            image, patch = cut // n, cut % n
-            keep = torch.from_numpy(flat[image[:, None], self._index_np[patch]]).to(self.device)  # (cut, C·T·p·p)
-            patch = torch.from_numpy(patch).to(self.device)
-            pv = torch.where(keep, self.pv_full[patch], self.pv_black[patch]).to(self.dtype)
-            out[torch.from_numpy(cut).to(self.device)] = self._patch_embed(pv)
+            patch = cut % n
+            bits = kept.reshape(b * n, -1)[cut]  # (cut, pixels of a patch)
+            key = np.concatenate([patch.astype(">u4").view(np.uint8).reshape(-1, 4), np.packbits(bits, axis=1)],
+                                 axis=1)
+            _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            distinct = torch.from_numpy(patch[first]).to(self.device)
+            keep = torch.gather(torch.from_numpy(bits[first]).to(self.device), 1, self._slot[distinct])
+            pv = torch.where(keep, self.pv_full[distinct], self.pv_black[distinct]).to(self.dtype)
+            out[torch.from_numpy(cut).to(self.device)] = self._patch_embed(pv)[
+                torch.from_numpy(inverse.reshape(-1)).to(self.device)]
         return out
 
     def _forward(self, chunk: np.ndarray) -> np.ndarray:
@@ -222,6 +255,7 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         inputs["pixel_values"] = self.pv_black[:1].to(self.dtype)  # embedded by the hook's stand-in: one row
         if self._position_ids is not None:
             inputs["position_ids"] = self._position_ids.expand(-1, b, -1)
+        inputs.update(self._vision_geometry(b, inputs["image_grid_thw"]))
         caller = threading.get_ident()
 
         def hook(module, args, output):
