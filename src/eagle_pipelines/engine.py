@@ -249,12 +249,15 @@ def explain_image(model, image, prompt: str, params: SearchParams, tokens=None, 
                           compose=compose, memory_budget_mb=params.memory_budget_mb)
     if hasattr(scorer, "announce"):  # an API model: the requests the search will send, against its budget
         scorer.announce(passes, exact, label)
-    if prompt_units is not None:
+    if prompt_units is not None:  # the joint search edits the scorer's prompt ids: every patch embedded per pass
         return explain_joint(model.processor.tokenizer, scorer, regions, prompt, prompt_units, params,
                              target_positions=list(positions),
                              target_token_ids=[int(answer.token_ids[p]) for p in positions],
                              target_words=[tok.decode([answer.token_ids[p]]).strip() for p in positions],
                              answer=answer.text, meta={"n_regions": regions.n_regions, **(meta or {})})
+    share = getattr(scorer, "share_patches", None)
+    if share is not None:  # Qwen-VL: whole patches embedded once, the vision geometry made once (same bits)
+        share()
     return run_search(Attribution, model, scorer, regions, answer, positions, prompt, params, progress, meta)
 
 

@@ -90,7 +90,17 @@ def test_shared_patches_hand_the_vision_tower_its_geometry(shipped_model, monkey
     seen.clear()
     np.testing.assert_array_equal(shared(masks), expected)
     assert sorted(seen) == sorted([(name, True) for name in keys] * 2)
-    assert sorted(shared._vision_inputs) == [3, 4]  # made once for each batch size (4, then the last 3)
+    # made once per batch size (4, then the last 3) for every scorer of this image size
+    from eagle_pipelines.models.qwen_vl import vision_geometry
+
+    vision_geometry.cache_clear()
+    other = shipped_model.scorer(image[::-1].copy(), "Describe the image.", [4, 15], [0, 1], batch_size=4,
+                                 memory_budget_mb=0)
+    assert other.share_patches()
+    other(masks)
+    shared(masks)
+    info = vision_geometry.cache_info()
+    assert (info.misses, info.hits) == (2, 2)
 
 
 def test_an_adopted_plan_skips_the_probe_passes(shipped_model):

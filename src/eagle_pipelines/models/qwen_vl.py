@@ -10,6 +10,8 @@ M-RoPE ``mm_token_type_ids`` rebuilt for Captum's longer sequences.
 
 from __future__ import annotations
 
+import functools
+
 import importlib
 import threading
 
@@ -175,7 +177,6 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         self._patch_embed = embed
         self._vision_config = _packed_config(visual)
         self._visual = visual
-        self._vision_inputs: dict[int, dict] = {}
         self._pixels_np = np.stack(pixels)  # (n, pixels of one patch)
         self._index_np = self.index.cpu().numpy()
         # each entry of a patch's pixel values: the slot of its pixel among the patch's pixels (``_pixels_np``)
@@ -200,27 +201,15 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         except TypeError:  # another signature: let the model compute them
             return None
 
-    def _vision_geometry(self, b: int, grid_thw: torch.Tensor) -> dict:
-        """The vision tower's position ids, window order and sequence bounds for `b` copies of the image, made
-        once per batch size by transformers' own helpers (``transformers.vision_utils``) and handed to the model
-        as its precomputed ``image_*`` inputs (the tower would loop over the b images for them in every pass);
-        empty where this transformers has no such helpers."""
-        if b not in self._vision_inputs:
-            try:
-                from transformers import vision_utils
-            except ImportError:
-                vision_utils = None
-            visual, made = self._visual, {}
-            if vision_utils is not None and hasattr(visual, "window_size"):
-                merge = visual.spatial_merge_size
-                window_index, cu_window_seqlens = vision_utils.get_vision_window_index(
-                    grid_thw, spatial_merge_size=merge, window_size=visual.window_size,
-                    patch_size=visual.patch_size)
-                made = {"image_position_ids": vision_utils.get_vision_position_ids(grid_thw, merge),
-                        "image_cu_seqlens": vision_utils.get_vision_cu_seqlens(grid_thw),
-                        "image_window_index": window_index, "image_cu_window_seqlens": cu_window_seqlens}
-            self._vision_inputs[b] = made
-        return self._vision_inputs[b]
+    def _vision_geometry(self, b: int) -> dict:
+        """The vision tower's position ids, window order and sequence bounds for `b` copies of the image (see
+        ``vision_geometry``), handed to the model as its precomputed ``image_*`` inputs."""
+        visual = self._visual
+        if not hasattr(visual, "window_size"):
+            return {}
+        grid = tuple(int(v) for v in self.per_image["image_grid_thw"][0])
+        return vision_geometry(grid, b, visual.spatial_merge_size, visual.window_size, visual.patch_size,
+                               str(self.device))
 
     def _patch_embeddings(self, chunk: np.ndarray) -> torch.Tensor:
         """(b·n, D) patch embeddings of the masked copies: whole patches from the full or black image's, the
@@ -255,7 +244,7 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         inputs["pixel_values"] = self.pv_black[:1].to(self.dtype)  # embedded by the hook's stand-in: one row
         if self._position_ids is not None:
             inputs["position_ids"] = self._position_ids.expand(-1, b, -1)
-        inputs.update(self._vision_geometry(b, inputs["image_grid_thw"]))
+        inputs.update(self._vision_geometry(b))
         caller = threading.get_ident()
 
         def hook(module, args, output):
@@ -310,6 +299,24 @@ class QwenVLTeacherForced(TransformersTeacherForced):
 
     def _captum_module(self, model) -> torch.nn.Module:
         return QwenVLCaptumModule(model)
+
+
+@functools.lru_cache(maxsize=64)
+def vision_geometry(grid: tuple[int, int, int], b: int, merge: int, window: int, patch: int, device: str) -> dict:
+    """The Qwen2.5-VL vision tower's position ids, window order and sequence bounds for `b` images of one `grid`
+    (t, h, w), made by transformers' own helpers (``transformers.vision_utils``) once per grid and batch size for
+    every scorer (the tower would loop over the b images for them in each pass); empty where this transformers has
+    no such helpers. The model only reads them."""
+    try:
+        from transformers import vision_utils
+    except ImportError:
+        return {}
+    grid_thw = torch.tensor([grid] * b, device=device)
+    window_index, cu_window_seqlens = vision_utils.get_vision_window_index(
+        grid_thw, spatial_merge_size=merge, window_size=window, patch_size=patch)
+    return {"image_position_ids": vision_utils.get_vision_position_ids(grid_thw, merge),
+            "image_cu_seqlens": vision_utils.get_vision_cu_seqlens(grid_thw),
+            "image_window_index": window_index, "image_cu_window_seqlens": cu_window_seqlens}
 
 
 def _packed_config(visual) -> object | None:
