@@ -146,3 +146,27 @@ def test_packed_attention_is_the_per_image_attention_bit_for_bit():
                                for a, b, c in zip(*(torch.split(t, lengths, dim=2) for t in (q, k, v)))], dim=1)
         assert got.shape == (1, sum(lengths), 4, 8)
         assert torch.equal(got, per_image)
+
+
+def test_the_search_shares_patches_with_the_same_order_and_curves(shipped_model, monkeypatch):
+    """explain() turns the patch sharing on for its scorer; the order and both curves are the same bits as a
+    search whose scorer embeds every patch."""
+    from eagle_pipelines.api import explain
+    from eagle_pipelines.models.qwen_vl import QwenVLTokenScorer
+
+    rng = np.random.default_rng(7)
+    photo = rng.integers(0, 40, (112, 112, 3), dtype=np.uint8)
+    photo[30:70, 20:60] = (230, 210, 40)
+    image = shipped_model.model_image(photo)
+    regions = slico(image, 16)
+    turned_on = []
+    share = QwenVLTokenScorer.share_patches
+    monkeypatch.setattr(QwenVLTokenScorer, "share_patches", lambda self: turned_on.append(share(self)) or True)
+    shared = explain(shipped_model, image, "Describe the image.", regions=regions, strategy="pooled")
+    assert turned_on == [True]
+    monkeypatch.setattr(QwenVLTokenScorer, "share_patches", lambda self: False)
+    plain = explain(shipped_model, image, "Describe the image.", regions=regions, strategy="pooled")
+    np.testing.assert_array_equal(shared.order, plain.order)
+    np.testing.assert_array_equal(shared.insertion, plain.insertion)
+    np.testing.assert_array_equal(shared.deletion, plain.deletion)
+    assert shared.forward_passes == plain.forward_passes
