@@ -4,15 +4,18 @@ under the shared protocol costs beside EAGLE's search of the same target.
     python benchmarks/evaluation.py                  # 6 eval images, sentence level, the conf/base settings
     python benchmarks/evaluation.py --images 10 --threads 1
 
-For each image: the answer, its superpixels, EAGLE's search (timed: the explanation), the baselines' maps
+For each image: the answer, its superpixels, EAGLE's search (timed: the explanation; run twice, its scorer
+embedding every patch of every masked copy (``search_plain_seconds``) and sharing them as ``explain()`` does
+(``search_seconds``), which must give the same order and curves), the baselines' maps
 (``baselines.methods``; not timed here), then the evaluation of the target as ``eagle_coco``'s ``evaluate`` node
 scores it (one ``MaskBank``: EAGLE's record known, the random floor's region curves, every method's pixel
 protocol), twice:
 
 - ``per_target``: each target's scorer plans its memory (two probe passes) and embeds every patch of every
   masked copy (the evaluation before ``ScorerSetup``);
-- ``shared``: the scorers share one memory plan and reuse the full and black images' patch embeddings
-  (``core/evaluate.py: ScorerSetup``; what the node does now).
+- ``shared``: the scorers share one memory plan and reuse the full and black images' patch embeddings, embed
+  each distinct cut patch of a pass once and hand the vision tower its geometry (``core/evaluate.py:
+  ScorerSetup``, ``models/qwen_vl.py``; what the node does now).
 
 Both give the same rows bit for bit (checked here). Wall and process CPU seconds are measured (on a loaded
 machine the wall seconds move with the load; the CPU seconds with one torch thread less so), with the counts:
@@ -38,6 +41,7 @@ from eagle_pipelines.core.evaluate import (MaskBank, ScorerSetup, know_record, o
 from eagle_pipelines.core.metrics import Curves
 from eagle_pipelines.core.regions import RegionMap, slico
 from eagle_pipelines.data.shapes import generate_split
+from eagle_pipelines.models.qwen_vl import QwenVLTokenScorer
 from eagle_pipelines.parameters import parse
 
 ROOT = Path(__file__).parents[1]
@@ -100,17 +104,30 @@ def run(images: int, model_path: str, threads: int | None) -> pd.DataFrame:
     shapes = parse("shapes", _conf("parameters_data_preparation", "shapes"))
     split = generate_split(shapes.model_copy(update={"splits": shapes.splits.model_copy(update={"eval": images})}),
                            "eval")
-    targets, search = [], {"wall": 0.0, "cpu": 0.0}
+    targets = []
+    search = {mode: {"wall": 0.0, "cpu": 0.0} for mode in ("plain", "shared")}
+    share = QwenVLTokenScorer.share_patches
     for image_id, name in enumerate(sorted(split.images)):
         picture = model.model_image(np.asarray(split.images[name]))
         answer = model.generate(picture, PROMPT, max_new_tokens=32)
         regions = slico(picture, n_segments=superpixels["n_segments"], compactness=superpixels["compactness"],
                         max_num_iter=superpixels["max_num_iter"], sigma=superpixels["sigma"])
-        wall, cpu = time.perf_counter(), time.process_time()
-        a = explain(model, picture, PROMPT, answer=answer, regions=regions, strategy=attribution["strategy"],
-                    batch_size=attribution["batch_size"], search_params=attribution.get(attribution["strategy"]))
-        search["wall"] += time.perf_counter() - wall
-        search["cpu"] += time.process_time() - cpu
+        found = {}
+        for mode in ("plain", "shared"):  # the search without and with patch sharing (explain() turns it on)
+            QwenVLTokenScorer.share_patches = share if mode == "shared" else (lambda self: False)
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                found[mode] = explain(model, picture, PROMPT, answer=answer, regions=regions,
+                                      strategy=attribution["strategy"], batch_size=attribution["batch_size"],
+                                      search_params=attribution.get(attribution["strategy"]))
+                search[mode]["wall"] += time.perf_counter() - wall
+                search[mode]["cpu"] += time.process_time() - cpu
+            finally:
+                QwenVLTokenScorer.share_patches = share
+        a = found["shared"]
+        if not (np.array_equal(a.order, found["plain"].order) and np.array_equal(a.insertion, found["plain"].insertion)
+                and np.array_equal(a.deletion, found["plain"].deletion)):
+            raise SystemExit(f"image {image_id}: the search with shared patches found another order or curves")
         positions = list(range(len(answer.token_ids)))
         tf = model.teacher_forced(picture, PROMPT, answer.token_ids)
         maps = {m: run_baseline(m, tf, positions, regions.labels if BASELINES[m].needs_labels else None,
@@ -133,10 +150,11 @@ def run(images: int, model_path: str, threads: int | None) -> pd.DataFrame:
         results[mode] = out
         seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
         rows.append({"mode": mode, "targets": len(targets), "threads": torch.get_num_threads(),
-                     "search_seconds": search["wall"], "search_cpu_seconds": search["cpu"],
+                     "search_plain_seconds": search["plain"]["wall"],
+                     "search_seconds": search["shared"]["wall"], "search_cpu_seconds": search["shared"]["cpu"],
                      "evaluation_seconds": seconds, "evaluation_cpu_seconds": cpu_seconds,
-                     "evaluation_share_wall": seconds / (seconds + search["wall"]),
-                     "evaluation_share_cpu": cpu_seconds / (cpu_seconds + search["cpu"]),
+                     "evaluation_share_wall": seconds / (seconds + search["shared"]["wall"]),
+                     "evaluation_share_cpu": cpu_seconds / (cpu_seconds + search["shared"]["cpu"]),
                      "model_calls": sum(m.calls for m in meters), "masks_through_model": sum(m.masks for m in meters),
                      "patches_embedded": sum(m.patches for m in meters),
                      "search_forward_passes": sum(t[4].forward_passes for t in targets)})
