@@ -54,24 +54,28 @@ def _conf(name: str, group: str) -> dict:
 
 class Meter:
     """Counts the passes of a scorer's model (calls of ``_forward``, memory probes included), the masks they
-    score and the patches the vision tower embeds."""
+    score and the patches the vision tower embeds (rows through the embedding's convolution: the shared scorer's
+    assembled rows stand in after it), until ``stop``. One hook for the meter's life: passes may run on two
+    threads at once."""
 
     def __init__(self, scorer):
-        self.calls = self.masks = self.patches = 0
+        self._chunks, self._rows = [], []  # list.append: safe from two threads
         original = scorer._forward
-        embed = getattr(getattr(scorer.adapter.model, "model", scorer.adapter.model), "visual").patch_embed
+        conv = getattr(getattr(scorer.adapter.model, "model", scorer.adapter.model), "visual").patch_embed.proj
+        self._handle = conv.register_forward_hook(lambda module, args, out: self._rows.append(len(out)))
 
         def forward(chunk):
-            self.calls += 1
-            self.masks += len(chunk)
-            handle = embed.register_forward_hook(lambda module, args, out: setattr(self, "patches",
-                                                                                  self.patches + len(out)))
-            try:
-                return original(chunk)
-            finally:
-                handle.remove()
+            self._chunks.append(len(chunk))
+            return original(chunk)
 
         scorer._forward = forward
+
+    calls = property(lambda self: len(self._chunks))
+    masks = property(lambda self: sum(self._chunks))
+    patches = property(lambda self: sum(self._rows))
+
+    def stop(self) -> None:
+        self._handle.remove()
 
 
 def evaluate_target(scorer, a, maps: dict, steps: int, seed: int, image_id: int) -> list[dict]:
@@ -145,6 +149,7 @@ def run(images: int, model_path: str, threads: int | None) -> pd.DataFrame:
                 setup.prepare(scorer)
             out.append(evaluate_target(scorer, a, maps, evaluation["pixel_steps"], evaluation["random_seed"],
                                        image_id))
+            meters[-1].stop()
             if setup is not None:
                 setup.keep(scorer)
         results[mode] = out

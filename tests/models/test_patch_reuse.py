@@ -35,9 +35,9 @@ def test_shared_patches_give_the_same_bits_and_embed_only_the_cut_patches(shippe
                                   memory_budget_mb=0)  # no probe passes: the count below is the scoring alone
     assert shared.share_patches() and not plain._reuse
 
-    embed = shared._patch_embed
+    conv = shared._patch_embed.proj  # the embedding's own arithmetic, before the assembled rows stand in
     rows = []
-    handle = embed.register_forward_hook(lambda module, args, output: rows.append(len(output)))
+    handle = conv.register_forward_hook(lambda module, args, output: rows.append(len(output)))
     try:
         got = shared(masks)
     finally:
@@ -170,3 +170,42 @@ def test_the_search_shares_patches_with_the_same_order_and_curves(shipped_model,
     np.testing.assert_array_equal(shared.insertion, plain.insertion)
     np.testing.assert_array_equal(shared.deletion, plain.deletion)
     assert shared.forward_passes == plain.forward_passes
+
+
+def test_a_large_call_runs_as_two_halves_on_two_threads_with_the_same_bits(shipped_model):
+    """On a CPU with two torch threads, a call of ``parallel_min`` masks or more is scored as two halves at once
+    (each on its own thread with one torch thread, chunks of half the batch); the same bits as the plain scorer on
+    one thread pool, and the torch thread count is back afterwards."""
+    import threading
+
+    rng = np.random.default_rng(8)
+    image = shipped_model.model_image(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    masks = _masks(image, rng)
+    assert len(masks) >= 32
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        plain = shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=16,
+                                     memory_budget_mb=0)
+        expected = plain(masks)
+        shared = shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=16,
+                                      memory_budget_mb=0)
+        assert shared.share_patches()
+        seen = []
+        original = shared._forward
+        shared._forward = lambda chunk: seen.append((threading.get_ident(), len(chunk), torch.get_num_threads())) \
+            or original(chunk)
+        got = shared(masks)
+        assert torch.get_num_threads() == 2
+        shared.parallel_min = len(masks) + 1  # below it: the one-pool path, chunks of the whole batch
+        again = shared(masks)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(again, expected)
+    parallel = [s for s in seen if s[0] != threading.get_ident()]
+    assert len({t for t, _, _ in parallel}) == 2  # two threads of its own
+    assert {n for _, _, n in parallel} == {1}  # one torch thread each
+    assert max(c for _, c, _ in parallel) == 8 and sum(c for _, c, _ in parallel) == len(masks)
+    assert [c for t, c, _ in seen if t == threading.get_ident()] == [16] * (len(masks) // 16) + \
+        ([len(masks) % 16] if len(masks) % 16 else [])

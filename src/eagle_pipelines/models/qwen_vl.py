@@ -14,6 +14,7 @@ import functools
 
 import importlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from eagle_pipelines.models.adapter import (  # noqa: F401 - checkpoint_fingerpr
 )
 from eagle_pipelines.models.processing import ImageTextQwenVLProcessor
 from eagle_pipelines.models.registry import register_family
+from eagle_pipelines.models.scoring import is_out_of_memory
 from eagle_pipelines.models.video import QwenVideoMixin
 
 #: smart resize applied to its own output at most this often before an image size counts as having no fixed point
@@ -146,6 +148,24 @@ def packed_sdpa(module, query, key, value, attention_mask=None, cu_seq_lens_q=No
     return torch.cat(parts, dim=1), None
 
 
+#: thread id -> the patch embeddings the pass running on that thread hands the model (``_stand_in``)
+_STAND_INS: dict[int, torch.Tensor] = {}
+
+
+def _stand_in(module, args, output):
+    """Forward hook of the vision tower's patch embedding: the assembled embeddings of the pass running on this
+    thread (a ``QwenVLTokenScorer`` with shared patches), else the module's own output."""
+    return _STAND_INS.get(threading.get_ident())
+
+
+def _install_stand_in(embed) -> None:
+    """Puts ``_stand_in`` on `embed` once (one hook for every scorer and thread: registering one per pass would
+    change the module's hooks while a pass on another thread runs them)."""
+    if not getattr(embed, "_eagle_stand_in", False):
+        embed.register_forward_hook(_stand_in)
+        embed._eagle_stand_in = True
+
+
 class QwenVLTokenScorer(TeacherForcedScorer):
     """``TeacherForcedScorer`` of the Qwen-VL family: ``input_ids``, ``attention_mask`` and ``mm_token_type_ids``
     get the answer appended, ``image_grid_thw`` is repeated per copy, and masked ``pixel_values`` (N, C·T·p·p) are
@@ -175,6 +195,7 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             self._embed_black = embed(self.pv_black.to(self.dtype))
             self._position_ids = self._positions()
         self._patch_embed = embed
+        _install_stand_in(embed)
         self._vision_config = _packed_config(visual)
         self._visual = visual
         self._pixels_np = np.stack(pixels)  # (n, pixels of one patch)
@@ -234,6 +255,54 @@ class QwenVLTokenScorer(TeacherForcedScorer):
                 torch.from_numpy(inverse.reshape(-1)).to(self.device)]
         return out
 
+    #: on a CPU with shared patches, a call of at least this many masks runs as two halves at once, each on its
+    #: own thread with one torch thread (``__call__``)
+    parallel_min = 32
+
+    def __call__(self, keep_masks: np.ndarray) -> np.ndarray:
+        """``BatchedTokenScorer.__call__``; on a CPU with two or more torch threads and shared patches, a call of
+        ``parallel_min`` masks or more is scored as two halves at once, each on its own thread with one torch
+        thread, in chunks of half the planned batch (the same peak memory as one batch). The small operations of
+        the vision tower and the language model (norms, rotary embeddings, activations) leave the second torch
+        thread idle; two halves keep both cores busy. The same bits: each mask's probabilities do not depend on
+        its batch or the torch thread count (tests/models/test_patch_reuse.py). Out of memory falls back to the
+        one-thread-pool call and its halving."""
+        keep_masks = np.asarray(keep_masks, dtype=bool)
+        threads = torch.get_num_threads()
+        if (not self._reuse or self.device.type != "cpu" or threads < 2 or len(keep_masks) < self.parallel_min
+                or keep_masks.ndim != 3 or keep_masks.shape[1:] != (self.height, self.width)):
+            return super().__call__(keep_masks)
+        if not self.planned:
+            with torch.no_grad():
+                self.plan_batch(keep_masks[0])
+        size = max(1, self.batch_size // 2)
+        halves = np.array_split(keep_masks, 2)
+
+        def score(masks: np.ndarray) -> np.ndarray:
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                return np.concatenate([np.asarray(self._forward(masks[lo:lo + size]))
+                                       for lo in range(0, len(masks), size)])
+
+        config = self._vision_config
+        packed = config is not None and config._attn_implementation == "sdpa"
+        if packed:  # set for both threads at once (``_forward`` leaves it as it finds it)
+            config._attn_implementation = PACKED_SDPA
+        try:
+            with ThreadPoolExecutor(2, thread_name_prefix="eagle-score") as pool:
+                parts = list(pool.map(score, halves))
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            parts = None
+        finally:
+            torch.set_num_threads(threads)
+            if packed:
+                config._attn_implementation = "sdpa"
+        if parts is None:
+            return super().__call__(keep_masks)
+        return np.concatenate(parts).astype(np.float64)
+
     def _forward(self, chunk: np.ndarray) -> np.ndarray:
         if not self._reuse:
             return super()._forward(chunk)
@@ -246,11 +315,7 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             inputs["position_ids"] = self._position_ids.expand(-1, b, -1)
         inputs.update(self._vision_geometry(b))
         caller = threading.get_ident()
-
-        def hook(module, args, output):
-            return embeds if threading.get_ident() == caller else None
-
-        handle = self._patch_embed.register_forward_hook(hook)
+        _STAND_INS[caller] = embeds
         config = self._vision_config
         packed = config is not None and config._attn_implementation == "sdpa"
         if packed:
@@ -258,7 +323,7 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         try:
             logits = self.adapter.model(**inputs, logits_to_keep=self.n_answer + 1).logits
         finally:
-            handle.remove()
+            _STAND_INS.pop(caller, None)
             if packed:
                 config._attn_implementation = "sdpa"
         probs = token_softmax(logits[:, list(self.target_positions)], self.adapter.softmax_dtype, self.dtype)
