@@ -90,62 +90,39 @@ def test_shared_patches_hand_the_vision_tower_its_geometry(shipped_model, monkey
     seen.clear()
     np.testing.assert_array_equal(shared(masks), expected)
     assert sorted(seen) == sorted([(name, True) for name in keys] * 2)
-    # made once per batch size (4, then the last 3) for every scorer of this image size
-    from eagle_pipelines.models.qwen_vl import vision_geometry
+    # made once per image grid for every scorer of this image size and every batch size up to 64
+    from eagle_pipelines.models.qwen_vl import _geometry_for
 
-    vision_geometry.cache_clear()
+    _geometry_for.cache_clear()
     other = shipped_model.scorer(image[::-1].copy(), "Describe the image.", [4, 15], [0, 1], batch_size=4,
                                  memory_budget_mb=0)
     assert other.share_patches()
     other(masks)
     shared(masks)
-    info = vision_geometry.cache_info()
-    assert (info.misses, info.hits) == (2, 2)
+    info = _geometry_for.cache_info()
+    assert (info.misses, info.hits) == (1, 3)
 
 
-def test_an_adopted_plan_skips_the_probe_passes(shipped_model):
-    from eagle_pipelines.core.evaluate import ScorerSetup
+def test_the_vision_geometry_is_the_helpers_for_every_batch_size():
+    """A prefix of the geometry made for many images is transformers' own for fewer, for grids with one window
+    and with several (the window of 112 pixels: 4x4 merged tokens), padded windows included."""
+    import torch
+    from transformers import vision_utils
 
-    rng = np.random.default_rng(5)
-    image = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
-    setup = ScorerSetup()
-    first = setup.prepare(shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=64,
-                                               memory_budget_mb=10**6))
-    masks = rng.random((6, 112, 112)) < 0.5
-    first(masks)
-    assert first.memory_plan["batch_size"] == 64
-    setup.keep(first)
-    second = setup.prepare(shipped_model.scorer(image[::-1].copy(), "Describe the image.", [4, 15, 13], [0, 1, 2],
-                                                batch_size=64, memory_budget_mb=10**6))
-    assert second.planned and second.memory_plan == first.memory_plan
-    calls = []
-    original = second._forward
-    second._forward = lambda chunk: calls.append(len(chunk)) or original(chunk)
-    second(masks)
-    assert calls == [6]  # no probes of 1 and 2 masks
-    other = setup.prepare(shipped_model.scorer(image, "Describe the image.", [4, 15], [0, 1], batch_size=64))
-    assert not other.planned  # another answer length: another kind, planned on its own
-    assert (setup.plans_measured, setup.plans_adopted) == (1, 1)
-    with torch.no_grad():
-        assert second.adopt_plan({"batch_size": 500}) is None and second.batch_size == 64  # never above its own
+    from eagle_pipelines.models.qwen_vl import vision_geometry
 
-
-def test_packed_attention_is_the_per_image_attention_bit_for_bit():
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from eagle_pipelines.models.qwen_vl import packed_sdpa
-
-    module = torch.nn.Module()
-    g = torch.Generator().manual_seed(0)
-    for lengths in ([16, 16, 16], [12, 20, 7]):  # one length: one batched call; several: image by image
-        q, k, v = (torch.randn(1, 4, sum(lengths), 8, generator=g) for _ in range(3))
-        cu = torch.tensor([0, *np.cumsum(lengths)])
-        got, _ = packed_sdpa(module, q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, scaling=8 ** -0.5,
-                             dropout=0.0, is_causal=False)
-        per_image = torch.cat([sdpa_attention_forward(module, a, b, c, None, scaling=8 ** -0.5, is_causal=False)[0]
-                               for a, b, c in zip(*(torch.split(t, lengths, dim=2) for t in (q, k, v)))], dim=1)
-        assert got.shape == (1, sum(lengths), 4, 8)
-        assert torch.equal(got, per_image)
+    for grid in ((1, 8, 8), (1, 12, 20), (1, 16, 16), (2, 6, 10)):
+        for b in (1, 2, 3, 7, 64, 65, 130):
+            got = vision_geometry(grid, b, 2, 112, 14, "cpu")
+            grid_thw = torch.tensor([grid] * b)
+            window_index, cu_window = vision_utils.get_vision_window_index(grid_thw, spatial_merge_size=2,
+                                                                           window_size=112, patch_size=14)
+            want = {"image_position_ids": vision_utils.get_vision_position_ids(grid_thw, 2),
+                    "image_cu_seqlens": vision_utils.get_vision_cu_seqlens(grid_thw),
+                    "image_window_index": window_index, "image_cu_window_seqlens": cu_window}
+            assert got.keys() == want.keys()
+            for key in want:
+                assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (grid, b, key)
 
 
 def test_the_search_shares_patches_with_the_same_order_and_curves(shipped_model, monkeypatch):

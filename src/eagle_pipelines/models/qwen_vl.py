@@ -366,22 +366,40 @@ class QwenVLTeacherForced(TransformersTeacherForced):
         return QwenVLCaptumModule(model)
 
 
-@functools.lru_cache(maxsize=64)
 def vision_geometry(grid: tuple[int, int, int], b: int, merge: int, window: int, patch: int, device: str) -> dict:
     """The Qwen2.5-VL vision tower's position ids, window order and sequence bounds for `b` images of one `grid`
-    (t, h, w), made by transformers' own helpers (``transformers.vision_utils``) once per grid and batch size for
-    every scorer (the tower would loop over the b images for them in each pass); empty where this transformers has
-    no such helpers. The model only reads them."""
+    (t, h, w), as transformers' own helpers (``transformers.vision_utils``) make them: the leading `b` images'
+    part of those made once per grid for a power of two of images at least `b` (each image's entries follow the
+    ones before it, so a prefix is the helpers' result for fewer images; tests/models/test_patch_reuse.py). The
+    tower would otherwise loop over the b images for them in each pass. Empty where this transformers has no
+    such helpers. The model only reads them."""
+    made = _geometry_for(grid, max(64, 1 << (b - 1).bit_length()), merge, window, patch, device)
+    if not made:
+        return {}
+    t, h, w = grid
+    return {"image_position_ids": made["image_position_ids"][:b * t * h * w],
+            "image_cu_seqlens": made["image_cu_seqlens"][:b * t + 1],
+            "image_window_index": made["image_window_index"][:b * t * (h // merge) * (w // merge)],
+            "image_cu_window_seqlens": made["image_cu_window_seqlens"][:b * made["windows"] + 1]}
+
+
+@functools.lru_cache(maxsize=16)
+def _geometry_for(grid: tuple[int, int, int], images: int, merge: int, window: int, patch: int,
+                  device: str) -> dict:
+    """``vision_geometry`` for `images` images by transformers' helpers, with ``windows``: windows per image."""
     try:
         from transformers import vision_utils
     except ImportError:
         return {}
-    grid_thw = torch.tensor([grid] * b, device=device)
+    grid_thw = torch.tensor([grid] * images, device=device)
     window_index, cu_window_seqlens = vision_utils.get_vision_window_index(
         grid_thw, spatial_merge_size=merge, window_size=window, patch_size=patch)
+    windows, left = divmod(len(cu_window_seqlens) - 1, images)
+    if left:  # not one count per image: no prefix to take
+        return {}
     return {"image_position_ids": vision_utils.get_vision_position_ids(grid_thw, merge),
             "image_cu_seqlens": vision_utils.get_vision_cu_seqlens(grid_thw),
-            "image_window_index": window_index, "image_cu_window_seqlens": cu_window_seqlens}
+            "image_window_index": window_index, "image_cu_window_seqlens": cu_window_seqlens, "windows": windows}
 
 
 def _packed_config(visual) -> object | None:
