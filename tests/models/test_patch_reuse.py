@@ -125,6 +125,51 @@ def test_the_vision_geometry_is_the_helpers_for_every_batch_size():
                 assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), (grid, b, key)
 
 
+def test_an_adopted_plan_skips_the_probe_passes(shipped_model):
+    from eagle_pipelines.core.evaluate import ScorerSetup
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    setup = ScorerSetup()
+    first = setup.prepare(shipped_model.scorer(image, "Describe the image.", [4, 15, 13], [0, 1, 2], batch_size=64,
+                                               memory_budget_mb=10**6))
+    masks = rng.random((6, 112, 112)) < 0.5
+    first(masks)
+    assert first.memory_plan["batch_size"] == 64
+    setup.keep(first)
+    second = setup.prepare(shipped_model.scorer(image[::-1].copy(), "Describe the image.", [4, 15, 13], [0, 1, 2],
+                                                batch_size=64, memory_budget_mb=10**6))
+    assert second.planned and second.memory_plan == first.memory_plan
+    calls = []
+    original = second._forward
+    second._forward = lambda chunk: calls.append(len(chunk)) or original(chunk)
+    second(masks)
+    assert calls == [6]  # no probes of 1 and 2 masks
+    other = setup.prepare(shipped_model.scorer(image, "Describe the image.", [4, 15], [0, 1], batch_size=64))
+    assert not other.planned  # another answer length: another kind, planned on its own
+    assert (setup.plans_measured, setup.plans_adopted) == (1, 1)
+    with torch.no_grad():
+        assert second.adopt_plan({"batch_size": 500}) is None and second.batch_size == 64  # never above its own
+
+
+def test_packed_attention_is_the_per_image_attention_bit_for_bit():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from eagle_pipelines.models.qwen_vl import packed_sdpa
+
+    module = torch.nn.Module()
+    g = torch.Generator().manual_seed(0)
+    for lengths in ([16, 16, 16], [12, 20, 7]):  # one length: one batched call; several: image by image
+        q, k, v = (torch.randn(1, 4, sum(lengths), 8, generator=g) for _ in range(3))
+        cu = torch.tensor([0, *np.cumsum(lengths)])
+        got, _ = packed_sdpa(module, q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, scaling=8 ** -0.5,
+                             dropout=0.0, is_causal=False)
+        per_image = torch.cat([sdpa_attention_forward(module, a, b, c, None, scaling=8 ** -0.5, is_causal=False)[0]
+                               for a, b, c in zip(*(torch.split(t, lengths, dim=2) for t in (q, k, v)))], dim=1)
+        assert got.shape == (1, sum(lengths), 4, 8)
+        assert torch.equal(got, per_image)
+
+
 def test_the_search_shares_patches_with_the_same_order_and_curves(shipped_model, monkeypatch):
     """explain() turns the patch sharing on for its scorer; the order and both curves are the same bits as a
     search whose scorer embeds every patch."""
