@@ -198,6 +198,9 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         _install_stand_in(embed)
         self._vision_config = _packed_config(visual)
         self._visual = visual
+        # made now, not inside the memory plan's probe passes: what they count must not depend on whether an
+        # earlier scorer of this grid made it (a Ray worker's first item against a run's later ones)
+        self._vision_geometry(1)
         self._pixels_np = np.stack(pixels)  # (n, pixels of one patch)
         self._index_np = self.index.cpu().numpy()
         # each entry of a patch's pixel values: the slot of its pixel among the patch's pixels (``_pixels_np``)
