@@ -11,10 +11,10 @@ M-RoPE ``mm_token_type_ids`` rebuilt for Captum's longer sequences.
 from __future__ import annotations
 
 import functools
-
 import importlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -171,12 +171,13 @@ class QwenVLTokenScorer(TeacherForcedScorer):
     get the answer appended, ``image_grid_thw`` is repeated per copy, and masked ``pixel_values`` (N, C·T·p·p) are
     composed per pixel (``compose="pixel_values"``) or made by the processor (``compose="processor"``).
 
-    ``share_patches()`` (the evaluation turns it on; ``compose="pixel_values"`` only): the vision tower's patch
-    embedding is a function of each patch alone, so a patch the mask keeps whole is the full image's embedding
-    and one it removes whole is the black image's, both computed once; only the patches a mask cuts are composed
-    and embedded (a forward hook on ``visual.patch_embed`` hands the model the assembled embeddings). The M-RoPE
-    position ids, the same for every copy, are computed once too. The probabilities are the same bits: the patch
-    embedding gives a patch the same values in any batch (tests/models/test_patch_reuse.py)."""
+    ``share_patches()`` (the evaluation and ``explain()`` turn it on; ``compose="pixel_values"`` only): the vision
+    tower's patch embedding is a function of each patch alone, so a patch the mask keeps whole is the full image's
+    embedding and one it removes whole is the black image's, both computed once; only the patches a mask cuts are
+    composed and embedded, each distinct cut once per pass (a forward hook on ``visual.patch_embed`` hands the
+    model the assembled embeddings). The M-RoPE position ids, the same for every copy, are computed once too, and
+    the vision tower's geometry once per image grid (``vision_geometry``). The probabilities are the same bits:
+    the patch embedding gives a patch the same values in any batch (tests/models/test_patch_reuse.py)."""
 
     _reuse = False
 
@@ -288,12 +289,9 @@ class QwenVLTokenScorer(TeacherForcedScorer):
                 return np.concatenate([np.asarray(self._forward(masks[lo:lo + size]))
                                        for lo in range(0, len(masks), size)])
 
-        config = self._vision_config
-        packed = config is not None and config._attn_implementation == "sdpa"
-        if packed:  # set for both threads at once (``_forward`` leaves it as it finds it)
-            config._attn_implementation = PACKED_SDPA
-        try:
-            with ThreadPoolExecutor(2, thread_name_prefix="eagle-score") as pool:
+        pool = ThreadPoolExecutor(2, thread_name_prefix="eagle-score")
+        try:  # the packed attention set for both threads at once (their passes then find it set)
+            with _packed_attention(self._vision_config), pool:
                 parts = list(pool.map(score, halves))
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
@@ -301,8 +299,6 @@ class QwenVLTokenScorer(TeacherForcedScorer):
             parts = None
         finally:
             torch.set_num_threads(threads)
-            if packed:
-                config._attn_implementation = "sdpa"
         if parts is None:
             return super().__call__(keep_masks)
         return np.concatenate(parts).astype(np.float64)
@@ -320,16 +316,11 @@ class QwenVLTokenScorer(TeacherForcedScorer):
         inputs.update(self._vision_geometry(b))
         caller = threading.get_ident()
         _STAND_INS[caller] = embeds
-        config = self._vision_config
-        packed = config is not None and config._attn_implementation == "sdpa"
-        if packed:
-            config._attn_implementation = PACKED_SDPA
         try:
-            logits = self.adapter.model(**inputs, logits_to_keep=self.n_answer + 1).logits
+            with _packed_attention(self._vision_config):
+                logits = self.adapter.model(**inputs, logits_to_keep=self.n_answer + 1).logits
         finally:
             _STAND_INS.pop(caller, None)
-            if packed:
-                config._attn_implementation = "sdpa"
         probs = token_softmax(logits[:, list(self.target_positions)], self.adapter.softmax_dtype, self.dtype)
         return probs.gather(-1, self.targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
@@ -404,6 +395,20 @@ def _geometry_for(grid: tuple[int, int, int], images: int, merge: int, window: i
     return {"image_position_ids": vision_utils.get_vision_position_ids(grid_thw, merge),
             "image_cu_seqlens": vision_utils.get_vision_cu_seqlens(grid_thw),
             "image_window_index": window_index, "image_cu_window_seqlens": cu_window_seqlens, "windows": windows}
+
+
+@contextmanager
+def _packed_attention(config):
+    """The vision tower's attention as ``packed_sdpa`` inside the block where `config` (``_packed_config``) has
+    transformers' sdpa; left as it is where it is set already (an enclosing block) or `config` is None."""
+    packed = config is not None and config._attn_implementation == "sdpa"
+    if packed:
+        config._attn_implementation = PACKED_SDPA
+    try:
+        yield
+    finally:
+        if packed:
+            config._attn_implementation = "sdpa"
 
 
 def _packed_config(visual) -> object | None:
